@@ -1,0 +1,136 @@
+//! Types shared by the kernel programs (`balancer-ebpf`) and userspace (`balancer`).
+//!
+//! Every type here is `#[repr(C)]` plain data: the same bytes are written by the eBPF side and
+//! read by userspace through the maps. Field order keeps 8-byte values aligned without padding
+//! surprises between the two compilers.
+#![no_std]
+
+/// Number of softirq vectors the kernel defines (HI..RCU).
+pub const NR_SOFTIRQS: usize = 10;
+/// Softirq vector of NET_RX, where NAPI polls run.
+pub const NET_RX_SOFTIRQ: u32 = 3;
+/// Kernel names of the softirq vectors, indexed by vector number.
+pub const SOFTIRQ_NAMES: [&str; NR_SOFTIRQS] = [
+    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
+];
+/// IFNAMSIZ: the longest device name the kernel stores, with its NUL.
+pub const DEV_NAME_LEN: usize = 16;
+/// Marks "no offset known" in [`Offsets`] for optional fields.
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Where the programs find their inputs. Tracepoint field offsets come from the tracefs
+/// `format` files and struct offsets from the kernel's BTF, both read at start-up: nothing is
+/// hard-coded, so the same object runs on kernels whose layouts differ.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    /// `irq` in irq:irq_handler_entry.
+    pub handler_entry_irq: u32,
+    /// `irq` in irq:irq_handler_exit.
+    pub handler_exit_irq: u32,
+    /// `vec` in irq:softirq_raise.
+    pub softirq_raise_vec: u32,
+    /// `vec` in irq:softirq_entry.
+    pub softirq_entry_vec: u32,
+    /// `vec` in irq:softirq_exit.
+    pub softirq_exit_vec: u32,
+    /// `napi` (struct napi_struct *) in napi:napi_poll.
+    pub napi_poll_napi: u32,
+    /// `dev_name` (__data_loc char[]) in napi:napi_poll.
+    pub napi_poll_dev_name: u32,
+    /// `work` in napi:napi_poll.
+    pub napi_poll_work: u32,
+    /// `budget` in napi:napi_poll.
+    pub napi_poll_budget: u32,
+    /// `irq` in struct napi_struct (kernel 6.8+), or [`NO_OFFSET`].
+    pub napi_struct_irq: u32,
+    /// `napi_id` in struct napi_struct, or [`NO_OFFSET`].
+    pub napi_struct_napi_id: u32,
+    pub _pad: u32,
+}
+
+impl Offsets {
+    /// Placeholder compiled into the object; the loader always overrides it.
+    pub const UNSET: Offsets = Offsets {
+        handler_entry_irq: NO_OFFSET,
+        handler_exit_irq: NO_OFFSET,
+        softirq_raise_vec: NO_OFFSET,
+        softirq_entry_vec: NO_OFFSET,
+        softirq_exit_vec: NO_OFFSET,
+        napi_poll_napi: NO_OFFSET,
+        napi_poll_dev_name: NO_OFFSET,
+        napi_poll_work: NO_OFFSET,
+        napi_poll_budget: NO_OFFSET,
+        napi_struct_irq: NO_OFFSET,
+        napi_struct_napi_id: NO_OFFSET,
+        _pad: 0,
+    };
+}
+
+/// Per (IRQ, CPU): handler invocations and nanoseconds in the handler.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqStat {
+    pub runs: u64,
+    pub ns: u64,
+}
+
+/// Per (softirq vector, CPU). `ns` excludes hardirq time that interrupted the softirq.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SoftirqStat {
+    pub raises: u64,
+    pub runs: u64,
+    pub ns: u64,
+}
+
+/// Per (NAPI instance, CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NapiStat {
+    /// Polls inside a NET_RX softirq, whose time is measured.
+    pub polls: u64,
+    /// Packets the polls processed (`work`).
+    pub work: u64,
+    /// Polls that used their whole budget: the queue had more than one poll could take.
+    pub budget_exhausted: u64,
+    /// Nanoseconds in measured polls, hardirq time inside them excluded.
+    pub ns: u64,
+    /// Polls outside NET_RX softirq (threaded NAPI, busy polling): counted, not timed.
+    pub untimed_polls: u64,
+    /// Packets of the untimed polls.
+    pub untimed_work: u64,
+    /// `napi_struct.irq` as read on first sight; -1 where the kernel lacks the field.
+    pub irq: i32,
+    /// `napi_struct.napi_id` as read on first sight; 0 where unknown.
+    pub napi_id: u32,
+    /// `dev_name` of the poll event, NUL-padded; "(no_device)" for the backlog NAPI.
+    pub dev_name: [u8; DEV_NAME_LEN],
+}
+
+/// Key of the co-occurrence map: a NAPI instance polled in a NET_RX softirq that `irq`'s
+/// handler raised on the same CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PairKey {
+    pub napi: u64,
+    pub irq: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU health counters of the programs, indexed by these constants in the `ERRORS` map.
+pub const ERR_MAP_FULL: u32 = 0;
+pub const ERR_READ: u32 = 1;
+pub const NR_ERRORS: u32 = 2;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C) structs of integers without padding holes that
+    // userspace could read uninitialised; the kernel zero-fills map values.
+    unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for IrqStat {}
+    unsafe impl aya::Pod for SoftirqStat {}
+    unsafe impl aya::Pod for NapiStat {}
+    unsafe impl aya::Pod for PairKey {}
+}

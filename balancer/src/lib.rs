@@ -1,0 +1,41 @@
+//! balancer: IRQ observability and balancing on measured CPU time.
+//!
+//! Data flows one way, one module per stage:
+//!
+//! ```text
+//! probe (eBPF maps)  ─┐
+//! system (/proc,/sys)─┼─> sample ─> attribution ─> policy (pure) ─> actuation (writes)
+//!                     │                     └────> report / tui / metrics (views)
+//! ```
+use std::fmt;
+
+
+/// An error that ends the program with a chosen exit code and a one-line message, without a
+/// backtrace or a chain of causes: for conditions the user fixes (privileges, bad input).
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Fatal {
+    /// Exit code for missing privileges or capabilities.
+    pub const PERMISSION: u8 = 2;
+    /// Exit code for bad command-line or configuration input.
+    pub const USAGE: u8 = 2;
+
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Fatal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Fatal {}

@@ -1,0 +1,39 @@
+//! The `balancer` command line.
+use std::process::ExitCode;
+
+use balancer::Fatal;
+use clap::{Parser, Subcommand};
+
+/// IRQ observability and balancing on measured CPU time.
+///
+/// Interrupt counts stopped meaning load when NAPI arrived: a busy NIC queue polls with its
+/// interrupt off. balancer measures the real CPU time of every IRQ and of the softirq work it
+/// causes with eBPF, and balances on that.
+#[derive(Debug, Parser)]
+#[command(name = "balancer", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<ExitCode> = match cli.command {};
+    match result {
+        Ok(code) => code,
+        Err(err) => report_error(&err),
+    }
+}
+
+/// One line for errors the user fixes; the cause chain for everything else.
+fn report_error(err: &anyhow::Error) -> ExitCode {
+    if let Some(fatal) = err.downcast_ref::<Fatal>() {
+        eprintln!("balancer: {fatal}");
+        return ExitCode::from(fatal.code);
+    }
+    eprintln!("balancer: {err:#}");
+    ExitCode::FAILURE
+}
