@@ -45,7 +45,9 @@ static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_ERRORS, 0);
 #[map]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
-const NO_IRQ: u32 = u32::MAX;
+/// IRQ slots in [`CpuState`] hold the IRQ number plus one, so the zeroed initial state
+/// means "none" rather than IRQ 0.
+const NO_IRQ: u32 = 0;
 const BPF_NOEXIST: u64 = 1;
 
 /// What happens on this CPU right now. Timestamps of 0 mean "not inside".
@@ -62,9 +64,9 @@ struct CpuState {
     poll_hardirq_base: u64,
     irq: u32,
     softirq_vec: u32,
-    /// IRQ whose handler last raised NET_RX here, until a NET_RX softirq takes it.
+    /// IRQ (+1) whose handler last raised NET_RX here, until a NET_RX softirq takes it.
     raiser_irq: u32,
-    /// IRQ that raised the NET_RX softirq now running, or NO_IRQ.
+    /// IRQ (+1) that raised the NET_RX softirq now running, or NO_IRQ.
     netrx_cause: u32,
 }
 
@@ -167,7 +169,7 @@ pub fn softirq_raise(ctx: TracePointContext) -> u32 {
         && let Some(st) = state()
         && st.irq_start != 0
     {
-        st.raiser_irq = st.irq;
+        st.raiser_irq = st.irq.wrapping_add(1);
     }
     0
 }
@@ -271,7 +273,7 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
     if cause != NO_IRQ {
         let key = PairKey {
             napi,
-            irq: cause,
+            irq: cause - 1,
             _pad: 0,
         };
         if let Some(c) = NAPI_IRQ_PAIRS.get_ptr_mut(&key) {

@@ -9,6 +9,7 @@
 //! ```
 use std::fmt;
 
+pub mod probe;
 
 /// An error that ends the program with a chosen exit code and a one-line message, without a
 /// backtrace or a chain of causes: for conditions the user fixes (privileges, bad input).
