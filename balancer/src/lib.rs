@@ -9,7 +9,12 @@
 //! ```
 use std::fmt;
 
+pub mod attribution;
+pub mod cpumask;
 pub mod probe;
+pub mod report;
+pub mod sample;
+pub mod system;
 
 /// An error that ends the program with a chosen exit code and a one-line message, without a
 /// backtrace or a chain of causes: for conditions the user fixes (privileges, bad input).

@@ -17,11 +17,21 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Sample for a while and print each IRQ's real CPU time (hardirq + the softirq time it
+    /// causes) next to its share of interrupts.
+    Report(balancer::report::ReportArgs),
+    /// Print the machine as the balancer sees it: CPUs by NUMA node, devices, netdevs, IRQs
+    /// with their device, queue, node and affinity.
+    Topology(balancer::system::topology::TopologyArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Report(args) => balancer::report::run(&args),
+        Command::Topology(args) => balancer::system::topology::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(err) => report_error(&err),

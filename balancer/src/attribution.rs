@@ -1,0 +1,548 @@
+//! Who caused the CPU time: per IRQ, its handler time plus the NET_RX softirq (NAPI poll) time
+//! of the NAPI instances it schedules, on the CPUs where that time was really spent.
+//!
+//! A NAPI instance is linked to its IRQ exactly where the kernel records it
+//! (`napi_struct.irq`, 6.8+, when the driver calls `netif_napi_set_irq`), else from
+//! co-occurrence: an IRQ handler that raises NET_RX has just scheduled its own NAPI instance,
+//! so the instance polled in every NET_RX softirq that IRQ raised is its own. Other instances
+//! show up in those softirqs only when they were already on the poll list, so for each IRQ the
+//! instance polled most often in its softirqs is its instance.
+//!
+//! Every nanosecond of softirq time lands in exactly one place: an IRQ, or a named
+//! unattributed bucket (other vectors, NET_RX overhead, RPS backlog, NAPI without an IRQ), so
+//! each CPU's softirq time adds up.
+use std::collections::BTreeMap;
+
+use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, SOFTIRQ_NAMES};
+use serde::Serialize;
+
+use crate::{
+    sample::{Interval, NapiIdentity},
+    system::SystemModel,
+};
+
+/// Device name the kernel gives the backlog NAPI of RPS and loopback.
+pub const BACKLOG_DEVICE: &str = "(no_device)";
+/// Polls of an (IRQ, NAPI) pair before co-occurrence counts as a link.
+pub const MIN_COOCCURRENCE: u64 = 3;
+
+/// How a NAPI instance was linked to an IRQ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkMethod {
+    /// `napi_struct.irq` as the driver recorded it.
+    Exact,
+    /// Learned from which IRQ's handler raised the softirqs it was polled in.
+    CoOccurrence,
+    /// The backlog NAPI of RPS and loopback: it belongs to no IRQ.
+    Backlog,
+    /// No link: a device without an IRQ (veth) or too little evidence yet.
+    None,
+}
+
+impl LinkMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkMethod::Exact => "exact",
+            LinkMethod::CoOccurrence => "co-occurrence",
+            LinkMethod::Backlog => "backlog",
+            LinkMethod::None => "none",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Link {
+    pub irq: Option<u32>,
+    pub method: LinkMethod,
+    /// Co-occurrence: polls seen in NET_RX softirqs raised by `irq`.
+    pub evidence: u64,
+    /// Co-occurrence: that count as a share of all polls in softirqs `irq` raised.
+    pub confidence: f64,
+}
+
+impl Link {
+    fn none(method: LinkMethod) -> Link {
+        Link {
+            irq: None,
+            method,
+            evidence: 0,
+            confidence: 0.0,
+        }
+    }
+}
+
+/// Links NAPI instances to IRQs, accumulating co-occurrence evidence across intervals (a
+/// link learned under traffic holds when the queue is quiet).
+#[derive(Clone, Debug, Default)]
+pub struct Linker {
+    pairs: BTreeMap<(u64, u32), u64>,
+}
+
+impl Linker {
+    pub fn observe(&mut self, iv: &Interval) {
+        for (key, n) in &iv.pairs {
+            *self.pairs.entry(*key).or_default() += n;
+        }
+    }
+
+    /// Forgets evidence about NAPI instances that no longer exist.
+    pub fn retain(&mut self, alive: impl Fn(u64) -> bool) {
+        self.pairs.retain(|(napi, _), _| alive(*napi));
+    }
+
+    /// The link of every NAPI instance in `identities`.
+    pub fn links(
+        &self,
+        identities: &BTreeMap<u64, NapiIdentity>,
+        model: &SystemModel,
+    ) -> BTreeMap<u64, Link> {
+        let learned = self.learn(identities, model);
+        identities
+            .iter()
+            .map(|(id, ident)| {
+                let link = if ident.device == BACKLOG_DEVICE {
+                    Link::none(LinkMethod::Backlog)
+                } else if let Some(irq) = ident.irq {
+                    Link {
+                        irq: Some(irq),
+                        method: LinkMethod::Exact,
+                        evidence: 0,
+                        confidence: 1.0,
+                    }
+                } else {
+                    learned
+                        .get(id)
+                        .copied()
+                        .unwrap_or(Link::none(LinkMethod::None))
+                };
+                (*id, link)
+            })
+            .collect()
+    }
+
+    /// For each IRQ, the instance polled most often in the softirqs it raised; then for each
+    /// instance, the IRQ with the most such polls. A pair is only considered when the IRQ's
+    /// device is unknown or is the instance's device.
+    fn learn(
+        &self,
+        identities: &BTreeMap<u64, NapiIdentity>,
+        model: &SystemModel,
+    ) -> BTreeMap<u64, Link> {
+        let compatible = |napi: u64, irq: u32| {
+            let Some(ident) = identities.get(&napi) else {
+                return false;
+            };
+            if ident.device == BACKLOG_DEVICE || ident.device.is_empty() {
+                return false;
+            }
+            match model.irqs.get(&irq).and_then(|i| i.netdev.as_deref()) {
+                Some(dev) => dev == ident.device,
+                None => true,
+            }
+        };
+        let mut per_irq: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+        for ((napi, irq), n) in &self.pairs {
+            if compatible(*napi, *irq) {
+                per_irq.entry(*irq).or_default().push((*napi, *n));
+            }
+        }
+        let mut best: BTreeMap<u64, Link> = BTreeMap::new();
+        for (irq, cands) in per_irq {
+            let total: u64 = cands.iter().map(|(_, n)| n).sum();
+            let top = cands.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            let mut winners = cands.iter().filter(|(_, n)| *n == top);
+            let (Some((napi, n)), None) = (winners.next(), winners.next()) else {
+                continue; // a tie says nothing
+            };
+            if *n < MIN_COOCCURRENCE {
+                continue;
+            }
+            let link = Link {
+                irq: Some(irq),
+                method: LinkMethod::CoOccurrence,
+                evidence: *n,
+                confidence: *n as f64 / total as f64,
+            };
+            match best.get(napi) {
+                Some(old) if old.evidence >= link.evidence => {}
+                _ => {
+                    best.insert(*napi, link);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// One CPU over the interval.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuLoad {
+    pub cpu: u32,
+    pub node: Option<u32>,
+    pub online: bool,
+    /// Measured handler time.
+    pub hardirq_ns: u64,
+    /// Measured softirq time per vector (hardirq time inside excluded).
+    pub softirq_ns: [u64; NR_SOFTIRQS],
+    pub softirq_raises: [u64; NR_SOFTIRQS],
+    pub softirq_runs: [u64; NR_SOFTIRQS],
+    /// What /proc/stat says for the same interval, in ns; `None` when it has no row for the
+    /// CPU.
+    pub stat_irq_ns: Option<u64>,
+    pub stat_softirq_ns: Option<u64>,
+    /// /proc/stat: time not idle (nor iowait).
+    pub stat_busy_ns: Option<u64>,
+    /// /proc/stat: all time the CPU accounted, the base for its percentages.
+    pub stat_total_ns: Option<u64>,
+}
+
+impl CpuLoad {
+    pub fn softirq_total_ns(&self) -> u64 {
+        self.softirq_ns.iter().sum()
+    }
+}
+
+/// One IRQ on one CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IrqCpu {
+    /// From /proc/interrupts.
+    pub interrupts: u64,
+    /// Handler runs seen by the probe.
+    pub handler_runs: u64,
+    pub hardirq_ns: u64,
+    /// NET_RX poll time of its NAPI instances on this CPU.
+    pub softirq_ns: u64,
+}
+
+/// One IRQ over the interval.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IrqLoad {
+    pub irq: u32,
+    pub interrupts: u64,
+    pub hardirq_ns: u64,
+    pub softirq_ns: u64,
+    pub per_cpu: BTreeMap<u32, IrqCpu>,
+    /// NAPI instances linked to it.
+    pub napi: Vec<u64>,
+}
+
+impl IrqLoad {
+    /// Real CPU time this IRQ cost: its handlers plus the polls it caused.
+    pub fn weight_ns(&self) -> u64 {
+        self.hardirq_ns + self.softirq_ns
+    }
+}
+
+/// One NAPI instance on one CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NapiCpu {
+    pub polls: u64,
+    pub packets: u64,
+    pub budget_exhausted: u64,
+    pub ns: u64,
+    pub untimed_polls: u64,
+}
+
+/// One NAPI instance over the interval.
+#[derive(Clone, Debug, Serialize)]
+pub struct NapiLoad {
+    /// Kernel address of its `struct napi_struct`: the key that identifies it here.
+    pub id: u64,
+    pub napi_id: Option<u32>,
+    pub device: String,
+    pub link: Link,
+    pub per_cpu: BTreeMap<u32, NapiCpu>,
+}
+
+impl NapiLoad {
+    pub fn total(&self) -> NapiCpu {
+        self.per_cpu
+            .values()
+            .fold(NapiCpu::default(), |a, c| NapiCpu {
+                polls: a.polls + c.polls,
+                packets: a.packets + c.packets,
+                budget_exhausted: a.budget_exhausted + c.budget_exhausted,
+                ns: a.ns + c.ns,
+                untimed_polls: a.untimed_polls + c.untimed_polls,
+            })
+    }
+}
+
+/// Softirq time that belongs to no IRQ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bucket {
+    /// A whole vector other than NET_RX (timers, RCU, scheduler, ...).
+    Vector,
+    /// NET_RX time outside any poll: GRO flush, RPS IPIs, the softirq's own work.
+    NetRxOverhead,
+    /// Polls of the backlog NAPI: RPS and loopback.
+    RpsBacklog,
+    /// Polls of NAPI instances with no IRQ: veth, or a link not learned yet.
+    NapiWithoutIrq,
+}
+
+impl Bucket {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Vector => "vector",
+            Bucket::NetRxOverhead => "net-rx-overhead",
+            Bucket::RpsBacklog => "rps-backlog",
+            Bucket::NapiWithoutIrq => "napi-without-irq",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unattributed {
+    pub cpu: u32,
+    /// Softirq vector name, e.g. "TIMER", "NET_RX".
+    pub vec: &'static str,
+    pub bucket: Bucket,
+    pub ns: u64,
+}
+
+/// The whole picture of one interval.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Attribution {
+    pub duration_ns: u64,
+    pub cpus: Vec<CpuLoad>,
+    pub irqs: BTreeMap<u32, IrqLoad>,
+    pub napi: Vec<NapiLoad>,
+    pub unattributed: Vec<Unattributed>,
+    /// Per CPU, poll time beyond the NET_RX time measured (polls of a softirq that straddles
+    /// the interval's edge); non-zero values are small and say by how much a CPU's NET_RX
+    /// split overshoots.
+    pub netrx_excess_ns: BTreeMap<u32, u64>,
+    /// Things that happened: IRQs appearing or vanishing, CPUs going offline, map overflows.
+    pub events: Vec<String>,
+}
+
+impl Attribution {
+    /// Builds the picture of `iv` on the machine `model`, with NAPI links from `links`.
+    pub fn build(iv: &Interval, model: &SystemModel, links: &BTreeMap<u64, Link>) -> Attribution {
+        let mut a = Attribution {
+            duration_ns: iv.duration_ns,
+            ..Attribution::default()
+        };
+        a.cpus = cpu_loads(iv, model);
+
+        fn irq(a: &mut Attribution, n: u32) -> &mut IrqLoad {
+            a.irqs.entry(n).or_insert_with(|| IrqLoad {
+                irq: n,
+                ..IrqLoad::default()
+            })
+        }
+        for ((n, cpu), count) in &iv.interrupts {
+            let l = irq(&mut a, *n);
+            l.interrupts += count;
+            l.per_cpu.entry(*cpu).or_default().interrupts += count;
+        }
+        for ((n, cpu), s) in &iv.hardirq {
+            let l = irq(&mut a, *n);
+            l.hardirq_ns += s.ns;
+            let c = l.per_cpu.entry(*cpu).or_default();
+            c.hardirq_ns += s.ns;
+            c.handler_runs += s.runs;
+        }
+        // IRQs in the model but quiet this interval still get a (zero) row, so views can
+        // list every IRQ.
+        for n in model.irqs.keys() {
+            irq(&mut a, *n);
+        }
+
+        let mut polled: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut napi: BTreeMap<u64, NapiLoad> = BTreeMap::new();
+        for ((id, cpu), d) in &iv.napi {
+            let ident = iv.napi_identity.get(id).cloned().unwrap_or_default();
+            let link = links
+                .get(id)
+                .copied()
+                .unwrap_or(Link::none(LinkMethod::None));
+            let entry = napi.entry(*id).or_insert_with(|| NapiLoad {
+                id: *id,
+                napi_id: ident.napi_id,
+                device: ident.device.clone(),
+                link,
+                per_cpu: BTreeMap::new(),
+            });
+            let c = entry.per_cpu.entry(*cpu).or_default();
+            c.polls += d.polls;
+            c.packets += d.work + d.untimed_work;
+            c.budget_exhausted += d.budget_exhausted;
+            c.ns += d.ns;
+            c.untimed_polls += d.untimed_polls;
+            *polled.entry(*cpu).or_default() += d.ns;
+
+            let bucket = match (link.method, link.irq) {
+                (LinkMethod::Backlog, _) => Some(Bucket::RpsBacklog),
+                (_, Some(n)) => {
+                    let l = irq(&mut a, n);
+                    l.softirq_ns += d.ns;
+                    l.per_cpu.entry(*cpu).or_default().softirq_ns += d.ns;
+                    if !l.napi.contains(id) {
+                        l.napi.push(*id);
+                    }
+                    None
+                }
+                (_, None) => Some(Bucket::NapiWithoutIrq),
+            };
+            if let Some(bucket) = bucket
+                && d.ns > 0
+            {
+                add_unattributed(&mut a.unattributed, *cpu, NET_RX_SOFTIRQ, bucket, d.ns);
+            }
+        }
+        a.napi = napi.into_values().collect();
+
+        for ((cpu, vec), s) in &iv.softirq {
+            if s.ns == 0 || *vec as usize >= NR_SOFTIRQS {
+                continue;
+            }
+            if *vec == NET_RX_SOFTIRQ {
+                let polls = polled.get(cpu).copied().unwrap_or(0);
+                let overhead = s.ns.saturating_sub(polls);
+                if overhead > 0 {
+                    add_unattributed(
+                        &mut a.unattributed,
+                        *cpu,
+                        *vec,
+                        Bucket::NetRxOverhead,
+                        overhead,
+                    );
+                }
+                if polls > s.ns {
+                    a.netrx_excess_ns.insert(*cpu, polls - s.ns);
+                }
+            } else {
+                add_unattributed(&mut a.unattributed, *cpu, *vec, Bucket::Vector, s.ns);
+            }
+        }
+        // Polls on a CPU whose NET_RX softirq never ended within the interval.
+        for (cpu, polls) in &polled {
+            if *polls > 0 && !iv.softirq.contains_key(&(*cpu, NET_RX_SOFTIRQ)) {
+                a.netrx_excess_ns.insert(*cpu, *polls);
+            }
+        }
+        a.unattributed
+            .sort_by(|x, y| (x.cpu, x.vec, x.bucket).cmp(&(y.cpu, y.vec, y.bucket)));
+
+        a.events = events(iv);
+        a
+    }
+
+    /// Interrupts of all numbered IRQs.
+    pub fn total_interrupts(&self) -> u64 {
+        self.irqs.values().map(|l| l.interrupts).sum()
+    }
+
+    /// Real time of all IRQs.
+    pub fn total_weight_ns(&self) -> u64 {
+        self.irqs.values().map(IrqLoad::weight_ns).sum()
+    }
+
+    /// Softirq time on `cpu` attributed to IRQs.
+    pub fn attributed_softirq_ns(&self, cpu: u32) -> u64 {
+        self.irqs
+            .values()
+            .filter_map(|l| l.per_cpu.get(&cpu))
+            .map(|c| c.softirq_ns)
+            .sum()
+    }
+
+    /// Softirq time on `cpu` in unattributed buckets.
+    pub fn unattributed_ns(&self, cpu: u32) -> u64 {
+        self.unattributed
+            .iter()
+            .filter(|u| u.cpu == cpu)
+            .map(|u| u.ns)
+            .sum()
+    }
+}
+
+fn add_unattributed(out: &mut Vec<Unattributed>, cpu: u32, vec: u32, bucket: Bucket, ns: u64) {
+    let name = SOFTIRQ_NAMES[vec as usize];
+    match out
+        .iter_mut()
+        .find(|u| u.cpu == cpu && u.vec == name && u.bucket == bucket)
+    {
+        Some(u) => u.ns += ns,
+        None => out.push(Unattributed {
+            cpu,
+            vec: name,
+            bucket,
+            ns,
+        }),
+    }
+}
+
+fn cpu_loads(iv: &Interval, model: &SystemModel) -> Vec<CpuLoad> {
+    let mut cpus: BTreeMap<u32, CpuLoad> = BTreeMap::new();
+    fn get<'a>(
+        cpus: &'a mut BTreeMap<u32, CpuLoad>,
+        iv: &Interval,
+        model: &SystemModel,
+        id: u32,
+    ) -> &'a mut CpuLoad {
+        cpus.entry(id).or_insert_with(|| CpuLoad {
+            cpu: id,
+            node: model.node_of_cpu(id),
+            online: iv.online.contains(id),
+            ..CpuLoad::default()
+        })
+    }
+    for id in iv.online.iter() {
+        get(&mut cpus, iv, model, id);
+    }
+    for ((_, c), s) in &iv.hardirq {
+        get(&mut cpus, iv, model, *c).hardirq_ns += s.ns;
+    }
+    for ((c, vec), s) in &iv.softirq {
+        let (l, v) = (get(&mut cpus, iv, model, *c), *vec as usize);
+        if v < NR_SOFTIRQS {
+            l.softirq_ns[v] += s.ns;
+            l.softirq_raises[v] += s.raises;
+            l.softirq_runs[v] += s.runs;
+        }
+    }
+    for (c, t) in &iv.stat {
+        let l = get(&mut cpus, iv, model, *c);
+        let total = t.user + t.nice + t.system + t.idle + t.iowait + t.irq + t.softirq + t.steal;
+        l.stat_irq_ns = Some(t.irq);
+        l.stat_softirq_ns = Some(t.softirq);
+        l.stat_busy_ns = Some(total - t.idle - t.iowait);
+        l.stat_total_ns = Some(total);
+    }
+    cpus.into_values().collect()
+}
+
+fn events(iv: &Interval) -> Vec<String> {
+    let mut ev = Vec::new();
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    if !iv.irqs_appeared.is_empty() {
+        ev.push(format!("IRQs appeared: {}", list(&iv.irqs_appeared)));
+    }
+    if !iv.irqs_vanished.is_empty() {
+        ev.push(format!("IRQs vanished: {}", list(&iv.irqs_vanished)));
+    }
+    if !iv.went_offline.is_empty() {
+        ev.push(format!("CPUs went offline: {}", list(&iv.went_offline)));
+    }
+    if !iv.came_online.is_empty() {
+        ev.push(format!("CPUs came online: {}", list(&iv.came_online)));
+    }
+    let [full, read] = iv.probe_errors;
+    if full > 0 {
+        ev.push(format!(
+            "{full} events not counted: an eBPF map was full (more IRQs or NAPI instances \
+             than expected)"
+        ));
+    }
+    if read > 0 {
+        ev.push(format!(
+            "{read} eBPF reads of tracepoint or kernel data failed"
+        ));
+    }
+    ev
+}

@@ -1,0 +1,845 @@
+//! `balancer report`: sample for a while, then say where interrupt time really went.
+//!
+//! One [`Report`] value is built from the attribution and rendered either as JSON or as text
+//! tables that fit 100 columns, so both outputs always say the same thing.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::{IsTerminal as _, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, SOFTIRQ_NAMES};
+use serde::Serialize;
+
+use crate::{
+    Fatal,
+    attribution::{Attribution, IrqLoad, LinkMethod, Linker},
+    probe::{Feature, Probe, ProbeOptions, ProbeStatus},
+    sample::Sampler,
+    system::{self, QueueKind, ReadOptions, SystemModel},
+};
+
+/// Sample for a while, then print each IRQ's real CPU time: its hardirq handler time plus the
+/// NET_RX softirq time of the NAPI instances it schedules, next to its share of interrupts.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// How long to sample, in seconds (fractions allowed). Ctrl-C ends early and reports what
+    /// was measured so far.
+    #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
+    pub duration: f64,
+    /// Print one JSON object (keys: meta, cpus, irqs, softirqs, napi, unattributed) instead
+    /// of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Show only the N IRQs and NAPI instances with the most CPU time (text: default 20;
+    /// JSON: default all).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
+    #[arg(long, value_name = "FILE")]
+    pub proximity: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
+        return Err(Fatal::new(
+            Fatal::USAGE,
+            format!(
+                "--duration must be between 0 and 86400 seconds, got {}",
+                args.duration
+            ),
+        )
+        .into());
+    }
+    let root = PathBuf::from("/");
+    let opts = read_options(args.proximity.as_deref())?;
+    let model_before = SystemModel::read(&root, &opts).context("reading the system model")?;
+    let probe = Probe::load(&ProbeOptions {
+        max_irqs: (model_before.irqs.len() as u32 * 2).max(1024),
+        ..ProbeOptions::default()
+    })?;
+    let status = probe.status.clone();
+    let mut sampler = Sampler::new(probe, &root)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+    let wanted = Duration::from_secs_f64(args.duration);
+    wait(wanted, &stop);
+
+    let iv = sampler.sample()?;
+    // Re-read the model: affinities may have changed while sampling, IRQs come and go.
+    let model = SystemModel::read(&root, &opts).context("reading the system model")?;
+    let mut linker = Linker::default();
+    linker.observe(&iv);
+    let links = linker.links(&iv.napi_identity, &model);
+    let attribution = Attribution::build(&iv, &model, &links);
+    let report = Report::build(
+        &attribution,
+        &model,
+        &status,
+        args.top.or(if args.json { None } else { Some(20) }),
+    );
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(report.to_text().as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_options(proximity: Option<&std::path::Path>) -> anyhow::Result<ReadOptions> {
+    let mut opts = ReadOptions::default();
+    if let Some(path) = proximity {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading proximity file {}", path.display()))?;
+        let (prox, errors) = system::proximity::parse(&text);
+        if let Some(e) = errors.first() {
+            return Err(Fatal::new(Fatal::USAGE, format!("{}: {e}", path.display())).into());
+        }
+        opts.proximity = Some(prox);
+    }
+    Ok(opts)
+}
+
+/// Sleeps until `total` passed or `stop` is set, with a progress line on a terminal.
+fn wait(total: Duration, stop: &AtomicBool) {
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let step = Duration::from_millis(100);
+    let mut last_shown = u64::MAX;
+    while !stop.load(Ordering::Relaxed) {
+        let elapsed = start.elapsed();
+        if elapsed >= total {
+            break;
+        }
+        if tty && elapsed.as_secs() != last_shown {
+            last_shown = elapsed.as_secs();
+            eprint!(
+                "\rsampling {:>4.0}/{:.0} s (Ctrl-C reports early)",
+                elapsed.as_secs_f64(),
+                total.as_secs_f64()
+            );
+        }
+        std::thread::sleep(step.min(total - elapsed));
+    }
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+}
+
+/// Methods and conditions of the measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Meta {
+    pub kernel: Option<String>,
+    pub duration_s: f64,
+    pub cpus_online: String,
+    pub methods: Methods,
+    /// Parts that could not run, with the reason.
+    pub missing: Vec<String>,
+    pub warnings: Vec<String>,
+    /// IRQs appearing or vanishing, CPUs going on- or offline during the sample.
+    pub events: Vec<String>,
+    /// Whether /proc/stat reported any IRQ or softirq time (CONFIG_IRQ_TIME_ACCOUNTING).
+    pub stat_irq_time: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Methods {
+    pub hardirq: Feature,
+    pub softirq: Feature,
+    pub softirq_raise: Feature,
+    pub napi: Feature,
+    pub napi_irq_exact: Feature,
+    /// Link methods the NAPI instances of this report actually used.
+    pub napi_irq_link: Vec<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CpuRow {
+    pub cpu: u32,
+    pub node: Option<u32>,
+    pub online: bool,
+    pub hardirq_pct: f64,
+    /// Per softirq vector name.
+    pub softirq_pct: BTreeMap<&'static str, f64>,
+    pub softirq_total_pct: f64,
+    /// Of the softirq time: the part attributed to IRQs and the part in named buckets.
+    pub softirq_to_irqs_pct: f64,
+    pub softirq_unattributed_pct: f64,
+    /// What /proc/stat claims for the same interval; null without a /proc/stat row.
+    pub stat_hardirq_pct: Option<f64>,
+    pub stat_softirq_pct: Option<f64>,
+    pub busy_pct: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IrqCpuRow {
+    pub cpu: u32,
+    pub interrupts: u64,
+    pub hardirq_ns: u64,
+    pub softirq_ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IrqRow {
+    pub irq: u32,
+    /// Action names, comma-separated.
+    pub name: String,
+    pub chip: Option<String>,
+    pub device: Option<String>,
+    pub netdev: Option<String>,
+    pub queue: Option<u32>,
+    pub queue_kind: Option<QueueKind>,
+    pub node: Option<u32>,
+    pub smp_affinity: Option<String>,
+    pub effective_affinity: Option<String>,
+    pub interrupts: u64,
+    pub interrupts_per_s: f64,
+    pub hardirq_ns: u64,
+    pub softirq_ns: u64,
+    pub weight_ns: u64,
+    /// Time as % of one CPU over the interval.
+    pub hardirq_pct: f64,
+    pub softirq_pct: f64,
+    pub weight_pct: f64,
+    /// Share of all interrupts (what count-based balancers weigh) versus share of real time.
+    pub interrupt_share: f64,
+    pub time_share: f64,
+    /// napi_id (or kernel address) of linked NAPI instances.
+    pub napi: Vec<String>,
+    pub cpus: Vec<IrqCpuRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SoftirqRow {
+    pub cpu: u32,
+    pub vec: &'static str,
+    pub raises: u64,
+    pub runs: u64,
+    pub ns: u64,
+    pub pct: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NapiCpuRow {
+    pub cpu: u32,
+    pub polls: u64,
+    pub ns: u64,
+    /// Share of the instance's poll time (of its polls when no time was measured).
+    pub share: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NapiRow {
+    /// Kernel address of the napi_struct, hex.
+    pub id: String,
+    pub napi_id: Option<u32>,
+    pub device: String,
+    pub irq: Option<u32>,
+    pub link: &'static str,
+    pub link_evidence: u64,
+    pub link_confidence: f64,
+    pub polls: u64,
+    pub packets: u64,
+    pub packets_per_s: f64,
+    pub budget_exhausted_share: f64,
+    /// Polls outside NET_RX softirq (threaded NAPI, busy polling): counted, not timed.
+    pub untimed_polls: u64,
+    pub ns: u64,
+    pub pct: f64,
+    pub cpus: Vec<NapiCpuRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UnattributedRow {
+    pub cpu: u32,
+    pub vec: &'static str,
+    pub bucket: &'static str,
+    pub ns: u64,
+    /// % of the CPU.
+    pub pct: f64,
+    /// % of the CPU's softirq time.
+    pub softirq_share: f64,
+}
+
+/// Everything the report says.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub meta: Meta,
+    pub cpus: Vec<CpuRow>,
+    pub irqs: Vec<IrqRow>,
+    pub softirqs: Vec<SoftirqRow>,
+    pub napi: Vec<NapiRow>,
+    pub unattributed: Vec<UnattributedRow>,
+    /// IRQs and NAPI instances left out by --top.
+    pub omitted: Omitted,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Omitted {
+    pub irqs: usize,
+    pub napi: usize,
+}
+
+fn pct(ns: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        ns as f64 * 100.0 / of as f64
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+impl Report {
+    /// Builds the report; `top` limits the IRQ and NAPI rows to the heaviest.
+    pub fn build(
+        a: &Attribution,
+        model: &SystemModel,
+        status: &ProbeStatus,
+        top: Option<usize>,
+    ) -> Report {
+        let dur = a.duration_ns;
+        let secs = dur as f64 / 1e9;
+        let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+
+        let cpus: Vec<CpuRow> = a
+            .cpus
+            .iter()
+            .map(|c| {
+                let soft = c.softirq_total_ns();
+                let to_irqs = a.attributed_softirq_ns(c.cpu);
+                let stat_pct = |v: Option<u64>| v.zip(c.stat_total_ns).map(|(v, t)| pct(v, t));
+                CpuRow {
+                    cpu: c.cpu,
+                    node: c.node,
+                    online: c.online,
+                    hardirq_pct: pct(c.hardirq_ns, dur),
+                    softirq_pct: (0..NR_SOFTIRQS)
+                        .map(|v| (SOFTIRQ_NAMES[v], pct(c.softirq_ns[v], dur)))
+                        .collect(),
+                    softirq_total_pct: pct(soft, dur),
+                    softirq_to_irqs_pct: pct(to_irqs, dur),
+                    softirq_unattributed_pct: pct(a.unattributed_ns(c.cpu), dur),
+                    stat_hardirq_pct: stat_pct(c.stat_irq_ns),
+                    stat_softirq_pct: stat_pct(c.stat_softirq_ns),
+                    busy_pct: stat_pct(c.stat_busy_ns),
+                }
+            })
+            .collect();
+
+        let total_ints = a.total_interrupts();
+        let total_weight = a.total_weight_ns();
+        let mut loads: Vec<&IrqLoad> = a
+            .irqs
+            .values()
+            .filter(|l| l.interrupts > 0 || l.weight_ns() > 0)
+            .collect();
+        loads.sort_by(|x, y| {
+            (y.weight_ns(), y.interrupts, x.irq).cmp(&(x.weight_ns(), x.interrupts, y.irq))
+        });
+        let napi_name = |id: u64| {
+            a.napi
+                .iter()
+                .find(|n| n.id == id)
+                .and_then(|n| n.napi_id)
+                .map_or_else(|| format!("{id:#x}"), |n| n.to_string())
+        };
+        let mut irqs: Vec<IrqRow> = loads
+            .iter()
+            .map(|l| {
+                let info = model.irqs.get(&l.irq);
+                IrqRow {
+                    irq: l.irq,
+                    name: info.map(|i| i.actions.join(",")).unwrap_or_default(),
+                    chip: info.map(|i| i.chip.clone()),
+                    device: info.and_then(|i| i.device.clone()),
+                    netdev: info.and_then(|i| i.netdev.clone()),
+                    queue: info.and_then(|i| i.queue.as_ref()).map(|q| q.index),
+                    queue_kind: info.and_then(|i| i.queue.as_ref()).map(|q| q.kind),
+                    node: info.and_then(|i| i.node),
+                    smp_affinity: info
+                        .and_then(|i| i.smp_affinity.as_ref())
+                        .map(|s| s.to_list_string()),
+                    effective_affinity: info
+                        .and_then(|i| i.effective_affinity.as_ref())
+                        .map(|s| s.to_list_string()),
+                    interrupts: l.interrupts,
+                    interrupts_per_s: per_s(l.interrupts),
+                    hardirq_ns: l.hardirq_ns,
+                    softirq_ns: l.softirq_ns,
+                    weight_ns: l.weight_ns(),
+                    hardirq_pct: pct(l.hardirq_ns, dur),
+                    softirq_pct: pct(l.softirq_ns, dur),
+                    weight_pct: pct(l.weight_ns(), dur),
+                    interrupt_share: share(l.interrupts, total_ints),
+                    time_share: share(l.weight_ns(), total_weight),
+                    napi: l.napi.iter().map(|id| napi_name(*id)).collect(),
+                    cpus: l
+                        .per_cpu
+                        .iter()
+                        .map(|(cpu, c)| IrqCpuRow {
+                            cpu: *cpu,
+                            interrupts: c.interrupts,
+                            hardirq_ns: c.hardirq_ns,
+                            softirq_ns: c.softirq_ns,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+
+        let mut napi: Vec<NapiRow> = a
+            .napi
+            .iter()
+            .map(|n| {
+                let t = n.total();
+                NapiRow {
+                    id: format!("{:#x}", n.id),
+                    napi_id: n.napi_id,
+                    device: n.device.clone(),
+                    irq: n.link.irq,
+                    link: n.link.method.as_str(),
+                    link_evidence: n.link.evidence,
+                    link_confidence: n.link.confidence,
+                    polls: t.polls + t.untimed_polls,
+                    packets: t.packets,
+                    packets_per_s: per_s(t.packets),
+                    budget_exhausted_share: share(t.budget_exhausted, t.polls + t.untimed_polls),
+                    untimed_polls: t.untimed_polls,
+                    ns: t.ns,
+                    pct: pct(t.ns, dur),
+                    cpus: n
+                        .per_cpu
+                        .iter()
+                        .map(|(cpu, c)| NapiCpuRow {
+                            cpu: *cpu,
+                            polls: c.polls + c.untimed_polls,
+                            ns: c.ns,
+                            share: if t.ns > 0 {
+                                share(c.ns, t.ns)
+                            } else {
+                                share(c.polls + c.untimed_polls, t.polls + t.untimed_polls)
+                            },
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        napi.sort_by(|x, y| (y.ns, y.polls).cmp(&(x.ns, x.polls)));
+
+        let mut omitted = Omitted::default();
+        if let Some(n) = top {
+            omitted.irqs = irqs.len().saturating_sub(n);
+            irqs.truncate(n);
+            omitted.napi = napi.len().saturating_sub(n);
+            napi.truncate(n);
+        }
+
+        let softirq_of: BTreeMap<u32, u64> = a
+            .cpus
+            .iter()
+            .map(|c| (c.cpu, c.softirq_total_ns()))
+            .collect();
+        let softirqs = a
+            .cpus
+            .iter()
+            .flat_map(|c| {
+                (0..NR_SOFTIRQS)
+                    .filter(|v| c.softirq_ns[*v] + c.softirq_raises[*v] > 0)
+                    .map(move |v| (c, v))
+            })
+            .map(|(c, v)| SoftirqRow {
+                cpu: c.cpu,
+                vec: SOFTIRQ_NAMES[v],
+                raises: c.softirq_raises[v],
+                runs: c.softirq_runs[v],
+                ns: c.softirq_ns[v],
+                pct: pct(c.softirq_ns[v], dur),
+            })
+            .collect();
+        let unattributed = a
+            .unattributed
+            .iter()
+            .map(|u| UnattributedRow {
+                cpu: u.cpu,
+                vec: u.vec,
+                bucket: u.bucket.as_str(),
+                ns: u.ns,
+                pct: pct(u.ns, dur),
+                softirq_share: share(u.ns, softirq_of.get(&u.cpu).copied().unwrap_or(0)),
+            })
+            .collect();
+
+        let mut link_methods: Vec<&'static str> = a
+            .napi
+            .iter()
+            .filter(|n| matches!(n.link.method, LinkMethod::Exact | LinkMethod::CoOccurrence))
+            .map(|n| n.link.method.as_str())
+            .collect();
+        link_methods.sort_unstable();
+        link_methods.dedup();
+        let stat_irq_time = a
+            .cpus
+            .iter()
+            .any(|c| c.stat_irq_ns.unwrap_or(0) + c.stat_softirq_ns.unwrap_or(0) > 0);
+
+        Report {
+            meta: Meta {
+                kernel: model.kernel.clone(),
+                duration_s: secs,
+                cpus_online: model.online_cpus().to_list_string(),
+                methods: Methods {
+                    hardirq: status.hardirq.clone(),
+                    softirq: status.softirq.clone(),
+                    softirq_raise: status.softirq_raise.clone(),
+                    napi: status.napi.clone(),
+                    napi_irq_exact: status.napi_irq_exact.clone(),
+                    napi_irq_link: link_methods,
+                },
+                missing: status.missing(),
+                warnings: model.warnings.clone(),
+                events: a.events.clone(),
+                stat_irq_time,
+            },
+            cpus,
+            irqs,
+            softirqs,
+            napi,
+            unattributed,
+            omitted,
+        }
+    }
+
+    /// Text tables, at most 100 columns wide.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let m = &self.meta;
+        let _ = writeln!(
+            o,
+            "balancer report: {:.1} s on kernel {}, CPUs {}",
+            m.duration_s,
+            m.kernel.as_deref().unwrap_or("?"),
+            m.cpus_online
+        );
+        let on: Vec<&str> = [
+            ("hardirq", &m.methods.hardirq),
+            ("softirq", &m.methods.softirq),
+            ("napi", &m.methods.napi),
+        ]
+        .iter()
+        .filter(|(_, f)| f.active)
+        .map(|(n, _)| *n)
+        .collect();
+        let _ = writeln!(
+            o,
+            "measured: {}; NAPI->IRQ links used: {}",
+            if on.is_empty() {
+                "nothing".to_string()
+            } else {
+                on.join(", ")
+            },
+            if m.methods.napi_irq_link.is_empty() {
+                "none".to_string()
+            } else {
+                m.methods.napi_irq_link.join(", ")
+            }
+        );
+        for line in &m.missing {
+            let _ = writeln!(o, "not measured: {line}");
+        }
+        if !m.stat_irq_time {
+            let _ = writeln!(
+                o,
+                "/proc/stat shows no IRQ or softirq time on this kernel (no \
+                 IRQ_TIME_ACCOUNTING): STAT columns are 0,"
+            );
+            let _ = writeln!(o, "the measured columns are the only measure.");
+        }
+        for e in &m.events {
+            let _ = writeln!(o, "event: {e}");
+        }
+        for w in &m.warnings {
+            let _ = writeln!(o, "warning: {w}");
+        }
+
+        self.cpu_table(&mut o);
+        self.irq_table(&mut o);
+        self.napi_table(&mut o);
+        self.unattributed_table(&mut o);
+        o
+    }
+
+    fn cpu_table(&self, o: &mut String) {
+        let _ = writeln!(o, "\nCPUs: % of each CPU's time");
+        let _ = writeln!(
+            o,
+            "{:>4} {:>4} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} | {:>7} {:>7} {:>6}",
+            "CPU",
+            "NODE",
+            "HARDIRQ",
+            "SOFTIRQ",
+            "NET_RX",
+            "NET_TX",
+            "TIMER",
+            "SCHED",
+            "RCU",
+            "OTHER",
+            "STATIRQ",
+            "STATSI",
+            "BUSY"
+        );
+        for c in &self.cpus {
+            let v = |name: &str| c.softirq_pct.get(name).copied().unwrap_or(0.0);
+            let named = v("NET_RX") + v("NET_TX") + v("TIMER") + v("SCHED") + v("RCU");
+            let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                o,
+                "{:>4} {:>4} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} | \
+                 {:>7} {:>7} {:>6}{}",
+                c.cpu,
+                c.node.map_or("-".to_string(), |n| n.to_string()),
+                c.hardirq_pct,
+                c.softirq_total_pct,
+                v("NET_RX"),
+                v("NET_TX"),
+                v("TIMER"),
+                v("SCHED"),
+                v("RCU"),
+                (c.softirq_total_pct - named).max(0.0),
+                opt(c.stat_hardirq_pct),
+                opt(c.stat_softirq_pct),
+                opt(c.busy_pct),
+                if c.online { "" } else { " offline" }
+            );
+        }
+    }
+
+    fn irq_table(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "\nIRQs by real CPU time (% of one CPU){}",
+            if self.omitted.irqs > 0 {
+                format!(", {} quieter IRQs not shown", self.omitted.irqs)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            o,
+            "{:>4} {:<16} {:<15} {:>2} {:<9} {:<4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}",
+            "IRQ",
+            "NAME",
+            "DEVICE",
+            "ND",
+            "AFFINITY",
+            "EFF",
+            "IRQ/s",
+            "HARD%",
+            "SOFT%",
+            "TOTAL%",
+            "INTR%",
+            "TIME%"
+        );
+        for r in &self.irqs {
+            let dev = device_label(r);
+            let _ = writeln!(
+                o,
+                "{:>4} {:<16} {:<15} {:>2} {:<9} {:<4} {:>6} {:>6.2} {:>6.2} {:>6.2} {:>5.1} {:>6.1}",
+                r.irq,
+                fit(&r.name, 16),
+                fit(&dev, 15),
+                r.node.map_or("-".to_string(), |n| n.to_string()),
+                fit(r.smp_affinity.as_deref().unwrap_or("-"), 9),
+                fit(r.effective_affinity.as_deref().unwrap_or("-"), 4),
+                si(r.interrupts_per_s),
+                r.hardirq_pct,
+                r.softirq_pct,
+                r.weight_pct,
+                r.interrupt_share * 100.0,
+                r.time_share * 100.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            "INTR% is each IRQ's share of interrupts, what a count-based balancer weighs; \
+             TIME% its share\nof real IRQ time: handler plus the NET_RX softirq time it caused."
+        );
+    }
+
+    fn napi_table(&self, o: &mut String) {
+        if self.napi.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "\nNAPI instances{}",
+            if self.omitted.napi > 0 {
+                format!(", {} quieter not shown", self.omitted.napi)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            o,
+            "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5} {:>6}  {}",
+            "NAPI_ID", "DEVICE", "IRQ", "LINK", "PKT/s", "POLLS/s", "FULL%", "CPU%", "CPUS"
+        );
+        let secs = self.meta.duration_s;
+        for n in &self.napi {
+            let cpus: Vec<String> = n
+                .cpus
+                .iter()
+                .filter(|c| c.share >= 0.005)
+                .map(|c| format!("{}:{:.0}%", c.cpu, c.share * 100.0))
+                .collect();
+            let _ = writeln!(
+                o,
+                "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5.1} {:>6.2}  {}",
+                n.napi_id.map_or("-".to_string(), |i| i.to_string()),
+                fit(&n.device, 12),
+                n.irq.map_or("-".to_string(), |i| i.to_string()),
+                n.link,
+                si(n.packets_per_s),
+                si(if secs > 0.0 {
+                    n.polls as f64 / secs
+                } else {
+                    0.0
+                }),
+                n.budget_exhausted_share * 100.0,
+                n.pct,
+                fit(&cpus.join(" "), 30)
+            );
+        }
+    }
+
+    fn unattributed_table(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "\nSoftirq time per CPU: attributed to IRQs + unattributed"
+        );
+        let _ = writeln!(
+            o,
+            "{:>4} {:<8} {:<17} {:>7} {:>10}",
+            "CPU", "VECTOR", "TO", "CPU%", "OF SOFTIRQ"
+        );
+        for c in self.cpus.iter().filter(|c| c.softirq_total_pct > 0.0) {
+            let of = |p: f64| {
+                if c.softirq_total_pct > 0.0 {
+                    p * 100.0 / c.softirq_total_pct
+                } else {
+                    0.0
+                }
+            };
+            if c.softirq_to_irqs_pct > 0.0 {
+                let _ = writeln!(
+                    o,
+                    "{:>4} {:<8} {:<17} {:>7.2} {:>9.1}%",
+                    c.cpu,
+                    SOFTIRQ_NAMES[NET_RX_SOFTIRQ as usize],
+                    "IRQs (NAPI polls)",
+                    c.softirq_to_irqs_pct,
+                    of(c.softirq_to_irqs_pct)
+                );
+            }
+            for u in self.unattributed.iter().filter(|u| u.cpu == c.cpu) {
+                let _ = writeln!(
+                    o,
+                    "{:>4} {:<8} {:<17} {:>7.2} {:>9.1}%",
+                    u.cpu,
+                    u.vec,
+                    if u.bucket == "vector" {
+                        "(whole vector)"
+                    } else {
+                        u.bucket
+                    },
+                    u.pct,
+                    u.softirq_share * 100.0
+                );
+            }
+            let sum = c.softirq_to_irqs_pct + c.softirq_unattributed_pct;
+            let _ = writeln!(
+                o,
+                "{:>4} {:<8} {:<17} {:>7.2} {:>9.1}%",
+                c.cpu,
+                "all",
+                "sum",
+                sum,
+                of(sum)
+            );
+        }
+    }
+}
+
+/// "00:03.0 eth0/rx0": the short PCI address (domain 0000 left out) and the queue.
+fn device_label(r: &IrqRow) -> String {
+    let dev = r
+        .device
+        .as_deref()
+        .map(|d| d.strip_prefix("0000:").unwrap_or(d).to_string());
+    let queue = match (&r.netdev, r.queue, r.queue_kind) {
+        (Some(nd), Some(q), Some(kind)) => Some(format!("{nd}/{}{q}", kind_prefix(kind))),
+        (Some(nd), _, _) => Some(nd.clone()),
+        _ => None,
+    };
+    match (dev, queue) {
+        (Some(d), Some(q)) => format!("{d} {q}"),
+        (Some(d), None) => d,
+        (None, Some(q)) => q,
+        (None, None) => "-".to_string(),
+    }
+}
+
+fn kind_prefix(kind: QueueKind) -> &'static str {
+    match kind {
+        QueueKind::Rx => "rx",
+        QueueKind::Tx => "tx",
+        QueueKind::RxTx => "q",
+        _ => "",
+    }
+}
+
+/// Cuts `s` to `width` characters, marking the cut.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(width.saturating_sub(1)).collect();
+        t.push('~');
+        t
+    }
+}
+
+/// 1234567 -> "1.2M", with at most 6 characters.
+fn si(x: f64) -> String {
+    if x < 1_000.0 {
+        format!("{x:.0}")
+    } else if x < 1_000_000.0 {
+        format!("{:.1}k", x / 1e3)
+    } else if x < 1e9 {
+        format!("{:.1}M", x / 1e6)
+    } else {
+        format!("{:.1}G", x / 1e9)
+    }
+}

@@ -1,0 +1,150 @@
+//! Host integration tests, as root on the running kernel: real eBPF programs, real NAPI polls
+//! of a veth pair between two namespaces the test creates.
+use std::{collections::BTreeMap, path::Path};
+
+use balancer::{
+    attribution::{Attribution, Bucket, LinkMethod, Linker},
+    probe::{Probe, ProbeOptions},
+    sample::Sampler,
+    system::{ReadOptions, SystemModel},
+};
+use balancer_common::NET_RX_SOFTIRQ;
+use balancer_tests::{VethPair, root_or_skip};
+
+/// The veth NAPI instances get measurable poll time, and on every CPU the NET_RX softirq time
+/// splits into NAPI polls plus named unattributed buckets that add up to it within 2%.
+#[test]
+fn veth_napi_time_is_measured_and_netrx_adds_up() {
+    if !root_or_skip("veth_napi_time_is_measured_and_netrx_adds_up") {
+        return;
+    }
+    let root = Path::new("/");
+    let model = SystemModel::read(root, &ReadOptions::default()).expect("system model");
+    let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
+    assert!(
+        probe.status.napi.active,
+        "napi:napi_poll must attach on the host kernel"
+    );
+    assert!(probe.status.softirq.active && probe.status.hardirq.active);
+
+    let pair = VethPair::create().expect("creating the veth pair");
+    let mut sampler = Sampler::new(probe, root).expect("first snapshot");
+    // A fixed amount of data, not a fixed time: the test never depends on speed.
+    pair.tcp_transfer(256 << 20)
+        .expect("traffic between the namespaces");
+    let iv = sampler.sample().expect("second snapshot");
+
+    let mut linker = Linker::default();
+    linker.observe(&iv);
+    let links = linker.links(&iv.napi_identity, &model);
+    let a = Attribution::build(&iv, &model, &links);
+
+    // The receiving veth's NAPI instance polled, with time and packets, and has no IRQ.
+    let veth: Vec<_> = a
+        .napi
+        .iter()
+        .filter(|n| n.device == pair.dev_b || n.device == pair.dev_a)
+        .collect();
+    assert!(
+        !veth.is_empty(),
+        "no NAPI instance of {} / {} polled; seen: {:?}",
+        pair.dev_a,
+        pair.dev_b,
+        a.napi.iter().map(|n| &n.device).collect::<Vec<_>>()
+    );
+    let rx: Vec<_> = veth.iter().filter(|n| n.device == pair.dev_b).collect();
+    assert!(
+        !rx.is_empty(),
+        "the receiving veth {} never polled",
+        pair.dev_b
+    );
+    let total = rx.iter().map(|n| n.total()).fold((0, 0, 0), |acc, t| {
+        (acc.0 + t.polls, acc.1 + t.packets, acc.2 + t.ns)
+    });
+    assert!(total.0 > 100, "veth polls: {total:?}");
+    assert!(total.1 > 1000, "veth packets: {total:?}");
+    assert!(
+        total.2 > 100_000,
+        "veth poll time should be measurable: {total:?} ns"
+    );
+    for n in &veth {
+        assert_eq!(
+            n.link.method,
+            LinkMethod::None,
+            "veth has no IRQ: {:?}",
+            n.link
+        );
+    }
+
+    // Per CPU: NET_RX = polls (to IRQs, RPS backlog, NAPI without IRQ) + overhead, within 2%.
+    let mut netrx_seen = false;
+    for cpu in &a.cpus {
+        let netrx = cpu.softirq_ns[NET_RX_SOFTIRQ as usize];
+        if netrx == 0 {
+            continue;
+        }
+        netrx_seen = true;
+        let to_irqs = a.attributed_softirq_ns(cpu.cpu);
+        let buckets: BTreeMap<Bucket, u64> = a
+            .unattributed
+            .iter()
+            .filter(|u| u.cpu == cpu.cpu && u.vec == "NET_RX")
+            .map(|u| (u.bucket, u.ns))
+            .collect();
+        let sum = to_irqs + buckets.values().sum::<u64>();
+        let diff = sum.abs_diff(netrx) as f64 / netrx as f64;
+        assert!(
+            diff <= 0.02,
+            "CPU {}: NET_RX {netrx} ns, parts {to_irqs} + {buckets:?} = {sum} ns ({:.2}% off)",
+            cpu.cpu,
+            diff * 100.0
+        );
+        let polls: u64 = a
+            .napi
+            .iter()
+            .filter_map(|n| n.per_cpu.get(&cpu.cpu))
+            .map(|c| c.ns)
+            .sum();
+        assert!(
+            polls as f64 <= netrx as f64 * 1.02,
+            "CPU {}: polls {polls} ns exceed NET_RX {netrx} ns",
+            cpu.cpu
+        );
+        // And the whole softirq time of the CPU adds up the same way.
+        let all = cpu.softirq_total_ns();
+        let parts = to_irqs + a.unattributed_ns(cpu.cpu);
+        assert!(
+            parts.abs_diff(all) as f64 <= all as f64 * 0.02,
+            "CPU {}: softirq {all} ns vs parts {parts} ns",
+            cpu.cpu
+        );
+    }
+    assert!(netrx_seen, "no NET_RX softirq time measured at all");
+    drop(pair);
+}
+
+/// The probes see handler time for hardware IRQs: the test machine's own device interrupts
+/// (its NIC, disk, console) fire on their own; a few seconds of them is enough.
+#[test]
+fn hardirq_handler_time_is_measured() {
+    if !root_or_skip("hardirq_handler_time_is_measured") {
+        return;
+    }
+    let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
+    let before = probe.read().expect("read");
+    // Wait for interrupts by count, not by time: up to 60 s for 5 handler runs.
+    let mut after = before.clone();
+    for _ in 0..600 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = probe.read().expect("read");
+        let runs: u64 = after.irqs.values().map(|s| s.runs).sum::<u64>()
+            - before.irqs.values().map(|s| s.runs).sum::<u64>();
+        if runs >= 5 {
+            break;
+        }
+    }
+    let runs: u64 = after.irqs.values().map(|s| s.runs).sum();
+    let ns: u64 = after.irqs.values().map(|s| s.ns).sum();
+    assert!(runs >= 5, "no hardware interrupts handled in 60 s");
+    assert!(ns > 0, "handler time is zero over {runs} runs");
+}
