@@ -1,0 +1,286 @@
+//! Reading files under a root, resolving sysfs links inside it, and collecting warnings.
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use super::SystemError;
+use crate::cpumask::CpuSet;
+
+pub(crate) struct Root<'a> {
+    root: &'a Path,
+}
+
+impl<'a> Root<'a> {
+    pub fn new(root: &'a Path) -> Self {
+        Root { root }
+    }
+
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn read_required(&self, rel: &str) -> Result<String, SystemError> {
+        let path = self.path(rel);
+        read_small(&path).map_err(|e| SystemError::io(path, e))
+    }
+
+    /// Contents of an optional file: None when absent; other errors (EIO, EACCES: some sysfs
+    /// attributes refuse reads) become warnings rather than failing the model.
+    pub fn read_opt(&self, rel: impl AsRef<Path>, warn: &mut Warnings) -> Option<String> {
+        let rel = rel.as_ref();
+        match read_small(&self.path(rel)) {
+            Ok(s) => Some(s),
+            Err(e) if is_absent(&e) => None,
+            Err(e) => {
+                warn.add(
+                    "unreadable files",
+                    1,
+                    Some(format!("{}: {e}", rel.display())),
+                );
+                None
+            }
+        }
+    }
+
+    /// Names in a directory, unsorted; empty when absent.
+    pub fn list(&self, rel: impl AsRef<Path>, warn: &mut Warnings) -> Vec<String> {
+        let rel = rel.as_ref();
+        match std::fs::read_dir(self.path(rel)) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect(),
+            Err(e) if is_absent(&e) => Vec::new(),
+            Err(e) => {
+                warn.add(
+                    "unreadable directories",
+                    1,
+                    Some(format!("{}: {e}", rel.display())),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
+        self.path(rel).symlink_metadata().is_ok()
+    }
+
+    /// Basename of a symlink's target (`driver` -> "virtio-pci").
+    pub fn link_name(&self, rel: impl AsRef<Path>) -> Option<String> {
+        let target = std::fs::read_link(self.path(rel)).ok()?;
+        target.file_name()?.to_str().map(str::to_string)
+    }
+
+    /// Follows symlinks in every component of `rel`, keeping the result inside the root
+    /// (absolute link targets are taken as relative to the root, `..` stops at it), so
+    /// captured sysfs trees resolve the same as the live one. Returns the path relative to
+    /// the root; components that don't exist are kept lexically.
+    pub fn resolve(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let mut pending: Vec<OsString> = components(rel.as_ref());
+        pending.reverse();
+        let mut current: Vec<OsString> = Vec::new();
+        let mut links = 0;
+        while let Some(comp) = pending.pop() {
+            if comp == ".." {
+                current.pop();
+                continue;
+            }
+            if comp == "." {
+                continue;
+            }
+            current.push(comp);
+            let here: PathBuf = current.iter().collect();
+            let Ok(target) = std::fs::read_link(self.path(&here)) else {
+                continue;
+            };
+            links += 1;
+            if links > 40 {
+                break;
+            }
+            current.pop();
+            if target.is_absolute() {
+                current.clear();
+            }
+            let mut comps = components(&target);
+            comps.reverse();
+            pending.extend(comps);
+        }
+        current.iter().collect()
+    }
+}
+
+fn components(path: &Path) -> Vec<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    // ENOTDIR: a fixture or kernel with a file where we expected a directory; same as absent.
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// Reads a small text file. sysfs and procfs files report a size of 4096 or 0, so read to the
+/// end with a buffer sized for the common case; invalid UTF-8 is replaced, not fatal.
+fn read_small(path: &Path) -> io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(256);
+    file.read_to_end(&mut buf)?;
+    Ok(match String::from_utf8(buf) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Warnings grouped by kind: a count and the first example of each.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    kinds: BTreeMap<String, (usize, Option<String>)>,
+}
+
+impl Warnings {
+    pub fn add(&mut self, kind: &str, count: usize, example: Option<String>) {
+        let entry = self.kinds.entry(kind.to_string()).or_insert((0, None));
+        entry.0 += count;
+        if entry.1.is_none() {
+            entry.1 = example;
+        }
+    }
+
+    pub fn merge(&mut self, other: Warnings) {
+        for (kind, (count, example)) in other.kinds {
+            self.add(&kind, count, example);
+        }
+    }
+
+    pub fn into_lines(self) -> Vec<String> {
+        self.kinds
+            .into_iter()
+            .map(|(kind, (count, example))| match example {
+                Some(ex) => format!("{kind}: {count} (first: {ex})"),
+                None => format!("{kind}: {count}"),
+            })
+            .collect()
+    }
+}
+
+/// Parses a cpulist file, warning under `kind` when malformed.
+pub(crate) fn parse_list_warn(
+    text: &str,
+    kind: &str,
+    what: &dyn std::fmt::Display,
+    warn: &mut Warnings,
+) -> Option<CpuSet> {
+    match CpuSet::parse_list(text) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            warn.add(kind, 1, Some(format!("{what}: {e}")));
+            None
+        }
+    }
+}
+
+/// Parses a hex mask file, warning under `kind` when malformed.
+pub(crate) fn parse_mask_warn(
+    text: &str,
+    kind: &str,
+    what: &dyn std::fmt::Display,
+    warn: &mut Warnings,
+) -> Option<CpuSet> {
+    match CpuSet::parse_mask(text) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            warn.add(kind, 1, Some(format!("{what}: {e}")));
+            None
+        }
+    }
+}
+
+/// Parses a decimal integer file, warning under `kind` when malformed.
+pub(crate) fn parse_int_warn<T: std::str::FromStr>(
+    text: &str,
+    kind: &str,
+    what: &dyn std::fmt::Display,
+    warn: &mut Warnings,
+) -> Option<T> {
+    match text.trim().parse::<T>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            warn.add(kind, 1, Some(format!("{what}: {:?}", text.trim())));
+            None
+        }
+    }
+}
+
+/// Whether `s` is a full PCI address "dddd:bb:dd.f" (lowercase or uppercase hex).
+pub(crate) fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_address_shape() {
+        assert!(is_pci_address("0000:00:03.0"));
+        assert!(is_pci_address("0000:3b:00.1"));
+        assert!(!is_pci_address("0000:00:03"));
+        assert!(!is_pci_address("pci0000:00"));
+        assert!(!is_pci_address("0000:0g:03.0"));
+    }
+
+    #[test]
+    fn resolve_stays_inside_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0"))
+            .unwrap();
+        std::fs::create_dir_all(root.join("sys/class/net")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0",
+            root.join("sys/class/net/eth0"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "../../../virtio2",
+            root.join("sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0/device"),
+        )
+        .unwrap();
+        // An absolute link is re-rooted.
+        std::os::unix::fs::symlink(
+            "/sys/devices/pci0000:00/0000:00:03.0",
+            root.join("sys/class/net/abs"),
+        )
+        .unwrap();
+        let fs = Root::new(root);
+        assert_eq!(
+            fs.resolve("sys/class/net/eth0/device"),
+            PathBuf::from("sys/devices/pci0000:00/0000:00:03.0/virtio2")
+        );
+        assert_eq!(
+            fs.resolve("sys/class/net/abs"),
+            PathBuf::from("sys/devices/pci0000:00/0000:00:03.0")
+        );
+        assert_eq!(fs.resolve("../../x"), PathBuf::from("x"));
+        // A loop ends.
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        let _ = fs.resolve("loop/x");
+    }
+}

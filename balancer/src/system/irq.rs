@@ -1,0 +1,177 @@
+//! Numbered IRQs: their affinity files and the device, driver, netdev and queue behind them.
+use std::collections::{BTreeMap, HashMap};
+
+use super::fsutil::{Root, Warnings, parse_int_warn, parse_list_warn, parse_mask_warn};
+use super::interrupts::{Interrupts, RowId};
+use super::naming::{self, find_pci_address};
+use super::pci::LegacyIrqs;
+use super::{Irq, NodeSource, SystemModel};
+use crate::cpumask::CpuSet;
+
+/// What `proc/irq/N` says.
+struct Affinity {
+    smp: Option<CpuSet>,
+    effective: Option<CpuSet>,
+    node: Option<i32>,
+}
+
+fn read_affinity(fs: &Root, irq: u32, warn: &mut Warnings) -> Affinity {
+    let dir = format!("proc/irq/{irq}");
+    // The hex files first: one read each on every kernel; the _list forms only as fallback.
+    let mask_or_list = |warn: &mut Warnings, name: &str| -> Option<CpuSet> {
+        let rel = format!("{dir}/{name}");
+        if let Some(text) = fs.read_opt(&rel, warn) {
+            return parse_mask_warn(&text, "malformed cpu masks", &rel, warn);
+        }
+        let rel = format!("{rel}_list");
+        let text = fs.read_opt(&rel, warn)?;
+        parse_list_warn(&text, "malformed cpu lists", &rel, warn)
+    };
+    let smp = mask_or_list(warn, "smp_affinity");
+    let effective = mask_or_list(warn, "effective_affinity");
+    let node = fs
+        .read_opt(format!("{dir}/node"), warn)
+        .and_then(|t| parse_int_warn::<i32>(&t, "malformed irq node", &dir, warn));
+    Affinity {
+        smp,
+        effective,
+        node,
+    }
+}
+
+/// Whether debugfs says the IRQ is managed (`IRQD_AFFINITY_MANAGED` in its state flags).
+fn debugfs_managed(fs: &Root, irq: u32, warn: &mut Warnings) -> Option<bool> {
+    let text = fs.read_opt(format!("sys/kernel/debug/irq/irqs/{irq}"), warn)?;
+    Some(text.contains("IRQD_AFFINITY_MANAGED"))
+}
+
+pub(crate) fn read(
+    fs: &Root,
+    table: &Interrupts,
+    model: &SystemModel,
+    legacy: &LegacyIrqs,
+    warn: &mut Warnings,
+) -> BTreeMap<u32, Irq> {
+    let msi: HashMap<u32, &str> = model
+        .pci
+        .values()
+        .flat_map(|d| d.msi_irqs.iter().map(move |&irq| (irq, d.address.as_str())))
+        .collect();
+    let netdev_names: Vec<&str> = model.netdevs.keys().map(String::as_str).collect();
+    let mut nvme_pci: HashMap<String, Option<String>> = HashMap::new();
+    let debugfs = fs.exists("sys/kernel/debug/irq/irqs");
+
+    let mut irqs = BTreeMap::new();
+    for row in &table.rows {
+        let RowId::Irq(number) = row.id else {
+            continue;
+        };
+        let aff = read_affinity(fs, number, warn);
+
+        // The first action that says something wins (shared lines list several).
+        let names: Vec<naming::NameInfo> = row
+            .actions
+            .iter()
+            .map(|a| naming::parse_action(a, &netdev_names))
+            .collect();
+        let pick = |f: &dyn Fn(&naming::NameInfo) -> Option<String>| names.iter().find_map(f);
+        let virtio = pick(&|n| n.virtio.clone());
+        let virtio_dev = virtio.as_ref().and_then(|v| model.virtio.get(v));
+        let name_netdev = pick(&|n| n.netdev.clone());
+        let nvme = pick(&|n| n.nvme.clone());
+
+        let device = msi
+            .get(&number)
+            .map(|a| a.to_string())
+            .or_else(|| find_pci_address(&row.chip))
+            .or_else(|| pick(&|n| n.pci.clone()))
+            .or_else(|| virtio_dev.and_then(|v| v.pci.clone()))
+            .or_else(|| {
+                let ctrl = nvme.as_ref()?;
+                nvme_pci
+                    .entry(ctrl.clone())
+                    .or_insert_with(|| nvme_device(fs, ctrl))
+                    .clone()
+            })
+            .or_else(|| {
+                name_netdev
+                    .as_ref()
+                    .and_then(|n| model.netdevs.get(n))
+                    .and_then(|n| n.device.clone())
+            })
+            .or_else(|| legacy_device(model, legacy, number, &row.actions));
+        let pci = device.as_ref().and_then(|d| model.pci.get(d));
+
+        let driver = virtio_dev
+            .and_then(|v| v.driver.clone())
+            .or_else(|| pci.and_then(|p| p.driver.clone()))
+            .or_else(|| names.iter().find_map(|n| n.driver.map(str::to_string)));
+        let single = |list: &[String]| (list.len() == 1).then(|| list[0].clone());
+        let netdev = name_netdev
+            .or_else(|| virtio_dev.and_then(|v| single(&v.netdevs)))
+            .or_else(|| {
+                // Virtio devices that are not net (balloon, blk) share the PCI function with
+                // no netdev; only plain PCI NICs pass their single netdev down.
+                if virtio_dev.is_some() {
+                    return None;
+                }
+                pci.and_then(|p| single(&p.netdevs))
+            });
+        let queue = names.iter().find_map(|n| n.queue);
+        let managed = if debugfs {
+            debugfs_managed(fs, number, warn)
+        } else {
+            names.iter().any(|n| n.managed).then_some(true)
+        };
+
+        irqs.insert(
+            number,
+            Irq {
+                number,
+                chip: row.chip.clone(),
+                hwirq: row.hwirq.clone(),
+                actions: row.actions.clone(),
+                smp_affinity: aff.smp,
+                effective_affinity: aff.effective,
+                kernel_node: aff.node,
+                device,
+                driver,
+                netdev,
+                queue,
+                node: pci.and_then(|p| p.node),
+                local_cpus: pci.and_then(|p| p.node_cpus.clone()),
+                node_source: pci.map_or(NodeSource::Unknown, |p| p.node_source),
+                managed,
+            },
+        );
+    }
+    irqs
+}
+
+/// The PCI function of an NVMe controller, through `sys/class/nvme/nvmeN/device`.
+fn nvme_device(fs: &Root, ctrl: &str) -> Option<String> {
+    let path = fs.resolve(format!("sys/class/nvme/{ctrl}/device"));
+    path.iter()
+        .filter_map(|c| c.to_str())
+        .filter(|c| super::fsutil::is_pci_address(c))
+        .last()
+        .map(str::to_string)
+}
+
+/// A legacy INTx line: the device whose `irq` is this number, when exactly one is and its
+/// driver named the action (shared lines and platform IRQs stay unattributed).
+fn legacy_device(
+    model: &SystemModel,
+    legacy: &LegacyIrqs,
+    irq: u32,
+    actions: &[String],
+) -> Option<String> {
+    let [address] = legacy.get(&irq)?.as_slice() else {
+        return None;
+    };
+    let driver = model.pci.get(address)?.driver.as_deref()?;
+    actions
+        .iter()
+        .any(|a| a == driver || a.starts_with(&format!("{driver}[")))
+        .then(|| address.clone())
+}

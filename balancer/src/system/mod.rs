@@ -1,0 +1,296 @@
+//! The system model: CPUs, NUMA nodes, IRQs and the devices, drivers, netdevs and queues behind
+//! them, read from `/proc` and `/sys` under a root path so that every part can be built from a
+//! fixture tree.
+//!
+//! [`SystemModel::read`] builds the whole picture once (or when the machine changes);
+//! [`interrupts`] and [`stat`] are the cheap per-interval counters.
+//!
+//! Missing optional files are not errors (old kernels have no `effective_affinity`, non-NUMA
+//! kernels no `node` directory, offline CPUs no `topology`); malformed contents are skipped and
+//! named in [`SystemModel::warnings`]. Only a missing `proc/interrupts` fails the read.
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cpumask::CpuSet;
+
+mod cpu;
+mod fsutil;
+pub mod interrupts;
+mod irq;
+pub mod naming;
+mod pci;
+pub mod proximity;
+pub mod stat;
+pub mod topology;
+
+pub use proximity::{Proximity, ProximityError, ProximityRule, ProximityTarget};
+
+/// Errors reading the system. Every I/O variant names its path.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parsing {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// Text handed in without a path (the `parse` functions).
+    #[error("parsing {what}: {message}")]
+    Format { what: &'static str, message: String },
+}
+
+impl SystemError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> SystemError {
+        SystemError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// What to apply on top of what the kernel reports.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Parsed proximity override file (birq's format), see [`proximity`].
+    pub proximity: Option<Proximity>,
+}
+
+/// One picture of the machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemModel {
+    pub root: PathBuf,
+    /// `proc/sys/kernel/osrelease`.
+    pub kernel: Option<String>,
+    /// Every present CPU, online or not.
+    pub cpus: BTreeMap<u32, Cpu>,
+    /// The kernel's `nr_cpu_ids` (highest possible CPU + 1): the width to print masks with.
+    pub nr_cpu_ids: u32,
+    pub nodes: BTreeMap<u32, Node>,
+    /// `sys/devices/system/cpu/isolated` plus the CPU list of `isolcpus=` on the command line.
+    pub isolated: CpuSet,
+    /// `sys/devices/system/cpu/nohz_full`, or `nohz_full=` on the command line.
+    pub nohz_full: CpuSet,
+    /// Numbered IRQs of `proc/interrupts`.
+    pub irqs: BTreeMap<u32, Irq>,
+    /// PCI devices by full address ("0000:00:03.0").
+    pub pci: BTreeMap<String, PciDevice>,
+    pub netdevs: BTreeMap<String, NetDev>,
+    /// Virtio devices ("virtio2") and what sits on them.
+    pub virtio: BTreeMap<String, VirtioDevice>,
+    /// Skipped or malformed input, one line per kind, with a count and the first example.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cpu {
+    pub id: u32,
+    pub online: bool,
+    pub node: Option<u32>,
+    pub package: Option<u32>,
+    pub core: Option<u32>,
+    /// SMT siblings including this CPU; empty when unknown (offline CPUs have no topology).
+    pub thread_siblings: CpuSet,
+    /// CPUs sharing this CPU's last-level cache, when known.
+    pub llc_siblings: Option<CpuSet>,
+    /// Level and size ("32768K") of the last-level cache, when known.
+    pub llc: Option<CacheInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheInfo {
+    pub level: u8,
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub id: u32,
+    /// `nodeN/cpulist`: the node's online CPUs (the kernel drops offline ones).
+    pub cpus: CpuSet,
+    /// `nodeN/distance`, keyed by the other node's id.
+    pub distances: BTreeMap<u32, u32>,
+}
+
+/// Where an IRQ's or device's node came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeSource {
+    /// `numa_node` / `local_cpulist` as the firmware reported them.
+    Firmware,
+    /// A proximity override rule.
+    Override,
+    /// No device, or firmware said -1 and no rule matched.
+    #[default]
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Irq {
+    pub number: u32,
+    /// e.g. "PCI-MSIX-0000:00:03.0", "IO-APIC", "IR-PCI-MSI-0000:3b:00.0".
+    pub chip: String,
+    /// e.g. "1-edge".
+    pub hwirq: String,
+    /// Action names, e.g. ["virtio2-input.0"].
+    pub actions: Vec<String>,
+    pub smp_affinity: Option<CpuSet>,
+    pub effective_affinity: Option<CpuSet>,
+    /// `proc/irq/N/node` as the kernel says.
+    pub kernel_node: Option<i32>,
+    /// PCI address, when known.
+    pub device: Option<String>,
+    pub driver: Option<String>,
+    pub netdev: Option<String>,
+    pub queue: Option<Queue>,
+    /// The device's NUMA node after proximity overrides; None if unknown or -1.
+    pub node: Option<u32>,
+    /// CPUs local to the device after overrides.
+    pub local_cpus: Option<CpuSet>,
+    pub node_source: NodeSource,
+    /// Some(true) when known managed (affinity writes get EIO): from debugfs when mounted,
+    /// else by driver convention (nvme I/O queues, virtio-blk/scsi request queues).
+    /// None = unknown.
+    pub managed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Queue {
+    pub kind: QueueKind,
+    pub index: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    Rx,
+    Tx,
+    RxTx,
+    /// A queue that is not a network rx/tx one (nvme, virtio-blk, completion vectors).
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PciDevice {
+    pub address: String,
+    /// `numa_node` as the firmware says; -1 kept.
+    pub numa_node: Option<i32>,
+    /// `local_cpulist` as the firmware says.
+    pub local_cpus: Option<CpuSet>,
+    pub driver: Option<String>,
+    pub msi_irqs: Vec<u32>,
+    pub netdevs: Vec<String>,
+    /// Node after proximity overrides; None if unknown or -1.
+    pub node: Option<u32>,
+    /// Local CPUs after proximity overrides.
+    pub node_cpus: Option<CpuSet>,
+    pub node_source: NodeSource,
+    /// Virtio devices on this PCI function ("virtio2").
+    pub virtio: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetDev {
+    pub name: String,
+    /// PCI address of the device behind it, when there is one.
+    pub device: Option<String>,
+    pub rx_queues: Vec<RxQueue>,
+    /// `threaded` (threaded NAPI, 5.12+).
+    pub threaded: Option<bool>,
+    /// The virtio device in between, for virtio-net ("virtio2").
+    pub virtio: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RxQueue {
+    pub index: u32,
+    pub rps_cpus: Option<CpuSet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VirtioDevice {
+    pub name: String,
+    /// PCI address of the virtio-pci function carrying it.
+    pub pci: Option<String>,
+    /// "virtio_net", "virtio_blk", ...
+    pub driver: Option<String>,
+    pub netdevs: Vec<String>,
+}
+
+impl SystemModel {
+    /// Reads the machine under `root` (`/` for the live one).
+    pub fn read(root: &Path, opts: &ReadOptions) -> Result<SystemModel, SystemError> {
+        let mut warn = fsutil::Warnings::default();
+        let fs = fsutil::Root::new(root);
+
+        let text = fs.read_required("proc/interrupts")?;
+        let table = interrupts::parse(&text);
+        if table.skipped > 0 {
+            warn.add(
+                "proc/interrupts: malformed lines skipped",
+                table.skipped,
+                None,
+            );
+        }
+
+        let kernel = fs
+            .read_opt("proc/sys/kernel/osrelease", &mut warn)
+            .map(|s| s.trim().to_string());
+        let cpu_info = cpu::read(&fs, &mut warn);
+        let (mut pci, legacy) = pci::read_pci(&fs, &mut warn);
+        let virtio = pci::read_virtio(&fs, &mut pci, &mut warn);
+        let netdevs = pci::read_netdevs(&fs, &mut pci, &virtio, &mut warn);
+        pci::apply_proximity(
+            &mut pci,
+            &cpu_info.nodes,
+            opts.proximity.as_ref(),
+            &mut warn,
+        );
+
+        let mut model = SystemModel {
+            root: root.to_path_buf(),
+            kernel,
+            cpus: cpu_info.cpus,
+            nr_cpu_ids: cpu_info.nr_cpu_ids,
+            nodes: cpu_info.nodes,
+            isolated: cpu_info.isolated,
+            nohz_full: cpu_info.nohz_full,
+            irqs: BTreeMap::new(),
+            pci,
+            netdevs,
+            virtio,
+            warnings: Vec::new(),
+        };
+        model.irqs = irq::read(&fs, &table, &model, &legacy, &mut warn);
+        model.warnings = warn.into_lines();
+        Ok(model)
+    }
+
+    pub fn online_cpus(&self) -> CpuSet {
+        self.cpus
+            .values()
+            .filter(|c| c.online)
+            .map(|c| c.id)
+            .collect()
+    }
+
+    pub fn node_of_cpu(&self, cpu: u32) -> Option<u32> {
+        self.cpus.get(&cpu).and_then(|c| c.node)
+    }
+
+    /// All CPUs of the model (present), online or not.
+    pub fn present_cpus(&self) -> CpuSet {
+        self.cpus.keys().copied().collect()
+    }
+
+    /// IRQs of one netdev, by queue then number.
+    pub fn irqs_of_netdev<'a>(&'a self, netdev: &'a str) -> impl Iterator<Item = &'a Irq> + 'a {
+        self.irqs
+            .values()
+            .filter(move |irq| irq.netdev.as_deref() == Some(netdev))
+    }
+}

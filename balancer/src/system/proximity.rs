@@ -1,0 +1,199 @@
+//! Proximity overrides in birq's format, for firmware that reports a PCI device's NUMA node as
+//! -1 or wrongly:
+//!
+//! ```text
+//! 0000: node 1                  # every device in domain 0000
+//! 0000:08:00.0 node 0           # more specific: wins for this device
+//! 0000:00:1c.6 cpumask ff       # CPUs 0-7, in the hex form of smp_affinity
+//! ```
+//!
+//! `#` starts a comment, blank lines are ignored, addresses may be prefixes and the longest
+//! matching prefix wins (case-insensitive). Bad lines are reported with their line number and
+//! skipped; a repeated prefix replaces the earlier rule and is reported too.
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::SystemError;
+use crate::cpumask::CpuSet;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Proximity {
+    /// Sorted by prefix length, longest first, so the first match is the answer.
+    rules: Vec<ProximityRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProximityRule {
+    /// Lowercased PCI address or prefix.
+    pub prefix: String,
+    pub target: ProximityTarget,
+    /// 1-based line in the file.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProximityTarget {
+    Node(u32),
+    CpuMask(CpuSet),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}: {text:?}")]
+pub struct ProximityError {
+    /// 1-based.
+    pub line: usize,
+    pub text: String,
+    pub message: String,
+}
+
+impl Proximity {
+    /// The rule for a full PCI address: the longest matching prefix.
+    pub fn lookup(&self, pci_addr: &str) -> Option<&ProximityRule> {
+        let addr = pci_addr.trim();
+        self.rules.iter().find(|r| {
+            addr.len() >= r.prefix.len()
+                && addr.as_bytes()[..r.prefix.len()].eq_ignore_ascii_case(r.prefix.as_bytes())
+        })
+    }
+
+    pub fn rules(&self) -> &[ProximityRule] {
+        &self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Reads and parses a file.
+    pub fn read(path: &Path) -> Result<(Proximity, Vec<ProximityError>), SystemError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SystemError::io(path, e))?;
+        Ok(parse(&text))
+    }
+}
+
+/// Parses the file; never fails as a whole: bad lines come back as errors.
+pub fn parse(text: &str) -> (Proximity, Vec<ProximityError>) {
+    let mut rules: Vec<ProximityRule> = Vec::new();
+    let mut errors = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let error = |message: &str| ProximityError {
+            line,
+            text: raw.to_string(),
+            message: message.to_string(),
+        };
+        let words: Vec<&str> = content.split_ascii_whitespace().collect();
+        let [prefix, keyword, value] = words[..] else {
+            errors.push(error(
+                "expected `<pci address or prefix> node N|cpumask HEX`",
+            ));
+            continue;
+        };
+        if !prefix
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            errors.push(error("the address may hold only hex digits, ':' and '.'"));
+            continue;
+        }
+        let target = match keyword {
+            "node" => match value.parse::<u32>() {
+                Ok(n) if n < crate::cpumask::MAX_CPUS => ProximityTarget::Node(n),
+                _ => {
+                    errors.push(error("node must be a non-negative number"));
+                    continue;
+                }
+            },
+            "cpumask" => match CpuSet::parse_mask(value) {
+                Ok(mask) if !mask.is_empty() => ProximityTarget::CpuMask(mask),
+                Ok(_) => {
+                    errors.push(error("empty cpumask"));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(error(&format!("bad cpumask: {e}")));
+                    continue;
+                }
+            },
+            _ => {
+                errors.push(error("expected `node` or `cpumask`"));
+                continue;
+            }
+        };
+        let prefix = prefix.to_ascii_lowercase();
+        if let Some(old) = rules.iter_mut().find(|r| r.prefix == prefix) {
+            errors.push(error(&format!("replaces the rule of line {}", old.line)));
+            old.target = target;
+            old.line = line;
+            continue;
+        }
+        rules.push(ProximityRule {
+            prefix,
+            target,
+            line,
+        });
+    }
+    // Stable: equal lengths can't both match one address unless equal, which was merged.
+    rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    (Proximity { rules }, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn birq_example() {
+        let (p, errors) =
+            parse("0000: node 1\n0000:08:00.0 node 0\n0000:00:1c.6 cpumask ff\n# it's comment\n\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(p.rules().len(), 3);
+        assert_eq!(
+            p.lookup("0000:08:00.0").unwrap().target,
+            ProximityTarget::Node(0)
+        );
+        assert_eq!(
+            p.lookup("0000:08:00.1").unwrap().target,
+            ProximityTarget::Node(1)
+        );
+        assert_eq!(
+            p.lookup("0000:00:1C.6").unwrap().target,
+            ProximityTarget::CpuMask(CpuSet::first_n(8))
+        );
+        assert_eq!(p.lookup("0001:00:00.0"), None);
+        assert_eq!(p.lookup("0000:08:00.0").unwrap().line, 2);
+    }
+
+    #[test]
+    fn bad_lines_have_numbers() {
+        let (p, errors) = parse(
+            "0000:3b node 1   # trailing comment\n\
+             0000:3b node 2\n\
+             zz node 1\n\
+             0000: node -1\n\
+             0000: cpumask xyz\n\
+             0000: cpumask 0\n\
+             0000: color 1\n\
+             0000: node\n\
+             0000: node 1 extra\n",
+        );
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(p.rules().len(), 1);
+        assert_eq!(
+            p.lookup("0000:3b:00.0").unwrap().target,
+            ProximityTarget::Node(2)
+        );
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("line 2: replaces the rule of line 1")
+        );
+    }
+}
