@@ -18,6 +18,10 @@ const NODE: &str = "sys/devices/system/node";
 
 fn list_file(fs: &Root, rel: &str, warn: &mut Warnings) -> Option<CpuSet> {
     let text = fs.read_opt(rel, warn)?;
+    // A NULL mask prints as "(null)" (nohz_full when it was never set up).
+    if text.trim() == "(null)" {
+        return Some(CpuSet::new());
+    }
     parse_list_warn(&text, "malformed cpu lists", &rel, warn)
 }
 

@@ -219,7 +219,7 @@ pub fn render(m: &SystemModel) -> String {
     let _ = writeln!(o, "\nNetdevs");
     let _ = writeln!(
         o,
-        "  {:<16} {:<12} {:>4} {:<9} {:<40}",
+        "  {:<16} {:<12} {:>4} {:<9} {}",
         "NAME", "DEVICE", "RXQ", "THREADED", "RPS CPUS (by rx queue, where set)"
     );
     for n in m.netdevs.values() {
