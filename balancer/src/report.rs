@@ -60,6 +60,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    crate::probe::check_privileges()?;
     let root = PathBuf::from("/");
     let opts = read_options(args.proximity.as_deref())?;
     let model_before = SystemModel::read(&root, &opts).context("reading the system model")?;
@@ -85,12 +86,11 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     linker.observe(&iv);
     let links = linker.links(&iv.napi_identity, &model);
     let attribution = Attribution::build(&iv, &model, &links);
-    let report = Report::build(
-        &attribution,
-        &model,
-        &status,
-        args.top.or(if args.json { None } else { Some(20) }),
-    );
+    let stat_irq_time = system::stat::read(&root)?
+        .values()
+        .any(|t| t.irq + t.softirq > 0);
+    let top = args.top.or(if args.json { None } else { Some(20) });
+    let report = Report::build(&attribution, &model, &status, stat_irq_time, top);
 
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -154,7 +154,8 @@ pub struct Meta {
     pub warnings: Vec<String>,
     /// IRQs appearing or vanishing, CPUs going on- or offline during the sample.
     pub events: Vec<String>,
-    /// Whether /proc/stat reported any IRQ or softirq time (CONFIG_IRQ_TIME_ACCOUNTING).
+    /// Whether /proc/stat has counted any IRQ or softirq time since boot: kernels without
+    /// CONFIG_IRQ_TIME_ACCOUNTING (Debian's cloud kernels) never do.
     pub stat_irq_time: bool,
 }
 
@@ -314,10 +315,12 @@ fn share(part: u64, whole: u64) -> f64 {
 
 impl Report {
     /// Builds the report; `top` limits the IRQ and NAPI rows to the heaviest.
+    /// `stat_irq_time`: whether /proc/stat counts IRQ time at all on this kernel.
     pub fn build(
         a: &Attribution,
         model: &SystemModel,
         status: &ProbeStatus,
+        stat_irq_time: bool,
         top: Option<usize>,
     ) -> Report {
         let dur = a.duration_ns;
@@ -500,10 +503,6 @@ impl Report {
             .collect();
         link_methods.sort_unstable();
         link_methods.dedup();
-        let stat_irq_time = a
-            .cpus
-            .iter()
-            .any(|c| c.stat_irq_ns.unwrap_or(0) + c.stat_softirq_ns.unwrap_or(0) > 0);
 
         Report {
             meta: Meta {
@@ -572,10 +571,10 @@ impl Report {
         if !m.stat_irq_time {
             let _ = writeln!(
                 o,
-                "/proc/stat shows no IRQ or softirq time on this kernel (no \
-                 IRQ_TIME_ACCOUNTING): STAT columns are 0,"
+                "/proc/stat counts no IRQ or softirq time on this kernel (no \
+                 IRQ_TIME_ACCOUNTING): STAT"
             );
-            let _ = writeln!(o, "the measured columns are the only measure.");
+            let _ = writeln!(o, "columns stay 0 and the measured columns are the only measure.");
         }
         for e in &m.events {
             let _ = writeln!(o, "event: {e}");

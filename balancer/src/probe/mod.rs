@@ -37,9 +37,11 @@ pub struct ProbeOptions {
 }
 
 impl Default for ProbeOptions {
+    /// `BALANCER_BTF` overrides the BTF path (tests use it to play a kernel without BTF).
     fn default() -> Self {
         ProbeOptions {
-            btf: PathBuf::from(btf::VMLINUX_BTF),
+            btf: std::env::var_os("BALANCER_BTF")
+                .map_or_else(|| PathBuf::from(btf::VMLINUX_BTF), PathBuf::from),
             max_irqs: 4096,
         }
     }

@@ -1,0 +1,162 @@
+//! `balancer report` as a user runs it: output shapes, bad input, missing privileges, and a
+//! kernel without a tracepoint or without BTF.
+use std::{path::Path, process::Command};
+
+use balancer_tests::{balancer, balancer_bin, is_root, root_or_skip};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_teaches_the_options() {
+    let o = balancer(&["report", "--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for word in ["--duration", "--json", "--top", "Ctrl-C"] {
+        assert!(text.contains(word), "report --help lacks {word}:\n{text}");
+    }
+}
+
+#[test]
+fn wrong_flag_and_bad_duration_are_usage_errors() {
+    let o = balancer(&["report", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--bogus"));
+
+    let o = balancer(&["report", "--duration", "-1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = balancer(&["report", "--duration", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("--duration"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+}
+
+/// Without root (or CAP_BPF and CAP_PERFMON): one line naming what is missing, exit code 2.
+#[test]
+fn non_root_gets_one_line_and_exit_2() {
+    let o = if is_root() {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .arg(balancer_bin())
+            .args(["report", "--duration", "1"])
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        balancer(&["report", "--duration", "1"])
+    };
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "{err}");
+    assert!(!err.contains("Backtrace") && !err.contains("panicked"), "{err}");
+}
+
+fn report_json(envs: &[(&str, &str)], extra: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new(balancer_bin());
+    cmd.args(["report", "--duration", "0.5", "--json"]).args(extra);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("running balancer");
+    assert!(o.status.success(), "report failed: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("report --json prints one JSON object")
+}
+
+#[test]
+fn json_has_every_section_and_text_fits_100_columns() {
+    if !root_or_skip("json_has_every_section_and_text_fits_100_columns") {
+        return;
+    }
+    let v = report_json(&[], &[]);
+    for key in ["meta", "cpus", "irqs", "softirqs", "napi", "unattributed"] {
+        assert!(v.get(key).is_some(), "missing key {key}");
+    }
+    let meta = &v["meta"];
+    assert!(meta["kernel"].is_string());
+    assert!(meta["duration_s"].as_f64().unwrap() >= 0.5);
+    assert_eq!(meta["methods"]["hardirq"]["active"], true);
+    assert_eq!(meta["methods"]["softirq"]["active"], true);
+    let cpus = v["cpus"].as_array().unwrap();
+    assert!(!cpus.is_empty());
+    for c in cpus {
+        assert!(c["softirq_pct"]["NET_RX"].is_number());
+        assert!(c.get("stat_softirq_pct").is_some());
+    }
+
+    let o = Command::new(balancer_bin())
+        .args(["report", "--duration", "0.5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for section in ["CPUs:", "IRQs by real CPU time", "Softirq time per CPU"] {
+        assert!(text.contains(section), "no {section} in:\n{text}");
+    }
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "line over 100 columns: {line:?}");
+    }
+    // Not a terminal: no progress line on stderr.
+    assert!(!stderr(&o).contains("sampling"), "{}", stderr(&o));
+}
+
+/// A kernel without napi:napi_poll: the report runs without it and says so.
+#[test]
+fn missing_tracepoint_is_reported_not_fatal() {
+    if !root_or_skip("missing_tracepoint_is_reported_not_fatal") {
+        return;
+    }
+    // A tracefs view with the irq tracepoints only.
+    let real = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("events/irq").is_dir())
+        .expect("tracefs mounted (balancer mounts it on first run)");
+    let fake = std::env::temp_dir().join(format!("balancer-tracefs-{}", std::process::id()));
+    for tp in [
+        "irq_handler_entry",
+        "irq_handler_exit",
+        "softirq_raise",
+        "softirq_entry",
+        "softirq_exit",
+    ] {
+        let dir = fake.join("events/irq").join(tp);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(real.join("events/irq").join(tp).join("format"), dir.join("format"))
+            .unwrap();
+    }
+    let v = report_json(&[("BALANCER_TRACEFS", fake.to_str().unwrap())], &[]);
+    let _ = std::fs::remove_dir_all(&fake);
+    let methods = &v["meta"]["methods"];
+    assert_eq!(methods["napi"]["active"], false, "{methods}");
+    assert!(
+        methods["napi"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("napi:napi_poll not in this kernel")
+    );
+    assert_eq!(methods["hardirq"]["active"], true);
+    let missing: Vec<&str> = v["meta"]["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(missing.iter().any(|m| m.starts_with("napi:")), "{missing:?}");
+    assert!(v["napi"].as_array().unwrap().is_empty());
+}
+
+/// Without kernel BTF the exact NAPI -> IRQ link is off and the report says co-occurrence
+/// takes over.
+#[test]
+fn missing_btf_falls_back_to_cooccurrence() {
+    if !root_or_skip("missing_btf_falls_back_to_cooccurrence") {
+        return;
+    }
+    let v = report_json(&[("BALANCER_BTF", "/nonexistent/vmlinux")], &[]);
+    let exact = &v["meta"]["methods"]["napi_irq_exact"];
+    assert_eq!(exact["active"], false);
+    let detail = exact["detail"].as_str().unwrap();
+    assert!(detail.contains("co-occurrence") && detail.contains("/nonexistent/vmlinux"));
+}
