@@ -546,3 +546,270 @@ fn events(iv: &Interval) -> Vec<String> {
     }
     ev
 }
+
+/// Fixture data shared by the unit tests of attribution and its views.
+#[cfg(test)]
+pub(crate) mod testdata {
+    use std::path::Path;
+
+    use balancer_common::{IrqStat, SoftirqStat};
+
+    use super::*;
+    use crate::{cpumask::CpuSet, sample::NapiDelta, system::ReadOptions};
+
+    pub const X: u64 = 0xffff_0001; // eth1 rx queue 0's instance, IRQ 36 (virtio1-input.0)
+    pub const Y: u64 = 0xffff_0002; // eth1 rx queue 1's instance, IRQ 38
+    pub const B: u64 = 0xffff_0003; // backlog
+    pub const V: u64 = 0xffff_0004; // a veth: no IRQ
+
+    /// The 4-CPU, 2-node kernel VM: eth1 (virtio1) on node 1.
+    pub fn vm_model() -> SystemModel {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vm-4cpu-2node");
+        SystemModel::read(&root, &ReadOptions::default()).unwrap()
+    }
+
+    pub fn ident(dev: &str, irq: Option<u32>) -> NapiIdentity {
+        NapiIdentity {
+            device: dev.to_string(),
+            irq,
+            napi_id: None,
+        }
+    }
+
+    pub fn napi(polls: u64, ns: u64) -> NapiDelta {
+        NapiDelta {
+            polls,
+            work: polls * 10,
+            budget_exhausted: polls / 10,
+            ns,
+            ..NapiDelta::default()
+        }
+    }
+
+    /// One second: eth1 queue 0 polls 25 ms on CPU 2 while its IRQ 36 fires 100 times on CPU
+    /// 0; queue 1 fires 900 times on CPU 1 for 3 ms of polls; a veth and the backlog poll too.
+    pub fn interval() -> Interval {
+        Interval {
+            duration_ns: 1_000_000_000,
+            online: CpuSet::from_cpus([0, 1, 2, 3]),
+            hardirq: BTreeMap::from([
+                (
+                    (36, 0),
+                    IrqStat {
+                        runs: 100,
+                        ns: 200_000,
+                    },
+                ),
+                (
+                    (38, 1),
+                    IrqStat {
+                        runs: 900,
+                        ns: 1_800_000,
+                    },
+                ),
+            ]),
+            softirq: BTreeMap::from([
+                (
+                    (2, 3),
+                    SoftirqStat {
+                        raises: 10,
+                        runs: 10,
+                        ns: 30_000_000,
+                    },
+                ),
+                (
+                    (1, 3),
+                    SoftirqStat {
+                        raises: 900,
+                        runs: 900,
+                        ns: 5_000_000,
+                    },
+                ),
+                (
+                    (1, 1),
+                    SoftirqStat {
+                        raises: 250,
+                        runs: 250,
+                        ns: 700_000,
+                    },
+                ),
+            ]),
+            napi: BTreeMap::from([
+                ((X, 2), napi(5000, 25_000_000)),
+                ((Y, 1), napi(900, 3_000_000)),
+                ((B, 1), napi(100, 1_000_000)),
+                ((V, 2), napi(10, 4_000_000)),
+            ]),
+            napi_identity: BTreeMap::from([
+                (X, ident("eth1", Some(36))),
+                (Y, ident("eth1", Some(38))),
+                (B, ident(BACKLOG_DEVICE, None)),
+                (V, ident("veth0", None)),
+            ]),
+            interrupts: BTreeMap::from([((36, 0), 100), ((38, 1), 900)]),
+            ..Interval::default()
+        }
+    }
+
+    /// The attribution of [`interval`] on [`vm_model`].
+    pub fn attribution() -> (Attribution, SystemModel) {
+        let model = vm_model();
+        let iv = interval();
+        let links = Linker::default().links(&iv.napi_identity, &model);
+        (Attribution::build(&iv, &model, &links), model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use balancer_common::SoftirqStat;
+
+    use super::{testdata::*, *};
+    use crate::cpumask::CpuSet;
+
+    #[test]
+    fn exact_links_win_and_backlog_is_backlog() {
+        let model = vm_model();
+        let ids = BTreeMap::from([
+            (X, ident("eth1", Some(36))),
+            (B, ident(BACKLOG_DEVICE, None)),
+            (V, ident("veth0", None)),
+        ]);
+        let links = Linker::default().links(&ids, &model);
+        assert_eq!(links[&X].method, LinkMethod::Exact);
+        assert_eq!(links[&X].irq, Some(36));
+        assert_eq!(links[&B].method, LinkMethod::Backlog);
+        assert_eq!(links[&V].method, LinkMethod::None);
+        assert_eq!(links[&V].irq, None);
+    }
+
+    #[test]
+    fn cooccurrence_picks_each_irqs_own_instance() {
+        let model = vm_model();
+        let ids = BTreeMap::from([(X, ident("eth1", None)), (Y, ident("eth1", None))]);
+        let mut linker = Linker::default();
+        // X repolls under load and so shows up in softirqs that IRQ 38 raised too, but in
+        // IRQ 38's softirqs its own instance Y is always polled.
+        let iv = Interval {
+            pairs: BTreeMap::from([((X, 36), 50), ((X, 38), 30), ((Y, 38), 40)]),
+            ..Interval::default()
+        };
+        linker.observe(&iv);
+        let links = linker.links(&ids, &model);
+        assert_eq!(links[&X].irq, Some(36), "{:?}", links[&X]);
+        assert_eq!(links[&X].method, LinkMethod::CoOccurrence);
+        assert_eq!(links[&X].evidence, 50);
+        assert_eq!(links[&Y].irq, Some(38), "{:?}", links[&Y]);
+        assert!((links[&Y].confidence - 40.0 / 70.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cooccurrence_needs_evidence_and_a_matching_device() {
+        let model = vm_model();
+        let ids = BTreeMap::from([(X, ident("eth1", None)), (Y, ident("eth0", None))]);
+        let mut linker = Linker::default();
+        linker.observe(&Interval {
+            // IRQ 36 belongs to eth1: an eth0 instance can never be its own. Two polls are
+            // below the evidence threshold.
+            pairs: BTreeMap::from([((Y, 36), 100), ((X, 38), 2)]),
+            ..Interval::default()
+        });
+        let links = linker.links(&ids, &model);
+        assert_eq!(links[&Y].method, LinkMethod::None);
+        assert_eq!(links[&X].method, LinkMethod::None);
+        // Evidence accumulates across intervals.
+        linker.observe(&Interval {
+            pairs: BTreeMap::from([((X, 38), 2)]),
+            ..Interval::default()
+        });
+        assert_eq!(linker.links(&ids, &model)[&X].irq, Some(38));
+    }
+
+    #[test]
+    fn ties_say_nothing() {
+        let model = vm_model();
+        let ids = BTreeMap::from([(X, ident("eth1", None)), (Y, ident("eth1", None))]);
+        let mut linker = Linker::default();
+        linker.observe(&Interval {
+            pairs: BTreeMap::from([((X, 36), 10), ((Y, 36), 10)]),
+            ..Interval::default()
+        });
+        let links = linker.links(&ids, &model);
+        assert_eq!(links[&X].method, LinkMethod::None);
+        assert_eq!(links[&Y].method, LinkMethod::None);
+    }
+
+    /// A queue that polls on CPU 2 while its IRQ (36) is handled on CPU 0: its softirq time
+    /// lands on CPU 2, where it was spent, and every CPU's softirq time adds up.
+    #[test]
+    fn time_lands_where_it_was_spent_and_adds_up() {
+        let (a, _) = attribution();
+
+        let q0 = &a.irqs[&36];
+        assert_eq!(q0.hardirq_ns, 200_000);
+        assert_eq!(q0.softirq_ns, 25_000_000);
+        assert_eq!(q0.per_cpu[&2].softirq_ns, 25_000_000);
+        assert_eq!(q0.per_cpu[&0].hardirq_ns, 200_000);
+        assert_eq!(q0.weight_ns(), 25_200_000);
+        // The count-based view has it backwards: 10% of interrupts, 86% of the time.
+        let q1 = &a.irqs[&38];
+        assert_eq!(q1.weight_ns(), 4_800_000);
+        assert_eq!(a.total_interrupts(), 1000);
+        assert!(q0.weight_ns() > 5 * q1.weight_ns());
+
+        // CPU 2: 30 ms NET_RX = 25 ms to IRQ 36 + 4 ms veth + 1 ms overhead.
+        let bucket = |cpu, b| {
+            a.unattributed
+                .iter()
+                .find(|u| u.cpu == cpu && u.bucket == b)
+                .map(|u| u.ns)
+        };
+        assert_eq!(bucket(2, Bucket::NapiWithoutIrq), Some(4_000_000));
+        assert_eq!(bucket(2, Bucket::NetRxOverhead), Some(1_000_000));
+        assert_eq!(bucket(1, Bucket::RpsBacklog), Some(1_000_000));
+        assert_eq!(bucket(1, Bucket::NetRxOverhead), Some(1_000_000));
+        assert_eq!(bucket(1, Bucket::Vector), Some(700_000));
+        for cpu in &a.cpus {
+            assert_eq!(
+                a.attributed_softirq_ns(cpu.cpu) + a.unattributed_ns(cpu.cpu),
+                cpu.softirq_total_ns(),
+                "CPU {} adds up",
+                cpu.cpu
+            );
+        }
+        assert!(a.netrx_excess_ns.is_empty());
+        // CPUs carry their nodes from the model.
+        assert_eq!(a.cpus.iter().find(|c| c.cpu == 2).unwrap().node, Some(1));
+    }
+
+    #[test]
+    fn polls_beyond_netrx_are_reported_not_hidden() {
+        let model = vm_model();
+        let iv = Interval {
+            duration_ns: 1_000_000,
+            online: CpuSet::from_cpus([0]),
+            softirq: BTreeMap::from([(
+                (0, 3),
+                SoftirqStat {
+                    raises: 1,
+                    runs: 1,
+                    ns: 1_000,
+                },
+            )]),
+            napi: BTreeMap::from([((V, 0), napi(1, 1_500)), ((V, 1), napi(1, 700))]),
+            napi_identity: BTreeMap::from([(V, ident("veth0", None))]),
+            irqs_vanished: vec![31],
+            went_offline: vec![3],
+            probe_errors: [2, 0],
+            ..Interval::default()
+        };
+        let links = Linker::default().links(&iv.napi_identity, &model);
+        let a = Attribution::build(&iv, &model, &links);
+        assert_eq!(a.netrx_excess_ns.get(&0), Some(&500));
+        // CPU 1 polled but its NET_RX softirq had not ended when the interval closed.
+        assert_eq!(a.netrx_excess_ns.get(&1), Some(&700));
+        assert!(a.events.iter().any(|e| e.contains("IRQs vanished: 31")));
+        assert!(a.events.iter().any(|e| e.contains("CPUs went offline: 3")));
+        assert!(a.events.iter().any(|e| e.contains("map was full")));
+    }
+}

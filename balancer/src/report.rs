@@ -450,7 +450,7 @@ impl Report {
                 }
             })
             .collect();
-        napi.sort_by(|x, y| (y.ns, y.polls).cmp(&(x.ns, x.polls)));
+        napi.sort_by_key(|n| std::cmp::Reverse((n.ns, n.polls)));
 
         let mut omitted = Omitted::default();
         if let Some(n) = top {
@@ -574,7 +574,10 @@ impl Report {
                 "/proc/stat counts no IRQ or softirq time on this kernel (no \
                  IRQ_TIME_ACCOUNTING): STAT"
             );
-            let _ = writeln!(o, "columns stay 0 and the measured columns are the only measure.");
+            let _ = writeln!(
+                o,
+                "columns stay 0 and the measured columns are the only measure."
+            );
         }
         for e in &m.events {
             let _ = writeln!(o, "event: {e}");
@@ -647,7 +650,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:>4} {:<16} {:<15} {:>2} {:<9} {:<4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}",
+            "{:>4} {:<16} {:<19} {:>2} {:<9} {:<4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}",
             "IRQ",
             "NAME",
             "DEVICE",
@@ -665,10 +668,10 @@ impl Report {
             let dev = device_label(r);
             let _ = writeln!(
                 o,
-                "{:>4} {:<16} {:<15} {:>2} {:<9} {:<4} {:>6} {:>6.2} {:>6.2} {:>6.2} {:>5.1} {:>6.1}",
+                "{:>4} {:<16} {:<19} {:>2} {:<9} {:<4} {:>6} {:>6.2} {:>6.2} {:>6.2} {:>5.1} {:>6.1}",
                 r.irq,
                 fit(&r.name, 16),
-                fit(&dev, 15),
+                fit(&dev, 19),
                 r.node.map_or("-".to_string(), |n| n.to_string()),
                 fit(r.smp_affinity.as_deref().unwrap_or("-"), 9),
                 fit(r.effective_affinity.as_deref().unwrap_or("-"), 4),
@@ -702,8 +705,8 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5} {:>6}  {}",
-            "NAPI_ID", "DEVICE", "IRQ", "LINK", "PKT/s", "POLLS/s", "FULL%", "CPU%", "CPUS"
+            "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5} {:>6}  CPUS",
+            "NAPI_ID", "DEVICE", "IRQ", "LINK", "PKT/s", "POLLS/s", "FULL%", "CPU%"
         );
         let secs = self.meta.duration_s;
         for n in &self.napi {
@@ -840,5 +843,147 @@ fn si(x: f64) -> String {
         format!("{:.1}M", x / 1e6)
     } else {
         format!("{:.1}G", x / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::testdata;
+
+    fn status() -> ProbeStatus {
+        let on = |d: &str| Feature {
+            active: true,
+            detail: d.to_string(),
+        };
+        ProbeStatus {
+            hardirq: on("hardirq"),
+            softirq: on("softirq"),
+            softirq_raise: on("raise"),
+            napi: Feature {
+                active: false,
+                detail: "tracepoint napi:napi_poll not in this kernel".into(),
+            },
+            napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
+        }
+    }
+
+    fn report(top: Option<usize>) -> Report {
+        let (a, model) = testdata::attribution();
+        Report::build(&a, &model, &status(), false, top)
+    }
+
+    #[test]
+    fn irqs_sort_by_real_time_with_both_shares() {
+        let r = report(None);
+        let order: Vec<u32> = r.irqs.iter().map(|i| i.irq).collect();
+        assert_eq!(
+            order,
+            vec![36, 38],
+            "quiet IRQs are left out, heaviest first"
+        );
+        let q0 = &r.irqs[0];
+        assert_eq!(q0.name, "virtio1-input.0");
+        assert_eq!(q0.netdev.as_deref(), Some("eth1"));
+        assert_eq!((q0.queue, q0.queue_kind), (Some(0), Some(QueueKind::Rx)));
+        assert_eq!(q0.node, Some(1));
+        assert!((q0.interrupt_share - 0.1).abs() < 1e-9);
+        assert!((q0.time_share - 25.2 / 30.0).abs() < 1e-9);
+        assert!((q0.weight_pct - 2.52).abs() < 1e-9);
+        assert!((q0.interrupts_per_s - 100.0).abs() < 1e-9);
+        assert_eq!(q0.cpus.len(), 2, "handled on CPU 0, polled on CPU 2");
+    }
+
+    #[test]
+    fn napi_rows_say_link_and_where_they_polled() {
+        let r = report(None);
+        let x = r
+            .napi
+            .iter()
+            .find(|n| n.device == "eth1" && n.irq == Some(36))
+            .unwrap();
+        assert_eq!(x.link, "exact");
+        assert_eq!(x.cpus.len(), 1);
+        assert_eq!(x.cpus[0].cpu, 2);
+        assert!((x.cpus[0].share - 1.0).abs() < 1e-9);
+        assert!((x.budget_exhausted_share - 0.1).abs() < 1e-9);
+        let b = r.napi.iter().find(|n| n.device == "(no_device)").unwrap();
+        assert_eq!((b.link, b.irq), ("backlog", None));
+        assert_eq!(r.meta.methods.napi_irq_link, vec!["exact"]);
+        // napi_poll reported missing in the status shows up in meta.missing.
+        assert!(r.meta.missing.iter().any(|m| m.starts_with("napi:")));
+    }
+
+    #[test]
+    fn per_cpu_softirq_splits_add_up() {
+        let r = report(None);
+        for c in &r.cpus {
+            let sum = c.softirq_to_irqs_pct + c.softirq_unattributed_pct;
+            assert!((sum - c.softirq_total_pct).abs() < 1e-9, "CPU {}", c.cpu);
+        }
+        let cpu2 = r.cpus.iter().find(|c| c.cpu == 2).unwrap();
+        assert!((cpu2.softirq_pct["NET_RX"] - 3.0).abs() < 1e-9);
+        assert!((cpu2.softirq_to_irqs_pct - 2.5).abs() < 1e-9);
+        let shares: f64 = r
+            .unattributed
+            .iter()
+            .filter(|u| u.cpu == 2)
+            .map(|u| u.softirq_share)
+            .sum();
+        assert!((shares - 5.0 / 30.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn top_limits_and_counts_what_it_left_out() {
+        let r = report(Some(1));
+        assert_eq!(r.irqs.len(), 1);
+        assert_eq!(r.omitted.irqs, 1);
+        assert_eq!(r.napi.len(), 1);
+        assert_eq!(r.omitted.napi, 3);
+        assert!(r.to_text().contains("1 quieter IRQs not shown"));
+    }
+
+    #[test]
+    fn text_fits_100_columns_and_names_what_is_missing() {
+        let text = report(None).to_text();
+        for line in text.lines() {
+            assert!(line.chars().count() <= 100, "{line:?}");
+        }
+        assert!(text.contains("not measured: napi: tracepoint napi:napi_poll"));
+        assert!(text.contains("no IRQ_TIME_ACCOUNTING"));
+        let irq_line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("36 "))
+            .unwrap();
+        assert!(irq_line.contains("virtio1-input.0"), "{irq_line}");
+        assert!(irq_line.contains("81:00.0 eth1/rx0"), "{irq_line}");
+        assert!(text.contains("(whole vector)") && text.contains("net-rx-overhead"));
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let v = serde_json::to_value(report(None)).unwrap();
+        for key in ["meta", "cpus", "irqs", "softirqs", "napi", "unattributed"] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+        assert_eq!(v["irqs"][0]["irq"], 36);
+        assert_eq!(v["irqs"][0]["queue_kind"], "rx");
+        assert_eq!(v["napi"][0]["link"], "exact");
+        assert_eq!(v["meta"]["methods"]["napi"]["active"], false);
+        assert!(v["unattributed"][0]["bucket"].is_string());
+        let vec = v["softirqs"].as_array().unwrap();
+        assert!(
+            vec.iter()
+                .any(|s| s["vec"] == "NET_RX" && s["raises"] == 10)
+        );
+    }
+
+    #[test]
+    fn fit_and_si_stay_narrow() {
+        assert_eq!(fit("mlx5_comp12@pci:0000:3b:00.0", 16), "mlx5_comp12@pci~");
+        assert_eq!(fit("eth0", 16), "eth0");
+        assert_eq!(si(999.0), "999");
+        assert_eq!(si(12_345.0), "12.3k");
+        assert_eq!(si(2_500_000.0), "2.5M");
     }
 }

@@ -65,10 +65,10 @@ impl Format {
                 format.name = name.trim().to_string();
             } else if let Some(id) = line.strip_prefix("ID:") {
                 format.id = id.trim().parse().ok();
-            } else if line.starts_with("field:") {
-                if let Some(field) = parse_field(line) {
-                    format.fields.push(field);
-                }
+            } else if line.starts_with("field:")
+                && let Some(field) = parse_field(line)
+            {
+                format.fields.push(field);
             }
         }
         format
@@ -79,7 +79,7 @@ impl Format {
     }
 }
 
-/// `field:unsigned int vec;	offset:8;	size:4;	signed:0;`
+/// `field:unsigned int vec;<TAB>offset:8;<TAB>size:4;<TAB>signed:0;`
 fn parse_field(line: &str) -> Option<Field> {
     let mut decl = None;
     let (mut offset, mut size, mut signed) = (None, None, false);
