@@ -11,6 +11,7 @@ use std::fmt;
 
 pub mod attribution;
 pub mod cpumask;
+pub mod monitor;
 pub mod probe;
 pub mod report;
 pub mod sample;

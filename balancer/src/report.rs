@@ -21,9 +21,9 @@ use serde::Serialize;
 
 use crate::{
     Fatal,
-    attribution::{Attribution, IrqLoad, LinkMethod, Linker},
-    probe::{Feature, Probe, ProbeOptions, ProbeStatus},
-    sample::Sampler,
+    attribution::{Attribution, IrqLoad, LinkMethod},
+    monitor::Monitor,
+    probe::{Feature, ProbeStatus},
     system::{self, QueueKind, ReadOptions, SystemModel},
 };
 
@@ -60,37 +60,24 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    crate::probe::check_privileges()?;
     let root = PathBuf::from("/");
     let opts = read_options(args.proximity.as_deref())?;
-    let model_before = SystemModel::read(&root, &opts).context("reading the system model")?;
-    let probe = Probe::load(&ProbeOptions {
-        max_irqs: (model_before.irqs.len() as u32 * 2).max(1024),
-        ..ProbeOptions::default()
-    })?;
-    let status = probe.status.clone();
-    let mut sampler = Sampler::new(probe, &root)?;
+    let mut monitor = Monitor::start(&root, opts)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing the signal handler")?;
     }
-    let wanted = Duration::from_secs_f64(args.duration);
-    wait(wanted, &stop);
+    wait(Duration::from_secs_f64(args.duration), &stop);
 
-    let iv = sampler.sample()?;
-    // Re-read the model: affinities may have changed while sampling, IRQs come and go.
-    let model = SystemModel::read(&root, &opts).context("reading the system model")?;
-    let mut linker = Linker::default();
-    linker.observe(&iv);
-    let links = linker.links(&iv.napi_identity, &model);
-    let attribution = Attribution::build(&iv, &model, &links);
+    let tick = monitor.tick()?;
+    let (model, status, attribution) = (monitor.model(), monitor.status(), &tick.attribution);
     let stat_irq_time = system::stat::read(&root)?
         .values()
         .any(|t| t.irq + t.softirq > 0);
     let top = args.top.or(if args.json { None } else { Some(20) });
-    let report = Report::build(&attribution, &model, &status, stat_irq_time, top);
+    let report = Report::build(attribution, model, status, stat_irq_time, top);
 
     let mut out = std::io::stdout().lock();
     if args.json {
