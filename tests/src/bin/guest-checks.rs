@@ -1,0 +1,826 @@
+//! The checks that run inside a kernel VM of `cargo xtask vm`, as the child of its /init.
+//!
+//! Sets up the guest's network (the NIC under test, "dut", on NUMA node 1 stays in the root
+//! namespace; its peer NIC moves into namespace `peer`, so traffic between them crosses the
+//! host-side bridge and arrives through the dut's rx queues), drives UDP traffic over many
+//! flows so the tap's flow hash spreads it over the queues, runs `balancer` and checks its
+//! JSON against what the kernel shows. Traffic goes only between these two NICs.
+//!
+//! Output, on stdout and on the results port (`--results`, the guest's second serial port):
+//! `CHECK <name> PASS|FAIL|SKIP <detail>` per check, `INFO <fact>` lines, then `GUEST-DONE`.
+//! To add a check, write a `fn(&mut Guest) -> anyhow::Result<Outcome>` and list it in
+//! [`CHECKS`]; `Guest` runs the shared measurement (traffic + `balancer report`) once, on first
+//! use.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::Value;
+
+/// The checks, in order. Later scenarios add a line here.
+const CHECKS: &[(&str, CheckFn)] = &[
+    ("ebpf-attach", ebpf_attach),
+    ("hardirq-time", hardirq_time),
+    ("napi-link", napi_link),
+    ("topology-numa", topology_numa),
+];
+
+type CheckFn = fn(&mut Guest) -> Result<Outcome>;
+
+/// Only the initramfs that xtask builds has this file: the checks rewire NICs, so they must
+/// never run anywhere else.
+const GUEST_MARKER: &str = "/etc/balancer-guest";
+const IP: &str = "/usr/sbin/ip";
+const ETHTOOL: &str = "/usr/sbin/ethtool";
+const PEER_NS: &str = "peer";
+const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const PORT: u16 = 9000;
+/// UDP flows (source ports): enough that hashing puts traffic on every rx queue.
+const FLOWS: usize = 64;
+
+enum Outcome {
+    Pass(String),
+    Skip(String),
+}
+
+struct Args {
+    results: PathBuf,
+    dut_mac: String,
+    peer_mac: String,
+    queues: usize,
+    balancer: PathBuf,
+    duration: f64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        results: PathBuf::from("/dev/ttyS1"),
+        dut_mac: String::new(),
+        peer_mac: String::new(),
+        queues: 4,
+        balancer: PathBuf::from("/bin/balancer"),
+        duration: 3.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--results" => args.results = value.into(),
+            "--dut-mac" => args.dut_mac = value.to_lowercase(),
+            "--peer-mac" => args.peer_mac = value.to_lowercase(),
+            "--queues" => args.queues = value.parse().context("--queues")?,
+            "--balancer" => args.balancer = value.into(),
+            "--duration" => args.duration = value.parse().context("--duration")?,
+            _ => bail!("unknown argument {flag}"),
+        }
+    }
+    if args.dut_mac.is_empty() || args.peer_mac.is_empty() {
+        bail!("--dut-mac and --peer-mac are required");
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    if !Path::new(GUEST_MARKER).exists() {
+        eprintln!("guest-checks: {GUEST_MARKER} is missing: this runs only inside the test VM");
+        return ExitCode::FAILURE;
+    }
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(err) => {
+            eprintln!("guest-checks: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = Results::open(&args.results);
+    match Guest::setup(args) {
+        Ok(mut guest) => {
+            out.check("setup", Ok(Outcome::Pass(guest.describe())));
+            for (name, check) in CHECKS {
+                let started = Instant::now();
+                let outcome = check(&mut guest);
+                println!(
+                    "guest-checks: {name} took {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                out.check(name, outcome);
+            }
+            for fact in guest.facts.drain(..) {
+                out.info(&fact);
+            }
+        }
+        Err(err) => {
+            out.check("setup", Err(err));
+            for (name, _) in CHECKS {
+                out.check(name, Ok(Outcome::Skip("setup failed".into())));
+            }
+        }
+    }
+    out.line("GUEST-DONE");
+    ExitCode::SUCCESS
+}
+
+/// Writes result lines to stdout (the console) and to the results port.
+struct Results {
+    port: Option<File>,
+}
+
+impl Results {
+    fn open(path: &Path) -> Results {
+        let port = OpenOptions::new().write(true).open(path);
+        if let Err(err) = &port {
+            eprintln!("guest-checks: opening {}: {err}", path.display());
+        }
+        Results { port: port.ok() }
+    }
+
+    fn line(&mut self, line: &str) {
+        println!("{line}");
+        if let Some(port) = &mut self.port {
+            let _ = writeln!(port, "{line}");
+            let _ = port.flush();
+        }
+    }
+
+    fn check(&mut self, name: &str, outcome: Result<Outcome>) {
+        let (status, detail) = match outcome {
+            Ok(Outcome::Pass(d)) => ("PASS", d),
+            Ok(Outcome::Skip(d)) => ("SKIP", d),
+            Err(err) => ("FAIL", format!("{err:#}")),
+        };
+        // One line per check: line breaks travel as " | ".
+        let detail = detail.trim().replace('\n', " | ");
+        self.line(&format!("CHECK {name} {status} {detail}"));
+    }
+
+    fn info(&mut self, fact: &str) {
+        self.line(&format!("INFO {fact}"));
+    }
+}
+
+/// The NIC under test, as the kernel shows it.
+struct Nic {
+    name: String,
+    /// "virtio1".
+    virtio: String,
+    /// "0000:81:00.0".
+    pci: String,
+    numa_node: i32,
+    /// Queue index -> IRQ number of its `virtioN-input.<q>` / `-output.<q>` vector.
+    input_irqs: BTreeMap<usize, u32>,
+    output_irqs: BTreeMap<usize, u32>,
+}
+
+impl Nic {
+    fn all_irqs(&self) -> BTreeSet<u32> {
+        self.input_irqs
+            .values()
+            .chain(self.output_irqs.values())
+            .copied()
+            .collect()
+    }
+}
+
+/// What one `balancer report` under traffic measured, with the kernel's own counts.
+struct Sample {
+    report: Value,
+    /// Interrupts per dut rx queue during the sample, from /proc/interrupts.
+    rx_interrupts: BTreeMap<usize, u64>,
+    sent: u64,
+    received: u64,
+}
+
+struct Guest {
+    args: Args,
+    dut: Nic,
+    peer: String,
+    /// Measured once, on first use; an error is kept as text and given to every check.
+    sample: Option<std::result::Result<Sample, String>>,
+    topology: Option<std::result::Result<Value, String>>,
+    /// `INFO` lines the checks want reported.
+    facts: Vec<String>,
+}
+
+impl Guest {
+    fn setup(args: Args) -> Result<Guest> {
+        let dut_name = wait_for_netdev(&args.dut_mac)?;
+        let peer = wait_for_netdev(&args.peer_mac)?;
+        let mut dut = describe_nic(&dut_name)?;
+        if dut.input_irqs.len() < args.queues {
+            bail!(
+                "{dut_name} has {} input vectors, want {} (MSI-X per queue): {:?}",
+                dut.input_irqs.len(),
+                args.queues,
+                dut.input_irqs
+            );
+        }
+        // virtio_net enables min(queue pairs, CPUs) itself; make sure all are on.
+        let rx_queues = count_prefixed(&format!("/sys/class/net/{dut_name}/queues"), "rx-")?;
+        if rx_queues < args.queues {
+            run(Command::new(ETHTOOL).args([
+                "-L",
+                &dut_name,
+                "combined",
+                &args.queues.to_string(),
+            ]))?;
+            dut = describe_nic(&dut_name)?;
+        }
+
+        run(Command::new(IP).args(["netns", "add", PEER_NS]))?;
+        run(Command::new(IP).args(["link", "set", &peer, "netns", PEER_NS]))?;
+        for cmd in [
+            vec!["-n", PEER_NS, "link", "set", "lo", "up"],
+            vec![
+                "-n",
+                PEER_NS,
+                "addr",
+                "add",
+                &format!("{PEER_ADDR}/24"),
+                "dev",
+                &peer,
+            ],
+            vec!["-n", PEER_NS, "link", "set", &peer, "up"],
+            vec!["addr", "add", &format!("{DUT_ADDR}/24"), "dev", &dut_name],
+            vec!["link", "set", &dut_name, "up"],
+        ] {
+            run(Command::new(IP).args(&cmd))?;
+        }
+        let guest = Guest {
+            args,
+            dut,
+            peer,
+            sample: None,
+            topology: None,
+            facts: Vec::new(),
+        };
+        guest.probe_path()?;
+        Ok(guest)
+    }
+
+    fn describe(&self) -> String {
+        let d = &self.dut;
+        format!(
+            "dut {} ({}, PCI {}, numa_node {}, rx queues {}, input IRQs {}); peer {} in netns {PEER_NS}",
+            d.name,
+            d.virtio,
+            d.pci,
+            d.numa_node,
+            d.input_irqs.len(),
+            join(d.input_irqs.values()),
+            self.peer
+        )
+    }
+
+    /// One datagram from the peer namespace must arrive before anything is measured (ARP,
+    /// links coming up).
+    fn probe_path(&self) -> Result<()> {
+        let rx = UdpSocket::bind(SocketAddrV4::new(DUT_ADDR, PORT)).context("binding on dut")?;
+        rx.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let sender = thread::spawn(|| -> Result<UdpSocket> {
+            balancer_tests::enter_netns(PEER_NS)?;
+            let tx = UdpSocket::bind(SocketAddrV4::new(PEER_ADDR, 0))?;
+            tx.connect(SocketAddrV4::new(DUT_ADDR, PORT))?;
+            Ok(tx)
+        });
+        let tx = sender
+            .join()
+            .map_err(|_| anyhow!("sender thread panicked"))??;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 64];
+        while Instant::now() < deadline {
+            let _ = tx.send(b"probe");
+            if rx.recv(&mut buf).is_ok() {
+                return Ok(());
+            }
+        }
+        bail!("no datagram from {PEER_ADDR} (netns {PEER_NS}) reached {DUT_ADDR} in 20s")
+    }
+
+    /// Traffic over all flows while `balancer report --json` samples; run once.
+    fn sample(&mut self) -> Result<&Sample> {
+        if self.sample.is_none() {
+            let measured = self.measure().map_err(|e| format!("{e:#}"));
+            self.sample = Some(measured);
+        }
+        match self.sample.as_ref() {
+            Some(Ok(sample)) => Ok(sample),
+            Some(Err(err)) => bail!("{err}"),
+            None => unreachable!("set above"),
+        }
+    }
+
+    fn measure(&self) -> Result<Sample> {
+        let before = interrupts()?;
+        let traffic = Traffic::start()?;
+        // Let every flow get going before the sampling window opens.
+        thread::sleep(Duration::from_millis(500));
+        let output = Command::new(&self.args.balancer)
+            .args([
+                "report",
+                "--duration",
+                &self.args.duration.to_string(),
+                "--json",
+            ])
+            .output()
+            .with_context(|| format!("running {}", self.args.balancer.display()));
+        let (sent, received) = traffic.stop()?;
+        let after = interrupts()?;
+        let output = output?;
+        let report = parse_json(&output, "balancer report")?;
+        println!(
+            "--- balancer report --json ---\n{}\n---",
+            serde_json::to_string(&report).unwrap_or_default()
+        );
+        let rx_interrupts = self
+            .dut
+            .input_irqs
+            .iter()
+            .map(|(&q, irq)| {
+                let delta = after.get(irq).unwrap_or(&0) - before.get(irq).unwrap_or(&0);
+                (q, delta)
+            })
+            .collect();
+        Ok(Sample {
+            report,
+            rx_interrupts,
+            sent,
+            received,
+        })
+    }
+
+    fn topology(&mut self) -> Result<&Value> {
+        if self.topology.is_none() {
+            let got = Command::new(&self.args.balancer)
+                .args(["topology", "--json"])
+                .output()
+                .context("running balancer topology")
+                .and_then(|out| parse_json(&out, "balancer topology"))
+                .map_err(|e| format!("{e:#}"));
+            self.topology = Some(got);
+        }
+        match self.topology.as_ref() {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(err)) => bail!("{err}"),
+            None => unreachable!("set above"),
+        }
+    }
+}
+
+/// The eBPF programs load and attach: the report runs and says its hardirq, softirq and NAPI
+/// measurements are active.
+fn ebpf_attach(g: &mut Guest) -> Result<Outcome> {
+    let sample = g.sample()?;
+    let meta = &sample.report["meta"];
+    let methods = &meta["methods"];
+    let mut inactive = Vec::new();
+    let mut details = Vec::new();
+    for part in ["hardirq", "softirq", "napi"] {
+        let feature = &methods[part];
+        if feature["active"] != Value::Bool(true) {
+            inactive.push(format!("{part}: {feature}"));
+        }
+        details.push(format!(
+            "{part}: {}",
+            feature["detail"].as_str().unwrap_or("?")
+        ));
+    }
+    if !inactive.is_empty() {
+        bail!(
+            "not active: {}; missing: {}",
+            inactive.join("; "),
+            meta["missing"]
+        );
+    }
+    Ok(Outcome::Pass(details.join("; ")))
+}
+
+/// Every dut rx queue that raised interrupts during the sample has hardirq time in the report,
+/// under its own IRQ number and name.
+fn hardirq_time(g: &mut Guest) -> Result<Outcome> {
+    let virtio = g.dut.virtio.clone();
+    let input_irqs = g.dut.input_irqs.clone();
+    let sample = g.sample()?;
+    let irqs = array(&sample.report, "irqs")?;
+    let mut lines = Vec::new();
+    let mut bad = Vec::new();
+    let mut active = 0;
+    for (q, irq) in &input_irqs {
+        let interrupts = sample.rx_interrupts.get(q).copied().unwrap_or(0);
+        let row = irqs
+            .iter()
+            .find(|r| r["irq"].as_u64() == Some(u64::from(*irq)));
+        let hardirq_ns = row.and_then(|r| r["hardirq_ns"].as_u64()).unwrap_or(0);
+        let name = row.and_then(|r| r["name"].as_str()).unwrap_or("");
+        lines.push(format!(
+            "q{q} irq {irq}: {interrupts} interrupts, hardirq {hardirq_ns} ns"
+        ));
+        if interrupts == 0 {
+            continue;
+        }
+        active += 1;
+        let want = format!("{virtio}-input.{q}");
+        if row.is_none() {
+            bad.push(format!("irq {irq} ({want}) missing from irqs"));
+        } else if !name.split(',').any(|n| n.trim() == want) {
+            bad.push(format!("irq {irq} is named {name:?}, want {want}"));
+        } else if hardirq_ns == 0 {
+            bad.push(format!("irq {irq} ({want}) has hardirq_ns 0"));
+        }
+    }
+    if active == 0 {
+        bail!(
+            "no dut rx queue raised an interrupt (sent {}, received {})",
+            sample.sent,
+            sample.received
+        );
+    }
+    if !bad.is_empty() {
+        bail!("{}\n{}", bad.join("; "), lines.join("\n"));
+    }
+    Ok(Outcome::Pass(format!(
+        "{active}/{} queues with traffic; sent {}, received {}\n{}",
+        input_irqs.len(),
+        sample.sent,
+        sample.received,
+        lines.join("\n")
+    )))
+}
+
+/// Each dut rx queue that got traffic has one NAPI instance linked to its input IRQ, exactly
+/// or by co-occurrence, and no dut NAPI instance is linked to another device's IRQ.
+fn napi_link(g: &mut Guest) -> Result<Outcome> {
+    let dut_name = g.dut.name.clone();
+    let input_irqs = g.dut.input_irqs.clone();
+    let own_irqs = g.dut.all_irqs();
+    let sample = g.sample()?;
+    let napi = array(&sample.report, "napi")?;
+    let dut_napi: Vec<&Value> = napi
+        .iter()
+        .filter(|n| n["device"].as_str() == Some(dut_name.as_str()))
+        .collect();
+    let linked: Vec<&Value> = dut_napi
+        .iter()
+        .copied()
+        .filter(|n| matches!(n["link"].as_str(), Some("exact" | "co-occurrence")))
+        .collect();
+    let mut bad = Vec::new();
+    let mut lines = Vec::new();
+    let mut methods = BTreeSet::new();
+    for n in &linked {
+        let irq = n["irq"].as_u64().and_then(|i| u32::try_from(i).ok());
+        if !irq.is_some_and(|i| own_irqs.contains(&i)) {
+            bad.push(format!(
+                "NAPI {} of {dut_name} linked to irq {}, not one of {dut_name}'s ({})",
+                napi_name(n),
+                n["irq"],
+                join(own_irqs.iter())
+            ));
+        }
+    }
+    for (q, irq) in &input_irqs {
+        let interrupts = sample.rx_interrupts.get(q).copied().unwrap_or(0);
+        let to_irq: Vec<&&Value> = linked
+            .iter()
+            .filter(|n| n["irq"].as_u64() == Some(u64::from(*irq)))
+            .collect();
+        match to_irq.as_slice() {
+            [n] => {
+                let method = n["link"].as_str().unwrap_or("?");
+                methods.insert(method.to_owned());
+                lines.push(format!(
+                    "q{q} irq {irq} <- NAPI {} ({method})",
+                    napi_name(n)
+                ));
+            }
+            [] if interrupts == 0 => lines.push(format!("q{q} irq {irq}: no traffic, no link")),
+            [] => bad.push(format!(
+                "q{q} irq {irq} had {interrupts} interrupts but no NAPI instance is linked to it"
+            )),
+            many => bad.push(format!(
+                "q{q} irq {irq} is linked to {} NAPI instances: {}",
+                many.len(),
+                many.iter()
+                    .map(|n| napi_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    if methods.is_empty() && bad.is_empty() {
+        bad.push(format!(
+            "no rx queue of {dut_name} got a linked NAPI instance ({} instances of {dut_name} in the report)",
+            dut_napi.len()
+        ));
+    }
+    let method = methods.iter().cloned().collect::<Vec<_>>().join("+");
+    // Whether this kernel could have linked exactly (napi_struct.irq exists), to tell "the
+    // driver does not record its IRQ" from "the kernel has no such field".
+    let exact = &sample.report["meta"]["methods"]["napi_irq_exact"];
+    let exact = format!(
+        "napi_struct.irq {}: {}",
+        if exact["active"] == Value::Bool(true) {
+            "read"
+        } else {
+            "unavailable"
+        },
+        exact["detail"].as_str().unwrap_or("?")
+    );
+    let result = if bad.is_empty() {
+        Ok(Outcome::Pass(format!(
+            "method {method} ({exact})\n{}",
+            lines.join("\n")
+        )))
+    } else {
+        let all: Vec<String> = dut_napi
+            .iter()
+            .map(|n| format!("{} irq {} {}", napi_name(n), n["irq"], n["link"]))
+            .collect();
+        Err(anyhow!(
+            "{}\n{}\n{dut_name} NAPI in report: {}",
+            bad.join("\n"),
+            lines.join("\n"),
+            all.join("; ")
+        ))
+    };
+    g.facts.push(format!(
+        "napi-link-method {} ({exact})",
+        if method.is_empty() { "none" } else { &method }
+    ));
+    result
+}
+
+/// `balancer topology` places the dut's PCI function and its queue IRQs on node 1, as the
+/// firmware (the pxb-pcie expander's _PXM) says.
+fn topology_numa(g: &mut Guest) -> Result<Outcome> {
+    let pci = g.dut.pci.clone();
+    let sysfs_node = g.dut.numa_node;
+    let input_irqs = g.dut.input_irqs.clone();
+    let topo = g.topology()?;
+    if sysfs_node != 1 {
+        bail!("sysfs says {pci} is on node {sysfs_node}: the VM topology is wrong, not balancer");
+    }
+    let device = keyed(&topo["pci"], &pci, "address")
+        .with_context(|| format!("{pci} missing from the topology's pci"))?;
+    let mut bad = Vec::new();
+    if device["numa_node"].as_i64() != Some(1) {
+        bad.push(format!("pci {pci} numa_node {}", device["numa_node"]));
+    }
+    let mut lines = vec![format!("pci {pci} numa_node {}", device["numa_node"])];
+    for (q, irq) in &input_irqs {
+        match keyed(&topo["irqs"], &irq.to_string(), "number") {
+            None => bad.push(format!("irq {irq} (q{q}) missing from the topology's irqs")),
+            Some(entry) => {
+                lines.push(format!(
+                    "irq {irq} (q{q}) node {} device {}",
+                    entry["node"], entry["device"]
+                ));
+                if entry["node"].as_u64() != Some(1) {
+                    bad.push(format!("irq {irq} (q{q}) has node {}", entry["node"]));
+                }
+            }
+        }
+    }
+    if !bad.is_empty() {
+        bail!("{}\n{}", bad.join("; "), lines.join("\n"));
+    }
+    Ok(Outcome::Pass(lines.join("\n")))
+}
+
+/// UDP from the peer namespace to the dut over [`FLOWS`] source ports, until stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    sender: JoinHandle<Result<u64>>,
+    receiver: JoinHandle<Result<u64>>,
+}
+
+impl Traffic {
+    fn start() -> Result<Traffic> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rx = UdpSocket::bind(SocketAddrV4::new(DUT_ADDR, PORT)).context("binding on dut")?;
+        rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let receiver = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || -> Result<u64> {
+                let mut buf = [0u8; 2048];
+                let mut got = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if rx.recv(&mut buf).is_ok() {
+                        got += 1;
+                    }
+                }
+                Ok(got)
+            })
+        };
+        let sender = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || -> Result<u64> {
+                balancer_tests::enter_netns(PEER_NS)?;
+                let socks = (0..FLOWS)
+                    .map(|_| {
+                        let s = UdpSocket::bind(SocketAddrV4::new(PEER_ADDR, 0))?;
+                        s.connect(SocketAddrV4::new(DUT_ADDR, PORT))?;
+                        Ok(s)
+                    })
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .context("opening the flows")?;
+                let payload = [0x5au8; 256];
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for s in &socks {
+                        // Drops (full queues) are fine: load is what is wanted.
+                        if s.send(&payload).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                    // A pause per round keeps the guest's CPUs for balancer and the kernel.
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Ok(sent)
+            })
+        };
+        Ok(Traffic {
+            stop,
+            sender,
+            receiver,
+        })
+    }
+
+    /// Stops the traffic; returns (datagrams sent, datagrams received).
+    fn stop(self) -> Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self
+            .sender
+            .join()
+            .map_err(|_| anyhow!("sender panicked"))??;
+        let received = self
+            .receiver
+            .join()
+            .map_err(|_| anyhow!("receiver panicked"))??;
+        Ok((sent, received))
+    }
+}
+
+/// Finds an entry of a map keyed by `key`, or of a list by its `field`.
+fn keyed<'a>(v: &'a Value, key: &str, field: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(map) => map.get(key),
+        Value::Array(list) => list.iter().find(|e| match &e[field] {
+            Value::String(s) => s == key,
+            Value::Number(n) => n.to_string() == key,
+            _ => false,
+        }),
+        _ => None,
+    }
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> Result<&'a Vec<Value>> {
+    v[key]
+        .as_array()
+        .with_context(|| format!("the report has no {key} list"))
+}
+
+fn napi_name(n: &Value) -> String {
+    match n["napi_id"].as_u64() {
+        Some(id) => id.to_string(),
+        None => n["id"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+fn parse_json(out: &Output, what: &str) -> Result<Value> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{what} printed no valid JSON"))
+}
+
+/// The netdev with this MAC address, once the driver has created it.
+fn wait_for_netdev(mac: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for entry in fs::read_dir("/sys/class/net").context("reading /sys/class/net")? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if read_trimmed(&format!("/sys/class/net/{name}/address")).is_ok_and(|a| a == mac) {
+                return Ok(name);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no netdev with MAC {mac} (did virtio_net load?)");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn describe_nic(name: &str) -> Result<Nic> {
+    let device = fs::canonicalize(format!("/sys/class/net/{name}/device"))
+        .with_context(|| format!("{name} has no device"))?;
+    let virtio = file_name(&device)?;
+    let pci_dir = device.parent().context("virtio device without parent")?;
+    let pci = file_name(pci_dir)?;
+    let numa_node = read_trimmed(&format!("{}/numa_node", pci_dir.display()))?
+        .parse()
+        .context("parsing numa_node")?;
+    let mut input_irqs = BTreeMap::new();
+    let mut output_irqs = BTreeMap::new();
+    let text = fs::read_to_string("/proc/interrupts").context("reading /proc/interrupts")?;
+    for line in text.lines() {
+        let Some((irq, _)) = line.trim_start().split_once(':') else {
+            continue;
+        };
+        let Ok(irq) = irq.parse::<u32>() else {
+            continue;
+        };
+        let Some(action) = line.split_whitespace().last() else {
+            continue;
+        };
+        let Some(rest) = action.strip_prefix(&format!("{virtio}-")) else {
+            continue;
+        };
+        if let Some(q) = rest.strip_prefix("input.").and_then(|q| q.parse().ok()) {
+            input_irqs.insert(q, irq);
+        } else if let Some(q) = rest.strip_prefix("output.").and_then(|q| q.parse().ok()) {
+            output_irqs.insert(q, irq);
+        }
+    }
+    Ok(Nic {
+        name: name.to_owned(),
+        virtio,
+        pci,
+        numa_node,
+        input_irqs,
+        output_irqs,
+    })
+}
+
+/// Total interrupts per numbered IRQ, summed over CPUs.
+fn interrupts() -> Result<BTreeMap<u32, u64>> {
+    let text = fs::read_to_string("/proc/interrupts").context("reading /proc/interrupts")?;
+    let mut lines = text.lines();
+    let cpus = lines.next().map_or(0, |h| h.split_whitespace().count());
+    Ok(lines
+        .filter_map(|line| {
+            let (irq, rest) = line.trim_start().split_once(':')?;
+            let irq = irq.parse().ok()?;
+            let total = rest
+                .split_whitespace()
+                .take(cpus)
+                .map_while(|c| c.parse::<u64>().ok())
+                .sum();
+            Some((irq, total))
+        })
+        .collect())
+}
+
+fn count_prefixed(dir: &str, prefix: &str) -> Result<usize> {
+    Ok(fs::read_dir(dir)
+        .with_context(|| format!("reading {dir}"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .count())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} {:?} failed: {}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn read_trimmed(path: &str) -> Result<String> {
+    Ok(fs::read_to_string(path)
+        .with_context(|| format!("reading {path}"))?
+        .trim()
+        .to_owned())
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    Ok(path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a u32>) -> String {
+    items.map(u32::to_string).collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,101 @@
+//! The host kernel's row: the host integration tests, run as they are.
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+use super::proc::{Waited, wait};
+use super::report::{Check, Row, Status, tail};
+
+pub fn run(root: &Path, dir: &Path) -> Result<Row> {
+    fs::create_dir_all(dir)?;
+    let log_path = dir.join("cargo-test.log");
+    let log = File::create(&log_path).context("creating the test log")?;
+    let start = Instant::now();
+    // The tests run the balancer binary, which cargo builds only for its own package's tests.
+    const BUILD: &[&str] = &["build", "--release", "-p", "balancer", "--bin", "balancer"];
+    const TEST: &[&str] = &["test", "-p", "balancer-tests", "--release"];
+    let mut what = BUILD;
+    let mut status = cargo(root, BUILD, &log)?;
+    if status.success() {
+        what = TEST;
+        status = cargo(root, TEST, &log)?;
+    }
+    let what = format!("cargo {}", what.join(" "));
+    let output = fs::read_to_string(&log_path).unwrap_or_default();
+    let summary = summarize(&output);
+    let check = if status.success() {
+        Check::new("host-tests", Status::Pass, summary.clone())
+    } else {
+        Check::new(
+            "host-tests",
+            Status::Fail,
+            format!("{summary}; {what}: {status}\n{}", tail(&output, 30)),
+        )
+    };
+    Ok(Row {
+        label: "host".into(),
+        release: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        checks: vec![check],
+        info: vec![format!("host-tests: {summary}")],
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Runs cargo with its output appended to `log`. As root, root-only tests must fail rather
+/// than skip.
+fn cargo(root: &Path, args: &[&str], log: &File) -> Result<ExitStatus> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let what = format!("cargo {}", args.join(" "));
+    let mut child = Command::new(cargo)
+        .current_dir(root)
+        .args(args)
+        .env("BALANCER_REQUIRE_ROOT_TESTS", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    match wait(&mut child, None, &what)? {
+        Waited::Exited(status) => Ok(status),
+        Waited::TimedOut => unreachable!("no timeout was set"),
+    }
+}
+
+/// Adds up libtest's `test result:` lines.
+fn summarize(output: &str) -> String {
+    let mut totals = [0u64; 3];
+    for line in output.lines().filter(|l| l.starts_with("test result:")) {
+        for (i, key) in ["passed", "failed", "ignored"].iter().enumerate() {
+            let words: Vec<&str> = line.split([' ', ';']).filter(|w| !w.is_empty()).collect();
+            if let Some(n) = words
+                .windows(2)
+                .find(|w| w[1] == *key)
+                .and_then(|w| w[0].parse::<u64>().ok())
+            {
+                totals[i] += n;
+            }
+        }
+    }
+    format!(
+        "{} passed, {} failed, {} ignored",
+        totals[0], totals[1], totals[2]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_adds_up_test_binaries() {
+        let out = "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured\n\
+                   test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured\n";
+        assert_eq!(summarize(out), "5 passed, 1 failed, 1 ignored");
+    }
+}

@@ -1,0 +1,386 @@
+//! `cargo xtask vm`: the kernel VM matrix.
+//!
+//! Each Debian kernel boots under qemu with 4 vCPUs in 2 NUMA nodes and a 4-queue virtio-net
+//! NIC on node 1; inside, `guest-checks` (tests/src/bin/guest-checks.rs) drives traffic
+//! between the guest's own NICs, runs `balancer` and prints one `CHECK` line per check. The
+//! host kernel's row runs the host integration tests. Guests' host-side network lives in a
+//! namespace per guest that is deleted at the end, also on failure or Ctrl-C.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+mod binaries;
+mod host;
+mod initramfs;
+mod kernel;
+mod netns;
+mod proc;
+mod qemu;
+mod report;
+
+use kernel::Kernel;
+use report::{Check, Row, Status, tail};
+
+/// The rows of the matrix: Debian kernel series, and the host.
+const DEBIAN_SERIES: &[&str] = &["6.1", "6.12"];
+const HOST: &str = "host";
+
+/// Modules the guest loads: the virtio PCI transport and the NIC driver (the rest follow as
+/// dependencies, unless built in).
+const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
+
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    /// Kernels to run (repeat or comma-separate): 6.1, 6.12, host. Default: all.
+    #[arg(long = "kernel", value_name = "KERNEL", value_delimiter = ',')]
+    kernels: Vec<String>,
+    /// Keep the work directory (initramfs, console and results logs) and print its path.
+    #[arg(long)]
+    keep: bool,
+    /// List the kernels and where they come from, then exit.
+    #[arg(long)]
+    list: bool,
+    /// Seconds after which a guest counts as hung and is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 240)]
+    timeout: u64,
+    /// Guests to run at the same time.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// qemu accelerator; KVM hangs guests on the build machines.
+    #[arg(long, value_enum, default_value_t = qemu::Accel::Tcg)]
+    accel: qemu::Accel,
+}
+
+pub fn run(args: VmArgs) -> Result<ExitCode> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf();
+    let cache = root.join(".cache/vm");
+    let (series, host) = select(&args.kernels)?;
+    if args.list {
+        list(&cache)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cargo xtask vm needs root (network namespaces, tap devices, eBPF)");
+    }
+    proc::catch_signals()?;
+    netns::remove_stale()?;
+    let work = WorkDir::create(args.keep)?;
+    let start = Instant::now();
+    let mut rows = Vec::new();
+
+    if !series.is_empty() {
+        preflight()?;
+        let built = Instant::now();
+        let binaries = binaries::build(&root)?;
+        eprintln!(
+            "xtask vm: guest binaries built in {:.0}s",
+            built.elapsed().as_secs_f64()
+        );
+        let guests: Vec<GuestJob> = series
+            .iter()
+            .map(|s| prepare(&cache, &work.path, s, &binaries))
+            .collect::<Result<_>>()?;
+        rows.extend(run_guests(&guests, &args)?);
+    }
+    if host {
+        eprintln!("xtask vm: host: cargo test -p balancer-tests --release");
+        rows.push(host::run(&root, &work.path.join(HOST))?);
+    }
+
+    println!("\n{}", report::render(&rows));
+    println!(
+        "total wall time {:.0}s (command: cargo xtask vm{})",
+        start.elapsed().as_secs_f64(),
+        args.kernels
+            .iter()
+            .map(|k| format!(" --kernel {k}"))
+            .collect::<String>()
+    );
+    if args.keep {
+        println!("work directory kept: {}", work.path.display());
+    }
+    Ok(if rows.iter().any(Row::failed) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Splits the requested kernels into Debian series and whether the host row runs.
+fn select(requested: &[String]) -> Result<(Vec<&'static str>, bool)> {
+    if requested.is_empty() {
+        return Ok((DEBIAN_SERIES.to_vec(), true));
+    }
+    let mut series = Vec::new();
+    let mut host = false;
+    for k in requested {
+        if k == HOST {
+            host = true;
+        } else if let Some(s) = DEBIAN_SERIES.iter().find(|s| **s == k) {
+            series.push(*s);
+        } else {
+            bail!(
+                "unknown kernel {k:?}; choose from {}, {HOST}",
+                DEBIAN_SERIES.join(", ")
+            );
+        }
+    }
+    Ok((series, host))
+}
+
+fn list(cache: &Path) -> Result<()> {
+    for series in DEBIAN_SERIES {
+        let source = match kernel::cached(cache, series)? {
+            Some(k) => format!("{} (cached: {})", k.package, k.release),
+            None => match kernel::candidates(series) {
+                Ok(c) if !c.is_empty() => format!("{} (to download)", c[0]),
+                Ok(_) => "no package known to apt (run apt-get update)".into(),
+                Err(err) => format!("apt-cache failed: {err:#}"),
+            },
+        };
+        println!("{series:6} {source}");
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "{HOST:6} {} (running kernel: cargo test -p balancer-tests --release)",
+        release.trim()
+    );
+    Ok(())
+}
+
+/// Tools the guests need on the host, with the Debian packages that bring them.
+fn preflight() -> Result<()> {
+    let tools = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("ip", "iproute2"),
+        ("ethtool", "ethtool"),
+        ("dpkg-deb", "dpkg"),
+        ("apt-get", "apt"),
+        ("ldd", "libc-bin"),
+        ("xz", "xz-utils"),
+    ];
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(tool, _)| !dirs.iter().any(|d| d.join(tool).is_file()))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        bail!("missing host tools; apt-get install {}", missing.join(" "));
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        bail!("/dev/net/tun is missing (modprobe tun)");
+    }
+    Ok(())
+}
+
+/// A guest ready to boot, or the reason it could not be prepared.
+struct GuestJob {
+    series: &'static str,
+    prepared: Result<(Kernel, PathBuf)>,
+    dir: PathBuf,
+    elapsed: Duration,
+}
+
+/// Fetches a kernel and builds its initramfs. A failure becomes that row's failure.
+fn prepare(
+    cache: &Path,
+    work: &Path,
+    series: &'static str,
+    binaries: &[PathBuf],
+) -> Result<GuestJob> {
+    proc::check_interrupted()?;
+    let start = Instant::now();
+    let dir = work.join(series);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let prepared = (|| {
+        let kernel = kernel::fetch(cache, series)?;
+        let modules = kernel.module_closure(GUEST_MODULES)?;
+        let init = include_str!("init.sh").replace(
+            "@GUEST_CHECKS_ARGS@",
+            &format!(
+                "--results /dev/ttyS1 --dut-mac {} --peer-mac {} --queues {}",
+                qemu::DUT_MAC,
+                qemu::PEER_MAC,
+                qemu::QUEUES
+            ),
+        );
+        let bins: Vec<(String, &Path)> = binaries::GUEST_BINARIES
+            .iter()
+            .zip(binaries)
+            .map(|((name, _), path)| (format!("bin/{name}"), path.as_path()))
+            .collect();
+        let bins: Vec<(&str, &Path)> = bins.iter().map(|(g, h)| (g.as_str(), *h)).collect();
+        let initramfs = dir.join("initramfs.cpio");
+        let size = initramfs::build(
+            &initramfs,
+            &initramfs::Contents {
+                init: &init,
+                binaries: &bins,
+                modules: &modules,
+            },
+        )?;
+        eprintln!(
+            "xtask vm: {series}: {} ({}), initramfs {:.1} MiB, modules: {}",
+            kernel.release,
+            kernel.package,
+            size as f64 / (1024.0 * 1024.0),
+            modules
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        Ok((kernel, initramfs))
+    })();
+    Ok(GuestJob {
+        series,
+        prepared,
+        dir,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Boots the guests, `--jobs` at a time, and returns their rows in the order given.
+fn run_guests(jobs: &[GuestJob], args: &VmArgs) -> Result<Vec<Row>> {
+    let next = Mutex::new(0usize);
+    let rows: Mutex<Vec<Option<Result<Row>>>> = Mutex::new(jobs.iter().map(|_| None).collect());
+    thread::scope(|scope| {
+        for _ in 0..args.jobs.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = {
+                        let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+                        let i = *next;
+                        *next += 1;
+                        i
+                    };
+                    let Some(job) = jobs.get(i) else { break };
+                    let row = run_guest(job, args);
+                    rows.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(row);
+                }
+            });
+        }
+    });
+    rows.into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| bail!("a guest was never run")))
+        .collect()
+}
+
+fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
+    let (kernel, initramfs) = match &job.prepared {
+        Ok(p) => p,
+        Err(err) => {
+            return Ok(Row {
+                label: job.series.into(),
+                release: "?".into(),
+                checks: vec![Check::new("guest", Status::Fail, format!("{err:#}"))],
+                info: Vec::new(),
+                elapsed: job.elapsed,
+            });
+        }
+    };
+    proc::check_interrupted()?;
+    eprintln!("xtask vm: {}: booting {}", job.series, kernel.release);
+    let tag = job.series.replace('.', "_");
+    let run = qemu::Guest {
+        tag: &tag,
+        kernel,
+        initramfs,
+        dir: &job.dir,
+        timeout: Duration::from_secs(args.timeout),
+        accel: args.accel,
+    }
+    .run()?;
+    let lines = report::parse_guest(&run.results);
+    let console = fs::read_to_string(&run.console).unwrap_or_default();
+    let secs = run.elapsed.as_secs_f64();
+    let failure = match run.ended {
+        qemu::Ended::TimedOut => Some(format!("hung: killed after {secs:.0}s")),
+        qemu::Ended::Exited(_) if lines.done => None,
+        qemu::Ended::Exited(status) => {
+            let panic = console.contains("Kernel panic");
+            let qemu_log = fs::read_to_string(&run.qemu_log).unwrap_or_default();
+            Some(format!(
+                "{} after {secs:.0}s ({status}){}",
+                if panic {
+                    "kernel panic"
+                } else {
+                    "guest stopped before finishing its checks"
+                },
+                if qemu_log.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  qemu:\n{}", tail(&qemu_log, 10))
+                }
+            ))
+        }
+    };
+    let guest = match failure {
+        None => Check::new(
+            "guest",
+            Status::Pass,
+            format!("booted and finished in {secs:.0}s"),
+        ),
+        Some(why) => Check::new(
+            "guest",
+            Status::Fail,
+            format!(
+                "{why}\n  console ({}):\n{}",
+                run.console.display(),
+                tail(&console, 30)
+            ),
+        ),
+    };
+    eprintln!(
+        "xtask vm: {}: guest ran {secs:.0}s, {} checks reported",
+        job.series,
+        lines.checks.len()
+    );
+    let mut checks = vec![guest];
+    checks.extend(lines.checks);
+    Ok(Row {
+        label: job.series.into(),
+        release: kernel.release.clone(),
+        checks,
+        info: lines.info,
+        elapsed: job.elapsed + run.elapsed,
+    })
+}
+
+/// The run's scratch directory, removed at the end unless `--keep`.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    fn create(keep: bool) -> Result<WorkDir> {
+        let path = std::env::temp_dir().join(format!("balancer-vm-{}", std::process::id()));
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(WorkDir { path, keep })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
