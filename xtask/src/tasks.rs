@@ -1,0 +1,106 @@
+//! `cargo xtask build | run | test`: set-up, build, and the whole test suite.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::setup::{self, SetupArgs, step};
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+pub fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Builds the balancer binary in release mode and returns its path.
+pub fn build_release() -> anyhow::Result<PathBuf> {
+    setup::run(&SetupArgs { no_packages: true })?;
+    step("building balancer (release)");
+    run_checked(cargo().args(["build", "--release", "-p", "balancer"]))?;
+    Ok(target_dir().join("release/balancer"))
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Arguments for balancer, after `--`, e.g. `cargo xtask run -- report --duration 5`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// Sets up, builds and runs balancer with the given arguments.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    setup::run(&SetupArgs::default())?;
+    let bin = build_release()?;
+    let status = Command::new(&bin)
+        .args(&args.args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Skip the kernel VM matrix (unit and host tests only).
+    #[arg(long)]
+    pub no_vm: bool,
+    /// Skip fmt and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+}
+
+/// Everything CI runs: set-up, formatting, lints, unit and host integration tests, and the
+/// kernel VM matrix.
+pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    setup::run(&SetupArgs::default())?;
+    if !args.no_lint {
+        step("cargo fmt --check");
+        run_checked(cargo().args(["fmt", "--all", "--check"]))?;
+        step("cargo clippy --all-targets -- -D warnings");
+        run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    }
+    // Integration tests in the tests crate run the binary: build it first.
+    step("building balancer");
+    run_checked(cargo().args(["build", "-p", "balancer"]))?;
+    step("cargo test (unit, fixtures, host integration)");
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--exclude", "balancer-ebpf"]);
+    if setup::is_root() {
+        // As root the host tests must run, not skip.
+        test.env("BALANCER_REQUIRE_ROOT_TESTS", "1");
+    } else {
+        eprintln!("xtask: not root: host integration tests will be skipped");
+    }
+    run_checked(&mut test)?;
+    if !args.no_vm {
+        step("kernel VM matrix (cargo xtask vm)");
+        run_checked(cargo().args(["run", "--quiet", "-p", "xtask", "--", "vm"]))?;
+    }
+    eprintln!("xtask: all tests passed in {:.0?}", start.elapsed());
+    Ok(ExitCode::SUCCESS)
+}
