@@ -10,8 +10,10 @@
 use std::fmt;
 
 pub mod attribution;
+pub mod config;
 pub mod cpumask;
 pub mod monitor;
+pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod sample;

@@ -1,0 +1,964 @@
+//! Placement decisions: a pure function from one measured interval ([`Snapshot`]), the
+//! configuration and the [`History`] of past decisions to a [`Plan`] of actions, each with its
+//! reason in words. No I/O and no clock; `rnd` draws from a generator seeded by the config's
+//! seed and the interval number, so the daemon, `balancer plan` and the simulator get the same
+//! answer from the same input.
+//!
+//! The `weight` strategy:
+//!
+//! 1. **Sticking.** A NAPI instance that polls on a CPU outside its IRQ's effective affinity
+//!    while that IRQ takes practically no interrupts is stuck (NAPI stays scheduled where it
+//!    is while saturated). Its load is counted where it runs for the report, but for planning
+//!    it is booked at its IRQ's home, where it will land: the CPU it sticks to is not relieved
+//!    by moving other IRQs away. With threaded NAPI and `unstick`, its kthread is pinned next
+//!    to the IRQ.
+//! 2. **RPS** for a queue that alone needs more than a CPU: its packets are spread over idle
+//!    CPUs local to the device; taken back when the queue's load falls.
+//! 3. **Locality.** An active IRQ on a CPU outside its device's node (or on an excluded CPU)
+//!    goes to a local CPU with room.
+//! 4. **Overload.** From each CPU above `threshold`, or whose IRQ time exceeds the mean by
+//!    `imbalance`, the (IRQ, target) pair that leaves the lower maximum of the two CPUs is
+//!    moved, repeatedly, while a move lowers that maximum by `min-gain` and keeps the target
+//!    under `load-limit`. Only IRQs active in the interval and out of cooldown move.
+//!
+//! `min`, `max` and `rnd` reproduce birq (one IRQ per overloaded CPU and interval, chosen by
+//! interrupt count or at random, to the least loaded local CPU); `count` reproduces
+//! irqbalance's estimate (a CPU's IRQ time shared out by interrupt counts). They report
+//! sticking but do not act on it: they are there for comparison.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::{
+    config::{Config, Strategy},
+    cpumask::CpuSet,
+    system::QueueKind,
+};
+
+mod history;
+mod snapshot;
+
+pub use history::{History, MoveRecord, Outcome, StuckRecord};
+pub use snapshot::{CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, PollSnap, QueueSnap, Snapshot};
+
+/// An IRQ below this share of one CPU is not worth a vector on another CPU.
+pub const MIN_WEIGHT: f64 = 0.01;
+/// A NAPI instance is stuck when more than this share of its poll time is outside its IRQ's
+/// effective affinity...
+pub const STUCK_SHARE: f64 = 0.5;
+/// ...and its IRQ took fewer interrupts than this share of those polls ("none of its own":
+/// a stray interrupt from a moment the queue drained does not unstick it).
+pub const STUCK_IRQ_PER_POLL: f64 = 0.01;
+/// CPUs below this load can take RPS work.
+pub const RPS_IDLE: f64 = 0.5;
+/// Weight of a sibling's load when ranking targets: prefers an idle core to the sibling of
+/// a busy one without refusing siblings.
+pub const HT_BIAS: f64 = 0.1;
+/// Intervals a CPU that refused a vector (ENOSPC) stays marked full.
+pub const FULL_FORGET: u64 = 100;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub findings: Vec<Finding>,
+    /// CPUs found overloaded (the daemon measures again soon while there are any).
+    pub overloaded: Vec<u32>,
+    /// Interval number the plan was made at (the history's).
+    pub tick: u64,
+}
+
+impl Plan {
+    /// Whether the daemon should look again soon.
+    pub fn busy(&self) -> bool {
+        !self.actions.is_empty() || !self.overloaded.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Point `irq` (and its companions: the tx IRQ of the same queue) at one CPU: the first
+    /// of `targets` whose vector space takes it.
+    Move {
+        irq: u32,
+        companions: Vec<u32>,
+        from: CpuSet,
+        targets: Vec<u32>,
+        /// Measured time that moves with it, per second.
+        weight: f64,
+    },
+    /// Spread a queue's packets with `rps_cpus`.
+    SetRps {
+        netdev: String,
+        queue: u32,
+        cpus: CpuSet,
+    },
+    /// Take back RPS we set.
+    ClearRps { netdev: String, queue: u32 },
+    /// Pin the threaded-NAPI kthread `napi/<netdev>-<napi_id>` to `cpus`.
+    PinNapiThread {
+        netdev: String,
+        napi_id: u32,
+        irq: u32,
+        cpus: CpuSet,
+    },
+}
+
+impl ActionKind {
+    /// Every IRQ the action writes.
+    pub fn irqs(&self) -> Vec<u32> {
+        match self {
+            ActionKind::Move {
+                irq, companions, ..
+            } => std::iter::once(*irq)
+                .chain(companions.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub irq: Option<u32>,
+    pub cpu: Option<u32>,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// A NAPI instance polls outside its IRQ's affinity with interrupts off.
+    Stuck,
+    /// A stuck IRQ that polls where it belongs again.
+    Unstuck,
+    /// A CPU is overloaded and nothing can be moved off it.
+    NoRelief,
+    /// A move of the last interval did not show in effective_affinity.
+    NotFollowed,
+    /// A queue needs RPS but no idle local CPU is left.
+    NoRpsCpus,
+    /// Managed or EIO: the kernel owns its affinity.
+    Unmovable,
+}
+
+/// Everything the plan works on, in fractions of one CPU.
+struct Work<'a> {
+    s: &'a Snapshot,
+    cfg: &'a Config,
+    hist: &'a History,
+    eligible: CpuSet,
+    load: BTreeMap<u32, f64>,
+    irq_load: BTreeMap<u32, f64>,
+    /// IRQs that may not move this interval, with why.
+    frozen: BTreeMap<u32, &'static str>,
+    moved: BTreeSet<u32>,
+    actions: Vec<Action>,
+    findings: Vec<Finding>,
+}
+
+/// Makes the plan for one interval.
+pub fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
+    let mut w = Work::new(s, cfg, hist);
+    w.verify_last_moves();
+    let stuck = w.sticking();
+    if cfg.strategy == Strategy::Weight {
+        w.book_stuck_at_home(&stuck);
+        w.unstick(&stuck);
+        if cfg.rps {
+            w.rps();
+        }
+        w.locality();
+    }
+    let overloaded = w.overloaded();
+    match cfg.strategy {
+        Strategy::Weight => w.balance_weight(),
+        Strategy::Count => w.balance_count(),
+        Strategy::Min | Strategy::Max | Strategy::Rnd => w.balance_birq(),
+    }
+    for cpu in &overloaded {
+        if !w.actions.iter().any(|a| match &a.kind {
+            ActionKind::Move { from, .. } => from.contains(*cpu),
+            _ => false,
+        }) && w.load_of(*cpu) >= cfg.threshold_frac()
+        {
+            w.findings.push(Finding {
+                kind: FindingKind::NoRelief,
+                irq: None,
+                cpu: Some(*cpu),
+                message: format!(
+                    "CPU {cpu} is {:.0}% busy and no active, movable IRQ on it can go \
+                     anywhere with a gain",
+                    100.0 * s.load(*cpu)
+                ),
+            });
+        }
+    }
+    Plan {
+        actions: w.actions,
+        findings: w.findings,
+        overloaded,
+        tick: hist.tick,
+    }
+}
+
+/// A stuck NAPI instance.
+#[derive(Clone, Debug)]
+struct Stuck {
+    irq: u32,
+    cpu: u32,
+    ns: u64,
+    home: CpuSet,
+    napi: Option<(String, u32)>,
+    threaded: bool,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
+}
+
+impl<'a> Work<'a> {
+    fn new(s: &'a Snapshot, cfg: &'a Config, hist: &'a History) -> Work<'a> {
+        let mut eligible = CpuSet::new();
+        for c in s.cpus.values() {
+            if !c.online || c.isolated || cfg.exclude_cpus.contains(c.id) {
+                continue;
+            }
+            // Without ht, only the first thread of each core takes IRQs.
+            if !cfg.ht && c.siblings.first().is_some_and(|f| f != c.id) {
+                continue;
+            }
+            eligible.insert(c.id);
+        }
+        let load = s.cpus.values().map(|c| (c.id, s.frac(c.busy_ns))).collect();
+        let irq_load = s.cpus.values().map(|c| (c.id, s.frac(c.irq_ns))).collect();
+        let mut frozen = BTreeMap::new();
+        for irq in s.irqs.values() {
+            let why = if cfg.banned_irqs.contains(&irq.number) {
+                Some("banned")
+            } else if banned_device(cfg, irq) {
+                Some("device banned")
+            } else if irq.managed || hist.unmovable.contains_key(&irq.number) {
+                Some("managed")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                frozen.insert(irq.number, why);
+            }
+        }
+        Work {
+            s,
+            cfg,
+            hist,
+            eligible,
+            load,
+            irq_load,
+            frozen,
+            moved: BTreeSet::new(),
+            actions: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    fn load_of(&self, cpu: u32) -> f64 {
+        self.load.get(&cpu).copied().unwrap_or(0.0)
+    }
+
+    fn in_cooldown(&self, irq: u32) -> bool {
+        self.hist
+            .last_move
+            .get(&irq)
+            .is_some_and(|m| self.hist.tick < m.tick + u64::from(self.cfg.cooldown.max(1)))
+    }
+
+    fn full(&self, cpu: u32) -> bool {
+        self.hist.full_cpus.contains_key(&cpu)
+    }
+
+    /// Moves of the last interval whose IRQ's effective affinity is not where we pointed it.
+    fn verify_last_moves(&mut self) {
+        for (irq, m) in &self.hist.last_move {
+            if m.tick + 1 != self.hist.tick {
+                continue;
+            }
+            let Some(eff) = self.s.irqs.get(irq).and_then(|i| i.effective.clone()) else {
+                continue;
+            };
+            if !eff.is_empty() && !eff.contains(m.to) {
+                self.findings.push(Finding {
+                    kind: FindingKind::NotFollowed,
+                    irq: Some(*irq),
+                    cpu: Some(m.to),
+                    message: format!(
+                        "IRQ {irq} was pointed at CPU {} but its effective affinity is {eff}",
+                        m.to
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Finds stuck NAPI instances; reports each.
+    fn sticking(&mut self) -> Vec<Stuck> {
+        let mut out = Vec::new();
+        for napi in &self.s.napi {
+            let Some(irq) = napi.irq.and_then(|n| self.s.irqs.get(&n)) else {
+                continue;
+            };
+            let home = irq.home();
+            if home.is_empty() {
+                continue;
+            }
+            let total: u64 = napi.per_cpu.values().map(|p| p.ns).sum();
+            let outside: Vec<(u32, PollSnap)> = napi
+                .per_cpu
+                .iter()
+                .filter(|(c, _)| !home.contains(**c))
+                .map(|(c, p)| (*c, *p))
+                .collect();
+            let out_ns: u64 = outside.iter().map(|(_, p)| p.ns).sum();
+            let out_polls: u64 = outside.iter().map(|(_, p)| p.polls).sum();
+            if total == 0
+                || (out_ns as f64) <= STUCK_SHARE * total as f64
+                || self.s.frac(out_ns) < MIN_WEIGHT
+                || irq.interrupts as f64 > STUCK_IRQ_PER_POLL * out_polls as f64
+            {
+                continue;
+            }
+            let Some((cpu, _)) = outside.iter().max_by_key(|(_, p)| p.ns) else {
+                continue;
+            };
+            let since = self
+                .hist
+                .stuck
+                .get(&irq.number)
+                .map_or(self.hist.tick, |r| r.since);
+            let threaded = napi.threaded;
+            self.findings.push(Finding {
+                kind: FindingKind::Stuck,
+                irq: Some(irq.number),
+                cpu: Some(*cpu),
+                message: format!(
+                    "IRQ {} ({}) is stuck: its NAPI instance{} polls on CPU {cpu} ({} of a CPU) \
+                     outside its effective affinity {home} with {} interrupts, for {} \
+                     interval(s); its load is booked at {home}{}",
+                    irq.number,
+                    irq.name,
+                    napi.napi_id.map(|i| format!(" {i}")).unwrap_or_default(),
+                    pct(self.s.frac(out_ns)),
+                    irq.interrupts,
+                    self.hist.tick - since + 1,
+                    if threaded {
+                        "; threaded NAPI: its kthread can be pinned"
+                    } else {
+                        "; no threaded NAPI: it unsticks when the queue drains"
+                    }
+                ),
+            });
+            out.push(Stuck {
+                irq: irq.number,
+                cpu: *cpu,
+                ns: out_ns,
+                home,
+                napi: napi.napi_id.map(|id| (napi.device.clone(), id)),
+                threaded,
+            });
+        }
+        for (irq, rec) in &self.hist.stuck {
+            if !out.iter().any(|s| s.irq == *irq) {
+                self.findings.push(Finding {
+                    kind: FindingKind::Unstuck,
+                    irq: Some(*irq),
+                    cpu: Some(rec.cpu),
+                    message: format!(
+                        "IRQ {irq} no longer sticks to CPU {} (stuck for {} interval(s))",
+                        rec.cpu,
+                        self.hist.tick.saturating_sub(rec.since)
+                    ),
+                });
+            }
+        }
+        out
+    }
+
+    /// Books stuck load where it is heading, and freezes the stuck IRQ: moving it again
+    /// changes nothing while its poll stays where it is.
+    fn book_stuck_at_home(&mut self, stuck: &[Stuck]) {
+        for st in stuck {
+            let f = self.s.frac(st.ns);
+            let Some(home) = st.home.first() else {
+                continue;
+            };
+            for map in [&mut self.load, &mut self.irq_load] {
+                if let Some(l) = map.get_mut(&st.cpu) {
+                    *l = (*l - f).max(0.0);
+                }
+                *map.entry(home).or_default() += f;
+            }
+            self.frozen.insert(st.irq, "stuck");
+        }
+    }
+
+    fn unstick(&mut self, stuck: &[Stuck]) {
+        if !self.cfg.unstick {
+            return;
+        }
+        for st in stuck {
+            let (true, Some((netdev, napi_id))) = (st.threaded, st.napi.clone()) else {
+                continue;
+            };
+            if self.hist.pinned.get(&st.irq) == Some(&st.home) {
+                continue; // pinned already; the scheduler moves it at its next wakeup
+            }
+            self.actions.push(Action {
+                kind: ActionKind::PinNapiThread {
+                    netdev: netdev.clone(),
+                    napi_id,
+                    irq: st.irq,
+                    cpus: st.home.clone(),
+                },
+                reason: format!(
+                    "IRQ {} is stuck on CPU {}: pin napi/{netdev}-{napi_id} to {} next to its \
+                     IRQ",
+                    st.irq, st.cpu, st.home
+                ),
+            });
+        }
+    }
+
+    /// The CPUs an IRQ may go to, best first, with the load each would end at.
+    fn targets(&self, irq: &IrqSnap, from: &CpuSet, weight: f64) -> Vec<(u32, f64)> {
+        let local: Option<CpuSet> = irq
+            .local_cpus
+            .as_ref()
+            .map(|l| l.intersection(&self.eligible))
+            .filter(|l| !l.is_empty() && *l != self.eligible);
+        let pool = |set: &CpuSet| -> Vec<(u32, f64)> {
+            let mut v: Vec<(u32, f64, f64)> = set
+                .iter()
+                .filter(|c| !from.contains(*c) && !self.full(*c))
+                .map(|c| {
+                    let after = self.load_of(c) + weight;
+                    let sib = self
+                        .s
+                        .cpus
+                        .get(&c)
+                        .map(|cpu| {
+                            cpu.siblings
+                                .iter()
+                                .filter(|x| *x != c)
+                                .map(|x| self.load_of(x))
+                                .fold(0.0, f64::max)
+                        })
+                        .unwrap_or(0.0);
+                    (c, after, after + HT_BIAS * sib)
+                })
+                .filter(|(_, after, _)| *after <= self.cfg.load_limit_frac())
+                .collect();
+            v.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+            v.into_iter().map(|(c, after, _)| (c, after)).collect()
+        };
+        match local {
+            Some(local) => {
+                let mut v = pool(&local);
+                if v.is_empty() && self.cfg.non_local_cpus {
+                    v = pool(&self.eligible.difference(&local));
+                }
+                v
+            }
+            None => pool(&self.eligible),
+        }
+    }
+
+    /// The tx IRQs that travel with an rx IRQ: same netdev, same queue index, same home.
+    fn companions(&self, irq: &IrqSnap) -> Vec<u32> {
+        let (Some(dev), Some((QueueKind::Rx, index))) = (&irq.netdev, irq.queue) else {
+            return Vec::new();
+        };
+        let home = irq.home();
+        self.s
+            .irqs
+            .values()
+            .filter(|o| {
+                o.netdev.as_ref() == Some(dev)
+                    && o.queue == Some((QueueKind::Tx, index))
+                    && o.home() == home
+                    && !self.frozen.contains_key(&o.number)
+                    && !self.moved.contains(&o.number)
+            })
+            .map(|o| o.number)
+            .collect()
+    }
+
+    /// Weight of an IRQ (with companions) on its home CPUs, as a fraction of one CPU.
+    fn weight(&self, irq: &IrqSnap, companions: &[u32]) -> f64 {
+        let home = irq.home();
+        let mut ns = irq.ns_on(&home);
+        for c in companions {
+            if let Some(o) = self.s.irqs.get(c) {
+                ns += o.ns_on(&home);
+            }
+        }
+        self.s.frac(ns)
+    }
+
+    fn movable(&self, irq: &IrqSnap) -> bool {
+        !self.frozen.contains_key(&irq.number)
+            && !self.moved.contains(&irq.number)
+            && !self.in_cooldown(irq.number)
+    }
+
+    fn push_move(
+        &mut self,
+        irq: &IrqSnap,
+        companions: Vec<u32>,
+        targets: Vec<u32>,
+        w: f64,
+        reason: String,
+    ) {
+        let from = irq.home();
+        let Some(&to) = targets.first() else {
+            return;
+        };
+        for c in from.iter() {
+            // A multi-CPU home spreads; book the weight off its busiest CPU.
+            if let Some(l) = self.load.get_mut(&c) {
+                *l = (*l - w / from.len() as f64).max(0.0);
+            }
+            if let Some(l) = self.irq_load.get_mut(&c) {
+                *l = (*l - w / from.len() as f64).max(0.0);
+            }
+        }
+        *self.load.entry(to).or_default() += w;
+        *self.irq_load.entry(to).or_default() += w;
+        self.moved.insert(irq.number);
+        self.moved.extend(companions.iter().copied());
+        self.actions.push(Action {
+            kind: ActionKind::Move {
+                irq: irq.number,
+                companions,
+                from,
+                targets,
+                weight: w,
+            },
+            reason,
+        });
+    }
+
+    /// RPS on for queues too big for one CPU, off for those that shrank.
+    fn rps(&mut self) {
+        let dur = self.s.duration_ns;
+        if dur == 0 {
+            return;
+        }
+        let mut used = CpuSet::new();
+        for q in &self.s.queues {
+            let Some(irq) = q.irq.and_then(|n| self.s.irqs.get(&n)) else {
+                continue;
+            };
+            let key = (q.netdev.clone(), q.index);
+            let ours = self.hist.rps.contains_key(&key);
+            // The queue's own time plus, with RPS on, the backlog time on its RPS CPUs
+            // (shared evenly between queues that spread to the same CPUs).
+            let mut ns = irq.total_ns();
+            if !q.rps_cpus.is_empty() {
+                let sharers = self
+                    .s
+                    .queues
+                    .iter()
+                    .filter(|o| o.rps_cpus.intersects(&q.rps_cpus))
+                    .count()
+                    .max(1) as u64;
+                ns += q
+                    .rps_cpus
+                    .iter()
+                    .filter_map(|c| self.s.cpus.get(&c))
+                    .map(|c| c.rps_ns)
+                    .sum::<u64>()
+                    / sharers;
+            }
+            let qload = self.s.frac(ns);
+            if q.rps_cpus.is_empty() {
+                let home = irq.home();
+                let home_load = home.iter().map(|c| self.load_of(c)).fold(0.0, f64::max);
+                if qload < self.cfg.rps_threshold_frac() || home_load < self.cfg.threshold_frac() {
+                    continue;
+                }
+                let local = irq
+                    .local_cpus
+                    .as_ref()
+                    .map(|l| l.intersection(&self.eligible))
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| self.eligible.clone());
+                let mut idle: Vec<(u32, f64)> = local
+                    .iter()
+                    .filter(|c| !home.contains(*c) && !used.contains(*c))
+                    .map(|c| (c, self.load_of(c)))
+                    .filter(|(_, l)| *l < RPS_IDLE)
+                    .collect();
+                idle.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                let cpus: CpuSet = idle
+                    .iter()
+                    .take(self.cfg.rps_max_cpus.max(1) as usize)
+                    .map(|(c, _)| *c)
+                    .collect();
+                if cpus.is_empty() {
+                    self.findings.push(Finding {
+                        kind: FindingKind::NoRpsCpus,
+                        irq: Some(irq.number),
+                        cpu: home.first(),
+                        message: format!(
+                            "{} rx-{} needs {} of a CPU on CPU {home} but no local CPU is \
+                             below {} to spread it to",
+                            q.netdev,
+                            q.index,
+                            pct(qload),
+                            pct(RPS_IDLE)
+                        ),
+                    });
+                    continue;
+                }
+                used = used.union(&cpus);
+                // RPS CPUs get most of the stack's work; the IRQ's CPU keeps the driver's.
+                let share = qload * 0.5 / cpus.len() as f64;
+                for c in cpus.iter() {
+                    *self.load.entry(c).or_default() += share;
+                }
+                self.frozen.insert(irq.number, "rps");
+                self.actions.push(Action {
+                    kind: ActionKind::SetRps {
+                        netdev: q.netdev.clone(),
+                        queue: q.index,
+                        cpus: cpus.clone(),
+                    },
+                    reason: format!(
+                        "{} rx-{} (IRQ {}) alone keeps CPU {home} at {}, more than one CPU \
+                         takes: spread its packets over idle local CPUs {cpus}",
+                        q.netdev,
+                        q.index,
+                        irq.number,
+                        pct(home_load)
+                    ),
+                });
+            } else if ours && qload < self.cfg.rps_off_frac() {
+                self.actions.push(Action {
+                    kind: ActionKind::ClearRps {
+                        netdev: q.netdev.clone(),
+                        queue: q.index,
+                    },
+                    reason: format!(
+                        "{} rx-{} fell to {} of a CPU (below rps-off {}): RPS off",
+                        q.netdev,
+                        q.index,
+                        pct(qload),
+                        pct(self.cfg.rps_off_frac())
+                    ),
+                });
+            } else {
+                used = used.union(&q.rps_cpus);
+                // A queue with RPS stays put: its IRQ's CPU keeps the driver's share.
+                self.frozen.insert(irq.number, "rps");
+            }
+        }
+    }
+
+    /// Active IRQs on CPUs of another node than their device's, or on CPUs that may not
+    /// take IRQs, go to a good CPU with room.
+    fn locality(&mut self) {
+        let irqs: Vec<&IrqSnap> = self.s.irqs.values().collect();
+        let mut todo: Vec<(&IrqSnap, f64, &'static str)> = Vec::new();
+        for irq in irqs {
+            if !self.movable(irq) {
+                continue;
+            }
+            let home = irq.home();
+            if home.is_empty() {
+                continue;
+            }
+            let w = self.weight(irq, &[]);
+            if w < MIN_WEIGHT {
+                continue;
+            }
+            let why = if !home.intersects(&self.eligible) {
+                "CPU that may not take IRQs (excluded, isolated or offline)"
+            } else if let Some(local) = irq.local_cpus.as_ref().filter(|l| {
+                let l = l.intersection(&self.eligible);
+                !l.is_empty() && l != self.eligible
+            }) && !home.intersects(local)
+            {
+                "CPU of another NUMA node than its device"
+            } else {
+                continue;
+            };
+            todo.push((irq, w, why));
+        }
+        // Heaviest first, so the big ones get the emptiest CPUs.
+        todo.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.number.cmp(&b.0.number)));
+        for (irq, _, why) in todo {
+            if self.moved.contains(&irq.number) {
+                continue;
+            }
+            let companions = self.companions(irq);
+            let w = self.weight(irq, &companions);
+            let from = irq.home();
+            let targets: Vec<(u32, f64)> = self
+                .targets(irq, &from, w)
+                .into_iter()
+                .filter(|(c, _)| {
+                    irq.local_cpus.as_ref().is_none_or(|l| l.contains(*c))
+                        || why.starts_with("CPU that")
+                })
+                .collect();
+            let Some(&(to, after)) = targets.first() else {
+                continue;
+            };
+            let reason = format!(
+                "IRQ {} ({}, {} of a CPU) runs on {from}, a {why}: to CPU {to}{} (ends at {})",
+                irq.number,
+                irq.name,
+                pct(w),
+                self.s
+                    .cpus
+                    .get(&to)
+                    .and_then(|c| c.node)
+                    .map(|n| format!(" on node {n}"))
+                    .unwrap_or_default(),
+                pct(after)
+            );
+            let cands = targets.iter().map(|(c, _)| *c).take(4).collect();
+            self.push_move(irq, companions, cands, w, reason);
+        }
+    }
+
+    /// Overloaded CPUs, busiest first.
+    fn overloaded(&self) -> Vec<u32> {
+        let n = self.eligible.len().max(1) as f64;
+        let mean = self
+            .eligible
+            .iter()
+            .map(|c| self.irq_load.get(&c).copied().unwrap_or(0.0))
+            .sum::<f64>()
+            / n;
+        let mut v: Vec<(u32, f64)> = self
+            .load
+            .iter()
+            .filter(|(c, l)| {
+                **l >= self.cfg.threshold_frac()
+                    || self.irq_load.get(c).copied().unwrap_or(0.0) - mean
+                        >= self.cfg.imbalance / 100.0
+            })
+            .map(|(c, l)| (*c, *l))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter().map(|(c, _)| c).collect()
+    }
+
+    /// Active movable IRQs whose home is `cpu`.
+    fn on_cpu(&self, cpu: u32) -> Vec<&'a IrqSnap> {
+        self.s
+            .irqs
+            .values()
+            .filter(|i| {
+                let h = i.home();
+                h.len() == 1 && h.contains(cpu) && self.movable(i)
+            })
+            .collect()
+    }
+
+    fn balance_weight(&mut self) {
+        // Each round re-reads which CPUs are overloaded after the moves so far.
+        for _ in 0..self.s.irqs.len() {
+            let mut best: Option<(f64, u32, u32, Vec<u32>, Vec<u32>, f64, f64)> = None;
+            for src in self.overloaded() {
+                let src_load = self.load_of(src);
+                for irq in self.on_cpu(src) {
+                    let companions = self.companions(irq);
+                    let w = self.weight(irq, &companions);
+                    if w < MIN_WEIGHT {
+                        continue;
+                    }
+                    let targets = self.targets(irq, &irq.home(), w);
+                    let Some(&(to, after)) = targets.first() else {
+                        continue;
+                    };
+                    let new_max = (src_load - w).max(after);
+                    if src_load - new_max < self.cfg.min_gain / 100.0 {
+                        continue;
+                    }
+                    if best.as_ref().is_none_or(|b| new_max < b.0 - 1e-9) {
+                        let cands = targets.iter().map(|(c, _)| *c).take(4).collect();
+                        best = Some((new_max, irq.number, to, companions, cands, w, src_load));
+                    }
+                }
+                if best.is_some() {
+                    break; // relieve the busiest overloaded CPU first
+                }
+            }
+            let Some((new_max, n, to, companions, cands, w, src_load)) = best else {
+                break;
+            };
+            let Some(irq) = self.s.irqs.get(&n) else {
+                break;
+            };
+            let reason = format!(
+                "CPU {} is overloaded ({} busy): IRQ {} ({}) costs {} of a CPU there; on CPU \
+                 {to} the busier of the two ends at {}",
+                irq.home(),
+                pct(src_load),
+                n,
+                irq.name,
+                pct(w),
+                pct(new_max)
+            );
+            self.push_move(irq, companions, cands, w, reason);
+        }
+    }
+
+    /// irqbalance's estimate: each CPU's IRQ time shared out by interrupt counts.
+    fn balance_count(&mut self) {
+        let mut est: BTreeMap<u32, f64> = BTreeMap::new();
+        for cpu in self.s.cpus.keys() {
+            let on: Vec<(u32, u64)> = self
+                .s
+                .irqs
+                .values()
+                .map(|i| (i.number, i.per_cpu.get(cpu).map_or(0, |c| c.interrupts)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            let total: u64 = on.iter().map(|(_, n)| n).sum();
+            let cpu_irq = self.irq_load.get(cpu).copied().unwrap_or(0.0);
+            for (n, count) in on {
+                *est.entry(n).or_default() += cpu_irq * count as f64 / total as f64;
+            }
+        }
+        for _ in 0..self.s.irqs.len() {
+            let mut best: Option<(f64, u32, Vec<u32>, f64, f64)> = None;
+            for src in self.overloaded() {
+                let src_load = self.load_of(src);
+                for irq in self.on_cpu(src) {
+                    let w = est.get(&irq.number).copied().unwrap_or(0.0);
+                    if w < MIN_WEIGHT {
+                        continue;
+                    }
+                    let targets = self.targets(irq, &irq.home(), w);
+                    let Some(&(_, after)) = targets.first() else {
+                        continue;
+                    };
+                    let new_max = (src_load - w).max(after);
+                    if src_load - new_max < self.cfg.min_gain / 100.0 {
+                        continue;
+                    }
+                    if best.as_ref().is_none_or(|b| new_max < b.0 - 1e-9) {
+                        let cands = targets.iter().map(|(c, _)| *c).take(4).collect();
+                        best = Some((new_max, irq.number, cands, w, src_load));
+                    }
+                }
+                if best.is_some() {
+                    break;
+                }
+            }
+            let Some((_, n, cands, w, src_load)) = best else {
+                break;
+            };
+            let Some(irq) = self.s.irqs.get(&n) else {
+                break;
+            };
+            let reason = format!(
+                "count: CPU {} overloaded ({}); IRQ {n} estimated at {} of a CPU from its \
+                 share of interrupts",
+                irq.home(),
+                pct(src_load),
+                pct(w)
+            );
+            self.push_move(irq, Vec::new(), cands, w, reason);
+        }
+    }
+
+    /// birq: one active IRQ per overloaded CPU, by count or at random, to the least loaded
+    /// local CPU below load-limit.
+    fn balance_birq(&mut self) {
+        let mut rng = SplitMix64::new(self.cfg.seed ^ self.hist.tick.wrapping_mul(0x9e37_79b9));
+        for src in self.overloaded() {
+            let mut cands: Vec<(&IrqSnap, u64)> = self
+                .s
+                .irqs
+                .values()
+                .filter(|i| {
+                    let h = i.home();
+                    h.contains(src)
+                        && !self.frozen.contains_key(&i.number)
+                        && !self.moved.contains(&i.number)
+                })
+                .map(|i| (i, i.per_cpu.get(&src).map_or(0, |c| c.interrupts)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            if cands.is_empty() {
+                continue;
+            }
+            let pick = match self.cfg.strategy {
+                Strategy::Min => cands.iter().min_by_key(|(i, n)| (*n, i.number)),
+                Strategy::Max => cands.iter().max_by_key(|(i, n)| (*n, u32::MAX - i.number)),
+                _ => {
+                    let k = (rng.next() % cands.len() as u64) as usize;
+                    cands.get(k)
+                }
+            };
+            let Some(&(irq, count)) = pick else {
+                continue;
+            };
+            // birq knows no weight: it checks the target's load before the move.
+            let targets = self.targets(irq, &irq.home(), 0.0);
+            let Some(&(to, _)) = targets.first() else {
+                continue;
+            };
+            let w = self.s.frac(irq.ns_on(&irq.home()));
+            let reason = format!(
+                "{}: CPU {src} overloaded ({}); IRQ {} ({count} interrupts) to the least \
+                 loaded CPU {to}",
+                self.cfg.strategy.as_str(),
+                pct(self.load_of(src)),
+                irq.number
+            );
+            let cands_list = targets.iter().map(|(c, _)| *c).take(4).collect();
+            cands.clear();
+            self.push_move(irq, Vec::new(), cands_list, w, reason);
+        }
+    }
+}
+
+fn banned_device(cfg: &Config, irq: &IrqSnap) -> bool {
+    cfg.banned_devices.iter().any(|d| {
+        irq.device.as_deref() == Some(d.as_str())
+            || irq.netdev.as_deref() == Some(d.as_str())
+            || irq.driver.as_deref() == Some(d.as_str())
+    })
+}
+
+/// A small, well-known generator (SplitMix64): deterministic across platforms and versions,
+/// which is all `rnd` needs.
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests;

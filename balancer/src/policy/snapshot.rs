@@ -1,0 +1,267 @@
+//! The policy's input: one interval of the machine, reduced to what placement decisions
+//! need. Built from the system model and the attribution by [`Snapshot::build`], or directly
+//! by the simulator.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    attribution::{Attribution, Bucket},
+    cpumask::CpuSet,
+    system::{QueueKind, SystemModel},
+};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    pub duration_ns: u64,
+    /// Width of the kernel's masks.
+    pub nr_cpu_ids: u32,
+    pub cpus: BTreeMap<u32, CpuSnap>,
+    pub irqs: BTreeMap<u32, IrqSnap>,
+    pub napi: Vec<NapiSnap>,
+    pub queues: Vec<QueueSnap>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuSnap {
+    pub id: u32,
+    pub node: Option<u32>,
+    pub online: bool,
+    /// SMT siblings including this CPU (empty when unknown).
+    pub siblings: CpuSet,
+    /// Isolated or nohz_full: never a target.
+    pub isolated: bool,
+    /// Time not idle: /proc/stat, or the measured IRQ time when that is larger or missing.
+    pub busy_ns: u64,
+    /// Measured hardirq + softirq time.
+    pub irq_ns: u64,
+    /// Softirq time of the RPS backlog (spread packets), part of `irq_ns`.
+    pub rps_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IrqCpuSnap {
+    pub interrupts: u64,
+    /// Hardirq + attributed poll time on this CPU.
+    pub ns: u64,
+    /// Of which poll (softirq) time.
+    pub poll_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IrqSnap {
+    pub number: u32,
+    /// Action names, comma-separated.
+    pub name: String,
+    pub device: Option<String>,
+    pub driver: Option<String>,
+    pub netdev: Option<String>,
+    /// Queue kind and index.
+    pub queue: Option<(QueueKind, u32)>,
+    /// The device's node after proximity overrides.
+    pub node: Option<u32>,
+    pub local_cpus: Option<CpuSet>,
+    pub smp_affinity: Option<CpuSet>,
+    pub effective: Option<CpuSet>,
+    /// Known managed (writes fail with EIO).
+    pub managed: bool,
+    pub interrupts: u64,
+    pub per_cpu: BTreeMap<u32, IrqCpuSnap>,
+    /// Linked NAPI instances (ids into [`Snapshot::napi`]).
+    pub napi: Vec<u64>,
+}
+
+impl IrqSnap {
+    /// Where its interrupts go: the effective affinity, else the requested one.
+    pub fn home(&self) -> CpuSet {
+        self.effective
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.smp_affinity.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn total_ns(&self) -> u64 {
+        self.per_cpu.values().map(|c| c.ns).sum()
+    }
+
+    /// Time spent on the CPUs of `set`.
+    pub fn ns_on(&self, set: &CpuSet) -> u64 {
+        self.per_cpu
+            .iter()
+            .filter(|(c, _)| set.contains(**c))
+            .map(|(_, l)| l.ns)
+            .sum()
+    }
+
+    pub fn is_rx(&self) -> bool {
+        matches!(self.queue, Some((QueueKind::Rx | QueueKind::RxTx, _)))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PollSnap {
+    pub polls: u64,
+    pub ns: u64,
+    pub budget_exhausted: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NapiSnap {
+    pub id: u64,
+    pub napi_id: Option<u32>,
+    pub device: String,
+    pub irq: Option<u32>,
+    /// The device runs NAPI in kthreads (`napi/<dev>-<id>`).
+    pub threaded: bool,
+    pub per_cpu: BTreeMap<u32, PollSnap>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueSnap {
+    pub netdev: String,
+    pub index: u32,
+    pub irq: Option<u32>,
+    pub rps_cpus: CpuSet,
+}
+
+impl Snapshot {
+    /// The policy's view of one measured interval.
+    pub fn build(model: &SystemModel, a: &Attribution) -> Snapshot {
+        let mut s = Snapshot {
+            duration_ns: a.duration_ns,
+            nr_cpu_ids: model.nr_cpu_ids,
+            ..Snapshot::default()
+        };
+        for (id, cpu) in &model.cpus {
+            s.cpus.insert(
+                *id,
+                CpuSnap {
+                    id: *id,
+                    node: cpu.node,
+                    online: cpu.online,
+                    siblings: cpu.thread_siblings.clone(),
+                    isolated: model.isolated.contains(*id) || model.nohz_full.contains(*id),
+                    ..CpuSnap::default()
+                },
+            );
+        }
+        for load in &a.cpus {
+            let c = s.cpus.entry(load.cpu).or_insert_with(|| CpuSnap {
+                id: load.cpu,
+                node: load.node,
+                ..CpuSnap::default()
+            });
+            c.online = load.online;
+            c.irq_ns = load.hardirq_ns + load.softirq_total_ns();
+            c.busy_ns = load.stat_busy_ns.unwrap_or(0).max(c.irq_ns);
+        }
+        for u in &a.unattributed {
+            if u.bucket == Bucket::RpsBacklog
+                && let Some(c) = s.cpus.get_mut(&u.cpu)
+            {
+                c.rps_ns += u.ns;
+            }
+        }
+        for (n, irq) in &model.irqs {
+            let load = a.irqs.get(n);
+            let per_cpu = load
+                .map(|l| {
+                    l.per_cpu
+                        .iter()
+                        .map(|(cpu, c)| {
+                            (
+                                *cpu,
+                                IrqCpuSnap {
+                                    interrupts: c.interrupts,
+                                    ns: c.hardirq_ns + c.softirq_ns,
+                                    poll_ns: c.softirq_ns,
+                                },
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            s.irqs.insert(
+                *n,
+                IrqSnap {
+                    number: *n,
+                    name: irq.actions.join(","),
+                    device: irq.device.clone(),
+                    driver: irq.driver.clone(),
+                    netdev: irq.netdev.clone(),
+                    queue: irq.queue.map(|q| (q.kind, q.index)),
+                    node: irq.node,
+                    local_cpus: irq.local_cpus.clone(),
+                    smp_affinity: irq.smp_affinity.clone(),
+                    effective: irq.effective_affinity.clone(),
+                    managed: irq.managed == Some(true),
+                    interrupts: load.map_or(0, |l| l.interrupts),
+                    per_cpu,
+                    napi: load.map(|l| l.napi.clone()).unwrap_or_default(),
+                },
+            );
+        }
+        for napi in &a.napi {
+            let threaded = model
+                .netdevs
+                .get(&napi.device)
+                .and_then(|d| d.threaded)
+                .unwrap_or(false);
+            s.napi.push(NapiSnap {
+                id: napi.id,
+                napi_id: napi.napi_id,
+                device: napi.device.clone(),
+                irq: napi.link.irq,
+                threaded,
+                per_cpu: napi
+                    .per_cpu
+                    .iter()
+                    .map(|(cpu, c)| {
+                        (
+                            *cpu,
+                            PollSnap {
+                                polls: c.polls,
+                                ns: c.ns,
+                                budget_exhausted: c.budget_exhausted,
+                            },
+                        )
+                    })
+                    .collect(),
+            });
+        }
+        for dev in model.netdevs.values() {
+            for q in &dev.rx_queues {
+                let irq = model
+                    .irqs_of_netdev(&dev.name)
+                    .find(|i| {
+                        i.queue.is_some_and(|qq| {
+                            qq.index == q.index
+                                && matches!(qq.kind, QueueKind::Rx | QueueKind::RxTx)
+                        })
+                    })
+                    .map(|i| i.number);
+                s.queues.push(QueueSnap {
+                    netdev: dev.name.clone(),
+                    index: q.index,
+                    irq,
+                    rps_cpus: q.rps_cpus.clone().unwrap_or_default(),
+                });
+            }
+        }
+        s
+    }
+
+    /// Busy fraction of one CPU over the interval.
+    pub fn load(&self, cpu: u32) -> f64 {
+        self.frac(self.cpus.get(&cpu).map_or(0, |c| c.busy_ns))
+    }
+
+    pub fn frac(&self, ns: u64) -> f64 {
+        if self.duration_ns == 0 {
+            0.0
+        } else {
+            ns as f64 / self.duration_ns as f64
+        }
+    }
+}

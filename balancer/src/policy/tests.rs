@@ -1,0 +1,430 @@
+//! Policy decisions on hand-built snapshots (1 s intervals, loads in fractions of a CPU).
+use super::*;
+
+const S: u64 = 1_000_000_000;
+
+fn ns(f: f64) -> u64 {
+    (f * S as f64) as u64
+}
+
+/// CPUs (id, node, busy), siblings = themselves.
+fn machine(cpus: &[(u32, u32, f64)]) -> Snapshot {
+    let mut s = Snapshot {
+        duration_ns: S,
+        nr_cpu_ids: cpus.len() as u32,
+        ..Snapshot::default()
+    };
+    for &(id, node, busy) in cpus {
+        s.cpus.insert(
+            id,
+            CpuSnap {
+                id,
+                node: Some(node),
+                online: true,
+                siblings: CpuSet::from_cpus([id]),
+                busy_ns: ns(busy),
+                irq_ns: ns(busy),
+                ..CpuSnap::default()
+            },
+        );
+    }
+    s
+}
+
+/// An rx queue IRQ of `dev` homed on `cpu` costing `w` there, with `ints` interrupts.
+fn rx(s: &mut Snapshot, n: u32, dev: &str, q: u32, cpu: u32, w: f64, ints: u64, local: &[u32]) {
+    s.irqs.insert(
+        n,
+        IrqSnap {
+            number: n,
+            name: format!("{dev}-rx-{q}"),
+            netdev: Some(dev.into()),
+            queue: Some((QueueKind::Rx, q)),
+            local_cpus: Some(CpuSet::from_cpus(local.iter().copied())),
+            smp_affinity: Some(CpuSet::from_cpus([cpu])),
+            effective: Some(CpuSet::from_cpus([cpu])),
+            interrupts: ints,
+            per_cpu: BTreeMap::from([(
+                cpu,
+                IrqCpuSnap {
+                    interrupts: ints,
+                    ns: ns(w),
+                    poll_ns: ns(w),
+                },
+            )]),
+            ..IrqSnap::default()
+        },
+    );
+    s.queues.push(QueueSnap {
+        netdev: dev.into(),
+        index: q,
+        irq: Some(n),
+        rps_cpus: CpuSet::new(),
+    });
+}
+
+fn moves(p: &Plan) -> Vec<(u32, u32)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::Move { irq, targets, .. } => Some((*irq, targets[0])),
+            _ => None,
+        })
+        .collect()
+}
+
+fn all4() -> Vec<u32> {
+    vec![0, 1, 2, 3]
+}
+
+#[test]
+fn overloaded_cpu_sheds_heaviest_irqs_by_weight_with_reasons() {
+    let mut s = machine(&[(0, 0, 0.95), (1, 0, 0.05), (2, 0, 0.05), (3, 0, 0.05)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.40, 50, &all4());
+    rx(&mut s, 11, "eth0", 1, 0, 0.30, 80, &all4());
+    rx(&mut s, 12, "eth0", 2, 0, 0.20, 3000, &all4());
+    let p = plan(&s, &Config::default(), &History::default());
+    let m = moves(&p);
+    // Two moves leave CPU 0 with one queue: each of the heavy ones to an empty CPU.
+    assert_eq!(m.len(), 2, "{p:#?}");
+    assert!(m.iter().all(|(irq, to)| *irq != 12 || *to != 0));
+    assert!(m.iter().any(|(irq, _)| *irq == 10) || m.iter().any(|(irq, _)| *irq == 11));
+    for a in &p.actions {
+        assert!(a.reason.contains("overloaded"), "{}", a.reason);
+    }
+    assert_eq!(p.overloaded, vec![0]);
+}
+
+#[test]
+fn count_strategy_is_fooled_by_napi_weight_is_not() {
+    // The hot queue takes few interrupts (NAPI polls), the light one many.
+    let mut s = machine(&[(0, 0, 0.95), (1, 0, 0.0), (2, 0, 0.0), (3, 0, 0.0)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.80, 20, &all4());
+    rx(&mut s, 11, "eth0", 1, 0, 0.075, 10_000, &all4());
+    rx(&mut s, 12, "eth0", 2, 0, 0.075, 10_000, &all4());
+    let w = plan(&s, &Config::default(), &History::default());
+    assert_eq!(moves(&w).first().map(|m| m.0), Some(10), "{w:#?}");
+    let cfg = Config {
+        strategy: Strategy::Count,
+        ..Config::default()
+    };
+    let c = plan(&s, &cfg, &History::default());
+    assert_eq!(moves(&c).first().map(|m| m.0), Some(11), "{c:#?}");
+}
+
+#[test]
+fn nic_irqs_go_to_their_node_even_when_nothing_is_overloaded() {
+    let mut s = machine(&[(0, 0, 0.30), (1, 0, 0.0), (2, 1, 0.0), (3, 1, 0.0)]);
+    rx(&mut s, 36, "eth1", 0, 0, 0.15, 900, &[2, 3]);
+    rx(&mut s, 38, "eth1", 1, 0, 0.10, 900, &[2, 3]);
+    // An idle IRQ is not worth a vector on the other node.
+    rx(&mut s, 40, "eth1", 2, 0, 0.0, 0, &[2, 3]);
+    let p = plan(&s, &Config::default(), &History::default());
+    let m = moves(&p);
+    assert_eq!(m.len(), 2, "{p:#?}");
+    assert!(m.iter().all(|(_, to)| *to == 2 || *to == 3));
+    assert_ne!(m[0].1, m[1].1, "spread over the node's CPUs");
+    assert!(p.actions[0].reason.contains("another NUMA node"));
+}
+
+#[test]
+fn excluded_isolated_full_and_remote_cpus_are_never_targets() {
+    let mut s = machine(&[
+        (0, 0, 0.99),
+        (1, 0, 0.0),
+        (2, 0, 0.0),
+        (3, 0, 0.0),
+        (4, 1, 0.0),
+    ]);
+    s.cpus.get_mut(&2).unwrap().isolated = true;
+    for q in 0..4 {
+        rx(&mut s, 10 + q, "eth0", q, 0, 0.24, 100, &[0, 1, 2, 3]);
+    }
+    let cfg = Config {
+        exclude_cpus: CpuSet::from_cpus([1]),
+        ..Config::default()
+    };
+    let mut h = History::default();
+    h.full_cpus.insert(3, 0);
+    let p = plan(&s, &cfg, &h);
+    // Every local CPU is excluded, isolated or full; node 1 is off limits by default.
+    assert!(moves(&p).is_empty(), "{p:#?}");
+    assert!(p.findings.iter().any(|f| f.kind == FindingKind::NoRelief));
+    let cfg = Config {
+        non_local_cpus: true,
+        ..cfg
+    };
+    let p = plan(&s, &cfg, &h);
+    assert!(moves(&p).iter().all(|(_, to)| *to == 4), "{p:#?}");
+}
+
+#[test]
+fn managed_banned_and_cooling_irqs_stay() {
+    let mut s = machine(&[(0, 0, 0.99), (1, 0, 0.0)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.4, 10, &[0, 1]);
+    rx(&mut s, 11, "eth0", 1, 0, 0.3, 10, &[0, 1]);
+    rx(&mut s, 12, "nvme0", 1, 0, 0.2, 10, &[0, 1]);
+    s.irqs.get_mut(&11).unwrap().managed = true;
+    let cfg = Config {
+        banned_devices: vec!["nvme0".into()],
+        ..Config::default()
+    };
+    let mut h = History {
+        tick: 5,
+        ..History::default()
+    };
+    h.last_move.insert(
+        10,
+        MoveRecord {
+            tick: 4,
+            from: CpuSet::from_cpus([1]),
+            to: 0,
+        },
+    );
+    let p = plan(&s, &cfg, &h);
+    assert!(moves(&p).is_empty(), "{p:#?}");
+    // Out of cooldown, IRQ 10 may go.
+    h.tick = 4 + u64::from(cfg.cooldown);
+    let p = plan(&s, &cfg, &h);
+    assert_eq!(moves(&p), vec![(10, 1)]);
+}
+
+#[test]
+fn a_stuck_irq_is_reported_booked_at_home_and_not_chased() {
+    // IRQ 10 was moved to CPU 2 but its NAPI keeps polling on CPU 0 with no interrupts.
+    let mut s = machine(&[(0, 0, 0.97), (1, 0, 0.10), (2, 0, 0.05), (3, 0, 0.10)]);
+    rx(&mut s, 10, "eth0", 0, 2, 0.0, 0, &all4());
+    let irq = s.irqs.get_mut(&10).unwrap();
+    irq.per_cpu = BTreeMap::from([(
+        0,
+        IrqCpuSnap {
+            interrupts: 0,
+            ns: ns(0.85),
+            poll_ns: ns(0.85),
+        },
+    )]);
+    irq.napi = vec![7];
+    s.napi.push(NapiSnap {
+        id: 7,
+        napi_id: Some(8193),
+        device: "eth0".into(),
+        irq: Some(10),
+        threaded: false,
+        per_cpu: BTreeMap::from([(
+            0,
+            PollSnap {
+                polls: 50_000,
+                ns: ns(0.85),
+                budget_exhausted: 40_000,
+            },
+        )]),
+    });
+    // Another IRQ on CPU 0 that a fooled balancer would move.
+    rx(&mut s, 11, "eth0", 1, 0, 0.10, 500, &all4());
+    let p = plan(&s, &Config::default(), &History::default());
+    let stuck: Vec<&Finding> = p
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Stuck)
+        .collect();
+    assert_eq!(stuck.len(), 1, "{p:#?}");
+    assert_eq!((stuck[0].irq, stuck[0].cpu), (Some(10), Some(0)));
+    assert!(stuck[0].message.contains("no threaded NAPI"));
+    assert!(moves(&p).is_empty(), "nothing is chased off CPU 0: {p:#?}");
+
+    // rnd (birq) is fooled: it moves IRQ 11 off CPU 0.
+    let cfg = Config {
+        strategy: Strategy::Rnd,
+        ..Config::default()
+    };
+    assert_eq!(moves(&plan(&s, &cfg, &History::default())).len(), 1);
+
+    // Threaded NAPI: pin the kthread next to the IRQ, once.
+    s.napi[0].threaded = true;
+    let p = plan(&s, &Config::default(), &History::default());
+    let pin = p
+        .actions
+        .iter()
+        .find(|a| matches!(a.kind, ActionKind::PinNapiThread { .. }))
+        .expect("a pin");
+    assert_eq!(
+        pin.kind,
+        ActionKind::PinNapiThread {
+            netdev: "eth0".into(),
+            napi_id: 8193,
+            irq: 10,
+            cpus: CpuSet::from_cpus([2]),
+        }
+    );
+    let h = History::default().after(&p, &vec![Outcome::applied(None); p.actions.len()]);
+    assert_eq!(h.sticking_events, 1);
+    assert_eq!(h.stuck[&10].cpu, 0);
+    let p2 = plan(&s, &Config::default(), &h);
+    assert!(
+        !p2.actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::PinNapiThread { .. }))
+    );
+    let h2 = h.after(&p2, &[]);
+    assert_eq!(h2.sticking_events, 1, "one episode, one event");
+    assert_eq!(h2.stuck[&10].since, 0);
+}
+
+#[test]
+fn rps_for_one_queue_bigger_than_a_cpu_never_for_many_small() {
+    let mut s = machine(&[(0, 0, 1.0), (1, 0, 0.05), (2, 0, 0.05), (3, 0, 0.8)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.98, 5, &all4());
+    let p = plan(&s, &Config::default(), &History::default());
+    let rps: Vec<&Action> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::SetRps { .. }))
+        .collect();
+    assert_eq!(rps.len(), 1, "{p:#?}");
+    assert_eq!(
+        rps[0].kind,
+        ActionKind::SetRps {
+            netdev: "eth0".into(),
+            queue: 0,
+            cpus: CpuSet::from_cpus([1, 2]),
+        }
+    );
+    assert!(moves(&p).is_empty(), "{p:#?}");
+
+    // Many small queues on a busy CPU: moves, never RPS.
+    let mut s = machine(&[(0, 0, 1.0), (1, 0, 0.0), (2, 0, 0.0), (3, 0, 0.0)]);
+    for q in 0..10 {
+        rx(&mut s, 10 + q, "eth0", q, 0, 0.1, 2000, &all4());
+    }
+    let p = plan(&s, &Config::default(), &History::default());
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::SetRps { .. }))
+    );
+    assert!(!moves(&p).is_empty());
+
+    // RPS we set comes off when the queue shrinks; RPS someone else set stays.
+    let mut s = machine(&[(0, 0, 0.3), (1, 0, 0.1), (2, 0, 0.1)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.2, 5000, &[0, 1, 2]);
+    s.queues[0].rps_cpus = CpuSet::from_cpus([1, 2]);
+    let p = plan(&s, &Config::default(), &History::default());
+    assert!(p.actions.is_empty(), "{p:#?}");
+    let mut h = History::default();
+    h.rps.insert(("eth0".into(), 0), 0);
+    let p = plan(&s, &Config::default(), &h);
+    assert!(
+        matches!(p.actions[0].kind, ActionKind::ClearRps { .. }),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn idle_core_preferred_over_sibling_of_a_busy_one() {
+    let mut s = machine(&[
+        (0, 0, 0.99),
+        (1, 0, 0.8),
+        (2, 0, 0.0),
+        (3, 0, 0.0),
+        (4, 0, 0.0),
+    ]);
+    // CPUs 1 and 2 are siblings; 3 and 4 too.
+    for (a, b) in [(1, 2), (3, 4)] {
+        for c in [a, b] {
+            s.cpus.get_mut(&c).unwrap().siblings = CpuSet::from_cpus([a, b]);
+        }
+    }
+    rx(&mut s, 10, "eth0", 0, 0, 0.5, 100, &[0, 1, 2, 3, 4]);
+    let p = plan(&s, &Config::default(), &History::default());
+    assert_eq!(moves(&p), vec![(10, 3)], "{p:#?}");
+    // ht = false: only first threads (0, 1, 3) take IRQs.
+    let cfg = Config {
+        ht: false,
+        ..Config::default()
+    };
+    let mut s2 = s.clone();
+    s2.cpus.get_mut(&3).unwrap().busy_ns = ns(0.6);
+    let p = plan(&s2, &cfg, &History::default());
+    assert!(
+        moves(&p).iter().all(|(_, to)| *to != 2 && *to != 4),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn companions_move_together_and_rnd_is_deterministic() {
+    let mut s = machine(&[(0, 0, 0.99), (1, 0, 0.0)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.5, 100, &[0, 1]);
+    let mut tx = s.irqs[&10].clone();
+    tx.number = 11;
+    tx.queue = Some((QueueKind::Tx, 0));
+    tx.per_cpu.get_mut(&0).unwrap().ns = ns(0.05);
+    s.irqs.insert(11, tx);
+    rx(&mut s, 12, "eth0", 1, 0, 0.3, 100, &[0, 1]);
+    let p = plan(&s, &Config::default(), &History::default());
+    match &p.actions[0].kind {
+        ActionKind::Move {
+            irq, companions, ..
+        } => {
+            assert_eq!((*irq, companions.as_slice()), (10, &[11][..]), "{p:#?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let cfg = Config {
+        strategy: Strategy::Rnd,
+        seed: 42,
+        ..Config::default()
+    };
+    let a = plan(&s, &cfg, &History::default());
+    let b = plan(&s, &cfg, &History::default());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn moves_that_did_not_take_are_reported() {
+    let mut s = machine(&[(0, 0, 0.2), (1, 0, 0.2)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.1, 100, &[0, 1]);
+    let mut h = History {
+        tick: 3,
+        ..History::default()
+    };
+    h.last_move.insert(
+        10,
+        MoveRecord {
+            tick: 2,
+            from: CpuSet::from_cpus([0]),
+            to: 1,
+        },
+    );
+    let p = plan(&s, &Config::default(), &h);
+    assert!(
+        p.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::NotFollowed && f.irq == Some(10))
+    );
+}
+
+#[test]
+fn eio_and_enospc_outcomes_shape_the_next_plan() {
+    let mut s = machine(&[(0, 0, 0.99), (1, 0, 0.0), (2, 0, 0.1)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.5, 100, &[0, 1, 2]);
+    let p = plan(&s, &Config::default(), &History::default());
+    assert_eq!(moves(&p), vec![(10, 1)]);
+    // CPU 1 was full; CPU 2 took it.
+    let o = Outcome {
+        applied: true,
+        cpu: Some(2),
+        full_cpus: vec![1],
+        ..Outcome::default()
+    };
+    let h = History::default().after(&p, &[o]);
+    assert!(h.full_cpus.contains_key(&1));
+    assert_eq!(h.last_move[&10].to, 2);
+    assert_eq!(h.moves, 1);
+    let o = Outcome {
+        unmovable: vec![(10, "EIO".into())],
+        ..Outcome::default()
+    };
+    let h = History::default().after(&p, &[o]);
+    assert!(moves(&plan(&s, &Config::default(), &h)).is_empty());
+}
