@@ -9,6 +9,7 @@
 //! ```
 use std::fmt;
 
+pub mod actuation;
 pub mod attribution;
 pub mod config;
 pub mod cpumask;

@@ -1,0 +1,571 @@
+//! The only code that writes to the kernel: IRQ affinities (`proc/irq/N/smp_affinity`, or
+//! `smp_affinity_list` where only that exists), `rps_cpus` of rx queues, and the CPU affinity
+//! of threaded-NAPI kthreads. Everything goes through [`Sys`] under a root path, so tests run
+//! against a copy of a fixture tree with injected errors.
+//!
+//! - Before the first change of anything, its original value goes into a [`Journal`] written
+//!   atomically (temporary file, fsync, rename); `balancer restore` writes those values back.
+//!   A journal left by a crashed run is kept: its originals are the real ones.
+//! - Each action is one transaction: the tx IRQ moving with its rx IRQ, for instance. A write
+//!   that fails rolls back the ones before it, so nothing is left half-applied.
+//! - EIO (a managed IRQ) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
+//!   vectors are full) marks that CPU full and tries the next candidate.
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cpumask::CpuSet,
+    policy::{ActionKind, Outcome, Plan},
+};
+
+/// How the kernel is read and written. [`RealSys`] for the machine; tests wrap it.
+pub trait Sys {
+    fn read(&mut self, path: &Path) -> io::Result<String>;
+    /// One write of the whole value (the kernel parses each write on its own).
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()>;
+    fn thread_affinity(&mut self, pid: u32) -> io::Result<CpuSet>;
+    fn set_thread_affinity(&mut self, pid: u32, cpus: &CpuSet) -> io::Result<()>;
+}
+
+/// The real thing: files and sched_{get,set}affinity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealSys;
+
+impl Sys for RealSys {
+    fn read(&mut self, path: &Path) -> io::Result<String> {
+        fs::read_to_string(path)
+    }
+
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+        // No create: these are kernel attributes, and a missing one is an error. Truncate
+        // as a shell's `>` does (the kernel ignores it; plain files in fixtures need it).
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)?;
+        f.write_all(value.as_bytes())
+    }
+
+    fn thread_affinity(&mut self, pid: u32) -> io::Result<CpuSet> {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((0..libc::CPU_SETSIZE as u32)
+                .filter(|c| libc::CPU_ISSET(*c as usize, &set))
+                .collect())
+        }
+    }
+
+    fn set_thread_affinity(&mut self, pid: u32, cpus: &CpuSet) -> io::Result<()> {
+        // SAFETY: as above; CPU_SET is only called below CPU_SETSIZE.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for c in cpus
+                .iter()
+                .filter(|c| (*c as usize) < libc::CPU_SETSIZE as usize)
+            {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+            if libc::sched_setaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the journal (actuation's other failures are [`Outcome`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("journal {path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// What was changed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Target {
+    /// A file relative to the root.
+    File { path: String },
+    /// A kthread's CPU affinity; `comm` guards against pid reuse.
+    Thread { pid: u32, comm: String },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::File { path } => write!(f, "/{path}"),
+            Target::Thread { pid, comm } => write!(f, "affinity of {comm} (pid {pid})"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub target: Target,
+    /// The original value as read (file text, or a cpulist for threads).
+    pub original: String,
+}
+
+/// Original values of everything changed, in the order first changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub entries: Vec<Entry>,
+}
+
+impl Journal {
+    /// Loads `path`; an absent file is an empty journal.
+    pub fn load(path: &Path) -> Result<Journal, JournalError> {
+        match fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Journal {
+                version: 1,
+                entries: Vec::new(),
+            }),
+            Err(source) => Err(JournalError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes `path` atomically: a reader sees the old journal or the new one, never half.
+    pub fn save(&self, path: &Path) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut f = fs::File::create(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, t: &Target) -> bool {
+        self.entries.iter().any(|e| &e.target == t)
+    }
+}
+
+/// One write of a transaction.
+#[derive(Clone, Debug)]
+struct Write {
+    target: Target,
+    value: String,
+}
+
+/// A failed transaction: which write, and why. Earlier writes were rolled back.
+#[derive(Debug)]
+struct Failed {
+    index: usize,
+    error: io::Error,
+}
+
+pub struct Actuator<S: Sys> {
+    root: PathBuf,
+    sys: S,
+    journal_path: PathBuf,
+    journal: Journal,
+    /// IRQs whose EIO was logged (one line per IRQ, ever).
+    logged_unmovable: BTreeSet<u32>,
+}
+
+impl<S: Sys> Actuator<S> {
+    /// Keeps an existing journal's originals (a previous run may have crashed).
+    pub fn new(root: &Path, journal_path: &Path, sys: S) -> Result<Actuator<S>, JournalError> {
+        let journal = Journal::load(journal_path)?;
+        Ok(Actuator {
+            root: root.to_path_buf(),
+            sys,
+            journal_path: journal_path.to_path_buf(),
+            journal,
+            logged_unmovable: BTreeSet::new(),
+        })
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn sys_mut(&mut self) -> &mut S {
+        &mut self.sys
+    }
+
+    /// Carries out every action of `plan`, one [`Outcome`] per action. `nr_cpu_ids` is the
+    /// width of the masks written.
+    pub fn apply(&mut self, plan: &Plan, nr_cpu_ids: u32) -> Vec<Outcome> {
+        plan.actions
+            .iter()
+            .map(|a| self.apply_one(&a.kind, nr_cpu_ids))
+            .collect()
+    }
+
+    fn apply_one(&mut self, kind: &ActionKind, nr: u32) -> Outcome {
+        match kind {
+            ActionKind::Move {
+                irq,
+                companions,
+                targets,
+                ..
+            } => self.apply_move(*irq, companions, targets, nr),
+            ActionKind::SetRps {
+                netdev,
+                queue,
+                cpus,
+            } => self.simple(rps_path(netdev, *queue), cpus.to_mask_string(nr)),
+            ActionKind::ClearRps { netdev, queue } => {
+                self.simple(rps_path(netdev, *queue), CpuSet::new().to_mask_string(nr))
+            }
+            ActionKind::PinNapiThread {
+                netdev,
+                napi_id,
+                cpus,
+                ..
+            } => {
+                let comm = format!("napi/{netdev}-{napi_id}");
+                match find_thread(&self.root, &comm) {
+                    Some(pid) => self.run(&[Write {
+                        target: Target::Thread { pid, comm },
+                        value: cpus.to_list_string(),
+                    }]),
+                    None => Outcome {
+                        error: Some(format!("no thread named {comm} under /proc")),
+                        ..Outcome::default()
+                    },
+                }
+            }
+        }
+    }
+
+    fn simple(&mut self, path: String, value: String) -> Outcome {
+        self.run(&[Write {
+            target: Target::File { path },
+            value,
+        }])
+    }
+
+    fn run(&mut self, writes: &[Write]) -> Outcome {
+        match self.transaction(writes) {
+            Ok(()) => Outcome::applied(None),
+            Err(f) => Outcome {
+                error: Some(format!("{}: {}", writes[f.index].target, f.error)),
+                ..Outcome::default()
+            },
+        }
+    }
+
+    fn apply_move(&mut self, irq: u32, companions: &[u32], targets: &[u32], nr: u32) -> Outcome {
+        let mut out = Outcome::default();
+        let mut group: Vec<u32> = std::iter::once(irq)
+            .chain(companions.iter().copied())
+            .collect();
+        let mut i = 0;
+        while let Some(&cpu) = targets.get(i) {
+            let set = CpuSet::from_cpus([cpu]);
+            let writes: Vec<Write> = group
+                .iter()
+                .map(|n| self.affinity_write(*n, &set, nr))
+                .collect();
+            match self.transaction(&writes) {
+                Ok(()) => {
+                    out.applied = true;
+                    out.cpu = Some(cpu);
+                    return out;
+                }
+                Err(f) => match f.error.raw_os_error() {
+                    Some(libc::EIO) => {
+                        let n = group[f.index];
+                        if self.logged_unmovable.insert(n) {
+                            log::warn!(
+                                "IRQ {n}: the kernel refuses affinity changes (EIO: managed \
+                                 IRQ); leaving it where it is"
+                            );
+                        }
+                        out.unmovable.push((n, f.error.to_string()));
+                        if f.index == 0 {
+                            return out;
+                        }
+                        // A managed companion stays; the rest still moves.
+                        group.remove(f.index);
+                    }
+                    Some(libc::ENOSPC) => {
+                        log::info!(
+                            "CPU {cpu} has no free interrupt vector (ENOSPC) for IRQ {}; \
+                             trying the next CPU",
+                            group[f.index]
+                        );
+                        out.full_cpus.push(cpu);
+                        i += 1;
+                    }
+                    _ => {
+                        out.error = Some(format!("{}: {}", writes[f.index].target, f.error));
+                        return out;
+                    }
+                },
+            }
+        }
+        if out.error.is_none() && out.unmovable.is_empty() {
+            out.error = Some(format!(
+                "IRQ {irq}: every candidate CPU refused ({})",
+                CpuSet::from_cpus(targets.iter().copied())
+            ));
+        }
+        out
+    }
+
+    /// The write pointing IRQ `n` at `cpus`: the hex file when it exists, else the list one.
+    fn affinity_write(&self, n: u32, cpus: &CpuSet, nr: u32) -> Write {
+        let hex = format!("proc/irq/{n}/smp_affinity");
+        if self.root.join(&hex).exists() || !self.root.join(format!("{hex}_list")).exists() {
+            Write {
+                target: Target::File { path: hex },
+                value: cpus.to_mask_string(nr),
+            }
+        } else {
+            Write {
+                target: Target::File {
+                    path: format!("{hex}_list"),
+                },
+                value: cpus.to_list_string(),
+            }
+        }
+    }
+
+    fn read_target(&mut self, t: &Target) -> io::Result<String> {
+        match t {
+            Target::File { path } => self.sys.read(&self.root.join(path)),
+            Target::Thread { pid, .. } => {
+                self.sys.thread_affinity(*pid).map(|s| s.to_list_string())
+            }
+        }
+    }
+
+    fn write_target(&mut self, t: &Target, value: &str) -> io::Result<()> {
+        match t {
+            Target::File { path } => self.sys.write(&self.root.join(path), value),
+            Target::Thread { pid, .. } => {
+                let set = CpuSet::parse_list(value)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                self.sys.set_thread_affinity(*pid, &set)
+            }
+        }
+    }
+
+    /// Journals the originals of every target not journaled yet, then writes in order; on a
+    /// failure, writes back what this transaction changed, last first.
+    fn transaction(&mut self, writes: &[Write]) -> Result<(), Failed> {
+        let mut before = Vec::with_capacity(writes.len());
+        let mut new_entries = false;
+        for (index, w) in writes.iter().enumerate() {
+            let current = self
+                .read_target(&w.target)
+                .map_err(|error| Failed { index, error })?;
+            if !self.journal.contains(&w.target) {
+                self.journal.entries.push(Entry {
+                    target: w.target.clone(),
+                    original: current.clone(),
+                });
+                new_entries = true;
+            }
+            before.push(current);
+        }
+        if new_entries {
+            self.journal.version = 1;
+            self.journal.save(&self.journal_path).map_err(|e| Failed {
+                index: 0,
+                error: io::Error::other(e.to_string()),
+            })?;
+        }
+        for (index, w) in writes.iter().enumerate() {
+            if let Err(error) = self.write_target(&w.target, &w.value) {
+                for (j, done) in writes[..index].iter().enumerate().rev() {
+                    if let Err(e) = self.write_target(&done.target, before[j].trim_end()) {
+                        log::error!("rolling back {}: {e}", done.target);
+                    }
+                }
+                return Err(Failed { index, error });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rps_path(netdev: &str, queue: u32) -> String {
+    format!("sys/class/net/{netdev}/queues/rx-{queue}/rps_cpus")
+}
+
+/// The pid of the thread whose `comm` is `name` (kthreads are processes of their own).
+pub fn find_thread(root: &Path, name: &str) -> Option<u32> {
+    let dir = fs::read_dir(root.join("proc")).ok()?;
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            fs::read_to_string(root.join(format!("proc/{pid}/comm")))
+                .is_ok_and(|c| c.trim_end() == name)
+        })
+}
+
+/// What `restore` did.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub restored: Vec<Target>,
+    /// Entries that could not be written back; they stay in the journal.
+    pub failed: Vec<(Target, String)>,
+    /// Threads that are gone or whose pid now names another thread: nothing to restore.
+    pub gone: Vec<Target>,
+}
+
+/// Writes every original value of the journal back (all of them, whatever fails), then
+/// removes the journal, or keeps only the entries that failed.
+pub fn restore<S: Sys>(
+    root: &Path,
+    journal_path: &Path,
+    sys: &mut S,
+) -> Result<Restored, JournalError> {
+    let journal = Journal::load(journal_path)?;
+    let mut r = Restored::default();
+    let mut left = Vec::new();
+    // Last changed first, as an undo.
+    for e in journal.entries.iter().rev() {
+        let res = match &e.target {
+            Target::File { path } => sys.write(&root.join(path), e.original.trim_end()),
+            Target::Thread { pid, comm } => {
+                let now = fs::read_to_string(root.join(format!("proc/{pid}/comm")));
+                if now.as_deref().map(str::trim_end).ok() != Some(comm.as_str()) {
+                    r.gone.push(e.target.clone());
+                    continue;
+                }
+                CpuSet::parse_list(&e.original)
+                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+                    .and_then(|set| sys.set_thread_affinity(*pid, &set))
+            }
+        };
+        match res {
+            Ok(()) => r.restored.push(e.target.clone()),
+            Err(err) => {
+                r.failed.push((e.target.clone(), err.to_string()));
+                left.push(e.clone());
+            }
+        }
+    }
+    if left.is_empty() {
+        match fs::remove_file(journal_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: journal_path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    } else {
+        left.reverse();
+        Journal {
+            version: 1,
+            entries: left,
+        }
+        .save(journal_path)?;
+    }
+    Ok(r)
+}
+
+/// A [`Sys`] that fails chosen writes: for tests, and for trying the error paths by hand.
+pub struct Faults<S: Sys> {
+    pub inner: S,
+    /// (path suffix, errno): a write to a path ending so fails with that errno.
+    pub write_errors: Vec<(String, i32)>,
+    /// Thread affinities, by pid, instead of the real syscalls (fixture roots).
+    pub threads: std::collections::BTreeMap<u32, CpuSet>,
+    /// Every successful write, in order.
+    pub log: Vec<(String, String)>,
+}
+
+impl<S: Sys> Faults<S> {
+    pub fn new(inner: S) -> Self {
+        Faults {
+            inner,
+            write_errors: Vec::new(),
+            threads: Default::default(),
+            log: Vec::new(),
+        }
+    }
+
+    pub fn fail(mut self, suffix: &str, errno: i32) -> Self {
+        self.write_errors.push((suffix.to_string(), errno));
+        self
+    }
+}
+
+impl<S: Sys> Sys for Faults<S> {
+    fn read(&mut self, path: &Path) -> io::Result<String> {
+        self.inner.read(path)
+    }
+
+    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
+        let p = path.to_string_lossy();
+        if let Some((_, errno)) = self
+            .write_errors
+            .iter()
+            .find(|(s, _)| p.ends_with(s.as_str()))
+        {
+            return Err(io::Error::from_raw_os_error(*errno));
+        }
+        self.inner.write(path, value)?;
+        self.log.push((p.into_owned(), value.to_string()));
+        Ok(())
+    }
+
+    fn thread_affinity(&mut self, pid: u32) -> io::Result<CpuSet> {
+        self.threads
+            .get(&pid)
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+    }
+
+    fn set_thread_affinity(&mut self, pid: u32, cpus: &CpuSet) -> io::Result<()> {
+        match self.threads.get_mut(&pid) {
+            Some(t) => {
+                *t = cpus.clone();
+                self.log.push((format!("pid {pid}"), cpus.to_list_string()));
+                Ok(())
+            }
+            None => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

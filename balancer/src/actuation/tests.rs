@@ -1,0 +1,252 @@
+//! Actuation against a copy of the kernel VM fixture: writes, journal, restore, EIO, ENOSPC,
+//! rollback.
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::policy::Action;
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let ty = e.file_type().unwrap();
+        let dest = to.join(e.file_name());
+        if ty.is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else if ty.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
+        } else {
+            fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    journal: PathBuf,
+}
+
+fn fixture() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vm-4cpu-2node");
+    let root = dir.path().join("root");
+    copy_dir(&src, &root);
+    let journal = dir.path().join("state/journal.json");
+    Fx {
+        _dir: dir,
+        root,
+        journal,
+    }
+}
+
+fn read(root: &Path, rel: &str) -> String {
+    fs::read_to_string(root.join(rel)).unwrap()
+}
+
+fn mv(irq: u32, companions: &[u32], targets: &[u32]) -> Plan {
+    Plan {
+        actions: vec![Action {
+            kind: ActionKind::Move {
+                irq,
+                companions: companions.to_vec(),
+                from: CpuSet::from_cpus([0]),
+                targets: targets.to_vec(),
+                weight: 0.5,
+            },
+            reason: "test".into(),
+        }],
+        findings: vec![],
+        overloaded: vec![],
+        tick: 0,
+    }
+}
+
+#[test]
+fn move_journal_restore_round_trip() {
+    let fx = fixture();
+    let orig36 = read(&fx.root, "proc/irq/36/smp_affinity");
+    let orig37 = read(&fx.root, "proc/irq/37/smp_affinity");
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    let out = act.apply(&mv(36, &[37], &[3]), 4);
+    assert_eq!(out, vec![Outcome::applied(Some(3))]);
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "8");
+    assert_eq!(read(&fx.root, "proc/irq/37/smp_affinity"), "8");
+    // The journal was on disk before the first write and holds the originals.
+    let j = Journal::load(&fx.journal).unwrap();
+    assert_eq!(j.entries.len(), 2);
+    assert_eq!(j.entries[0].original, orig36);
+
+    // A second move of the same IRQ keeps the first original; a new actuator (a restart
+    // after a crash) too.
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    act.apply(&mv(36, &[], &[2]), 4);
+    assert_eq!(
+        Journal::load(&fx.journal).unwrap().entries[0].original,
+        orig36
+    );
+
+    let r = restore(&fx.root, &fx.journal, &mut RealSys).unwrap();
+    assert!(r.failed.is_empty(), "{r:?}");
+    assert_eq!(r.restored.len(), 2);
+    assert_eq!(
+        read(&fx.root, "proc/irq/36/smp_affinity").trim(),
+        orig36.trim()
+    );
+    assert_eq!(
+        read(&fx.root, "proc/irq/37/smp_affinity").trim(),
+        orig37.trim()
+    );
+    assert!(!fx.journal.exists(), "a fully restored journal is removed");
+}
+
+#[test]
+fn eio_marks_unmovable_and_writes_nothing() {
+    let fx = fixture();
+    let orig = read(&fx.root, "proc/irq/36/smp_affinity");
+    let sys = Faults::new(RealSys).fail("irq/36/smp_affinity", libc::EIO);
+    let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
+    let out = act.apply(&mv(36, &[37], &[3, 2]), 4);
+    assert!(!out[0].applied);
+    assert_eq!(out[0].unmovable.len(), 1);
+    assert_eq!(out[0].unmovable[0].0, 36);
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), orig);
+    assert!(act.sys_mut().log.is_empty(), "nothing written");
+    // Logged once: a second refusal adds no line (the set stays at one).
+    act.apply(&mv(36, &[], &[3]), 4);
+    assert_eq!(act.logged_unmovable.len(), 1);
+}
+
+#[test]
+fn enospc_marks_the_cpu_full_and_tries_the_next() {
+    let fx = fixture();
+    // CPU 3's vectors are full: any write of mask 8 fails.
+    struct Full;
+    impl Sys for Full {
+        fn read(&mut self, p: &Path) -> io::Result<String> {
+            RealSys.read(p)
+        }
+        fn write(&mut self, p: &Path, v: &str) -> io::Result<()> {
+            if v == "8" {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            RealSys.write(p, v)
+        }
+        fn thread_affinity(&mut self, _: u32) -> io::Result<CpuSet> {
+            Err(io::Error::from_raw_os_error(libc::ESRCH))
+        }
+        fn set_thread_affinity(&mut self, _: u32, _: &CpuSet) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::ESRCH))
+        }
+    }
+    let mut act = Actuator::new(&fx.root, &fx.journal, Full).unwrap();
+    let out = act.apply(&mv(36, &[37], &[3, 2]), 4);
+    assert_eq!(out[0].full_cpus, vec![3]);
+    assert_eq!(out[0].cpu, Some(2));
+    assert!(out[0].applied);
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "4");
+    assert_eq!(read(&fx.root, "proc/irq/37/smp_affinity"), "4");
+}
+
+#[test]
+fn a_failed_step_leaves_nothing_half_applied() {
+    let fx = fixture();
+    let orig36 = read(&fx.root, "proc/irq/36/smp_affinity");
+    // The companion's write fails with an error that is neither EIO nor ENOSPC.
+    let sys = Faults::new(RealSys).fail("irq/37/smp_affinity", libc::EINVAL);
+    let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
+    let out = act.apply(&mv(36, &[37], &[3]), 4);
+    assert!(!out[0].applied);
+    assert!(
+        out[0].error.as_deref().unwrap().contains("irq/37"),
+        "{out:?}"
+    );
+    assert_eq!(
+        read(&fx.root, "proc/irq/36/smp_affinity").trim(),
+        orig36.trim(),
+        "IRQ 36 was rolled back"
+    );
+    // A managed companion (EIO) stays; its rx IRQ still moves.
+    let sys = Faults::new(RealSys).fail("irq/37/smp_affinity", libc::EIO);
+    let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
+    let out = act.apply(&mv(36, &[37], &[3]), 4);
+    assert!(out[0].applied);
+    assert_eq!(out[0].unmovable[0].0, 37);
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "8");
+}
+
+#[test]
+fn rps_and_thread_pinning_are_journaled_and_restored() {
+    let fx = fixture();
+    let rps = "sys/class/net/eth1/queues/rx-0/rps_cpus";
+    let orig = read(&fx.root, rps);
+    // A NAPI kthread in the fixture's /proc.
+    fs::create_dir_all(fx.root.join("proc/4242")).unwrap();
+    fs::write(fx.root.join("proc/4242/comm"), "napi/eth1-8193\n").unwrap();
+    let mut sys = Faults::new(RealSys);
+    sys.threads = BTreeMap::from([(4242, CpuSet::first_n(4))]);
+    let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
+    let plan = Plan {
+        actions: vec![
+            Action {
+                kind: ActionKind::SetRps {
+                    netdev: "eth1".into(),
+                    queue: 0,
+                    cpus: CpuSet::from_cpus([2, 3]),
+                },
+                reason: String::new(),
+            },
+            Action {
+                kind: ActionKind::PinNapiThread {
+                    netdev: "eth1".into(),
+                    napi_id: 8193,
+                    irq: 36,
+                    cpus: CpuSet::from_cpus([2]),
+                },
+                reason: String::new(),
+            },
+            Action {
+                kind: ActionKind::PinNapiThread {
+                    netdev: "eth1".into(),
+                    napi_id: 9999,
+                    irq: 38,
+                    cpus: CpuSet::from_cpus([2]),
+                },
+                reason: String::new(),
+            },
+        ],
+        findings: vec![],
+        overloaded: vec![],
+        tick: 0,
+    };
+    let out = act.apply(&plan, 4);
+    assert!(out[0].applied && out[1].applied, "{out:?}");
+    assert!(out[2].error.as_deref().unwrap().contains("napi/eth1-9999"));
+    assert_eq!(read(&fx.root, rps), "c");
+    assert_eq!(act.sys_mut().threads[&4242], CpuSet::from_cpus([2]));
+    let mut sys = Faults::new(RealSys);
+    sys.threads = act.sys_mut().threads.clone();
+    let r = restore(&fx.root, &fx.journal, &mut sys).unwrap();
+    assert_eq!(r.restored.len(), 2, "{r:?}");
+    assert_eq!(read(&fx.root, rps).trim(), orig.trim());
+    assert_eq!(sys.threads[&4242], CpuSet::first_n(4));
+}
+
+#[test]
+fn restore_keeps_what_failed() {
+    let fx = fixture();
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    act.apply(&mv(36, &[37], &[2]), 4);
+    let mut sys = Faults::new(RealSys).fail("irq/37/smp_affinity", libc::EIO);
+    let r = restore(&fx.root, &fx.journal, &mut sys).unwrap();
+    assert_eq!(r.restored.len(), 1);
+    assert_eq!(r.failed.len(), 1);
+    let left = Journal::load(&fx.journal).unwrap();
+    assert_eq!(left.entries.len(), 1);
+    assert_eq!(
+        left.entries[0].target,
+        Target::File {
+            path: "proc/irq/37/smp_affinity".into()
+        }
+    );
+}
