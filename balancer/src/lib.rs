@@ -19,6 +19,7 @@ pub mod probe;
 pub mod report;
 pub mod sample;
 pub mod system;
+pub mod tui;
 
 /// An error that ends the program with a chosen exit code and a one-line message, without a
 /// backtrace or a chain of causes: for conditions the user fixes (privileges, bad input).

@@ -24,6 +24,9 @@ enum Command {
     /// Print the machine as the balancer sees it: CPUs by NUMA node, devices, netdevs, IRQs
     /// with their device, queue, node and affinity.
     Topology(balancer::system::topology::TopologyArgs),
+    /// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time with sticking flags,
+    /// NAPI instances and where they poll.
+    Top(balancer::tui::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Report(args) => balancer::report::run(&args),
         Command::Topology(args) => balancer::system::topology::run(args),
+        Command::Top(args) => balancer::tui::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -89,7 +89,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_options(proximity: Option<&std::path::Path>) -> anyhow::Result<ReadOptions> {
+pub(crate) fn read_options(proximity: Option<&std::path::Path>) -> anyhow::Result<ReadOptions> {
     let mut opts = ReadOptions::default();
     if let Some(path) = proximity {
         let text = std::fs::read_to_string(path)
@@ -782,7 +782,7 @@ impl Report {
 }
 
 /// "00:03.0 eth0/rx0": the short PCI address (domain 0000 left out) and the queue.
-fn device_label(r: &IrqRow) -> String {
+pub(crate) fn device_label(r: &IrqRow) -> String {
     let dev = r
         .device
         .as_deref()
@@ -810,7 +810,7 @@ fn kind_prefix(kind: QueueKind) -> &'static str {
 }
 
 /// Cuts `s` to `width` characters, marking the cut.
-fn fit(s: &str, width: usize) -> String {
+pub(crate) fn fit(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_string()
     } else {
@@ -821,7 +821,7 @@ fn fit(s: &str, width: usize) -> String {
 }
 
 /// 1234567 -> "1.2M", with at most 6 characters.
-fn si(x: f64) -> String {
+pub(crate) fn si(x: f64) -> String {
     if x < 1_000.0 {
         format!("{x:.0}")
     } else if x < 1_000_000.0 {

@@ -1,0 +1,253 @@
+//! `balancer top`: the live terminal view of where interrupt time goes.
+//!
+//! The same [`Monitor`] and [`Report`] as `balancer report`, one interval per refresh, so the
+//! two never disagree. State changes are pure ([`app`]), keys are mapped in one place
+//! ([`input`]), drawing reads the state only ([`render`]); this module owns the terminal and
+//! the loop. The view never writes to the kernel; only `--balance` without `--dry-run` does,
+//! through the balancer's own actuation.
+use std::{
+    io::{IsTerminal as _, Stdout},
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc, Once,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use crossterm::{
+    cursor, event, execute,
+    terminal::{self, EnterAlternateScreen, LeaveAlternateScreen},
+};
+use ratatui::{Terminal, backend::CrosstermBackend};
+
+use crate::{
+    Fatal,
+    monitor::{Monitor, Tick},
+    report::{self, Report},
+    system,
+};
+
+pub mod app;
+pub mod balance;
+pub mod input;
+pub mod render;
+
+use app::{App, Effect};
+use balance::{BalanceLog, StepOutcome};
+
+/// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time, NAPI instances and
+/// where they poll, refreshed every interval. `?` inside lists the keys.
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// Refresh interval in seconds (fractions allowed); `+` and `-` change it while running.
+    #[arg(short, long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// Run the balancer policy in-process each interval and show its decisions and the
+    /// sticking IRQs it finds. Writes IRQ affinities unless --dry-run.
+    #[arg(long)]
+    pub balance: bool,
+    /// With --balance: plan and show, write nothing.
+    #[arg(long, requires = "balance")]
+    pub dry_run: bool,
+    /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
+    #[arg(long, value_name = "FILE")]
+    pub proximity: Option<PathBuf>,
+}
+
+/// Runs the balancer policy once per interval for `top --balance`.
+pub trait Balance {
+    /// Plans (and, unless dry-run, applies) for the interval just measured; says what it did.
+    fn step(&mut self, tick: &Tick, monitor: &Monitor) -> StepOutcome;
+}
+
+/// Runs the command.
+pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
+    if !(args.interval.is_finite() && (0.1..=3600.0).contains(&args.interval)) {
+        return Err(Fatal::new(
+            Fatal::USAGE,
+            format!(
+                "--interval must be between 0.1 and 3600 seconds, got {}",
+                args.interval
+            ),
+        )
+        .into());
+    }
+    if !std::io::stdout().is_terminal() {
+        return Err(Fatal::new(
+            Fatal::USAGE,
+            "balancer top needs a terminal on stdout; for text or JSON that can be piped or \
+             saved, use `balancer report` (e.g. `balancer report --duration 5 --json`)",
+        )
+        .into());
+    }
+    let root = PathBuf::from("/");
+    let opts = report::read_options(args.proximity.as_deref())?;
+    let mut monitor = Monitor::start(&root, opts)?;
+    // Whether /proc/stat counts IRQ time at all is a property of the kernel: read it once.
+    let stat_irq_time = system::stat::read(&root)?
+        .values()
+        .any(|t| t.irq + t.softirq > 0);
+    let mut balancer = if args.balance {
+        Some(new_balancer(args.dry_run, &monitor)?)
+    } else {
+        None
+    };
+
+    let mut app = App::new(Duration::from_secs_f64(args.interval));
+    app.balance = balancer.as_ref().map(|_| BalanceLog::new(args.dry_run));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing the signal handler")?;
+    }
+
+    let mut term = TerminalGuard::enter()?;
+    let mut sampler = |app: &mut App, started: Instant| match monitor.tick() {
+        Ok(tick) => {
+            let report = Report::build(
+                &tick.attribution,
+                monitor.model(),
+                monitor.status(),
+                stat_irq_time,
+                None,
+            );
+            if let (Some(b), Some(log)) = (balancer.as_mut(), app.balance.as_mut()) {
+                let outcome = b.step(&tick, &monitor);
+                log.record(started.elapsed().as_secs_f64(), outcome);
+            }
+            app.ingest(report);
+        }
+        Err(e) => app.failed(format!("{e:#}")),
+    };
+    let result = event_loop(&mut term.terminal, &mut app, &stop, &mut sampler);
+    drop(term);
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Draw, wait for a key or the next interval, repeat.
+fn event_loop(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    app: &mut App,
+    stop: &AtomicBool,
+    sample: &mut dyn FnMut(&mut App, Instant),
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last_tick = started;
+    let mut dirty = true;
+    while !stop.load(Ordering::Relaxed) {
+        if dirty {
+            let mut pages = render::Pages::default();
+            terminal
+                .draw(|f| pages = render::draw(f, app))
+                .context("drawing")?;
+            let before = (app.selected, app.irq_offset, app.napi_offset);
+            app.set_pages(pages.irqs, pages.napi);
+            // The page sizes are known only after drawing; redraw if they moved the view.
+            dirty = before != (app.selected, app.irq_offset, app.napi_offset);
+            if dirty {
+                continue;
+            }
+        }
+        let now = Instant::now();
+        let due = last_tick + app.interval;
+        if now >= due {
+            sample(app, started);
+            // Late (a slow tick, a suspended terminal): start the next interval now rather
+            // than catching up with short ones.
+            last_tick = if now - due > app.interval { now } else { due };
+            dirty = true;
+            continue;
+        }
+        // Wake at least twice a second so that a signal ends the loop promptly.
+        let wait = (due - now).min(Duration::from_millis(500));
+        if !event::poll(wait).context("reading the terminal")? {
+            continue;
+        }
+        match event::read().context("reading the terminal")? {
+            event::Event::Key(key) => {
+                if let Some(cmd) = input::command(&key, app.editing_filter) {
+                    match app.apply(cmd) {
+                        Effect::Quit => break,
+                        Effect::Interval | Effect::None => {}
+                    }
+                    dirty = true;
+                }
+            }
+            event::Event::Resize(..) => {
+                terminal.autoresize().context("resizing")?;
+                dirty = true;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The balancer behind `--balance`.
+fn new_balancer(dry_run: bool, _monitor: &Monitor) -> anyhow::Result<Box<dyn Balance>> {
+    let _ = dry_run;
+    Err(Fatal::new(
+        Fatal::USAGE,
+        "--balance: the balancer policy is not part of this build yet; run `balancer top` \
+         without it",
+    )
+    .into())
+}
+
+/// Raw mode and the alternate screen while alive; the terminal as it was after drop, after
+/// an error, and after a panic.
+struct TerminalGuard {
+    terminal: Terminal<CrosstermBackend<Stdout>>,
+}
+
+static PANIC_HOOK: Once = Once::new();
+
+impl TerminalGuard {
+    fn enter() -> anyhow::Result<TerminalGuard> {
+        PANIC_HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                // Restore first, or the panic message lands in the alternate screen and
+                // vanishes with it.
+                restore();
+                previous(info);
+            }));
+        });
+        terminal::enable_raw_mode().context("switching the terminal to raw mode")?;
+        let mut stdout = std::io::stdout();
+        if let Err(e) = execute!(stdout, EnterAlternateScreen, cursor::Hide) {
+            restore();
+            return Err(e).context("switching to the alternate screen");
+        }
+        match Terminal::new(CrosstermBackend::new(stdout)) {
+            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Err(e) => {
+                restore();
+                Err(e).context("setting up the terminal")
+            }
+        }
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Leaves raw mode and the alternate screen; harmless when not in them.
+fn restore() {
+    let _ = terminal::disable_raw_mode();
+    let _ = execute!(std::io::stdout(), LeaveAlternateScreen, cursor::Show);
+}
+
+#[cfg(test)]
+mod tests;
