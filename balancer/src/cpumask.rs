@@ -327,7 +327,7 @@ impl CpuSet {
     /// Bits [32 g, 32 g + 32) as a number.
     fn group32(&self, g: u32) -> u32 {
         let word = self.word(g as usize / 2);
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             word as u32
         } else {
             (word >> 32) as u32

@@ -101,21 +101,26 @@ pub(crate) fn read(fs: &Root, warn: &mut Warnings) -> CpuInfo {
 /// Siblings, core and package. Siblings share core and package, so one read per core is
 /// enough: 128-core machines would otherwise cost three file reads per CPU.
 fn read_topology(fs: &Root, cpus: &mut BTreeMap<u32, Cpu>, warn: &mut Warnings) {
+    let dir = fs.open_dir(CPU);
     let ids: Vec<u32> = cpus.keys().copied().collect();
     for id in ids {
         if cpus.get(&id).is_none_or(|c| !c.thread_siblings.is_empty()) {
             continue;
         }
-        let dir = format!("{CPU}/cpu{id}/topology");
-        let Some(siblings) = list_file(fs, &format!("{dir}/thread_siblings_list"), warn) else {
+        let rel = format!("cpu{id}/topology");
+        let what = format!("{CPU}/{rel}");
+        let Some(siblings) = dir
+            .read_opt(&format!("{rel}/thread_siblings_list"), warn)
+            .and_then(|t| parse_list_warn(&t, "malformed cpu lists", &what, warn))
+        else {
             continue;
         };
-        let core = fs
-            .read_opt(format!("{dir}/core_id"), warn)
-            .and_then(|t| parse_int_warn::<u32>(&t, "malformed topology ids", &dir, warn));
-        let package = fs
-            .read_opt(format!("{dir}/physical_package_id"), warn)
-            .and_then(|t| parse_int_warn::<i64>(&t, "malformed topology ids", &dir, warn))
+        let core = dir
+            .read_opt(&format!("{rel}/core_id"), warn)
+            .and_then(|t| parse_int_warn::<u32>(&t, "malformed topology ids", &what, warn));
+        let package = dir
+            .read_opt(&format!("{rel}/physical_package_id"), warn)
+            .and_then(|t| parse_int_warn::<i64>(&t, "malformed topology ids", &what, warn))
             .and_then(|p| u32::try_from(p).ok());
         let mut group = siblings.clone();
         group.insert(id);

@@ -114,24 +114,39 @@ fn parse_row(line: &str, ncpus: usize) -> Option<Row> {
         RowId::Named(label.to_string())
     };
 
-    // Counts: up to ncpus leading decimal tokens.
+    // Counts: up to ncpus leading decimal tokens. Byte by byte: on a 256-CPU machine this
+    // loop sees 4 MB every sampling interval.
     let mut counts = Vec::with_capacity(ncpus);
-    let mut rest = rest;
+    let bytes = rest.as_bytes();
+    let mut pos = 0;
+    let mut consumed = 0;
     while counts.len() < ncpus {
-        let trimmed = rest.trim_start();
-        let end = trimmed
-            .find(|c: char| c.is_ascii_whitespace())
-            .unwrap_or(trimmed.len());
-        let token = &trimmed[..end];
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+        while pos < bytes.len() && (bytes[pos] == b' ' || bytes[pos] == b'\t') {
+            pos += 1;
+        }
+        let start = pos;
+        let mut value: u64 = 0;
+        let mut overflow = false;
+        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
+            match value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(bytes[pos] - b'0')))
+            {
+                Some(v) => value = v,
+                None => overflow = true,
+            }
+            pos += 1;
+        }
+        // A token that is not all digits ends the counts (it is the chip or description).
+        let ends_token = pos == bytes.len() || bytes[pos].is_ascii_whitespace();
+        if pos == start || !ends_token || overflow {
             break;
         }
-        let Ok(n) = token.parse::<u64>() else {
-            break;
-        };
-        counts.push(n);
-        rest = &trimmed[end..];
+        counts.push(value);
+        consumed = pos;
     }
+    // Only ASCII was consumed, so this is a char boundary.
+    let rest = &rest[consumed..];
 
     match id {
         RowId::Irq(_) => {

@@ -1,7 +1,7 @@
 //! Numbered IRQs: their affinity files and the device, driver, netdev and queue behind them.
 use std::collections::{BTreeMap, HashMap};
 
-use super::fsutil::{Root, Warnings, parse_int_warn, parse_list_warn, parse_mask_warn};
+use super::fsutil::{Dir, Root, Warnings, parse_int_warn, parse_list_warn, parse_mask_warn};
 use super::interrupts::{Interrupts, RowId};
 use super::naming::{self, find_pci_address};
 use super::pci::LegacyIrqs;
@@ -15,28 +15,92 @@ struct Affinity {
     node: Option<i32>,
 }
 
-fn read_affinity(fs: &Root, irq: u32, warn: &mut Warnings) -> Affinity {
-    let dir = format!("proc/irq/{irq}");
+fn read_affinity(dir: &Dir, irq: u32, warn: &mut Warnings) -> Affinity {
     // The hex files first: one read each on every kernel; the _list forms only as fallback.
     let mask_or_list = |warn: &mut Warnings, name: &str| -> Option<CpuSet> {
-        let rel = format!("{dir}/{name}");
-        if let Some(text) = fs.read_opt(&rel, warn) {
-            return parse_mask_warn(&text, "malformed cpu masks", &rel, warn);
+        let rel = format!("{irq}/{name}");
+        if let Some(text) = dir.read_opt(&rel, warn) {
+            return parse_mask_warn(
+                &text,
+                "malformed cpu masks",
+                &format!("proc/irq/{rel}"),
+                warn,
+            );
         }
         let rel = format!("{rel}_list");
-        let text = fs.read_opt(&rel, warn)?;
-        parse_list_warn(&text, "malformed cpu lists", &rel, warn)
+        let text = dir.read_opt(&rel, warn)?;
+        parse_list_warn(
+            &text,
+            "malformed cpu lists",
+            &format!("proc/irq/{rel}"),
+            warn,
+        )
     };
     let smp = mask_or_list(warn, "smp_affinity");
     let effective = mask_or_list(warn, "effective_affinity");
-    let node = fs
-        .read_opt(format!("{dir}/node"), warn)
-        .and_then(|t| parse_int_warn::<i32>(&t, "malformed irq node", &dir, warn));
+    let node = dir.read_opt(&format!("{irq}/node"), warn).and_then(|t| {
+        parse_int_warn::<i32>(&t, "malformed irq node", &format!("proc/irq/{irq}"), warn)
+    });
     Affinity {
         smp,
         effective,
         node,
     }
+}
+
+/// Three files per IRQ are most of the model's cost on big machines (thousands of
+/// open/read/close), so large sets are read on a few threads.
+fn read_affinities(fs: &Root, numbers: &[u32], warn: &mut Warnings) -> Vec<Affinity> {
+    let dir = fs.open_dir("proc/irq");
+    let dir = &dir;
+    const PER_THREAD: usize = 256;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(numbers.len() / PER_THREAD)
+        .min(8);
+    if threads <= 1 {
+        return numbers
+            .iter()
+            .map(|&n| read_affinity(dir, n, warn))
+            .collect();
+    }
+    let chunk = numbers.len().div_ceil(threads);
+    let results: Vec<(Vec<Affinity>, Warnings)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = numbers
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut w = Warnings::default();
+                    let out: Vec<Affinity> = part
+                        .iter()
+                        .map(|&n| read_affinity(dir, n, &mut w))
+                        .collect();
+                    (out, w)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(numbers.chunks(chunk))
+            .map(|(h, part)| {
+                // A panicking reader would be a bug; fall back to reading that part here.
+                h.join().unwrap_or_else(|_| {
+                    let mut w = Warnings::default();
+                    let out = part
+                        .iter()
+                        .map(|&n| read_affinity(dir, n, &mut w))
+                        .collect();
+                    (out, w)
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(numbers.len());
+    for (part, w) in results {
+        out.extend(part);
+        warn.merge(w);
+    }
+    out
 }
 
 /// Whether debugfs says the IRQ is managed (`IRQD_AFFINITY_MANAGED` in its state flags).
@@ -61,13 +125,19 @@ pub(crate) fn read(
     let mut nvme_pci: HashMap<String, Option<String>> = HashMap::new();
     let debugfs = fs.exists("sys/kernel/debug/irq/irqs");
 
-    let mut irqs = BTreeMap::new();
-    for row in &table.rows {
-        let RowId::Irq(number) = row.id else {
-            continue;
-        };
-        let aff = read_affinity(fs, number, warn);
+    let rows: Vec<(u32, &super::interrupts::Row)> = table
+        .rows
+        .iter()
+        .filter_map(|r| match r.id {
+            RowId::Irq(n) => Some((n, r)),
+            RowId::Named(_) => None,
+        })
+        .collect();
+    let numbers: Vec<u32> = rows.iter().map(|(n, _)| *n).collect();
+    let affinities = read_affinities(fs, &numbers, warn);
 
+    let mut irqs = BTreeMap::new();
+    for ((number, row), aff) in rows.into_iter().zip(affinities) {
         // The first action that says something wins (shared lines list several).
         let names: Vec<naming::NameInfo> = row
             .actions
@@ -153,8 +223,7 @@ fn nvme_device(fs: &Root, ctrl: &str) -> Option<String> {
     let path = fs.resolve(format!("sys/class/nvme/{ctrl}/device"));
     path.iter()
         .filter_map(|c| c.to_str())
-        .filter(|c| super::fsutil::is_pci_address(c))
-        .last()
+        .rfind(|c| super::fsutil::is_pci_address(c))
         .map(str::to_string)
 }
 

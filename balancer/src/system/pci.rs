@@ -22,6 +22,7 @@ pub(crate) fn read_pci(
 ) -> (BTreeMap<String, PciDevice>, LegacyIrqs) {
     let mut devices = BTreeMap::new();
     let mut legacy: LegacyIrqs = BTreeMap::new();
+    let have_virtio_bus = fs.exists(VIRTIO);
     for address in fs.list(PCI, warn) {
         if !is_pci_address(&address) {
             continue;
@@ -62,14 +63,19 @@ pub(crate) fn read_pci(
         {
             legacy.entry(irq).or_default().push(address.clone());
         }
-        let mut virtio: Vec<String> = fs
-            .list(&dir, warn)
-            .into_iter()
-            .filter(|n| {
-                n.strip_prefix("virtio")
-                    .is_some_and(|d| d.parse::<u32>().is_ok())
-            })
-            .collect();
+        // Virtio children are found through sys/bus/virtio; listing every PCI directory for
+        // them is only the fallback for trees captured without it.
+        let mut virtio: Vec<String> = if have_virtio_bus {
+            Vec::new()
+        } else {
+            fs.list(&dir, warn)
+                .into_iter()
+                .filter(|n| {
+                    n.strip_prefix("virtio")
+                        .is_some_and(|d| d.parse::<u32>().is_ok())
+                })
+                .collect()
+        };
         virtio.sort();
         devices.insert(
             address.clone(),

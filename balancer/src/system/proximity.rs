@@ -140,7 +140,7 @@ pub fn parse(text: &str) -> (Proximity, Vec<ProximityError>) {
         });
     }
     // Stable: equal lengths can't both match one address unless equal, which was merged.
-    rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     (Proximity { rules }, errors)
 }
 

@@ -219,8 +219,8 @@ pub fn render(m: &SystemModel) -> String {
     let _ = writeln!(o, "\nNetdevs");
     let _ = writeln!(
         o,
-        "  {:<16} {:<12} {:>4} {:<9} {}",
-        "NAME", "DEVICE", "RXQ", "THREADED", "RPS CPUS (by rx queue, where set)"
+        "  {:<16} {:<12} {:>4} {:<9} RPS CPUS (by rx queue, where set)",
+        "NAME", "DEVICE", "RXQ", "THREADED"
     );
     for n in m.netdevs.values() {
         let rps: Vec<String> = n
@@ -259,8 +259,8 @@ pub fn render(m: &SystemModel) -> String {
     );
     let _ = writeln!(
         o,
-        "  {:>5} {:<12} {:<11} {:<10} {:<7} {:<6} {:<11} {:<9} {}",
-        "IRQ", "DEVICE", "DRIVER", "NETDEV", "QUEUE", "NODE", "AFFINITY", "EFFECTIVE", "ACTIONS"
+        "  {:>5} {:<12} {:<11} {:<10} {:<7} {:<6} {:<11} {:<9} ACTIONS",
+        "IRQ", "DEVICE", "DRIVER", "NETDEV", "QUEUE", "NODE", "AFFINITY", "EFFECTIVE"
     );
     for irq in m.irqs.values() {
         let queue = irq.queue.map_or("-".to_string(), |q| {
