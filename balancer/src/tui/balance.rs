@@ -4,7 +4,18 @@
 //! The panel reads a [`BalanceLog`]; whatever runs the policy (see [`super::run`]) turns each
 //! interval's plan into a [`StepOutcome`] of sentences. Keeping the panel on sentences rather
 //! than on the policy's own types lets it show any planner, and be tested on its own.
-use std::collections::VecDeque;
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    actuation::{Actuator, RealSys, Sys},
+    attribution::Attribution,
+    config::Config,
+    policy::{self, Action, ActionKind, FindingKind, History, Outcome},
+    system::SystemModel,
+};
 
 /// Entries kept: more than any terminal shows.
 pub const LOG_LEN: usize = 200;
@@ -15,7 +26,10 @@ pub enum EntryKind {
     Decision,
     /// An IRQ whose NAPI instance keeps polling outside its effective affinity.
     Sticking,
-    /// A write that failed, or the policy itself failing.
+    /// Something the policy noticed but cannot act on (no relief, a move not followed, an
+    /// unmovable IRQ, an IRQ no longer sticking).
+    Note,
+    /// A write that failed.
     Error,
 }
 
@@ -35,6 +49,7 @@ pub struct StepOutcome {
     /// (applied, sentence) per action of the plan.
     pub decisions: Vec<(bool, String)>,
     pub sticking: Vec<String>,
+    pub notes: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -77,18 +92,25 @@ impl BalanceLog {
             )
             .chain(
                 outcome
+                    .notes
+                    .into_iter()
+                    .map(|t| (EntryKind::Note, false, t)),
+            )
+            .chain(
+                outcome
                     .errors
                     .into_iter()
                     .map(|t| (EntryKind::Error, false, t)),
             );
         for (kind, applied, text) in entries {
-            // A sticking IRQ is reported every interval it sticks; one line while it lasts.
-            if kind == EntryKind::Sticking
+            // Sticking and notes repeat every interval they hold; one line while they last
+            // (until something else happened).
+            if matches!(kind, EntryKind::Sticking | EntryKind::Note)
                 && self
                     .entries
                     .iter()
                     .rev()
-                    .take_while(|e| e.kind == EntryKind::Sticking)
+                    .take_while(|e| matches!(e.kind, EntryKind::Sticking | EntryKind::Note))
                     .any(|e| e.text == text)
             {
                 continue;
@@ -111,9 +133,129 @@ impl BalanceLog {
     }
 }
 
+/// The balancer's policy and actuation, in-process: one plan per interval, applied unless
+/// dry-run, with the history carried from one interval to the next as the daemon does.
+pub struct PolicyBalancer<S: Sys = RealSys> {
+    pub config: Config,
+    history: History,
+    /// `None`: dry run, nothing is written.
+    actuator: Option<Actuator<S>>,
+}
+
+impl PolicyBalancer<RealSys> {
+    /// The daemon's config file if there is one, else the defaults; writes (and journals the
+    /// originals for `balancer restore`) under `/` unless `dry_run`.
+    pub fn new(config: Config, dry_run: bool) -> anyhow::Result<PolicyBalancer<RealSys>> {
+        let actuator = if dry_run {
+            None
+        } else {
+            Some(Actuator::new(Path::new("/"), &config.journal, RealSys)?)
+        };
+        Ok(PolicyBalancer::with_actuator(config, actuator))
+    }
+}
+
+impl<S: Sys> PolicyBalancer<S> {
+    pub fn with_actuator(config: Config, actuator: Option<Actuator<S>>) -> PolicyBalancer<S> {
+        PolicyBalancer {
+            config,
+            history: History::default(),
+            actuator,
+        }
+    }
+
+    pub fn journal_path(&self) -> Option<PathBuf> {
+        self.actuator.as_ref().map(|_| self.config.journal.clone())
+    }
+
+    /// Plans for the interval `a` measured on `model`, applies unless dry-run, and says what
+    /// happened.
+    pub fn step(&mut self, a: &Attribution, model: &SystemModel) -> StepOutcome {
+        let snap = policy::Snapshot::build(model, a);
+        let plan = policy::plan(&snap, &self.config, &self.history);
+        let outcomes: Vec<Outcome> = match self.actuator.as_mut() {
+            Some(act) => act.apply(&plan, model.nr_cpu_ids),
+            None => plan.actions.iter().map(|_| Outcome::skipped()).collect(),
+        };
+        self.history = self.history.after(&plan, &outcomes);
+
+        let mut out = StepOutcome::default();
+        for (action, o) in plan.actions.iter().zip(&outcomes) {
+            out.decisions.push((o.applied, describe(action, o)));
+            if let Some(e) = &o.error {
+                out.errors.push(format!("{}: {e}", short(&action.kind)));
+            }
+            for (irq, msg) in &o.unmovable {
+                out.errors.push(format!("IRQ {irq} cannot move: {msg}"));
+            }
+            for cpu in &o.full_cpus {
+                out.errors
+                    .push(format!("CPU {cpu} refused a vector (ENOSPC): marked full"));
+            }
+        }
+        for f in plan.findings {
+            match f.kind {
+                FindingKind::Stuck => out.sticking.push(f.message),
+                _ => out.notes.push(f.message),
+            }
+        }
+        out
+    }
+}
+
+/// "IRQ 36 (+37)", "RPS eth1 rx0", ...: what an action is about.
+fn short(kind: &ActionKind) -> String {
+    match kind {
+        ActionKind::Move {
+            irq, companions, ..
+        } => {
+            if companions.is_empty() {
+                format!("IRQ {irq}")
+            } else {
+                let c: Vec<String> = companions.iter().map(u32::to_string).collect();
+                format!("IRQ {irq} (+{})", c.join(","))
+            }
+        }
+        ActionKind::SetRps { netdev, queue, .. } | ActionKind::ClearRps { netdev, queue } => {
+            format!("RPS {netdev} rx{queue}")
+        }
+        ActionKind::PinNapiThread {
+            netdev, napi_id, ..
+        } => format!("napi/{netdev}-{napi_id}"),
+    }
+}
+
+/// One line per action: what, where to, and the policy's reason.
+fn describe(action: &Action, o: &Outcome) -> String {
+    let what = match &action.kind {
+        ActionKind::Move { from, targets, .. } => {
+            let to = o
+                .cpu
+                .or_else(|| targets.first().copied())
+                .map_or("-".to_string(), |c| c.to_string());
+            format!(
+                "move {} from CPU {} to CPU {to}",
+                short(&action.kind),
+                from.to_list_string()
+            )
+        }
+        ActionKind::SetRps { cpus, .. } => {
+            format!("{} on CPUs {}", short(&action.kind), cpus.to_list_string())
+        }
+        ActionKind::ClearRps { .. } => format!("{} off", short(&action.kind)),
+        ActionKind::PinNapiThread { irq, cpus, .. } => format!(
+            "pin {} (IRQ {irq}) to CPUs {}",
+            short(&action.kind),
+            cpus.to_list_string()
+        ),
+    };
+    format!("{what}: {}", action.reason)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::testdata;
 
     #[test]
     fn records_newest_last_and_repeats_sticking_once() {
@@ -124,7 +266,7 @@ mod tests {
             StepOutcome {
                 decisions: vec![(false, "move IRQ 38 from CPU 1 to CPU 3".into())],
                 sticking: vec![stuck.clone()],
-                errors: vec![],
+                ..StepOutcome::default()
             },
         );
         log.record(
@@ -153,5 +295,75 @@ mod tests {
         }
         assert_eq!(log.entries.len(), LOG_LEN);
         assert_eq!(log.sticking_now, 0);
+    }
+
+    /// The fixture's eth1 queue 0 (device on node 1) with its IRQ and its polls on CPU 0
+    /// (node 0): the policy moves it to node 1. Dry run writes nothing; live, the write lands
+    /// under the root.
+    #[test]
+    fn policy_steps_dry_and_live_under_a_fixture_root() {
+        use crate::attribution::Linker;
+        let model = testdata::vm_model();
+        let mut iv = testdata::interval();
+        let polls = iv.napi.remove(&(testdata::X, 2)).unwrap();
+        iv.napi.insert((testdata::X, 0), polls);
+        let netrx = iv.softirq.remove(&(2, 3)).unwrap();
+        iv.softirq.insert((0, 3), netrx);
+        let links = Linker::default().links(&iv.napi_identity, &model);
+        let a = Attribution::build(&iv, &model, &links);
+        let mut dry = PolicyBalancer::<RealSys>::with_actuator(Config::default(), None);
+        let out = dry.step(&a, &model);
+        let (applied, text) = out
+            .decisions
+            .iter()
+            .find(|(_, t)| t.contains("IRQ 36"))
+            .unwrap_or_else(|| panic!("no move of IRQ 36: {out:?}"));
+        assert!(!applied, "dry run");
+        assert!(text.starts_with("move IRQ 36"), "{text}");
+        assert!(
+            text.contains("to CPU 2") || text.contains("to CPU 3"),
+            "{text}"
+        );
+        assert!(dry.journal_path().is_none());
+
+        let tmp = tempfile::tempdir().unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/vm-4cpu-2node/proc/irq");
+        copy_dir(&src, &tmp.path().join("proc/irq"));
+        let journal = tmp.path().join("journal.json");
+        let config = Config {
+            journal: journal.clone(),
+            ..Config::default()
+        };
+        let act = Actuator::new(tmp.path(), &journal, RealSys).unwrap();
+        let mut live = PolicyBalancer::with_actuator(config, Some(act));
+        let out = live.step(&a, &model);
+        let (applied, text) = out
+            .decisions
+            .iter()
+            .find(|(_, t)| t.contains("IRQ 36"))
+            .unwrap();
+        assert!(applied, "{text} {out:?}");
+        let written = std::fs::read_to_string(tmp.path().join("proc/irq/36/smp_affinity")).unwrap();
+        assert!(
+            ["4", "8"]
+                .iter()
+                .any(|m| written.trim_start_matches('0').trim() == *m),
+            "CPU 2 or 3 as a mask: {written:?}"
+        );
+        assert!(journal.exists(), "originals journaled first");
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dest = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), dest).unwrap();
+            }
+        }
     }
 }

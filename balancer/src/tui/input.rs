@@ -4,8 +4,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use super::app::Command;
 
 /// The command for `key`; `editing` when the filter line has the keyboard (letters are text
-/// then). `None` for keys that mean nothing.
-pub fn command(key: &KeyEvent, editing: bool) -> Option<Command> {
+/// then), `help` while the help is open (any key closes it). `None` for keys that mean
+/// nothing.
+pub fn command(key: &KeyEvent, editing: bool, help: bool) -> Option<Command> {
     // Windows terminals also report releases; one press, one command.
     if key.kind == KeyEventKind::Release {
         return None;
@@ -23,7 +24,7 @@ pub fn command(key: &KeyEvent, editing: bool) -> Option<Command> {
             _ => None,
         };
     }
-    Some(match key.code {
+    let cmd = match key.code {
         KeyCode::Char('q') | KeyCode::Char('Q') => Command::Quit,
         KeyCode::Char('?') | KeyCode::Char('h') | KeyCode::F(1) => Command::ToggleHelp,
         KeyCode::Char('s') | KeyCode::Char('S') => Command::CycleSort,
@@ -40,8 +41,10 @@ pub fn command(key: &KeyEvent, editing: bool) -> Option<Command> {
         KeyCode::Tab | KeyCode::BackTab => Command::SwitchFocus,
         KeyCode::Enter => Command::Open,
         KeyCode::Esc | KeyCode::Backspace | KeyCode::Left => Command::Back,
+        _ if help => Command::Back,
         _ => return None,
-    })
+    };
+    Some(cmd)
 }
 
 #[cfg(test)]
@@ -54,7 +57,7 @@ mod tests {
 
     #[test]
     fn keys_map_to_commands() {
-        let c = |code| command(&key(code), false);
+        let c = |code| command(&key(code), false, false);
         assert_eq!(c(KeyCode::Char('q')), Some(Command::Quit));
         assert_eq!(c(KeyCode::Char('?')), Some(Command::ToggleHelp));
         assert_eq!(c(KeyCode::Char('s')), Some(Command::CycleSort));
@@ -66,14 +69,19 @@ mod tests {
         assert_eq!(c(KeyCode::Enter), Some(Command::Open));
         assert_eq!(c(KeyCode::Esc), Some(Command::Back));
         assert_eq!(c(KeyCode::Char('x')), None);
+        // With the help open, any key closes it.
+        assert_eq!(
+            command(&key(KeyCode::Char('x')), false, true),
+            Some(Command::Back)
+        );
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(command(&ctrl_c, false), Some(Command::Quit));
-        assert_eq!(command(&ctrl_c, true), Some(Command::Quit));
+        assert_eq!(command(&ctrl_c, false, false), Some(Command::Quit));
+        assert_eq!(command(&ctrl_c, true, false), Some(Command::Quit));
     }
 
     #[test]
     fn while_editing_letters_are_text() {
-        let c = |code| command(&key(code), true);
+        let c = |code| command(&key(code), true, false);
         assert_eq!(c(KeyCode::Char('q')), Some(Command::FilterChar('q')));
         assert_eq!(c(KeyCode::Char('/')), Some(Command::FilterChar('/')));
         assert_eq!(c(KeyCode::Enter), Some(Command::FilterAccept));
@@ -86,6 +94,6 @@ mod tests {
     fn releases_are_ignored() {
         let mut k = key(KeyCode::Char('q'));
         k.kind = KeyEventKind::Release;
-        assert_eq!(command(&k, false), None);
+        assert_eq!(command(&k, false, false), None);
     }
 }

@@ -25,7 +25,8 @@ use ratatui::{Terminal, backend::CrosstermBackend};
 
 use crate::{
     Fatal,
-    monitor::{Monitor, Tick},
+    config::{self, Config},
+    monitor::Monitor,
     report::{self, Report},
     system,
 };
@@ -36,7 +37,7 @@ pub mod input;
 pub mod render;
 
 use app::{App, Effect};
-use balance::{BalanceLog, StepOutcome};
+use balance::{BalanceLog, PolicyBalancer};
 
 /// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time, NAPI instances and
 /// where they poll, refreshed every interval. `?` inside lists the keys.
@@ -55,12 +56,6 @@ pub struct TopArgs {
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
     pub proximity: Option<PathBuf>,
-}
-
-/// Runs the balancer policy once per interval for `top --balance`.
-pub trait Balance {
-    /// Plans (and, unless dry-run, applies) for the interval just measured; says what it did.
-    fn step(&mut self, tick: &Tick, monitor: &Monitor) -> StepOutcome;
 }
 
 /// Runs the command.
@@ -84,14 +79,25 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let root = PathBuf::from("/");
-    let opts = report::read_options(args.proximity.as_deref())?;
+    // --balance plans with the daemon's configuration, so that top shows what the daemon
+    // would do on this machine.
+    let config = if args.balance {
+        let path = std::path::Path::new(config::DEFAULT_CONFIG);
+        Config::read_opt(path)
+            .map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()))?
+            .unwrap_or_default()
+    } else {
+        Config::default()
+    };
+    let proximity = args.proximity.clone().or_else(|| config.proximity.clone());
+    let opts = report::read_options(proximity.as_deref())?;
     let mut monitor = Monitor::start(&root, opts)?;
     // Whether /proc/stat counts IRQ time at all is a property of the kernel: read it once.
     let stat_irq_time = system::stat::read(&root)?
         .values()
         .any(|t| t.irq + t.softirq > 0);
     let mut balancer = if args.balance {
-        Some(new_balancer(args.dry_run, &monitor)?)
+        Some(PolicyBalancer::new(config, args.dry_run)?)
     } else {
         None
     };
@@ -120,7 +126,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
                 None,
             );
             if let (Some(b), Some(log)) = (balancer.as_mut(), app.balance.as_mut()) {
-                let outcome = b.step(&tick, &monitor);
+                let outcome = b.step(&tick.attribution, monitor.model());
                 log.record(started.elapsed().as_secs_f64(), outcome);
             }
             app.ingest(report);
@@ -129,6 +135,16 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     };
     let result = event_loop(&mut term.terminal, &mut app, &stop, &mut sampler);
     drop(term);
+    if let Some(b) = &balancer
+        && let Some(journal) = b.journal_path()
+        && journal.exists()
+    {
+        eprintln!(
+            "balancer top: affinities were changed; `balancer restore` puts the originals \
+             back (journal {})",
+            journal.display()
+        );
+    }
     result.map(|()| ExitCode::SUCCESS)
 }
 
@@ -173,7 +189,7 @@ fn event_loop(
         }
         match event::read().context("reading the terminal")? {
             event::Event::Key(key) => {
-                if let Some(cmd) = input::command(&key, app.editing_filter) {
+                if let Some(cmd) = input::command(&key, app.editing_filter, app.help) {
                     match app.apply(cmd) {
                         Effect::Quit => break,
                         Effect::Interval | Effect::None => {}
@@ -189,17 +205,6 @@ fn event_loop(
         }
     }
     Ok(())
-}
-
-/// The balancer behind `--balance`.
-fn new_balancer(dry_run: bool, _monitor: &Monitor) -> anyhow::Result<Box<dyn Balance>> {
-    let _ = dry_run;
-    Err(Fatal::new(
-        Fatal::USAGE,
-        "--balance: the balancer policy is not part of this build yet; run `balancer top` \
-         without it",
-    )
-    .into())
 }
 
 /// Raw mode and the alternate screen while alive; the terminal as it was after drop, after

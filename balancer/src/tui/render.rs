@@ -770,6 +770,7 @@ fn balance_panel(f: &mut Frame, log: &BalanceLog, area: Rect) {
                 EntryKind::Decision if e.applied => ("applied", Style::new().fg(Color::Green)),
                 EntryKind::Decision => ("planned", Style::new()),
                 EntryKind::Sticking => ("sticking", STICKING),
+                EntryKind::Note => ("note", DIM),
                 EntryKind::Error => ("error", Style::new().fg(Color::Red)),
             };
             Line::from(vec![
@@ -969,10 +970,13 @@ fn sparklines(f: &mut Frame, hist: Option<&History>, area: Rect) {
     if area.height < 4 {
         return;
     }
-    let [t_label, t_spark, i_label, i_spark] = Layout::vertical([
+    // Taller than 8 rows tells no more; the rest stays empty.
+    let spark_h = ((area.height - 2) / 2).min(8);
+    let [t_label, t_spark, i_label, i_spark, _] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Fill(1),
+        Constraint::Length(spark_h),
         Constraint::Length(1),
+        Constraint::Length(spark_h),
         Constraint::Fill(1),
     ])
     .areas(area);

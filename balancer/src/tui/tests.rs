@@ -269,6 +269,7 @@ fn balance_panel_lists_decisions_and_sticking() {
         StepOutcome {
             decisions: vec![(false, "move IRQ 38 eth1/rx1 from CPU 1 to CPU 3".into())],
             sticking: vec!["IRQ 36 eth1/rx0: NAPI polls on CPU 2, effective 0".into()],
+            notes: vec!["CPU 1 is 95% busy and no active, movable IRQ on it can go".into()],
             errors: vec![],
         },
     );
@@ -279,6 +280,7 @@ fn balance_panel_lists_decisions_and_sticking() {
         assert!(has(&s, "Balancer (dry run, nothing written)"), "{d}");
         assert!(has(&s, "planned  move IRQ 38"), "{d}");
         assert!(has(&s, "sticking IRQ 36 eth1/rx0"), "{d}");
+        assert!(has(&s, "note     CPU 1 is 95% busy"), "{d}");
         assert!(s[0].contains("balancing (dry run)"), "{d}");
         assert!(has(&s, "IRQ NAME"), "{d}");
     }

@@ -1,0 +1,250 @@
+//! `balancer top` as a person uses it: started in a real terminal (tmux), driven with keys,
+//! read back from the screen. Root (the eBPF probes) and tmux are needed; the tmux server runs
+//! on a socket of its own, so a user's tmux is never touched.
+//!
+//! Nothing here depends on timing beyond polling the pane until the expected text appears.
+use std::{
+    process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use balancer_tests::{VethPair, balancer_bin, root_or_skip};
+
+/// How long any one expected screen may take to appear (a loaded CI machine, debug builds).
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A tmux server on its own socket, killed on drop.
+struct Tmux {
+    socket: String,
+    session: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16, command: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("balancer-top-test-{}", std::process::id()),
+            session: "top".to_string(),
+        };
+        let out = t.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &t.session,
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            // No user configuration: same defaults everywhere.
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("running tmux")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend(keys);
+        assert!(self.tmux(&args).status.success(), "send-keys {keys:?}");
+    }
+
+    /// Types `text` literally (no key-name lookup).
+    fn type_text(&self, text: &str) {
+        assert!(
+            self.tmux(&["send-keys", "-t", &self.session, "-l", text])
+                .status
+                .success()
+        );
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .tmux(&["capture-pane", "-p", "-t", &self.session])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    /// Polls the pane until `pred` holds; panics with the last screen after [`TIMEOUT`].
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if start.elapsed() > TIMEOUT {
+                panic!("timed out waiting for {what}; the screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_text(&self, text: &str) -> String {
+        self.wait_for(&format!("{text:?}"), |s| s.contains(text))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+fn have_tmux() -> bool {
+    Command::new("tmux").arg("-V").output().is_ok()
+}
+
+/// The first row of the IRQ table: (number, name).
+fn first_irq(screen: &str) -> Option<(String, String)> {
+    let mut lines = screen.lines().skip_while(|l| !l.contains(" IRQ NAME"));
+    lines.next()?;
+    let row = lines.next()?;
+    let mut words = row.split_whitespace();
+    let n = words.next()?;
+    let name = words.next()?;
+    (n.parse::<u32>().is_ok()).then(|| (n.to_string(), name.trim_end_matches('~').to_string()))
+}
+
+#[test]
+fn top_in_a_terminal_answers_keys() {
+    if !root_or_skip("top_in_a_terminal_answers_keys") {
+        return;
+    }
+    if !have_tmux() {
+        panic!("tmux is needed for this test (apt-get install tmux)");
+    }
+    // NAPI traffic between two namespaces of our own, so the NAPI panel has something.
+    let veth = Arc::new(VethPair::create().expect("creating the veth pair"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (stop, veth) = (Arc::clone(&stop), Arc::clone(&veth));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if veth.tcp_transfer(32 << 20).is_err() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })
+    };
+
+    let cmd = format!(
+        "{} top --interval 0.5; echo balancer-exited-$?; sleep 600",
+        balancer_bin().display()
+    );
+    let t = Tmux::start(120, 40, &cmd);
+    let s = t.wait_text("NAPI instances");
+    assert!(
+        s.contains("balancer top") && s.contains("every 0.5 s"),
+        "{s}"
+    );
+    assert!(
+        s.contains("CPUs by NUMA node") && s.contains("node "),
+        "{s}"
+    );
+    assert!(s.contains("q quit"), "{s}");
+    // The receiving veth polls through NAPI.
+    let s = t.wait_text(&veth.dev_b);
+    assert!(s.contains("POLLS ON CPU"), "{s}");
+
+    // s: the next sort key.
+    t.keys(&["s"]);
+    t.wait_text("IRQs by irq/s");
+    t.keys(&["s", "s", "s", "s", "s"]);
+    t.wait_text("IRQs by time");
+
+    // /: a filter nothing matches, then one that matches the first IRQ.
+    t.keys(&["/"]);
+    t.wait_text("filter:");
+    t.type_text("zz-no-such-irq");
+    let s = t.wait_text("match 'zz-no-such-irq'");
+    assert!(s.contains("no IRQ matches the filter"), "{s}");
+    t.keys(&["Escape"]);
+    let s = t.wait_for("an active IRQ", |s| first_irq(s).is_some());
+    let (_, name) = first_irq(&s).expect("checked");
+    t.keys(&["/"]);
+    t.type_text(&name);
+    t.keys(&["Enter"]);
+    let s = t.wait_text(&format!("match '{name}'"));
+    assert!(s.contains(&name), "{s}");
+
+    // Enter: the detail of the first IRQ; Esc back.
+    let s = t.wait_for("the IRQ row under the filter", |s| first_irq(s).is_some());
+    let (irq_f, _) = first_irq(&s).expect("checked");
+    t.keys(&["Enter"]);
+    let s = t.wait_text(&format!("IRQ {irq_f} "));
+    let s = if s.contains("CPU time") {
+        s
+    } else {
+        t.wait_text("CPU time")
+    };
+    assert!(s.contains("affinity") && s.contains("effective"), "{s}");
+    assert!(s.contains("Interrupts per second"), "{s}");
+    assert!(s.contains("Esc back"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_text("IRQs by time");
+
+    // ?: help, closed by any key.
+    t.keys(&["?"]);
+    let s = t.wait_text("keys and columns");
+    assert!(s.contains("sort IRQs") && s.contains("sticking"), "{s}");
+    t.keys(&["x"]);
+    t.wait_for("help closed", |s| !s.contains("keys and columns"));
+
+    // q: quits with 0 and leaves the alternate screen (the shell's echo is on the normal
+    // screen, where the view is gone).
+    t.keys(&["q"]);
+    let s = t.wait_text("balancer-exited-0");
+    assert!(!s.contains("NAPI instances"), "the view is gone: {s}");
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = traffic.join();
+}
+
+#[test]
+fn top_without_a_terminal_points_to_report() {
+    // The terminal check comes before the privilege check: no root needed.
+    let out = Command::new(balancer_bin())
+        .args(["top", "--interval", "1"])
+        .output()
+        .expect("running balancer");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("needs a terminal") && err.contains("balancer report"),
+        "{err}"
+    );
+}
+
+#[test]
+fn top_rejects_a_bad_interval_and_dry_run_alone() {
+    let out = Command::new(balancer_bin())
+        .args(["top", "--interval", "0"])
+        .output()
+        .expect("running balancer");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--interval"));
+    let out = Command::new(balancer_bin())
+        .args(["top", "--dry-run"])
+        .output()
+        .expect("running balancer");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--balance"));
+}
