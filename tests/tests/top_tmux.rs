@@ -107,6 +107,39 @@ impl Drop for Tmux {
     }
 }
 
+/// TCP transfers over the veth pair until dropped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(veth: Arc<VethPair>) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                if veth.tcp_transfer(32 << 20).is_err() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        });
+        Traffic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn have_tmux() -> bool {
     Command::new("tmux").arg("-V").output().is_ok()
 }
@@ -132,17 +165,9 @@ fn top_in_a_terminal_answers_keys() {
     }
     // NAPI traffic between two namespaces of our own, so the NAPI panel has something.
     let veth = Arc::new(VethPair::create().expect("creating the veth pair"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (stop, veth) = (Arc::clone(&stop), Arc::clone(&veth));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if veth.tcp_transfer(32 << 20).is_err() {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        })
-    };
+    // Declared after the pair, so dropped (stopped and joined) before it, also on a panic:
+    // the namespaces are deleted only once no thread uses them.
+    let _traffic = Traffic::start(Arc::clone(&veth));
 
     let cmd = format!(
         "{} top --interval 0.5; echo balancer-exited-$?; sleep 600",
@@ -212,9 +237,6 @@ fn top_in_a_terminal_answers_keys() {
     t.keys(&["q"]);
     let s = t.wait_text("balancer-exited-0");
     assert!(!s.contains("NAPI instances"), "the view is gone: {s}");
-
-    stop.store(true, Ordering::Relaxed);
-    let _ = traffic.join();
 }
 
 #[test]

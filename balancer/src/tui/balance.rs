@@ -41,6 +41,25 @@ pub struct Entry {
     /// Whether the action was written to the kernel (false in dry-run and for non-actions).
     pub applied: bool,
     pub text: String,
+    /// What a sticking or note entry is about (kind, IRQ, CPU): the same key in the next
+    /// interval updates the entry instead of adding one.
+    pub key: String,
+}
+
+/// A sticking IRQ or a note: what it is about, and the sentence.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Event {
+    pub key: String,
+    pub text: String,
+}
+
+impl Event {
+    pub fn new(key: impl Into<String>, text: impl Into<String>) -> Event {
+        Event {
+            key: key.into(),
+            text: text.into(),
+        }
+    }
 }
 
 /// One interval of the balancer, in words.
@@ -48,8 +67,8 @@ pub struct Entry {
 pub struct StepOutcome {
     /// (applied, sentence) per action of the plan.
     pub decisions: Vec<(bool, String)>,
-    pub sticking: Vec<String>,
-    pub notes: Vec<String>,
+    pub sticking: Vec<Event>,
+    pub notes: Vec<Event>,
     pub errors: Vec<String>,
 }
 
@@ -83,36 +102,39 @@ impl BalanceLog {
         let entries = outcome
             .decisions
             .into_iter()
-            .map(|(applied, text)| (EntryKind::Decision, applied, text))
+            .map(|(applied, text)| (EntryKind::Decision, applied, String::new(), text))
             .chain(
                 outcome
                     .sticking
                     .into_iter()
-                    .map(|t| (EntryKind::Sticking, false, t)),
+                    .map(|e| (EntryKind::Sticking, false, e.key, e.text)),
             )
             .chain(
                 outcome
                     .notes
                     .into_iter()
-                    .map(|t| (EntryKind::Note, false, t)),
+                    .map(|e| (EntryKind::Note, false, e.key, e.text)),
             )
             .chain(
                 outcome
                     .errors
                     .into_iter()
-                    .map(|t| (EntryKind::Error, false, t)),
+                    .map(|t| (EntryKind::Error, false, String::new(), t)),
             );
-        for (kind, applied, text) in entries {
-            // Sticking and notes repeat every interval they hold; one line while they last
-            // (until something else happened).
+        for (kind, applied, key, text) in entries {
+            // Sticking and notes repeat every interval they hold: one line while they last
+            // (until something else happened), with the latest figures and the time they
+            // started.
+            let lasting = |e: &Entry| matches!(e.kind, EntryKind::Sticking | EntryKind::Note);
             if matches!(kind, EntryKind::Sticking | EntryKind::Note)
-                && self
+                && let Some(e) = self
                     .entries
-                    .iter()
+                    .iter_mut()
                     .rev()
-                    .take_while(|e| matches!(e.kind, EntryKind::Sticking | EntryKind::Note))
-                    .any(|e| e.text == text)
+                    .take_while(|e| lasting(e))
+                    .find(|e| e.kind == kind && e.key == key)
             {
+                e.text = text;
                 continue;
             }
             if self.entries.len() == LOG_LEN {
@@ -123,6 +145,7 @@ impl BalanceLog {
                 kind,
                 applied,
                 text,
+                key,
             });
         }
     }
@@ -194,9 +217,10 @@ impl<S: Sys> PolicyBalancer<S> {
             }
         }
         for f in plan.findings {
+            let key = format!("{:?}/{:?}/{:?}", f.kind, f.irq, f.cpu);
             match f.kind {
-                FindingKind::Stuck => out.sticking.push(f.message),
-                _ => out.notes.push(f.message),
+                FindingKind::Stuck => out.sticking.push(Event::new(key, f.message)),
+                _ => out.notes.push(Event::new(key, f.message)),
             }
         }
         out
@@ -260,7 +284,7 @@ mod tests {
     #[test]
     fn records_newest_last_and_repeats_sticking_once() {
         let mut log = BalanceLog::new(true);
-        let stuck = "IRQ 36 eth1/rx0: NAPI polls on CPU 2, effective 0".to_string();
+        let stuck = Event::new("36", "IRQ 36 eth1/rx0: NAPI polls on CPU 2, effective 0");
         log.record(
             1.0,
             StepOutcome {
@@ -272,7 +296,10 @@ mod tests {
         log.record(
             2.0,
             StepOutcome {
-                sticking: vec![stuck.clone()],
+                sticking: vec![Event::new(
+                    "36",
+                    "IRQ 36 eth1/rx0: NAPI polls on CPU 2 (99%)",
+                )],
                 ..StepOutcome::default()
             },
         );
@@ -284,6 +311,8 @@ mod tests {
         assert_eq!((log.steps, log.actions, log.sticking_now), (2, 1, 1));
         let newest = log.recent().next().unwrap();
         assert_eq!(newest.kind, EntryKind::Sticking);
+        assert!(newest.text.ends_with("(99%)"), "the latest figures");
+        assert_eq!(newest.at_s, 1.0, "since it started");
         for i in 0..LOG_LEN + 5 {
             log.record(
                 3.0,

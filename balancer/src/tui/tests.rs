@@ -5,7 +5,7 @@ use ratatui::{Terminal, backend::TestBackend};
 
 use super::{
     app::{Command, tests::app},
-    balance::{BalanceLog, StepOutcome},
+    balance::{BalanceLog, Event, StepOutcome},
     render,
 };
 use crate::tui::app::App;
@@ -268,8 +268,14 @@ fn balance_panel_lists_decisions_and_sticking() {
         3.0,
         StepOutcome {
             decisions: vec![(false, "move IRQ 38 eth1/rx1 from CPU 1 to CPU 3".into())],
-            sticking: vec!["IRQ 36 eth1/rx0: NAPI polls on CPU 2, effective 0".into()],
-            notes: vec!["CPU 1 is 95% busy and no active, movable IRQ on it can go".into()],
+            sticking: vec![Event::new(
+                "36",
+                "IRQ 36 eth1/rx0: NAPI polls on CPU 2, effective 0",
+            )],
+            notes: vec![Event::new(
+                "cpu1",
+                "CPU 1 is 95% busy and no active, movable IRQ on it can go",
+            )],
             errors: vec![],
         },
     );
