@@ -13,67 +13,82 @@ const GNU: &str = "x86_64-unknown-linux-gnu";
 pub const GUEST_BINARIES: &[(&str, &str)] =
     &[("balancer", "balancer"), ("guest-checks", "balancer-tests")];
 
-/// Builds the guest binaries in release mode and returns their paths, in the order of
-/// [`GUEST_BINARIES`].
-pub fn build(root: &Path) -> Result<Vec<PathBuf>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(root).args(["build", "--release"]);
-    let target = if musl_available() {
-        MUSL
-    } else {
-        // glibc static-pie. The per-target variable, unlike RUSTFLAGS, stays out of the
-        // nightly eBPF build that balancer's build script runs.
-        eprintln!("xtask vm: no {MUSL} target; building static glibc binaries");
-        cmd.env(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
-        );
-        GNU
-    };
-    cmd.args(["--target", target]);
-    for (bin, package) in GUEST_BINARIES {
-        cmd.args(["-p", package, "--bin", bin]);
-    }
-    run(&mut cmd, "cargo build (guest binaries)")?;
-
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target_dir.join(target).join("release");
-    GUEST_BINARIES
-        .iter()
-        .map(|(bin, _)| {
-            let path = dir.join(bin);
-            let elf =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            if has_interpreter(&elf)? {
-                bail!(
-                    "{} is dynamically linked; the guest has no libc",
-                    path.display()
-                );
-            }
-            Ok(path)
-        })
-        .collect()
+/// The static target of the guest binaries. The host row's tests use it too, so the matrix
+/// builds balancer once and every kernel runs the same binaries.
+pub struct StaticTarget {
+    triple: &'static str,
 }
 
-/// The musl target, installed on the fly if rustup can (it is a target of the stable
-/// toolchain, not another toolchain).
-fn musl_available() -> bool {
-    let installed = output(
-        Command::new("rustup").args(["target", "list", "--installed"]),
-        "rustup target list",
-    )
-    .unwrap_or_default();
-    if installed.lines().any(|l| l.trim() == MUSL) {
-        return true;
+impl StaticTarget {
+    /// musl, installed on the fly if rustup can (a target of the stable toolchain, not
+    /// another toolchain); else static glibc.
+    pub fn detect() -> StaticTarget {
+        let installed = output(
+            Command::new("rustup").args(["target", "list", "--installed"]),
+            "rustup target list",
+        )
+        .unwrap_or_default();
+        let musl = installed.lines().any(|l| l.trim() == MUSL)
+            || run(
+                Command::new("rustup").args(["target", "add", MUSL]),
+                "rustup target add",
+            )
+            .is_ok();
+        if !musl {
+            eprintln!("xtask vm: no {MUSL} target; building static glibc binaries");
+        }
+        StaticTarget {
+            triple: if musl { MUSL } else { GNU },
+        }
     }
-    run(
-        Command::new("rustup").args(["target", "add", MUSL]),
-        "rustup target add",
-    )
-    .is_ok()
+
+    /// `cargo <args> --target <triple>` in the workspace, linking statically.
+    pub fn cargo(&self, root: &Path, args: &[&str]) -> Command {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root)
+            .args(args)
+            .args(["--target", self.triple]);
+        if self.triple == GNU {
+            // glibc static-pie. The per-target variable, unlike RUSTFLAGS, stays out of the
+            // nightly eBPF build that balancer's build script runs.
+            cmd.env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            );
+        }
+        cmd
+    }
+
+    /// Builds the guest binaries in release mode and returns their paths, in the order of
+    /// [`GUEST_BINARIES`].
+    pub fn build(&self, root: &Path) -> Result<Vec<PathBuf>> {
+        let mut args = vec!["build", "--release"];
+        for (bin, package) in GUEST_BINARIES {
+            args.extend(["-p", package, "--bin", bin]);
+        }
+        run(&mut self.cargo(root, &args), "cargo build (guest binaries)")?;
+
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let dir = target_dir.join(self.triple).join("release");
+        GUEST_BINARIES
+            .iter()
+            .map(|(bin, _)| {
+                let path = dir.join(bin);
+                let elf =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                if has_interpreter(&elf)? {
+                    bail!(
+                        "{} is dynamically linked; the guest has no libc",
+                        path.display()
+                    );
+                }
+                Ok(path)
+            })
+            .collect()
+    }
 }
 
 /// Whether an ELF executable names a dynamic loader (a PT_INTERP program header).

@@ -1,4 +1,5 @@
-//! The host kernel's row: the host integration tests, run as they are.
+//! The host kernel's row: the host integration tests, built for the guests' static target so
+//! that the whole matrix shares one build of balancer.
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -6,10 +7,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
+use super::binaries::StaticTarget;
 use super::proc::{Waited, wait};
 use super::report::{Check, Row, Status, tail};
 
-pub fn run(root: &Path, dir: &Path) -> Result<Row> {
+pub fn run(root: &Path, dir: &Path, target: &StaticTarget) -> Result<Row> {
     fs::create_dir_all(dir)?;
     let log_path = dir.join("cargo-test.log");
     let log = File::create(&log_path).context("creating the test log")?;
@@ -18,12 +20,12 @@ pub fn run(root: &Path, dir: &Path) -> Result<Row> {
     const BUILD: &[&str] = &["build", "--release", "-p", "balancer", "--bin", "balancer"];
     const TEST: &[&str] = &["test", "-p", "balancer-tests", "--release"];
     let mut what = BUILD;
-    let mut status = cargo(root, BUILD, &log)?;
+    let mut status = cargo(target.cargo(root, BUILD), &log)?;
     if status.success() {
         what = TEST;
-        status = cargo(root, TEST, &log)?;
+        status = cargo(target.cargo(root, TEST), &log)?;
     }
-    let what = format!("cargo {}", what.join(" "));
+    let what = format!("cargo {} (static target)", what.join(" "));
     let output = fs::read_to_string(&log_path).unwrap_or_default();
     let summary = summarize(&output);
     let check = if status.success() {
@@ -49,19 +51,15 @@ pub fn run(root: &Path, dir: &Path) -> Result<Row> {
 
 /// Runs cargo with its output appended to `log`. As root, root-only tests must fail rather
 /// than skip.
-fn cargo(root: &Path, args: &[&str], log: &File) -> Result<ExitStatus> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let what = format!("cargo {}", args.join(" "));
-    let mut child = Command::new(cargo)
-        .current_dir(root)
-        .args(args)
+fn cargo(mut cmd: Command, log: &File) -> Result<ExitStatus> {
+    let mut child = cmd
         .env("BALANCER_REQUIRE_ROOT_TESTS", "1")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
         .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    match wait(&mut child, None, &what)? {
+        .context("starting cargo")?;
+    match wait(&mut child, None, "cargo")? {
         Waited::Exited(status) => Ok(status),
         Waited::TimedOut => unreachable!("no timeout was set"),
     }

@@ -54,6 +54,9 @@ pub struct VmArgs {
     /// qemu accelerator; KVM hangs guests on the build machines.
     #[arg(long, value_enum, default_value_t = qemu::Accel::Tcg)]
     accel: qemu::Accel,
+    /// Extra kernel command-line parameters for the guests (e.g. `loglevel=7`).
+    #[arg(long, value_name = "PARAMS", default_value = "")]
+    append: String,
 }
 
 pub fn run(args: VmArgs) -> Result<ExitCode> {
@@ -77,10 +80,11 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let mut rows = Vec::new();
 
+    let target = binaries::StaticTarget::detect();
     if !series.is_empty() {
         preflight()?;
         let built = Instant::now();
-        let binaries = binaries::build(&root)?;
+        let binaries = target.build(&root)?;
         eprintln!(
             "xtask vm: guest binaries built in {:.0}s",
             built.elapsed().as_secs_f64()
@@ -92,8 +96,8 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
         rows.extend(run_guests(&guests, &args)?);
     }
     if host {
-        eprintln!("xtask vm: host: cargo test -p balancer-tests --release");
-        rows.push(host::run(&root, &work.path.join(HOST))?);
+        eprintln!("xtask vm: host: cargo test -p balancer-tests --release (static target)");
+        rows.push(host::run(&root, &work.path.join(HOST), &target)?);
     }
 
     println!("\n{}", report::render(&rows));
@@ -107,6 +111,8 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
     );
     if args.keep {
         println!("work directory kept: {}", work.path.display());
+    } else if rows.iter().any(Row::failed) {
+        println!("rerun with --keep to keep the consoles, logs and initramfs");
     }
     Ok(if rows.iter().any(Row::failed) {
         ExitCode::FAILURE
@@ -305,6 +311,7 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
         dir: &job.dir,
         timeout: Duration::from_secs(args.timeout),
         accel: args.accel,
+        append: &args.append,
     }
     .run()?;
     let lines = report::parse_guest(&run.results);
@@ -340,11 +347,7 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
         Some(why) => Check::new(
             "guest",
             Status::Fail,
-            format!(
-                "{why}\n  console ({}):\n{}",
-                run.console.display(),
-                tail(&console, 30)
-            ),
+            format!("{why}\n  console, last lines:\n{}", tail(&console, 30)),
         ),
     };
     eprintln!(

@@ -35,6 +35,8 @@ pub struct Guest<'a> {
     pub dir: &'a Path,
     pub timeout: Duration,
     pub accel: Accel,
+    /// Extra kernel parameters.
+    pub append: &'a str,
 }
 
 /// How a guest ended and what it wrote.
@@ -90,7 +92,10 @@ impl Guest<'_> {
             .unwrap_or(0);
         // panic=-1 with -no-reboot: a panicking guest ends qemu at once instead of hanging.
         // Unknown KEY=value parameters reach /init as environment variables.
-        let append = format!("console=ttyS0 panic=-1 quiet BALANCER_EPOCH={epoch}");
+        let append = format!(
+            "console=ttyS0 panic=-1 BALANCER_EPOCH={epoch} {}",
+            self.append
+        );
         let (accel, cpu) = match self.accel {
             Accel::Tcg => ("tcg", "max"),
             Accel::Kvm => ("kvm", "host"),
