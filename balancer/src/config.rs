@@ -152,7 +152,7 @@ impl Default for Config {
             non_local_cpus: false,
             proximity: None,
             imbalance: 25.0,
-            min_gain: 5.0,
+            min_gain: 2.0,
             cooldown: 3,
             banned_irqs: Vec::new(),
             banned_devices: Vec::new(),

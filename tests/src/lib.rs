@@ -219,3 +219,5 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub mod sim;

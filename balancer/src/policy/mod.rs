@@ -54,6 +54,10 @@ pub const RPS_IDLE: f64 = 0.5;
 /// Weight of a sibling's load when ranking targets: prefers an idle core to the sibling of
 /// a busy one without refusing siblings.
 pub const HT_BIAS: f64 = 0.1;
+/// A CPU this busy is saturated: its IRQs' measured time understates their demand.
+pub const SATURATED: f64 = 0.98;
+/// Balancing stops when the busiest CPU is within this share of the best possible.
+pub const NEAR_BOUND: f64 = 0.05;
 /// Intervals a CPU that refused a vector (ENOSPC) stays marked full.
 pub const FULL_FORGET: u64 = 100;
 
@@ -773,11 +777,65 @@ impl<'a> Work<'a> {
             .collect()
     }
 
+    /// Whether the last interval's plan moved something: its effect is still settling
+    /// (a saturated CPU shows its real demand only once relieved), so balancing goes on.
+    fn moved_last_tick(&self) -> bool {
+        self.hist
+            .last_move
+            .values()
+            .any(|m| m.tick + 1 == self.hist.tick)
+    }
+
+    /// Every eligible CPU with IRQs, busiest first.
+    fn by_load(&self) -> Vec<u32> {
+        let mut v: Vec<(u32, f64)> = self
+            .load
+            .iter()
+            .filter(|(c, _)| self.eligible.contains(**c) || !self.on_cpu(**c).is_empty())
+            .map(|(c, l)| (*c, *l))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter().map(|(c, _)| c).collect()
+    }
+
     fn balance_weight(&mut self) {
-        // Each round re-reads which CPUs are overloaded after the moves so far.
+        // An overloaded CPU starts an episode; once started it goes on while a move lowers
+        // the busiest CPU by min-gain, so the machine ends balanced rather than just below
+        // threshold (fewer, bigger moves than chipping at the threshold every interval).
+        let mut episode = self.moved_last_tick() || !self.overloaded().is_empty();
+        // A saturated CPU hides its IRQs' real demand (they get a share of 100%): move just
+        // enough to bring it under threshold and measure again, rather than balance the whole
+        // machine on figures that are too small.
+        let saturated: BTreeSet<u32> = self
+            .load
+            .iter()
+            .filter(|(_, l)| **l >= SATURATED)
+            .map(|(c, _)| *c)
+            .collect();
+        let bound = self.bound_estimate();
         for _ in 0..self.s.irqs.len() {
             let mut best: Option<(f64, u32, u32, Vec<u32>, Vec<u32>, f64, f64)> = None;
-            for src in self.overloaded() {
+            let sources = if !saturated.is_empty() {
+                let t = self.cfg.threshold_frac();
+                saturated
+                    .iter()
+                    .copied()
+                    .filter(|c| self.load_of(*c) >= t)
+                    .collect()
+            } else if episode {
+                // Close enough to the best possible: more moves would cost vectors and
+                // caches for little.
+                let busiest = self.by_load().first().map_or(0.0, |c| self.load_of(*c));
+                if busiest <= bound * (1.0 + NEAR_BOUND) + 1e-9
+                    && busiest < self.cfg.threshold_frac()
+                {
+                    break;
+                }
+                self.by_load()
+            } else {
+                self.overloaded()
+            };
+            for src in sources {
                 let src_load = self.load_of(src);
                 for irq in self.on_cpu(src) {
                     let companions = self.companions(irq);
@@ -808,8 +866,9 @@ impl<'a> Work<'a> {
             let Some(irq) = self.s.irqs.get(&n) else {
                 break;
             };
+            episode = true;
             let reason = format!(
-                "CPU {} is overloaded ({} busy): IRQ {} ({}) costs {} of a CPU there; on CPU \
+                "CPU {} is the busiest ({} busy): IRQ {} ({}) costs {} of a CPU there; on CPU \
                  {to} the busier of the two ends at {}",
                 irq.home(),
                 pct(src_load),
@@ -820,6 +879,55 @@ impl<'a> Work<'a> {
             );
             self.push_move(irq, companions, cands, w, reason);
         }
+    }
+
+    /// A lower bound of the busiest CPU's load: what cannot move stays, what can is poured
+    /// over the eligible CPUs, and the largest movable IRQ lands somewhere whole.
+    fn bound_estimate(&self) -> f64 {
+        let mut base = self.load.clone();
+        let mut fluid = 0.0;
+        let mut largest: f64 = 0.0;
+        for irq in self.s.irqs.values() {
+            let home = irq.home();
+            if home.len() != 1 || !self.movable(irq) {
+                continue;
+            }
+            let w = self.weight(irq, &[]);
+            if w < MIN_WEIGHT {
+                continue;
+            }
+            if let Some(b) = home.first().and_then(|c| base.get_mut(&c)) {
+                *b = (*b - w).max(0.0);
+            }
+            fluid += w;
+            largest = largest.max(w);
+        }
+        let fixed = base.values().copied().fold(0.0, f64::max);
+        let lightest = self
+            .eligible
+            .iter()
+            .filter_map(|c| base.get(&c).copied())
+            .fold(f64::INFINITY, f64::min);
+        let (mut lo, mut hi) = (0.0f64, fixed + fluid + 1.0);
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            let room: f64 = self
+                .eligible
+                .iter()
+                .map(|c| (mid - base.get(&c).copied().unwrap_or(0.0)).max(0.0))
+                .sum();
+            if room >= fluid {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        let piece = if lightest.is_finite() {
+            lightest + largest
+        } else {
+            0.0
+        };
+        hi.max(fixed).max(piece)
     }
 
     /// irqbalance's estimate: each CPU's IRQ time shared out by interrupt counts.

@@ -1,0 +1,679 @@
+//! A simulated machine for the balancer's policy: CPUs with background load, NIC rx queues
+//! with NAPI, and a kernel that takes affinity writes (with ENOSPC for a CPU whose vectors are
+//! full and EIO for managed IRQs). The policy under test is the daemon's own
+//! [`balancer::policy::plan`], fed [`Snapshot`]s built here the way attribution builds them
+//! from a real interval.
+//!
+//! The NAPI model, per 1 s interval:
+//! - a queue offers `demand` (CPU seconds per second) on the CPU where it polls; 1.5x that on
+//!   a CPU of another node than its device (remote memory);
+//! - softirq work comes before tasks: a CPU runs all of its queues' work up to 100%, then the
+//!   background load gets what is left; queues on a CPU asked for more than 100% are
+//!   saturated and get a proportional share;
+//! - the interrupt rate falls as a queue's load rises (`K d / (1 + (d/0.05)^2)`: light queues
+//!   interrupt per packet, loaded ones poll with interrupts off), a starved queue takes
+//!   almost none, a stuck one none;
+//! - a saturated queue whose IRQ moves keeps polling where it is (NAPI stays scheduled):
+//!   stuck, for `stick_intervals` or until its CPU is no longer saturated; pinning its
+//!   threaded-NAPI kthread moves the poll at once;
+//! - with RPS, the IRQ's CPU keeps 35% of the work (driver, GRO) and the rest is spread
+//!   evenly over the RPS CPUs as backlog time.
+use std::collections::{BTreeMap, BTreeSet};
+
+use balancer::{
+    config::{Config, Strategy},
+    cpumask::CpuSet,
+    policy::{
+        self, ActionKind, CpuSnap, History, IrqCpuSnap, IrqSnap, NapiSnap, Outcome, PollSnap,
+        QueueSnap, Snapshot,
+    },
+    system::QueueKind,
+};
+
+const S: f64 = 1e9;
+/// Share of a queue's work that stays on its IRQ's CPU under RPS.
+pub const RPS_DRIVER_SHARE: f64 = 0.35;
+pub const REMOTE_PENALTY: f64 = 1.5;
+/// Hardirq cost per interrupt, in CPU seconds.
+const HARDIRQ_COST: f64 = 2e-6;
+
+#[derive(Clone, Debug)]
+pub struct SimCpu {
+    pub node: u32,
+    /// Application load (fraction of a CPU) that no balancer moves.
+    pub bg: f64,
+    /// Vector space full: affinity writes to it fail with ENOSPC.
+    pub vectors_full: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimQueue {
+    pub irq: u32,
+    pub netdev: String,
+    pub index: u32,
+    /// CPU seconds per second its traffic needs (on a local CPU).
+    pub demand: f64,
+    /// Its device's node; None = unknown.
+    pub node: Option<u32>,
+    /// Writes fail with EIO.
+    pub managed: bool,
+    pub threaded: bool,
+    /// Where its IRQ starts.
+    pub cpu: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub cpus: Vec<SimCpu>,
+    pub queues: Vec<SimQueue>,
+    /// How long a saturated queue keeps polling on its old CPU after its IRQ moved.
+    pub stick_intervals: u32,
+    pub intervals: u32,
+}
+
+impl Scenario {
+    pub fn cpus_of_node(&self, node: u32) -> CpuSet {
+        (0..self.cpus.len() as u32)
+            .filter(|c| self.cpus[*c as usize].node == node)
+            .collect()
+    }
+
+    /// A lower bound of the maximum CPU load any placement can reach: no CPU below its own
+    /// background (or a managed IRQ's load, which nothing moves), the movable work poured
+    /// like water over the CPUs its queues may use (their node's, not full), and no CPU
+    /// below the largest piece that cannot be split (a queue without RPS; with RPS the
+    /// share that stays on its IRQ's CPU).
+    pub fn lower_bound(&self, rps: bool) -> f64 {
+        let n = self.cpus.len();
+        let mut base: Vec<f64> = self.cpus.iter().map(|c| c.bg).collect();
+        let mut fluid: BTreeMap<Vec<u32>, f64> = BTreeMap::new();
+        let mut piece: f64 = 0.0;
+        for q in &self.queues {
+            if q.managed {
+                let remote = q
+                    .node
+                    .is_some_and(|nd| self.cpus[q.cpu as usize].node != nd);
+                base[q.cpu as usize] += q.demand * if remote { REMOTE_PENALTY } else { 1.0 };
+                continue;
+            }
+            let allowed: Vec<u32> = (0..n as u32)
+                .filter(|c| {
+                    let cpu = &self.cpus[*c as usize];
+                    !cpu.vectors_full && q.node.is_none_or(|nd| cpu.node == nd)
+                })
+                .collect();
+            let unsplit = if rps && q.demand > 0.9 {
+                q.demand * RPS_DRIVER_SHARE
+            } else {
+                q.demand
+            };
+            let lightest = allowed
+                .iter()
+                .map(|c| base[*c as usize])
+                .fold(f64::INFINITY, f64::min);
+            piece = piece.max(lightest + unsplit);
+            *fluid.entry(allowed).or_default() += q.demand;
+        }
+        let mut lb = base.iter().copied().fold(0.0, f64::max).max(piece);
+        // Water level over each group of allowed CPUs (groups here are nodes or all CPUs).
+        for (cpus, amount) in &fluid {
+            let mut level = 0.0f64;
+            let (mut lo, mut hi) = (0.0f64, 100.0f64);
+            for _ in 0..100 {
+                let mid = (lo + hi) / 2.0;
+                let room: f64 = cpus
+                    .iter()
+                    .map(|c| (mid - base[*c as usize]).max(0.0))
+                    .sum();
+                if room >= *amount {
+                    hi = mid;
+                    level = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            lb = lb.max(level);
+        }
+        lb
+    }
+}
+
+#[derive(Clone, Debug)]
+struct QState {
+    /// Where its IRQ is pointed (one CPU).
+    affinity: u32,
+    /// Where its NAPI polls.
+    poll: u32,
+    stuck_left: u32,
+    rps: CpuSet,
+}
+
+/// What a run of one strategy gave.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub strategy: Strategy,
+    /// Highest CPU demand (background + IRQ work, can exceed 1) per interval.
+    pub max_load: Vec<f64>,
+    /// Mean of `max_load` over the last quarter of the run.
+    pub converged_max: f64,
+    /// IRQ affinity changes applied.
+    pub moves: u32,
+    /// Moves that put an IRQ back on a CPU it had left earlier in the run.
+    pub oscillations: u32,
+    /// Other actions applied (RPS on/off, thread pins).
+    pub other_actions: u32,
+    /// Writes refused: (ENOSPC, EIO).
+    pub refused: (u32, u32),
+    /// Intervals in which the policy reported a stuck IRQ.
+    pub stuck_reports: u32,
+    pub sticking_events: u64,
+    /// Moves of an IRQ whose queue was stuck (polling elsewhere) at the time: ping-pong
+    /// fuel, since the move changes nothing.
+    pub stuck_moved: u32,
+    /// Queues left polling on a CPU of another node than their device (1.5x the work).
+    pub remote_left: u32,
+    pub plans: Vec<policy::Plan>,
+}
+
+pub struct Sim<'a> {
+    sc: &'a Scenario,
+    q: Vec<QState>,
+}
+
+impl<'a> Sim<'a> {
+    pub fn new(sc: &'a Scenario) -> Self {
+        let q = sc
+            .queues
+            .iter()
+            .map(|q| QState {
+                affinity: q.cpu,
+                poll: q.cpu,
+                stuck_left: 0,
+                rps: CpuSet::new(),
+            })
+            .collect();
+        Sim { sc, q }
+    }
+
+    /// Demand per CPU (unclipped) and per queue: (poll CPU work, RPS work per RPS CPU).
+    fn demands(&self) -> (Vec<f64>, Vec<(f64, f64)>) {
+        let mut cpu: Vec<f64> = vec![0.0; self.sc.cpus.len()];
+        let mut per_q = Vec::new();
+        for (q, st) in self.sc.queues.iter().zip(&self.q) {
+            let remote = q
+                .node
+                .is_some_and(|n| self.sc.cpus[st.poll as usize].node != n);
+            let d = q.demand * if remote { REMOTE_PENALTY } else { 1.0 };
+            let (at_poll, per_rps) = if st.rps.is_empty() {
+                (d, 0.0)
+            } else {
+                (
+                    d * RPS_DRIVER_SHARE,
+                    d * (1.0 - RPS_DRIVER_SHARE) / st.rps.len() as f64,
+                )
+            };
+            cpu[st.poll as usize] += at_poll;
+            for c in st.rps.iter() {
+                cpu[c as usize] += per_rps;
+            }
+            per_q.push((at_poll, per_rps));
+        }
+        (cpu, per_q)
+    }
+
+    /// One interval: the snapshot the policy sees, and the highest CPU demand.
+    pub fn observe(&self) -> (Snapshot, f64) {
+        let n = self.sc.cpus.len();
+        let (irq_demand, per_q) = self.demands();
+        // Softirq first: a CPU asked for more than 100% of IRQ work gives each a share.
+        let scale: Vec<f64> = irq_demand
+            .iter()
+            .map(|d| if *d > 1.0 { 1.0 / d } else { 1.0 })
+            .collect();
+        let mut s = Snapshot {
+            duration_ns: S as u64,
+            nr_cpu_ids: n as u32,
+            ..Snapshot::default()
+        };
+        let mut irq_ns = vec![0.0f64; n];
+        let mut rps_ns = vec![0.0f64; n];
+        for (i, (q, st)) in self.sc.queues.iter().zip(&self.q).enumerate() {
+            let (at_poll, per_rps) = per_q[i];
+            let got = at_poll * scale[st.poll as usize];
+            let starved = scale[st.poll as usize] < 1.0;
+            let ints = if st.stuck_left > 0 {
+                0.0
+            } else if starved {
+                // Almost always polling: an interrupt only when a poll drains the ring.
+                20_000.0 * got * 0.02
+            } else {
+                200_000.0 * q.demand / (1.0 + (q.demand / 0.05).powi(2))
+            };
+            let ints = ints.round();
+            let hard = ints * HARDIRQ_COST;
+            irq_ns[st.poll as usize] += got;
+            irq_ns[st.affinity as usize] += hard;
+            for c in st.rps.iter() {
+                let r = per_rps * scale[c as usize];
+                irq_ns[c as usize] += r;
+                rps_ns[c as usize] += r;
+            }
+            let mut per_cpu: BTreeMap<u32, IrqCpuSnap> = BTreeMap::new();
+            let e = per_cpu.entry(st.affinity).or_default();
+            e.interrupts += ints as u64;
+            e.ns += (hard * S) as u64;
+            let p = per_cpu.entry(st.poll).or_default();
+            p.ns += (got * S) as u64;
+            p.poll_ns += (got * S) as u64;
+            let local = q.node.map(|nd| self.sc.cpus_of_node(nd));
+            s.irqs.insert(
+                q.irq,
+                IrqSnap {
+                    number: q.irq,
+                    name: format!("{}-rx-{}", q.netdev, q.index),
+                    device: Some(format!("0000:{:02x}:00.0", q.node.unwrap_or(0) + 1)),
+                    driver: Some("simnic".into()),
+                    netdev: Some(q.netdev.clone()),
+                    queue: Some((QueueKind::Rx, q.index)),
+                    node: q.node,
+                    local_cpus: local,
+                    smp_affinity: Some(CpuSet::from_cpus([st.affinity])),
+                    effective: Some(CpuSet::from_cpus([st.affinity])),
+                    managed: false, // unknown to the policy until the kernel says EIO
+                    interrupts: ints as u64,
+                    per_cpu,
+                    napi: vec![u64::from(q.irq)],
+                },
+            );
+            s.napi.push(NapiSnap {
+                id: u64::from(q.irq),
+                napi_id: Some(8192 + q.irq),
+                device: q.netdev.clone(),
+                irq: Some(q.irq),
+                threaded: q.threaded,
+                per_cpu: BTreeMap::from([(
+                    st.poll,
+                    PollSnap {
+                        polls: (got * 100_000.0) as u64,
+                        ns: (got * S) as u64,
+                        budget_exhausted: if starved { (got * 90_000.0) as u64 } else { 0 },
+                    },
+                )]),
+            });
+            s.queues.push(QueueSnap {
+                netdev: q.netdev.clone(),
+                index: q.index,
+                irq: Some(q.irq),
+                rps_cpus: st.rps.clone(),
+            });
+        }
+        let mut max_demand: f64 = 0.0;
+        for (id, cpu) in self.sc.cpus.iter().enumerate() {
+            let work = irq_ns[id].min(1.0);
+            let busy = (work + cpu.bg).min(1.0);
+            max_demand = max_demand.max(cpu.bg + irq_demand[id]);
+            s.cpus.insert(
+                id as u32,
+                CpuSnap {
+                    id: id as u32,
+                    node: Some(cpu.node),
+                    online: true,
+                    siblings: CpuSet::from_cpus([id as u32]),
+                    isolated: false,
+                    busy_ns: (busy * S) as u64,
+                    irq_ns: (work * S) as u64,
+                    rps_ns: (rps_ns[id] * S) as u64,
+                },
+            );
+        }
+        (s, max_demand)
+    }
+
+    fn queue_of(&self, irq: u32) -> Option<usize> {
+        self.sc.queues.iter().position(|q| q.irq == irq)
+    }
+
+    /// Carries out a plan as the kernel would, one outcome per action.
+    pub fn apply(&mut self, plan: &policy::Plan) -> Vec<Outcome> {
+        let (demand, _) = self.demands();
+        let saturated = |cpu: u32| demand[cpu as usize] + self.sc.cpus[cpu as usize].bg > 1.0;
+        let mut out = Vec::new();
+        for a in &plan.actions {
+            let o = match &a.kind {
+                ActionKind::Move { irq, targets, .. } => {
+                    let Some(i) = self.queue_of(*irq) else {
+                        out.push(Outcome::default());
+                        continue;
+                    };
+                    let mut o = Outcome::default();
+                    if self.sc.queues[i].managed {
+                        o.unmovable.push((*irq, "EIO".into()));
+                    } else {
+                        for t in targets {
+                            if self.sc.cpus[*t as usize].vectors_full {
+                                o.full_cpus.push(*t);
+                                continue;
+                            }
+                            let st = &mut self.q[i];
+                            let was_sat = saturated(st.poll);
+                            st.affinity = *t;
+                            if was_sat && self.sc.stick_intervals > 0 && st.poll != *t {
+                                st.stuck_left = self.sc.stick_intervals;
+                            } else {
+                                st.poll = *t;
+                                st.stuck_left = 0;
+                            }
+                            o.applied = true;
+                            o.cpu = Some(*t);
+                            break;
+                        }
+                    }
+                    o
+                }
+                ActionKind::SetRps {
+                    netdev,
+                    queue,
+                    cpus,
+                } => self.with_queue(netdev, *queue, |st| st.rps = cpus.clone()),
+                ActionKind::ClearRps { netdev, queue } => {
+                    self.with_queue(netdev, *queue, |st| st.rps = CpuSet::new())
+                }
+                ActionKind::PinNapiThread { irq, cpus, .. } => match self.queue_of(*irq) {
+                    Some(i) if self.sc.queues[i].threaded => {
+                        let st = &mut self.q[i];
+                        st.poll = cpus.first().unwrap_or(st.affinity);
+                        st.stuck_left = 0;
+                        Outcome::applied(None)
+                    }
+                    _ => Outcome {
+                        error: Some("no such thread".into()),
+                        ..Outcome::default()
+                    },
+                },
+            };
+            out.push(o);
+        }
+        out
+    }
+
+    fn with_queue(&mut self, netdev: &str, index: u32, f: impl FnOnce(&mut QState)) -> Outcome {
+        match self
+            .sc
+            .queues
+            .iter()
+            .position(|q| q.netdev == netdev && q.index == index)
+        {
+            Some(i) => {
+                f(&mut self.q[i]);
+                Outcome::applied(None)
+            }
+            None => Outcome {
+                error: Some("no such queue".into()),
+                ..Outcome::default()
+            },
+        }
+    }
+
+    /// Time passes: stuck queues unstick when their time is up or their CPU has room.
+    fn advance(&mut self) {
+        let (demand, _) = self.demands();
+        for (i, st) in self.q.iter_mut().enumerate() {
+            if st.stuck_left == 0 {
+                continue;
+            }
+            st.stuck_left -= 1;
+            let sat = demand[st.poll as usize] + self.sc.cpus[st.poll as usize].bg > 1.0;
+            if st.stuck_left == 0 || !sat {
+                st.stuck_left = 0;
+                st.poll = st.affinity;
+            }
+            let _ = i;
+        }
+    }
+}
+
+/// Runs a scenario under one strategy.
+pub fn run(sc: &Scenario, strategy: Strategy) -> RunResult {
+    let cfg = Config {
+        strategy,
+        seed: 7,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(sc);
+    let mut hist = History::default();
+    let mut r = RunResult {
+        strategy,
+        max_load: Vec::new(),
+        converged_max: 0.0,
+        moves: 0,
+        oscillations: 0,
+        other_actions: 0,
+        refused: (0, 0),
+        stuck_reports: 0,
+        sticking_events: 0,
+        stuck_moved: 0,
+        remote_left: 0,
+        plans: Vec::new(),
+    };
+    let mut visited: BTreeMap<u32, BTreeSet<u32>> = sc
+        .queues
+        .iter()
+        .map(|q| (q.irq, BTreeSet::from([q.cpu])))
+        .collect();
+    for _ in 0..sc.intervals {
+        let (snap, max) = sim.observe();
+        r.max_load.push(max);
+        let plan = policy::plan(&snap, &cfg, &hist);
+        if plan
+            .findings
+            .iter()
+            .any(|f| f.kind == policy::FindingKind::Stuck)
+        {
+            r.stuck_reports += 1;
+        }
+        // IRQs whose queue is stuck right now (the simulator knows).
+        let stuck: BTreeSet<u32> = sim
+            .q
+            .iter()
+            .zip(&sc.queues)
+            .filter(|(st, _)| st.stuck_left > 0)
+            .map(|(_, q)| q.irq)
+            .collect();
+        let outcomes = sim.apply(&plan);
+        for (a, o) in plan.actions.iter().zip(&outcomes) {
+            r.refused.0 += o.full_cpus.len() as u32;
+            r.refused.1 += o.unmovable.len() as u32;
+            if !o.applied {
+                continue;
+            }
+            match &a.kind {
+                ActionKind::Move { irq, .. } => {
+                    r.moves += 1;
+                    if stuck.contains(irq) {
+                        r.stuck_moved += 1;
+                    }
+                    if let Some(to) = o.cpu {
+                        let seen = visited.entry(*irq).or_default();
+                        if !seen.insert(to) {
+                            r.oscillations += 1;
+                        }
+                    }
+                }
+                _ => r.other_actions += 1,
+            }
+        }
+        hist = hist.after(&plan, &outcomes);
+        r.plans.push(plan);
+        sim.advance();
+    }
+    let tail = (sc.intervals as usize / 4).max(1);
+    let last = &r.max_load[r.max_load.len().saturating_sub(tail)..];
+    r.converged_max = last.iter().sum::<f64>() / last.len() as f64;
+    r.sticking_events = hist.sticking_events;
+    r.remote_left = sim
+        .q
+        .iter()
+        .zip(&sc.queues)
+        .filter(|(st, q)| q.node.is_some_and(|n| sc.cpus[st.poll as usize].node != n))
+        .count() as u32;
+    r
+}
+
+fn cpus(n: usize, nodes: u32, bg: f64) -> Vec<SimCpu> {
+    (0..n)
+        .map(|i| SimCpu {
+            node: (i as u32 * nodes) / n as u32,
+            bg,
+            vectors_full: false,
+        })
+        .collect()
+}
+
+fn queue(irq: u32, index: u32, demand: f64, node: Option<u32>, cpu: u32) -> SimQueue {
+    SimQueue {
+        irq,
+        netdev: "eth0".into(),
+        index,
+        demand,
+        node,
+        managed: false,
+        threaded: false,
+        cpu,
+    }
+}
+
+/// The scenarios of the issue, on an 8-CPU machine (two nodes of four where nodes matter).
+pub fn scenarios() -> Vec<Scenario> {
+    let mut v = Vec::new();
+
+    // Every queue's IRQ on CPU 0 (boot default): 4 busy queues and 8 light ones.
+    let mut qs = Vec::new();
+    for i in 0..4 {
+        qs.push(queue(100 + i, i, 0.30, Some(0), 0));
+    }
+    for i in 4..12 {
+        qs.push(queue(100 + i, i, 0.03 + 0.01 * (i % 3) as f64, Some(0), 0));
+    }
+    v.push(Scenario {
+        name: "all IRQs on CPU 0",
+        cpus: cpus(8, 1, 0.10),
+        queues: qs,
+        stick_intervals: 0,
+        intervals: 40,
+    });
+
+    // One queue needs 1.6 CPUs (one big flow); three small ones elsewhere.
+    let mut qs = vec![queue(100, 0, 1.6, Some(0), 2)];
+    for i in 1..4 {
+        qs.push(queue(100 + i, i, 0.05, Some(0), 4 + i));
+    }
+    v.push(Scenario {
+        name: "one hot queue bigger than a CPU",
+        cpus: cpus(8, 1, 0.10),
+        queues: qs,
+        stick_intervals: 0,
+        intervals: 40,
+    });
+
+    // 24 small queues of uneven size crowded on CPUs 0 and 1.
+    let qs = (0..24)
+        .map(|i| queue(100 + i, i, 0.02 + 0.015 * (i % 5) as f64, Some(0), i % 2))
+        .collect();
+    v.push(Scenario {
+        name: "many small queues",
+        cpus: cpus(8, 1, 0.05),
+        queues: qs,
+        stick_intervals: 0,
+        intervals: 40,
+    });
+
+    // The NIC is on node 1; its IRQs start on node 0's CPUs 0 and 1.
+    let qs = (0..8)
+        .map(|i| queue(100 + i, i, 0.12 + 0.04 * (i % 3) as f64, Some(1), i % 2))
+        .collect();
+    v.push(Scenario {
+        name: "NIC on a remote node",
+        cpus: cpus(8, 2, 0.10),
+        queues: qs,
+        stick_intervals: 0,
+        intervals: 40,
+    });
+
+    // CPU 5 is idle but its vector space is full: the least loaded CPU refuses every IRQ.
+    let mut c = cpus(8, 1, 0.30);
+    c[5].bg = 0.0;
+    c[5].vectors_full = true;
+    let qs = (0..6)
+        .map(|i| queue(100 + i, i, 0.2 + 0.05 * (i % 2) as f64, Some(0), 0))
+        .collect();
+    v.push(Scenario {
+        name: "a CPU with full vector space",
+        cpus: c,
+        queues: qs,
+        stick_intervals: 0,
+        intervals: 40,
+    });
+
+    // Saturated queues on CPU 0 keep polling there for 10 intervals after their IRQ moves.
+    let qs = (0..4).map(|i| queue(100 + i, i, 0.4, Some(0), 0)).collect();
+    v.push(Scenario {
+        name: "a sticking IRQ",
+        cpus: cpus(8, 1, 0.10),
+        queues: qs,
+        stick_intervals: 10,
+        intervals: 40,
+    });
+
+    // The busiest IRQ is managed (EIO on every write); the rest share its CPU.
+    let mut qs: Vec<SimQueue> = (0..5)
+        .map(|i| queue(100 + i, i, 0.18, Some(0), 0))
+        .collect();
+    qs[0].demand = 0.35;
+    qs[0].managed = true;
+    v.push(Scenario {
+        name: "a managed IRQ",
+        cpus: cpus(8, 1, 0.10),
+        queues: qs,
+        stick_intervals: 0,
+        intervals: 40,
+    });
+    v
+}
+
+/// The strategies compared.
+pub const COMPARED: [Strategy; 3] = [Strategy::Weight, Strategy::Count, Strategy::Rnd];
+
+/// The table of `docs/benchmarks.md`: one row per scenario and strategy.
+pub fn table() -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| scenario | lower bound | strategy | max CPU load (converged) | vs bound | moves | \
+         oscillations | stuck IRQs moved | remote queues left | other actions | \
+         refused (ENOSPC/EIO) | stuck reports |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for sc in scenarios() {
+        let lb = sc.lower_bound(true);
+        for st in COMPARED {
+            let r = run(&sc, st);
+            out.push_str(&format!(
+                "| {} | {:.0}% | {} | {:.0}% | {:+.0}% | {} | {} | {} | {} | {} | {}/{} | {} |\n",
+                sc.name,
+                100.0 * lb,
+                st.as_str(),
+                100.0 * r.converged_max,
+                100.0 * (r.converged_max / lb - 1.0),
+                r.moves,
+                r.oscillations,
+                r.stuck_moved,
+                r.remote_left,
+                r.other_actions,
+                r.refused.0,
+                r.refused.1,
+                r.stuck_reports
+            ));
+        }
+    }
+    out
+}
