@@ -13,6 +13,8 @@ pub mod actuation;
 pub mod attribution;
 pub mod config;
 pub mod cpumask;
+pub mod daemon;
+pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod probe;

@@ -24,6 +24,13 @@ enum Command {
     /// Print the machine as the balancer sees it: CPUs by NUMA node, devices, netdevs, IRQs
     /// with their device, queue, node and affinity.
     Topology(balancer::system::topology::TopologyArgs),
+    /// Balance IRQs on measured CPU time: measure, decide, move, repeat (see
+    /// packaging/balancer.toml for the config).
+    Daemon(balancer::daemon::DaemonArgs),
+    /// Measure one interval and print what the daemon would do now and why; changes nothing.
+    Plan(balancer::daemon::PlanArgs),
+    /// Put back every affinity and rps_cpus value the daemon changed, from its journal.
+    Restore(balancer::daemon::RestoreArgs),
     /// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time with sticking flags,
     /// NAPI instances and where they poll.
     Top(balancer::tui::TopArgs),
@@ -34,6 +41,9 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Report(args) => balancer::report::run(&args),
         Command::Topology(args) => balancer::system::topology::run(args),
+        Command::Daemon(args) => balancer::daemon::run_daemon(&args),
+        Command::Plan(args) => balancer::daemon::run_plan(&args),
+        Command::Restore(args) => balancer::daemon::run_restore(&args),
         Command::Top(args) => balancer::tui::run(&args),
     };
     match result {

@@ -1,0 +1,528 @@
+//! `balancer daemon`, `balancer plan` and `balancer restore`: the measuring loop feeding the
+//! policy and actuation.
+//!
+//! The daemon measures one interval, plans, applies, and sleeps for `short-interval` after a
+//! move or while a CPU is overloaded, `long-interval` when calm (birq's 2 s / 5 s). SIGHUP
+//! reloads the config (a bad one is logged and the old one kept); SIGTERM and SIGINT stop it,
+//! restoring the original values when `restore-on-exit` is set. One instance at a time (flock
+//! on `lock-file`); it refuses to run beside irqbalance unless `--force`.
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::Write as _,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::{
+    Fatal,
+    actuation::{self, Actuator, RealSys},
+    config::{self, Config},
+    metrics,
+    monitor::Monitor,
+    policy::{self, FindingKind, History, Outcome, Plan, Snapshot},
+    system::{ReadOptions, proximity},
+};
+
+/// Run the balancer: measure, decide, move IRQs, repeat.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Config file (TOML); default /etc/balancer/balancer.toml, defaults when it is absent.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Measure and decide, log what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stay attached to the terminal (systemd runs it so); without it the daemon detaches.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Write the daemon's pid here.
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Start even though irqbalance runs (the two would fight over affinities).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Measure one interval and print what the daemon would do now, and why. Changes nothing.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Seconds to measure.
+    #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
+    pub duration: f64,
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print JSON (keys: plan, cpus).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Put back every value the daemon changed, from its journal.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The journal; default: the config's `journal` (/var/lib/balancer/journal.json).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Root of /proc and /sys (tests use a fixture copy).
+    #[arg(long, default_value = "/", hide = true)]
+    pub root: PathBuf,
+}
+
+/// The config from `--config`, else the default file when it exists, else defaults.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let result = match path {
+        Some(p) => Config::read(p),
+        None => Config::read_opt(Path::new(config::DEFAULT_CONFIG)).map(Option::unwrap_or_default),
+    };
+    result.map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()).into())
+}
+
+fn read_options(cfg: &Config) -> anyhow::Result<ReadOptions> {
+    let mut opts = ReadOptions::default();
+    if let Some(path) = &cfg.proximity {
+        let (prox, errors) = proximity::Proximity::read(path)
+            .map_err(|e| Fatal::new(Fatal::USAGE, format!("proximity file: {e}")))?;
+        if let Some(e) = errors.first() {
+            return Err(Fatal::new(Fatal::USAGE, format!("{}: {e}", path.display())).into());
+        }
+        opts.proximity = Some(prox);
+    }
+    Ok(opts)
+}
+
+/// Logs to stderr with levels; with `<N>` syslog priority prefixes when stderr goes to the
+/// journal (systemd sets JOURNAL_STREAM), so journald keeps the levels.
+struct Logger {
+    journal: std::sync::atomic::AtomicBool,
+}
+
+static LOGGER: Logger = Logger {
+    journal: std::sync::atomic::AtomicBool::new(false),
+};
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = if self.journal.load(std::sync::atomic::Ordering::Relaxed) {
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                _ => 7,
+            };
+            writeln!(err, "<{prio}>{}", r.args())
+        } else {
+            writeln!(
+                err,
+                "balancer: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            )
+        };
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_logging(cfg: &Config) {
+    LOGGER.journal.store(
+        std::env::var_os("JOURNAL_STREAM").is_some(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    // Only fails when a logger is already set (tests): keep that one.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(cfg.log_level.filter());
+}
+
+/// Pids of processes whose comm is `name`.
+fn running(name: &str) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect()
+}
+
+/// Holds the single-instance lock for the daemon's life.
+struct Lock(#[allow(dead_code)] fs::File);
+
+fn lock(path: &Path) -> anyhow::Result<Lock> {
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    // SAFETY: a valid fd; flock has no memory effects.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Fatal::new(
+            1,
+            format!(
+                "another balancer daemon holds {} (one instance at a time)",
+                path.display()
+            ),
+        )
+        .into());
+    }
+    Ok(Lock(f))
+}
+
+/// Forks into the background (parent exits), new session, stdin and stdout on /dev/null;
+/// stderr stays for the logs. Done before any thread or probe exists.
+fn detach() -> anyhow::Result<()> {
+    // SAFETY: single-threaded at this point; the child only continues Rust code.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(std::io::Error::last_os_error()).context("fork"),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        libc::setsid();
+    }
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: valid fds.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(null.as_raw_fd(), 1);
+    }
+    Ok(())
+}
+
+/// Logs the findings that are new since the last interval (a stuck IRQ is one line when it
+/// starts and one when it ends, not one per interval).
+#[derive(Default)]
+struct FindingLog {
+    seen: BTreeSet<(String, Option<u32>, Option<u32>)>,
+}
+
+impl FindingLog {
+    fn log(&mut self, plan: &Plan) {
+        let mut now = BTreeSet::new();
+        for f in &plan.findings {
+            let key = (format!("{:?}", f.kind), f.irq, f.cpu);
+            if !self.seen.contains(&key) {
+                match f.kind {
+                    FindingKind::Stuck | FindingKind::NoRelief | FindingKind::NotFollowed => {
+                        log::warn!("{}", f.message)
+                    }
+                    _ => log::info!("{}", f.message),
+                }
+            }
+            now.insert(key);
+        }
+        self.seen = now;
+    }
+}
+
+pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+    let config_path = args.config.clone();
+    let mut cfg = load_config(config_path.as_deref())?;
+    init_logging(&cfg);
+    if !args.force
+        && let Some(pid) = running("irqbalance").first()
+    {
+        return Err(Fatal::new(
+            1,
+            format!(
+                "irqbalance runs (pid {pid}); stop it first (systemctl disable --now irqbalance) \
+                 or pass --force"
+            ),
+        )
+        .into());
+    }
+    crate::probe::check_privileges()?;
+    let _lock = lock(&cfg.lock_file)?;
+    if !args.foreground {
+        detach()?;
+    }
+    if let Some(p) = &args.pidfile {
+        fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pidfile {}", p.display()))?;
+    }
+
+    let (tx, rx) = mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        })?;
+
+    let root = PathBuf::from("/");
+    let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;
+    let mut actuator = if args.dry_run {
+        None
+    } else {
+        Some(Actuator::new(&root, &cfg.journal, RealSys)?)
+    };
+    let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
+    if let Some(addr) = cfg.metrics {
+        let local = metrics::serve(addr, Arc::clone(&shared))
+            .with_context(|| format!("listening on {addr} for metrics"))?;
+        log::info!("metrics on http://{local}/metrics");
+    }
+    log::info!(
+        "started{}: strategy {}, threshold {}%, load-limit {}%, intervals {}/{} s",
+        if args.dry_run { " (dry run)" } else { "" },
+        cfg.strategy.as_str(),
+        cfg.threshold,
+        cfg.load_limit,
+        cfg.short_interval,
+        cfg.long_interval
+    );
+
+    let mut history = History::default();
+    let mut findings = FindingLog::default();
+    let mut last_dry: Vec<String> = Vec::new();
+    let mut interval = Duration::from_secs_f64(cfg.long_interval);
+    loop {
+        match rx.recv_timeout(interval) {
+            Ok(SIGHUP) => {
+                match load_config(config_path.as_deref()).and_then(|c| {
+                    let opts = read_options(&c)?;
+                    Ok((c, opts))
+                }) {
+                    Ok((c, opts)) => {
+                        log::set_max_level(c.log_level.filter());
+                        if c.journal != cfg.journal && !args.dry_run {
+                            log::warn!(
+                                "journal path changes only at restart; still {}",
+                                cfg.journal.display()
+                            );
+                        }
+                        let journal = cfg.journal.clone();
+                        cfg = c;
+                        cfg.journal = journal;
+                        monitor.set_read_options(opts);
+                        log::info!("config reloaded");
+                    }
+                    Err(e) => log::error!("config not reloaded, keeping the old one: {e:#}"),
+                }
+                continue;
+            }
+            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let tick = match monitor.tick() {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("measuring: {e:#}");
+                continue;
+            }
+        };
+        for ev in &tick.attribution.events {
+            log::info!("{ev}");
+        }
+        let snap = Snapshot::build(monitor.model(), &tick.attribution);
+        let plan = policy::plan(&snap, &cfg, &history);
+        findings.log(&plan);
+        let outcomes: Vec<Outcome> = match actuator.as_mut() {
+            None => {
+                let lines: Vec<String> = plan.actions.iter().map(|a| a.reason.clone()).collect();
+                if lines != last_dry {
+                    for l in &lines {
+                        log::info!("would: {l}");
+                    }
+                }
+                last_dry = lines;
+                vec![Outcome::skipped(); plan.actions.len()]
+            }
+            Some(act) => {
+                let out = act.apply(&plan, snap.nr_cpu_ids);
+                for (a, o) in plan.actions.iter().zip(&out) {
+                    if o.applied {
+                        log::info!("{}", a.reason);
+                    } else if let Some(e) = &o.error {
+                        log::error!("{}: {e}", a.reason);
+                    }
+                }
+                out
+            }
+        };
+        history = history.after(&plan, &outcomes);
+        if cfg.metrics.is_some()
+            && let Ok(mut m) = shared.lock()
+        {
+            *m = metrics::render(&snap, &plan, &history);
+        }
+        interval = Duration::from_secs_f64(if plan.busy() {
+            cfg.short_interval
+        } else {
+            cfg.long_interval
+        });
+    }
+
+    if cfg.restore_on_exit && !args.dry_run {
+        match actuation::restore(&root, &cfg.journal, &mut RealSys) {
+            Ok(r) => {
+                log::info!("restored {} original value(s)", r.restored.len());
+                for (t, e) in &r.failed {
+                    log::error!("restoring {t}: {e}");
+                }
+            }
+            Err(e) => log::error!("restoring: {e}"),
+        }
+    }
+    if let Some(p) = &args.pidfile {
+        let _ = fs::remove_file(p);
+    }
+    log::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    plan: &'a Plan,
+    cpus: Vec<CpuJson>,
+}
+
+#[derive(Clone, Serialize)]
+struct CpuJson {
+    cpu: u32,
+    node: Option<u32>,
+    busy_pct: f64,
+    irq_pct: f64,
+}
+
+pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0) {
+        return Err(Fatal::new(
+            Fatal::USAGE,
+            format!(
+                "--duration must be between 0 and 3600 seconds, got {}",
+                args.duration
+            ),
+        )
+        .into());
+    }
+    let cfg = load_config(args.config.as_deref())?;
+    let root = PathBuf::from("/");
+    let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;
+    std::thread::sleep(Duration::from_secs_f64(args.duration));
+    let tick = monitor.tick()?;
+    let snap = Snapshot::build(monitor.model(), &tick.attribution);
+    // The journal's IRQs are not special here; history starts empty as in a fresh daemon.
+    let plan = policy::plan(&snap, &cfg, &History::default());
+    let cpus: Vec<CpuJson> = snap
+        .cpus
+        .values()
+        .filter(|c| c.online)
+        .map(|c| CpuJson {
+            cpu: c.id,
+            node: c.node,
+            busy_pct: 100.0 * snap.frac(c.busy_ns),
+            irq_pct: 100.0 * snap.frac(c.irq_ns),
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(
+            &mut out,
+            &PlanJson {
+                plan: &plan,
+                cpus: cpus.clone(),
+            },
+        )?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "Measured {:.1} s; strategy {}, threshold {}%, load-limit {}%",
+        snap.duration_ns as f64 / 1e9,
+        cfg.strategy.as_str(),
+        cfg.threshold,
+        cfg.load_limit
+    )?;
+    writeln!(out, "\n  CPU  NODE  BUSY%  IRQ%")?;
+    for c in &cpus {
+        writeln!(
+            out,
+            "  {:>3}  {:>4}  {:>5.1}  {:>4.1}",
+            c.cpu,
+            c.node.map_or("-".into(), |n| n.to_string()),
+            c.busy_pct,
+            c.irq_pct
+        )?;
+    }
+    if !plan.overloaded.is_empty() {
+        let list: Vec<String> = plan.overloaded.iter().map(u32::to_string).collect();
+        writeln!(out, "\nOverloaded CPUs: {}", list.join(", "))?;
+    }
+    writeln!(out, "\nWould do ({}):", plan.actions.len())?;
+    if plan.actions.is_empty() {
+        writeln!(out, "  nothing")?;
+    }
+    for a in &plan.actions {
+        writeln!(out, "  - {}", a.reason)?;
+    }
+    if !plan.findings.is_empty() {
+        writeln!(out, "\nFindings:")?;
+        for f in &plan.findings {
+            writeln!(out, "  - {}", f.message)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let journal = match &args.journal {
+        Some(j) => j.clone(),
+        None => load_config(args.config.as_deref())?.journal,
+    };
+    if !journal.exists() {
+        println!("nothing to restore: no journal at {}", journal.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = actuation::restore(&args.root, &journal, &mut RealSys)?;
+    for t in &r.restored {
+        println!("restored {t}");
+    }
+    for t in &r.gone {
+        println!("gone (nothing to restore) {t}");
+    }
+    for (t, e) in &r.failed {
+        eprintln!("balancer: could not restore {t}: {e}");
+    }
+    if r.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "balancer: {} value(s) not restored; they stay in {}",
+            r.failed.len(),
+            journal.display()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
