@@ -425,6 +425,12 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/balancer.toml");
+        assert_eq!(Config::read(&path).unwrap(), Config::default());
+    }
+
+    #[test]
     fn syntax_errors_have_a_line() {
         let e = err("threshold = 90\nthreshold 80\n");
         assert!(e.starts_with("b.toml:2:"), "{e}");
