@@ -31,6 +31,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("hardirq-time", hardirq_time),
     ("napi-link", napi_link),
     ("topology-numa", topology_numa),
+    ("daemon-balances", daemon_balances),
 ];
 
 type CheckFn = fn(&mut Guest) -> Result<Outcome>;
@@ -823,4 +824,174 @@ fn file_name(path: &Path) -> Result<String> {
 
 fn join<'a>(items: impl Iterator<Item = &'a u32>) -> String {
     items.map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The daemon's scenario: every dut queue IRQ on CPU 0 under traffic; after `balancer daemon`
+/// runs, the rx IRQs sit on node-1 CPUs and the highest per-CPU hardirq+softirq share fell by
+/// at least 40%; a forced sticking case (threaded NAPI, its kthread pinned to CPU 0 away from
+/// its IRQ) is reported by `balancer plan`; `balancer restore` returns every value.
+fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
+    let bin = g.args.balancer.clone();
+    let irqs = g.dut.all_irqs();
+    let rx_irqs: Vec<u32> = g.dut.input_irqs.values().copied().collect();
+    let original: BTreeMap<u32, String> = irqs
+        .iter()
+        .map(|i| Ok((*i, read_trimmed(&format!("/proc/irq/{i}/smp_affinity"))?)))
+        .collect::<Result<_>>()?;
+    for i in &irqs {
+        fs::write(format!("/proc/irq/{i}/smp_affinity"), "1")
+            .with_context(|| format!("pointing IRQ {i} at CPU 0"))?;
+    }
+    let node1 = read_trimmed("/sys/devices/system/node/node1/cpulist")?;
+    let node1 = balancer::cpumask::CpuSet::parse_list(&node1)?;
+    let dir = PathBuf::from("/tmp/balancer-daemon-check");
+    fs::create_dir_all(&dir)?;
+    let journal = dir.join("journal.json");
+    let config = dir.join("balancer.toml");
+    fs::write(
+        &config,
+        format!(
+            "short-interval = 1\nlong-interval = 2\njournal = \"{}\"\nlock-file = \"{}\"\n",
+            journal.display(),
+            dir.join("lock").display()
+        ),
+    )?;
+    let busiest = |bin: &Path| -> Result<(f64, u32)> {
+        let out = Command::new(bin)
+            .args(["report", "--duration", "3", "--json"])
+            .output()?;
+        let v = parse_json(&out, "balancer report")?;
+        let mut best = (0.0, 0);
+        for c in array(&v, "cpus")? {
+            let share = c["hardirq_pct"].as_f64().unwrap_or(0.0)
+                + c["softirq_total_pct"].as_f64().unwrap_or(0.0);
+            if share > best.0 {
+                best = (share, c["cpu"].as_u64().unwrap_or(0) as u32);
+            }
+        }
+        Ok(best)
+    };
+
+    let traffic = Traffic::start()?;
+    thread::sleep(Duration::from_millis(500));
+    let result = (|| -> Result<String> {
+        let (before, before_cpu) = busiest(&bin)?;
+        let daemon = Command::new(&bin)
+            .args(["daemon", "--foreground", "--force", "--config"])
+            .arg(&config)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting balancer daemon")?;
+        thread::sleep(Duration::from_secs(20));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        let out = daemon.wait_with_output()?;
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        println!("--- balancer daemon ---\n{log}---");
+        let mut placed = Vec::new();
+        let mut off_node = Vec::new();
+        for i in &rx_irqs {
+            let eff = read_trimmed(&format!("/proc/irq/{i}/effective_affinity_list"))?;
+            let set = balancer::cpumask::CpuSet::parse_list(&eff)?;
+            placed.push(format!("{i}->{eff}"));
+            if !set.is_subset(&node1) || set.is_empty() {
+                off_node.push(*i);
+            }
+        }
+        let (after, after_cpu) = busiest(&bin)?;
+        if !off_node.is_empty() {
+            bail!(
+                "rx IRQs not on node 1 ({node1}): {off_node:?}; placement {}; daemon log: {log}",
+                placed.join(" ")
+            );
+        }
+        if after > 0.6 * before {
+            bail!(
+                "busiest CPU share {before:.1}% (CPU {before_cpu}) -> {after:.1}% (CPU \
+                 {after_cpu}): fell by less than 40%; placement {}",
+                placed.join(" ")
+            );
+        }
+        Ok(format!(
+            "busiest hardirq+softirq share {before:.1}% (CPU {before_cpu}) -> {after:.1}% (CPU \
+             {after_cpu}); rx IRQs {}",
+            placed.join(" ")
+        ))
+    })();
+    let sticking = result.as_ref().ok().map(|_| forced_sticking(g, &bin));
+    traffic.stop()?;
+    let restore = Command::new(&bin)
+        .args(["restore", "--journal"])
+        .arg(&journal)
+        .output()?;
+    let mut not_back = Vec::new();
+    for (i, want) in &original {
+        // The test itself pointed them at CPU 0 first: restore returns that; put the boot
+        // values back after checking.
+        let now = read_trimmed(&format!("/proc/irq/{i}/smp_affinity"))?;
+        if balancer::cpumask::CpuSet::parse_mask(&now)? != balancer::cpumask::CpuSet::from_cpus([0])
+        {
+            not_back.push(format!("{i}: {now}"));
+        }
+        let _ = fs::write(format!("/proc/irq/{i}/smp_affinity"), want);
+    }
+    let detail = result?;
+    if !restore.status.success() || !not_back.is_empty() {
+        bail!(
+            "restore: {} {}; not restored: {not_back:?}",
+            String::from_utf8_lossy(&restore.stdout),
+            String::from_utf8_lossy(&restore.stderr)
+        );
+    }
+    let sticking = sticking.unwrap_or_else(|| Ok("not run".into()))?;
+    Ok(Outcome::Pass(format!(
+        "{detail}; restore returned {} values; sticking: {sticking}",
+        original.len()
+    )))
+}
+
+/// Threaded NAPI with queue 0's kthread pinned to CPU 0 while its IRQ is on a node-1 CPU:
+/// under traffic the poll runs away from the IRQ with interrupts off; `balancer plan` must
+/// report the IRQ stuck.
+fn forced_sticking(g: &Guest, bin: &Path) -> Result<String> {
+    let dev = &g.dut.name;
+    let Some(irq) = g.dut.input_irqs.get(&0).copied() else {
+        bail!("no queue 0");
+    };
+    fs::write(format!("/sys/class/net/{dev}/threaded"), "1")
+        .with_context(|| format!("enabling threaded NAPI on {dev}"))?;
+    let result = (|| -> Result<String> {
+        fs::write(format!("/proc/irq/{irq}/smp_affinity_list"), "3")?;
+        // The kthreads appear once threaded NAPI is on: napi/<dev>-<id>.
+        let mut pinned = Vec::new();
+        for e in fs::read_dir("/proc")?.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.parse::<u32>().is_err() {
+                continue;
+            }
+            let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if comm.trim_end().starts_with(&format!("napi/{dev}-")) {
+                run(Command::new("/bin/busybox").args(["taskset", "-p", "1", &name]))?;
+                pinned.push(comm.trim_end().to_string());
+            }
+        }
+        thread::sleep(Duration::from_secs(1));
+        let out = Command::new(bin)
+            .args(["plan", "--duration", "3", "--json"])
+            .output()?;
+        let v = parse_json(&out, "balancer plan")?;
+        let findings = array(&v["plan"], "findings")?;
+        let stuck = findings
+            .iter()
+            .find(|f| f["kind"] == "stuck" && f["irq"].as_u64() == Some(u64::from(irq)));
+        match stuck {
+            Some(f) => Ok(f["message"].as_str().unwrap_or("").to_string()),
+            None => bail!(
+                "IRQ {irq} not reported stuck (kthreads pinned to CPU 0: {pinned:?}); findings: {}",
+                serde_json::to_string(findings).unwrap_or_default()
+            ),
+        }
+    })();
+    let _ = fs::write(format!("/sys/class/net/{dev}/threaded"), "0");
+    result
 }
