@@ -225,6 +225,8 @@ fn footer_line(app: &App) -> Line<'static> {
 
 /// "0.07", "12.3", "100": at most 5 characters for 0..=100.
 fn pct(x: f64) -> String {
+    // Sums of nothing are -0.0; measured time is never negative.
+    let x = if x > 0.0 { x } else { 0.0 };
     if x < 10.0 {
         format!("{x:.2}")
     } else if x < 100.0 {
@@ -515,10 +517,25 @@ fn cells(cols: &[Col], widths: &[u16], values: Vec<String>) -> Vec<Cell<'static>
 }
 
 fn header_row(cols: &[Col], widths: &[u16]) -> Row<'static> {
+    // Headers of squeezed columns shorten rather than get cut.
+    let short = |h: &'static str, w: u16| -> &'static str {
+        let alternatives: &[&'static str] = match h {
+            "DEVICE/QUEUE" => &["DEVICE/QUEUE", "DEVICE", "DEV"],
+            "AFFINITY" => &["AFFINITY", "AFF"],
+            "POLLS ON CPU" => &["POLLS ON CPU", "POLLS ON"],
+            _ => &[h],
+        };
+        alternatives
+            .iter()
+            .find(|a| a.len() <= w as usize)
+            .copied()
+            .unwrap_or(h)
+    };
     let names = cols
         .iter()
-        .map(|c| match c {
-            Col::Fixed(h, ..) | Col::Flex(h, ..) => h.to_string(),
+        .zip(widths)
+        .map(|(c, w)| match c {
+            Col::Fixed(h, ..) | Col::Flex(h, ..) => short(h, *w).to_string(),
         })
         .collect();
     Row::new(cells(cols, widths, names)).style(TITLE)
@@ -554,15 +571,17 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
     f.render_widget(block, area);
     let page = (inner.height as usize).saturating_sub(1);
 
+    // Below 80 columns the SHARE column goes and AFFINITY narrows.
+    let narrow = inner.width < 80;
     let mut cols = vec![
         Col::Fixed("IRQ", 4, true),
         Col::Flex("NAME", 10, 3),
-        Col::Flex("DEVICE/QUEUE", 8, 2),
+        Col::Flex("DEVICE/QUEUE", 7, 2),
         Col::Fixed("ND", 2, true),
         if wide {
             Col::Flex("AFFINITY", 8, 1)
         } else {
-            Col::Fixed("AFFINITY", 8, false)
+            Col::Fixed("AFFINITY", if narrow { 5 } else { 8 }, false)
         },
         Col::Fixed("EFF", if wide { 6 } else { 3 }, false),
         Col::Fixed("IRQ/s", 6, true),
@@ -577,6 +596,8 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
             Col::Fixed("STUCK", 6, false),
             Col::Flex("NAPI POLLS ON CPU", 10, 2),
         ]);
+    } else if narrow {
+        cols.push(Col::Fixed("STK", 4, false));
     } else {
         cols.extend([Col::Fixed("SHARE", 5, true), Col::Fixed("STK", 4, false)]);
     }
@@ -619,6 +640,8 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
                     sticking_label(stuck),
                     polls.join(" | "),
                 ]);
+            } else if narrow {
+                values.push(sticking_label(stuck));
             } else {
                 values.extend([
                     format!("{:.1}", r.time_share * 100.0),

@@ -197,6 +197,17 @@ fn small_terminals_say_so_and_empty_states_read_well() {
     let s = screen(&mut app, 40, 10);
     assert!(has(&s, "needs at least 60x16"), "{}", dump(&s));
 
+    // The smallest size drawn: every header whole, the sticking flag still there.
+    let s = screen(&mut app, 60, 16);
+    let d = dump(&s);
+    let (hdr, line) = find(&s, "IRQ NAME").expect(&d);
+    for col in [" DEV", " AFF ", "IRQ/s", "HARD%", "SOFT%", "STK"] {
+        assert!(line.contains(col), "{col}: {d}");
+    }
+    assert!(!line.contains('~'), "headers shorten, not cut: {d}");
+    assert!(s[hdr + 1].ends_with("!2"), "{d}");
+    assert!(s.iter().all(|l| !l.contains("-0.00")), "{d}");
+
     let mut fresh = App::new(std::time::Duration::from_secs(2));
     let s = screen(&mut fresh, 80, 24);
     assert!(
