@@ -214,6 +214,16 @@ fn detach() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Returns freed heap to the kernel (glibc keeps it otherwise): the daemon's resident size
+/// is part of its budget.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Logs the findings that are new since the last interval (a stuck IRQ is one line when it
 /// starts and one when it ends, not one per interval).
 #[derive(Default)]
@@ -281,6 +291,8 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
 
     let root = PathBuf::from("/");
     let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;
+    // Loading the probes parses the kernel's BTF (megabytes, freed after): hand it back.
+    trim_heap();
     let mut actuator = if args.dry_run {
         None
     } else {
@@ -376,6 +388,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         {
             *m = metrics::render(&snap, &plan, &history);
         }
+        trim_heap();
         interval = Duration::from_secs_f64(if plan.busy() {
             cfg.short_interval
         } else {

@@ -213,6 +213,18 @@ pub fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
     }
 }
 
+/// The best move found so far in a round of `weight`.
+struct Candidate {
+    /// The busier of source and target after the move.
+    new_max: f64,
+    irq: u32,
+    to: u32,
+    companions: Vec<u32>,
+    targets: Vec<u32>,
+    weight: f64,
+    src_load: f64,
+}
+
 /// A stuck NAPI instance.
 #[derive(Clone, Debug)]
 struct Stuck {
@@ -814,7 +826,7 @@ impl<'a> Work<'a> {
             .collect();
         let bound = self.bound_estimate();
         for _ in 0..self.s.irqs.len() {
-            let mut best: Option<(f64, u32, u32, Vec<u32>, Vec<u32>, f64, f64)> = None;
+            let mut best: Option<Candidate> = None;
             let sources = if !saturated.is_empty() {
                 let t = self.cfg.threshold_frac();
                 saturated
@@ -851,16 +863,32 @@ impl<'a> Work<'a> {
                     if src_load - new_max < self.cfg.min_gain / 100.0 {
                         continue;
                     }
-                    if best.as_ref().is_none_or(|b| new_max < b.0 - 1e-9) {
-                        let cands = targets.iter().map(|(c, _)| *c).take(4).collect();
-                        best = Some((new_max, irq.number, to, companions, cands, w, src_load));
+                    if best.as_ref().is_none_or(|b| new_max < b.new_max - 1e-9) {
+                        best = Some(Candidate {
+                            new_max,
+                            irq: irq.number,
+                            to,
+                            companions,
+                            targets: targets.iter().map(|(c, _)| *c).take(4).collect(),
+                            weight: w,
+                            src_load,
+                        });
                     }
                 }
                 if best.is_some() {
                     break; // relieve the busiest overloaded CPU first
                 }
             }
-            let Some((new_max, n, to, companions, cands, w, src_load)) = best else {
+            let Some(Candidate {
+                new_max,
+                irq: n,
+                to,
+                companions,
+                targets: cands,
+                weight: w,
+                src_load,
+            }) = best
+            else {
                 break;
             };
             let Some(irq) = self.s.irqs.get(&n) else {
@@ -1015,7 +1043,7 @@ impl<'a> Work<'a> {
                 Strategy::Min => cands.iter().min_by_key(|(i, n)| (*n, i.number)),
                 Strategy::Max => cands.iter().max_by_key(|(i, n)| (*n, u32::MAX - i.number)),
                 _ => {
-                    let k = (rng.next() % cands.len() as u64) as usize;
+                    let k = (rng.next_u64() % cands.len() as u64) as usize;
                     cands.get(k)
                 }
             };
@@ -1059,7 +1087,7 @@ impl SplitMix64 {
         SplitMix64(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -32,6 +32,7 @@ fn machine(cpus: &[(u32, u32, f64)]) -> Snapshot {
 }
 
 /// An rx queue IRQ of `dev` homed on `cpu` costing `w` there, with `ints` interrupts.
+#[allow(clippy::too_many_arguments)]
 fn rx(s: &mut Snapshot, n: u32, dev: &str, q: u32, cpu: u32, w: f64, ints: u64, local: &[u32]) {
     s.irqs.insert(
         n,
