@@ -97,7 +97,15 @@ impl Tmux {
     }
 
     fn wait_text(&self, text: &str) -> String {
-        self.wait_for(&format!("{text:?}"), |s| s.contains(text))
+        self.wait_all(&[text])
+    }
+
+    /// Waits until every one of `texts` is on screen at once: a capture can fall between two
+    /// writes of one frame, so what belongs together is waited for together.
+    fn wait_all(&self, texts: &[&str]) -> String {
+        self.wait_for(&format!("{texts:?}"), |s| {
+            texts.iter().all(|t| s.contains(t))
+        })
     }
 }
 
@@ -174,19 +182,17 @@ fn top_in_a_terminal_answers_keys() {
         balancer_bin().display()
     );
     let t = Tmux::start(120, 40, &cmd);
-    let s = t.wait_text("NAPI instances");
-    assert!(
-        s.contains("balancer top") && s.contains("every 0.5 s"),
-        "{s}"
-    );
-    assert!(
-        s.contains("CPUs by NUMA node") && s.contains("node "),
-        "{s}"
-    );
-    assert!(s.contains("q quit"), "{s}");
+    t.wait_all(&[
+        "balancer top",
+        "every 0.5 s",
+        "CPUs by NUMA node",
+        "node 0",
+        "IRQs by time",
+        "NAPI instances",
+        "q quit",
+    ]);
     // The receiving veth polls through NAPI.
-    let s = t.wait_text(&veth.dev_b);
-    assert!(s.contains("POLLS ON CPU"), "{s}");
+    t.wait_all(&["POLLS ON CPU", &veth.dev_b]);
 
     // s: the next sort key.
     t.keys(&["s"]);
@@ -198,37 +204,35 @@ fn top_in_a_terminal_answers_keys() {
     t.keys(&["/"]);
     t.wait_text("filter:");
     t.type_text("zz-no-such-irq");
-    let s = t.wait_text("match 'zz-no-such-irq'");
-    assert!(s.contains("no IRQ matches the filter"), "{s}");
+    t.wait_all(&["match 'zz-no-such-irq'", "no IRQ matches the filter"]);
     t.keys(&["Escape"]);
     let s = t.wait_for("an active IRQ", |s| first_irq(s).is_some());
     let (_, name) = first_irq(&s).expect("checked");
     t.keys(&["/"]);
     t.type_text(&name);
     t.keys(&["Enter"]);
-    let s = t.wait_text(&format!("match '{name}'"));
-    assert!(s.contains(&name), "{s}");
+    let filtered = format!("match '{name}'");
+    let s = t.wait_for("the IRQ row under the filter", |s| {
+        s.contains(&filtered) && first_irq(s).is_some_and(|(_, n)| name.starts_with(&n))
+    });
+    let (irq_f, _) = first_irq(&s).expect("checked");
 
     // Enter: the detail of the first IRQ; Esc back.
-    let s = t.wait_for("the IRQ row under the filter", |s| first_irq(s).is_some());
-    let (irq_f, _) = first_irq(&s).expect("checked");
     t.keys(&["Enter"]);
-    let s = t.wait_text(&format!("IRQ {irq_f} "));
-    let s = if s.contains("CPU time") {
-        s
-    } else {
-        t.wait_text("CPU time")
-    };
-    assert!(s.contains("affinity") && s.contains("effective"), "{s}");
-    assert!(s.contains("Interrupts per second"), "{s}");
-    assert!(s.contains("Esc back"), "{s}");
+    t.wait_all(&[
+        &format!("IRQ {irq_f} "),
+        "affinity",
+        "effective",
+        "CPU time",
+        "Interrupts per second",
+        "Esc back",
+    ]);
     t.keys(&["Escape"]);
     t.wait_text("IRQs by time");
 
     // ?: help, closed by any key.
     t.keys(&["?"]);
-    let s = t.wait_text("keys and columns");
-    assert!(s.contains("sort IRQs") && s.contains("sticking"), "{s}");
+    t.wait_all(&["keys and columns", "sort IRQs", "sticking"]);
     t.keys(&["x"]);
     t.wait_for("help closed", |s| !s.contains("keys and columns"));
 
