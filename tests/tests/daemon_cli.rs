@@ -1,0 +1,226 @@
+//! `balancer daemon`, `plan` and `restore` as a user runs them: config errors name the file,
+//! line and key; restore puts a fixture root back from the journal the actuator wrote; the
+//! single-instance lock and the irqbalance check refuse to start. Nothing here writes the
+//! machine's own /proc or /sys.
+use std::{fs, path::Path};
+
+use balancer::{
+    actuation::{Actuator, RealSys},
+    cpumask::CpuSet,
+    policy::{Action, ActionKind, Plan},
+};
+use balancer_tests::{balancer, root_or_skip};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        let ty = e.file_type().unwrap();
+        if ty.is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else if ty.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
+        } else {
+            fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn help_lists_the_commands_and_options() {
+    let o = balancer(&["--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for cmd in ["daemon", "plan", "restore"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
+    }
+    let o = balancer(&["daemon", "--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for opt in [
+        "--config",
+        "--dry-run",
+        "--foreground",
+        "--pidfile",
+        "--force",
+    ] {
+        assert!(text.contains(opt), "daemon --help lacks {opt}:\n{text}");
+    }
+}
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let dir = tempfile_dir();
+    let cfg = dir.join("b.toml");
+    fs::write(&cfg, "threshold = 90\n\nload-limt = 80\n").unwrap();
+    for cmd in ["daemon", "plan"] {
+        let o = balancer(&[cmd, "--config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("b.toml:3: key `load-limt`: unknown field"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    fs::write(&cfg, "strategy = \"weight\"\nthreshold = 120\n").unwrap();
+    let o = balancer(&["daemon", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("b.toml:2: key `threshold`: must be a percentage"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "balancer-daemon-cli-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn restore_puts_a_fixture_root_back() {
+    let dir = tempfile_dir();
+    let root = dir.join("root");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vm-4cpu-2node"),
+        &root,
+    );
+    let journal = dir.join("journal.json");
+    let before: Vec<String> = [36, 37, 38]
+        .iter()
+        .map(|i| fs::read_to_string(root.join(format!("proc/irq/{i}/smp_affinity"))).unwrap())
+        .collect();
+    let rps = root.join("sys/class/net/eth1/queues/rx-1/rps_cpus");
+    let rps_before = fs::read_to_string(&rps).unwrap();
+    let mut act = Actuator::new(&root, &journal, RealSys).unwrap();
+    let plan = Plan {
+        actions: vec![
+            Action {
+                kind: ActionKind::Move {
+                    irq: 36,
+                    companions: vec![37],
+                    from: CpuSet::from_cpus([0]),
+                    targets: vec![2],
+                    weight: 0.3,
+                },
+                reason: String::new(),
+            },
+            Action {
+                kind: ActionKind::Move {
+                    irq: 38,
+                    companions: vec![],
+                    from: CpuSet::from_cpus([1]),
+                    targets: vec![3],
+                    weight: 0.3,
+                },
+                reason: String::new(),
+            },
+            Action {
+                kind: ActionKind::SetRps {
+                    netdev: "eth1".into(),
+                    queue: 1,
+                    cpus: CpuSet::from_cpus([2]),
+                },
+                reason: String::new(),
+            },
+        ],
+        findings: vec![],
+        overloaded: vec![],
+        tick: 0,
+    };
+    let out = act.apply(&plan, 4);
+    assert!(out.iter().all(|o| o.applied), "{out:?}");
+    assert_eq!(fs::read_to_string(&rps).unwrap(), "4");
+
+    let o = balancer(&[
+        "restore",
+        "--root",
+        root.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.matches("restored").count(), 4, "{text}");
+    for (i, want) in [36, 37, 38].iter().zip(&before) {
+        let now = fs::read_to_string(root.join(format!("proc/irq/{i}/smp_affinity"))).unwrap();
+        assert_eq!(now.trim(), want.trim(), "IRQ {i}");
+    }
+    assert_eq!(fs::read_to_string(&rps).unwrap().trim(), rps_before.trim());
+    assert!(!journal.exists());
+    // Nothing left: a second restore says so and succeeds.
+    let o = balancer(&["restore", "--journal", journal.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to restore"));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A second daemon on the same lock file refuses to start (the first holds the lock while
+/// it measures in dry-run mode).
+#[test]
+fn one_instance_at_a_time() {
+    if !root_or_skip("one_instance_at_a_time") {
+        return;
+    }
+    let dir = tempfile_dir();
+    let cfg = dir.join("b.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "lock-file = \"{}\"\njournal = \"{}\"\n",
+            dir.join("lock").display(),
+            dir.join("j.json").display()
+        ),
+    )
+    .unwrap();
+    let mut first = std::process::Command::new(balancer_tests::balancer_bin())
+        .args(["daemon", "--dry-run", "--foreground", "--force", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it holds the lock (it logs "started" after loading the probes).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut refused = None;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let o = balancer(&[
+            "daemon",
+            "--dry-run",
+            "--foreground",
+            "--force",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        if !o.status.success() && stderr(&o).contains("another balancer daemon holds") {
+            refused = Some(stderr(&o));
+            break;
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let out = first.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(
+        refused.is_some(),
+        "second instance was not refused; first: {log}"
+    );
+    assert!(
+        out.status.success(),
+        "first stopped cleanly on SIGTERM: {log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+    let _ = fs::remove_dir_all(&dir);
+}
