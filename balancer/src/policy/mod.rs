@@ -49,6 +49,8 @@ pub const STUCK_SHARE: f64 = 0.5;
 /// ...and its IRQ took fewer interrupts than this share of those polls ("none of its own":
 /// a stray interrupt from a moment the queue drained does not unstick it).
 pub const STUCK_IRQ_PER_POLL: f64 = 0.01;
+/// Untimed (threaded) polls per second outside the IRQ's CPUs that count as sticking.
+pub const MIN_UNTIMED_POLLS: f64 = 50.0;
 /// CPUs below this load can take RPS work.
 pub const RPS_IDLE: f64 = 0.5;
 /// Weight of a sibling's load when ranking targets: prefers an idle core to the sibling of
@@ -333,7 +335,8 @@ impl<'a> Work<'a> {
             if home.is_empty() {
                 continue;
             }
-            let total: u64 = napi.per_cpu.values().map(|p| p.ns).sum();
+            let total_ns: u64 = napi.per_cpu.values().map(|p| p.ns).sum();
+            let total_polls: u64 = napi.per_cpu.values().map(|p| p.polls).sum();
             let outside: Vec<(u32, PollSnap)> = napi
                 .per_cpu
                 .iter()
@@ -342,14 +345,30 @@ impl<'a> Work<'a> {
                 .collect();
             let out_ns: u64 = outside.iter().map(|(_, p)| p.ns).sum();
             let out_polls: u64 = outside.iter().map(|(_, p)| p.polls).sum();
-            if total == 0
-                || (out_ns as f64) <= STUCK_SHARE * total as f64
-                || self.s.frac(out_ns) < MIN_WEIGHT
-                || irq.interrupts as f64 > STUCK_IRQ_PER_POLL * out_polls as f64
-            {
+            // Polls outside softirq (threaded NAPI) have no measured duration: judge those
+            // by their count.
+            let (share, significant) = if total_ns > 0 {
+                (
+                    out_ns as f64 / total_ns as f64,
+                    self.s.frac(out_ns) >= MIN_WEIGHT,
+                )
+            } else if total_polls > 0 {
+                (
+                    out_polls as f64 / total_polls as f64,
+                    out_polls as f64 >= MIN_UNTIMED_POLLS * self.s.duration_ns as f64 / 1e9,
+                )
+            } else {
+                continue;
+            };
+            // A threaded instance polls wherever its kthread runs, interrupts or not: away
+            // from its IRQ it is stuck in the sense that matters (its load is not where the
+            // IRQ is), and pinning the kthread is the fix.
+            let quiet =
+                napi.threaded || irq.interrupts as f64 <= STUCK_IRQ_PER_POLL * out_polls as f64;
+            if share <= STUCK_SHARE || !significant || !quiet {
                 continue;
             }
-            let Some((cpu, _)) = outside.iter().max_by_key(|(_, p)| p.ns) else {
+            let Some((cpu, _)) = outside.iter().max_by_key(|(_, p)| (p.ns, p.polls)) else {
                 continue;
             };
             let since = self

@@ -101,6 +101,7 @@ impl IrqSnap {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PollSnap {
+    /// All polls, timed (in softirq) or not (threaded NAPI).
     pub polls: u64,
     pub ns: u64,
     pub budget_exhausted: u64,
@@ -221,7 +222,8 @@ impl Snapshot {
                         (
                             *cpu,
                             PollSnap {
-                                polls: c.polls,
+                                // Threaded polls are counted apart (untimed); both are polls.
+                                polls: c.polls + c.untimed_polls,
                                 ns: c.ns,
                                 budget_exhausted: c.budget_exhausted,
                             },

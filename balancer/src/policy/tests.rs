@@ -429,3 +429,43 @@ fn eio_and_enospc_outcomes_shape_the_next_plan() {
     let h = History::default().after(&p, &[o]);
     assert!(moves(&plan(&s, &Config::default(), &h)).is_empty());
 }
+
+#[test]
+fn threaded_napi_away_from_its_irq_is_stuck_even_untimed() {
+    // Threaded polls have no measured duration; the kthread runs on CPU 0, the IRQ on CPU 2,
+    // and the IRQ still fires.
+    let mut s = machine(&[(0, 0, 0.5), (1, 0, 0.1), (2, 0, 0.1), (3, 0, 0.1)]);
+    rx(&mut s, 10, "eth0", 0, 2, 0.01, 900, &all4());
+    s.napi.push(NapiSnap {
+        id: 7,
+        napi_id: Some(8193),
+        device: "eth0".into(),
+        irq: Some(10),
+        threaded: true,
+        per_cpu: BTreeMap::from([(
+            0,
+            PollSnap {
+                polls: 2000,
+                ns: 0,
+                budget_exhausted: 0,
+            },
+        )]),
+    });
+    let p = plan(&s, &Config::default(), &History::default());
+    assert!(
+        p.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Stuck && f.irq == Some(10) && f.cpu == Some(0)),
+        "{p:#?}"
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::PinNapiThread { irq: 10, .. }))
+    );
+    // Not threaded, and the IRQ fires: not stuck (the polls are its own softirqs elsewhere
+    // only by accident of the interval's edge).
+    s.napi[0].threaded = false;
+    let p = plan(&s, &Config::default(), &History::default());
+    assert!(!p.findings.iter().any(|f| f.kind == FindingKind::Stuck));
+}
