@@ -828,10 +828,16 @@ fn join<'a>(items: impl Iterator<Item = &'a u32>) -> String {
 
 /// The daemon's scenario: every dut queue IRQ on CPU 0 under traffic; after `balancer daemon`
 /// runs, the rx IRQs sit on node-1 CPUs and the highest per-CPU hardirq+softirq share fell by
-/// at least 40%; a forced sticking case (threaded NAPI, its kthread pinned to CPU 0 away from
-/// its IRQ) is reported by `balancer plan`; `balancer restore` returns every value.
+/// at least 40%; a forced sticking case (threaded NAPI with its kthreads pinned to CPU 0, away
+/// from their IRQs) is detected and reported; `balancer restore` returns every value.
+///
+/// One daemon process does all of it, read through its metrics endpoint: the probes attach
+/// and detach once (under TCG, patching tracepoint sites while traffic flows has oopsed the
+/// guest; fewer attaches, fewer chances).
 fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
+    use balancer::cpumask::CpuSet;
     let bin = g.args.balancer.clone();
+    let dev = g.dut.name.clone();
     let irqs = g.dut.all_irqs();
     let rx_irqs: Vec<u32> = g.dut.input_irqs.values().copied().collect();
     let original: BTreeMap<u32, String> = irqs
@@ -842,129 +848,85 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
         fs::write(format!("/proc/irq/{i}/smp_affinity"), "1")
             .with_context(|| format!("pointing IRQ {i} at CPU 0"))?;
     }
-    let node1 = read_trimmed("/sys/devices/system/node/node1/cpulist")?;
-    let node1 = balancer::cpumask::CpuSet::parse_list(&node1)?;
+    let node1 = CpuSet::parse_list(&read_trimmed("/sys/devices/system/node/node1/cpulist")?)?;
     let dir = PathBuf::from("/tmp/balancer-daemon-check");
     fs::create_dir_all(&dir)?;
     let journal = dir.join("journal.json");
     let config = dir.join("balancer.toml");
+    let metrics = "127.0.0.1:9717";
     fs::write(
         &config,
         format!(
-            "short-interval = 1\nlong-interval = 2\njournal = \"{}\"\nlock-file = \"{}\"\n",
+            "short-interval = 1\nlong-interval = 2\nmetrics = \"{metrics}\"\n\
+             journal = \"{}\"\nlock-file = \"{}\"\n",
             journal.display(),
             dir.join("lock").display()
         ),
     )?;
-    let busiest = |bin: &Path| -> Result<(f64, u32)> {
-        let out = Command::new(bin)
-            .args(["report", "--duration", "3", "--json"])
-            .output()?;
-        let v = parse_json(&out, "balancer report")?;
-        let mut best = (0.0, 0);
-        for c in array(&v, "cpus")? {
-            let share = c["hardirq_pct"].as_f64().unwrap_or(0.0)
-                + c["softirq_total_pct"].as_f64().unwrap_or(0.0);
-            if share > best.0 {
-                best = (share, c["cpu"].as_u64().unwrap_or(0) as u32);
-            }
-        }
-        Ok(best)
-    };
 
     let traffic = Traffic::start()?;
     thread::sleep(Duration::from_millis(500));
+    let mut daemon = Command::new(&bin)
+        .args(["daemon", "--foreground", "--force", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting balancer daemon")?;
     let result = (|| -> Result<String> {
-        let (before, before_cpu) = busiest(&bin)?;
-        let daemon = Command::new(&bin)
-            .args(["daemon", "--foreground", "--force", "--config"])
-            .arg(&config)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("starting balancer daemon")?;
-        thread::sleep(Duration::from_secs(20));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-        let out = daemon.wait_with_output()?;
-        let log = String::from_utf8_lossy(&out.stderr).to_string();
-        println!("--- balancer daemon ---\n{log}---");
+        // The first interval is measured on the all-on-CPU-0 placement.
+        let first = wait_metrics(metrics, |m| m.intervals >= 1, Duration::from_secs(60))?;
+        let (before, before_cpu) = first.busiest();
+        // Moves, then at least two calm intervals.
+        thread::sleep(Duration::from_secs(10));
+        let start = read_metrics(metrics)?.intervals;
+        let after_m = wait_metrics(
+            metrics,
+            |m| m.intervals >= start + 2,
+            Duration::from_secs(30),
+        )?;
+        let (after, after_cpu) = after_m.busiest();
         let mut placed = Vec::new();
         let mut off_node = Vec::new();
         for i in &rx_irqs {
             let eff = read_trimmed(&format!("/proc/irq/{i}/effective_affinity_list"))?;
-            let set = balancer::cpumask::CpuSet::parse_list(&eff)?;
+            let set = CpuSet::parse_list(&eff)?;
             placed.push(format!("{i}->{eff}"));
-            if !set.is_subset(&node1) || set.is_empty() {
+            if set.is_empty() || !set.is_subset(&node1) {
                 off_node.push(*i);
             }
         }
-        let (after, after_cpu) = busiest(&bin)?;
         if !off_node.is_empty() {
             bail!(
-                "rx IRQs not on node 1 ({node1}): {off_node:?}; placement {}; daemon log: {log}",
-                placed.join(" ")
+                "rx IRQs not on node 1 ({node1}): {off_node:?}; placement {}; moves {}",
+                placed.join(" "),
+                after_m.moves
             );
         }
         if after > 0.6 * before {
             bail!(
-                "busiest CPU share {before:.1}% (CPU {before_cpu}) -> {after:.1}% (CPU \
+                "busiest CPU hardirq+softirq share {:.1}% (CPU {before_cpu}) -> {:.1}% (CPU \
                  {after_cpu}): fell by less than 40%; placement {}",
+                100.0 * before,
+                100.0 * after,
                 placed.join(" ")
             );
         }
-        Ok(format!(
-            "busiest hardirq+softirq share {before:.1}% (CPU {before_cpu}) -> {after:.1}% (CPU \
-             {after_cpu}); rx IRQs {}",
+        let balanced = format!(
+            "busiest hardirq+softirq share {:.1}% (CPU {before_cpu}) -> {:.1}% (CPU \
+             {after_cpu}), {} moves; rx IRQs {}",
+            100.0 * before,
+            100.0 * after,
+            after_m.moves,
             placed.join(" ")
-        ))
-    })();
-    let sticking = result.as_ref().ok().map(|_| forced_sticking(g, &bin));
-    traffic.stop()?;
-    let restore = Command::new(&bin)
-        .args(["restore", "--journal"])
-        .arg(&journal)
-        .output()?;
-    let mut not_back = Vec::new();
-    for (i, want) in &original {
-        // The test itself pointed them at CPU 0 first: restore returns that; put the boot
-        // values back after checking.
-        let now = read_trimmed(&format!("/proc/irq/{i}/smp_affinity"))?;
-        if balancer::cpumask::CpuSet::parse_mask(&now)? != balancer::cpumask::CpuSet::from_cpus([0])
-        {
-            not_back.push(format!("{i}: {now}"));
-        }
-        let _ = fs::write(format!("/proc/irq/{i}/smp_affinity"), want);
-    }
-    let detail = result?;
-    if !restore.status.success() || !not_back.is_empty() {
-        bail!(
-            "restore: {} {}; not restored: {not_back:?}",
-            String::from_utf8_lossy(&restore.stdout),
-            String::from_utf8_lossy(&restore.stderr)
         );
-    }
-    let sticking = sticking.unwrap_or_else(|| Ok("not run".into()))?;
-    Ok(Outcome::Pass(format!(
-        "{detail}; restore returned {} values; sticking: {sticking}",
-        original.len()
-    )))
-}
 
-/// Threaded NAPI with queue 0's kthread pinned to CPU 0 while its IRQ is on a node-1 CPU:
-/// under traffic the poll runs away from the IRQ with interrupts off; `balancer plan` must
-/// report the IRQ stuck.
-fn forced_sticking(g: &Guest, bin: &Path) -> Result<String> {
-    let dev = &g.dut.name;
-    let Some(irq) = g.dut.input_irqs.get(&0).copied() else {
-        bail!("no queue 0");
-    };
-    fs::write(format!("/sys/class/net/{dev}/threaded"), "1")
-        .with_context(|| format!("enabling threaded NAPI on {dev}"))?;
-    let result = (|| -> Result<String> {
-        fs::write(format!("/proc/irq/{irq}/smp_affinity_list"), "3")?;
-        // The kthreads appear once threaded NAPI is on: napi/<dev>-<id>.
+        // Forced sticking: threaded NAPI, every kthread of the dut pinned to CPU 0 while the
+        // IRQs sit on node 1.
+        fs::write(format!("/sys/class/net/{dev}/threaded"), "1")
+            .with_context(|| format!("enabling threaded NAPI on {dev}"))?;
+        thread::sleep(Duration::from_millis(300));
         let mut pinned = Vec::new();
-        for e in fs::read_dir("/proc")?.filter_map(Result::ok) {
+        for e in fs::read_dir("/proc")?.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().to_string();
             if name.parse::<u32>().is_err() {
                 continue;
@@ -975,23 +937,139 @@ fn forced_sticking(g: &Guest, bin: &Path) -> Result<String> {
                 pinned.push(comm.trim_end().to_string());
             }
         }
-        thread::sleep(Duration::from_secs(1));
-        let out = Command::new(bin)
-            .args(["plan", "--duration", "3", "--json"])
-            .output()?;
-        let v = parse_json(&out, "balancer plan")?;
-        let findings = array(&v["plan"], "findings")?;
-        let stuck = findings
-            .iter()
-            .find(|f| f["kind"] == "stuck" && f["irq"].as_u64() == Some(u64::from(irq)));
-        match stuck {
-            Some(f) => Ok(f["message"].as_str().unwrap_or("").to_string()),
-            None => bail!(
-                "IRQ {irq} not reported stuck (kthreads pinned to CPU 0: {pinned:?}); findings: {}",
-                serde_json::to_string(findings).unwrap_or_default()
-            ),
+        if pinned.is_empty() {
+            bail!("{balanced}; no napi/{dev}-* kthreads after enabling threaded NAPI");
         }
+        let stuck = wait_metrics(metrics, |m| m.sticking_events >= 1, Duration::from_secs(30));
+        let _ = fs::write(format!("/sys/class/net/{dev}/threaded"), "0");
+        let stuck = stuck.with_context(|| {
+            format!("{balanced}; kthreads {pinned:?} pinned to CPU 0: no sticking reported")
+        })?;
+        Ok(format!(
+            "{balanced}; sticking: {} event(s) after pinning {pinned:?} to CPU 0",
+            stuck.sticking_events
+        ))
     })();
-    let _ = fs::write(format!("/sys/class/net/{dev}/threaded"), "0");
-    result
+    traffic.stop()?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let log = {
+        let mut text = String::new();
+        if let Some(mut err) = daemon.stderr.take() {
+            use std::io::Read as _;
+            let _ = err.read_to_string(&mut text);
+        }
+        let _ = daemon.wait();
+        text
+    };
+    println!("--- balancer daemon ---\n{log}---");
+    let restore = Command::new(&bin)
+        .args(["restore", "--journal"])
+        .arg(&journal)
+        .output()?;
+    let mut not_back = Vec::new();
+    for (i, boot) in &original {
+        // The journal holds what the daemon found: CPU 0, where the test put them.
+        let now = read_trimmed(&format!("/proc/irq/{i}/smp_affinity"))?;
+        if CpuSet::parse_mask(&now)? != CpuSet::from_cpus([0]) {
+            not_back.push(format!("{i}: {now}"));
+        }
+        let _ = fs::write(format!("/proc/irq/{i}/smp_affinity"), boot);
+    }
+    let detail = result.map_err(|e| anyhow!("{e:#}\ndaemon log:\n{log}"))?;
+    if !restore.status.success() || !not_back.is_empty() {
+        bail!(
+            "restore: {} {}; not restored: {not_back:?}",
+            String::from_utf8_lossy(&restore.stdout),
+            String::from_utf8_lossy(&restore.stderr)
+        );
+    }
+    if !log.contains("is stuck") {
+        bail!("{detail}; the daemon log does not report the stuck IRQ:\n{log}");
+    }
+    Ok(Outcome::Pass(format!(
+        "{detail}; restore returned {} values",
+        String::from_utf8_lossy(&restore.stdout)
+            .matches("restored")
+            .count()
+    )))
+}
+
+/// What the daemon's metrics endpoint said.
+struct Metrics {
+    intervals: u64,
+    moves: u64,
+    sticking_events: u64,
+    /// CPU -> hardirq+softirq share of the last interval.
+    irq_share: BTreeMap<u32, f64>,
+}
+
+impl Metrics {
+    fn busiest(&self) -> (f64, u32) {
+        self.irq_share
+            .iter()
+            .map(|(c, v)| (*v, *c))
+            .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
+    }
+}
+
+fn read_metrics(addr: &str) -> Result<Metrics> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connecting {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let mut m = Metrics {
+        intervals: 0,
+        moves: 0,
+        sticking_events: 0,
+        irq_share: BTreeMap::new(),
+    };
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let v: f64 = value.parse().unwrap_or(0.0);
+        match key {
+            "balancer_intervals_total" => m.intervals = v as u64,
+            "balancer_moves_total" => m.moves = v as u64,
+            "balancer_sticking_events_total" => m.sticking_events = v as u64,
+            k if k.starts_with("balancer_cpu_irq_ratio{cpu=\"") => {
+                let cpu = k["balancer_cpu_irq_ratio{cpu=\"".len()..]
+                    .split('"')
+                    .next()
+                    .and_then(|c| c.parse().ok());
+                if let Some(cpu) = cpu {
+                    m.irq_share.insert(cpu, v);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+/// Polls the metrics until `ok` holds or `timeout` passes.
+fn wait_metrics(addr: &str, ok: impl Fn(&Metrics) -> bool, timeout: Duration) -> Result<Metrics> {
+    let deadline = Instant::now() + timeout;
+    let mut last = Err(anyhow!("no answer from {addr}"));
+    while Instant::now() < deadline {
+        last = read_metrics(addr);
+        if let Ok(m) = &last
+            && ok(m)
+        {
+            return last;
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    match last {
+        Ok(m) => bail!(
+            "timed out after {timeout:?}: intervals {}, moves {}, sticking events {}",
+            m.intervals,
+            m.moves,
+            m.sticking_events
+        ),
+        Err(e) => Err(e),
+    }
 }
