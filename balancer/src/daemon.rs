@@ -271,11 +271,6 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     if !args.foreground {
         detach()?;
     }
-    if let Some(p) = &args.pidfile {
-        fs::write(p, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing the pidfile {}", p.display()))?;
-    }
-
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .context("installing signal handlers")?;
@@ -288,6 +283,11 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         })?;
+    // After the handlers: whoever reads the pidfile may signal at once.
+    if let Some(p) = &args.pidfile {
+        fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pidfile {}", p.display()))?;
+    }
 
     let root = PathBuf::from("/");
     let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;

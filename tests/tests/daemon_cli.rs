@@ -168,7 +168,8 @@ fn restore_puts_a_fixture_root_back() {
 }
 
 /// A second daemon on the same lock file refuses to start (the first holds the lock while
-/// it measures in dry-run mode).
+/// it measures in dry-run mode); the pidfile names the first; SIGHUP with a broken config
+/// keeps the old one, with a good one reloads; SIGTERM stops it cleanly.
 #[test]
 fn one_instance_at_a_time() {
     if !root_or_skip("one_instance_at_a_time") {
@@ -185,42 +186,114 @@ fn one_instance_at_a_time() {
         ),
     )
     .unwrap();
+    let pidfile = dir.join("pid");
     let mut first = std::process::Command::new(balancer_tests::balancer_bin())
-        .args(["daemon", "--dry-run", "--foreground", "--force", "--config"])
-        .arg(&cfg)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until it holds the lock (it logs "started" after loading the probes).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut refused = None;
-    while std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let o = balancer(&[
+        .args([
             "daemon",
             "--dry-run",
             "--foreground",
             "--force",
-            "--config",
-            cfg.to_str().unwrap(),
-        ]);
-        if !o.status.success() && stderr(&o).contains("another balancer daemon holds") {
-            refused = Some(stderr(&o));
-            break;
+            "--pidfile",
+        ])
+        .arg(&pidfile)
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its log, as it comes.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = std::sync::Arc::clone(&log);
+        let mut err = first.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut err, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if log.lock().unwrap().contains(what) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-    }
+        false
+    };
+    assert!(wait_for("started"), "{}", log.lock().unwrap());
+    let o = balancer(&[
+        "daemon",
+        "--dry-run",
+        "--foreground",
+        "--force",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("another balancer daemon holds"),
+        "{}",
+        stderr(&o)
+    );
+    let pid = fs::read_to_string(&pidfile).unwrap_or_default();
+    assert_eq!(pid.trim(), first.id().to_string(), "pidfile");
+    // SIGHUP with a broken file keeps the old config; with a good one reloads.
+    let good = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, "threshold = 900\n").unwrap();
     // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGHUP) };
+    assert!(
+        wait_for("config not reloaded, keeping the old one"),
+        "{}",
+        log.lock().unwrap()
+    );
+    fs::write(&cfg, &good).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(first.id() as i32, libc::SIGHUP) };
+    assert!(wait_for("config reloaded"), "{}", log.lock().unwrap());
+    // SAFETY: as above.
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
-    let out = first.wait_with_output().unwrap();
-    let log = stderr(&out);
-    assert!(
-        refused.is_some(),
-        "second instance was not refused; first: {log}"
-    );
-    assert!(
-        out.status.success(),
-        "first stopped cleanly on SIGTERM: {log}"
-    );
+    let status = first.wait().unwrap();
+    let _ = reader.join();
+    let log = log.lock().unwrap().clone();
+    assert!(status.success(), "stopped cleanly on SIGTERM: {log}");
+    assert!(log.contains("b.toml:1: key `threshold`"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+    assert!(!pidfile.exists(), "pidfile removed on exit");
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// `plan --json` measures the live machine (root) and prints the plan with its reasons,
+/// changing no affinity.
+#[test]
+fn plan_prints_json_and_changes_nothing() {
+    if !root_or_skip("plan_prints_json_and_changes_nothing") {
+        return;
+    }
+    let affinities = || -> Vec<(u32, String)> {
+        let text = fs::read_to_string("/proc/interrupts").unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split(':').next()?.trim().parse::<u32>().ok())
+            .filter_map(|n| {
+                let a = fs::read_to_string(format!("/proc/irq/{n}/smp_affinity")).ok()?;
+                Some((n, a))
+            })
+            .collect()
+    };
+    let a0 = affinities();
+    let o = balancer(&["plan", "--duration", "1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["plan"]["actions"].is_array(), "{v}");
+    assert!(v["plan"]["findings"].is_array(), "{v}");
+    assert!(v["cpus"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
+    assert_eq!(a0, affinities(), "plan changed an affinity");
 }
