@@ -325,6 +325,38 @@ mod tests {
     }
 
     #[test]
+    fn reads_small_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(10_000);
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        std::fs::write(dir.path().join("page"), "y".repeat(4096)).unwrap();
+        std::fs::write(dir.path().join("small"), "3\n").unwrap();
+        std::fs::write(dir.path().join("bad"), b"\xff1").unwrap();
+        let fs = Root::new(dir.path());
+        let d = fs.open_dir("");
+        let mut w = Warnings::default();
+        type Reader<'a> = Box<dyn Fn(&str, &mut Warnings) -> Option<String> + 'a>;
+        let readers: [Reader; 2] = [
+            Box::new(|name, w| fs.read_opt(name, w)),
+            Box::new(|name, w| d.read_opt(name, w)),
+        ];
+        for read in readers {
+            assert_eq!(read("big", &mut w).unwrap(), big);
+            assert_eq!(read("page", &mut w).unwrap().len(), 4096);
+            assert_eq!(read("small", &mut w).unwrap(), "3\n");
+            assert_eq!(read("bad", &mut w).unwrap(), "\u{fffd}1");
+            assert_eq!(read("missing", &mut w), None);
+            assert_eq!(read("small/x", &mut w), None);
+        }
+        // A directory read as a file is unreadable (EISDIR): a warning, not a failure.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(d.read_opt("sub", &mut w), None);
+        assert_eq!(w.into_lines().len(), 1);
+        let missing = fs.open_dir("nope");
+        assert_eq!(missing.read_opt("x", &mut Warnings::default()), None);
+    }
+
+    #[test]
     fn resolve_stays_inside_root() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
