@@ -25,8 +25,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(width: u16, height: u16, command: &str) -> Tmux {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = Tmux {
-            socket: format!("balancer-top-test-{}", std::process::id()),
+            socket: format!("balancer-top-test-{}-{seq}", std::process::id()),
             session: "top".to_string(),
         };
         let out = t.tmux(&[
@@ -273,4 +275,37 @@ fn top_rejects_a_bad_interval_and_dry_run_alone() {
         .expect("running balancer");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--balance"));
+}
+
+/// A vanished terminal (SSH dropped, tmux pane killed) ends `balancer top` instead of leaving
+/// it spinning on a dead tty.
+#[test]
+fn top_exits_when_its_terminal_goes_away() {
+    if !have_tmux() || !root_or_skip("top_exits_when_its_terminal_goes_away") {
+        return;
+    }
+    let bin = balancer_bin();
+    let t = Tmux::start(100, 30, &format!("exec {} top", bin.display()));
+    t.wait_text("IRQs by time");
+    let out = t.tmux(&["list-panes", "-t", &t.session, "-F", "#{pane_pid}"]);
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pane pid");
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists());
+    let _ = t.tmux(&["kill-server"]);
+    let start = Instant::now();
+    while proc_dir.exists() {
+        // A zombie is gone for our purpose: it no longer runs.
+        let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "balancer top (pid {pid}) still runs after its terminal went away"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

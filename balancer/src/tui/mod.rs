@@ -116,6 +116,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut term = TerminalGuard::enter()?;
+    watch_for_hangup();
     let mut sampler = |app: &mut App, started: Instant| match monitor.tick() {
         Ok(tick) => {
             let report = Report::build(
@@ -205,6 +206,47 @@ fn event_loop(
         }
     }
     Ok(())
+}
+
+/// Ends the process when its terminal goes away (SSH drops, the tmux pane is killed).
+///
+/// A hung-up tty stays readable while reads return EOF or EIO, and crossterm's event reader
+/// retries such reads forever without returning (crossterm issue #793, unfixed in 0.29), so
+/// the main loop can never see a signal flag again; SIGHUP may not even arrive when the
+/// process group was orphaned. This thread only polls for POLLHUP/POLLERR, never reads, so it
+/// takes no keys from the user.
+fn watch_for_hangup() {
+    use std::os::fd::AsRawFd as _;
+    let fd = std::io::stdin().as_raw_fd();
+    // SAFETY: isatty on a valid fd number has no preconditions.
+    if unsafe { libc::isatty(fd) } != 1 {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("tty-watchdog".into())
+        .spawn(move || {
+            loop {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: 0,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; with events = 0 only hang-up and errors report.
+                let n = unsafe { libc::poll(&mut pfd, 1, 500) };
+                if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                    // Nobody is left to see a restored screen; the probes detach as the
+                    // process's file descriptors close.
+                    std::process::exit(129);
+                }
+                if n < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    return;
+                }
+            }
+        });
+    // Without the watchdog top still works; it only cannot notice a vanished terminal.
+    drop(spawned);
 }
 
 /// Raw mode and the alternate screen while alive; the terminal as it was after drop, after
