@@ -7,7 +7,8 @@
 //! JSON against what the kernel shows. Traffic goes only between these two NICs.
 //!
 //! Output, on stdout and on the results port (`--results`, the guest's second serial port):
-//! `CHECK <name> PASS|FAIL|SKIP <detail>` per check, `INFO <fact>` lines, then `GUEST-DONE`.
+//! `START <name>` and `CHECK <name> PASS|FAIL|SKIP <detail>` per check, `INFO <fact>` lines,
+//! then `GUEST-DONE`.
 //! To add a check, write a `fn(&mut Guest) -> anyhow::Result<Outcome>` and list it in
 //! [`CHECKS`]; `Guest` runs the shared measurement (traffic + `balancer report`) once, on first
 //! use.
@@ -107,6 +108,8 @@ fn main() -> ExitCode {
         Ok(mut guest) => {
             out.check("setup", Ok(Outcome::Pass(guest.describe())));
             for (name, check) in CHECKS {
+                // Names the check a hung or panicking guest was in.
+                out.line(&format!("START {name}"));
                 let started = Instant::now();
                 let outcome = check(&mut guest);
                 println!(

@@ -46,7 +46,7 @@ pub struct VmArgs {
     #[arg(long)]
     list: bool,
     /// Seconds after which a guest counts as hung and is killed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 240)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     timeout: u64,
     /// Guests to run at the same time.
     #[arg(long, default_value_t = 1)]
@@ -338,6 +338,21 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
             ))
         }
     };
+    // Say where the guest was and what its kernel said about it.
+    let failure = failure.map(|mut why| {
+        if let Some(check) = &lines.unfinished {
+            why = format!("{why}, during check {check}");
+        }
+        let lockup = ["soft lockup", "hard LOCKUP", "detected stalls", "hung_task"]
+            .iter()
+            .filter(|s| console.contains(*s))
+            .copied()
+            .collect::<Vec<_>>();
+        if !lockup.is_empty() {
+            why = format!("{why}; the kernel reported: {}", lockup.join(", "));
+        }
+        why
+    });
     let guest = match failure {
         None => Check::new(
             "guest",
@@ -357,6 +372,13 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
     );
     let mut checks = vec![guest];
     checks.extend(lines.checks);
+    if let Some(check) = lines.unfinished {
+        checks.push(Check::new(
+            &check,
+            Status::Fail,
+            "started but never reported (see the guest failure)",
+        ));
+    }
     Ok(Row {
         label: job.series.into(),
         release: kernel.release.clone(),

@@ -62,15 +62,19 @@ pub struct GuestLines {
     pub info: Vec<String>,
     /// The guest got to the end of its checks.
     pub done: bool,
+    /// A check that started and never reported: where a hung or dying guest was.
+    pub unfinished: Option<String>,
 }
 
-/// Parses `CHECK <name> PASS|FAIL|SKIP <detail>`, `INFO <text>` and `GUEST-DONE`; anything
-/// else (a line cut by a dying guest) is ignored.
+/// Parses `START <name>`, `CHECK <name> PASS|FAIL|SKIP <detail>`, `INFO <text>` and
+/// `GUEST-DONE`; anything else (a line cut by a dying guest) is ignored.
 pub fn parse_guest(text: &str) -> GuestLines {
     let mut out = GuestLines::default();
     for line in text.lines().map(|l| l.trim_end_matches('\r')) {
         if line == "GUEST-DONE" {
             out.done = true;
+        } else if let Some(name) = line.strip_prefix("START ") {
+            out.unfinished = Some(name.to_owned());
         } else if let Some(info) = line.strip_prefix("INFO ") {
             out.info.push(info.to_owned());
         } else if let Some(rest) = line.strip_prefix("CHECK ") {
@@ -86,6 +90,9 @@ pub fn parse_guest(text: &str) -> GuestLines {
             };
             // Details travel on one line; the guest encodes its line breaks as " | ".
             let detail = parts.next().unwrap_or("").replace(" | ", "\n");
+            if out.unfinished.as_deref() == Some(name) {
+                out.unfinished = None;
+            }
             out.checks.push(Check::new(name, status, detail));
         }
     }
@@ -162,13 +169,22 @@ mod tests {
     #[test]
     fn guest_lines_parse_with_carriage_returns_and_noise() {
         let text = "CHECK setup PASS dut=eth1\r\nINFO napi-link co-occurrence\r\n\
-                    garbage\r\nCHECK napi-link FAIL q0: none | q1: none\r\nCHECK cut\r\nGUEST-DONE\r\n";
+                    garbage\r\nSTART napi-link\r\nCHECK napi-link FAIL q0: none | q1: none\r\n\
+                    CHECK cut\r\nGUEST-DONE\r\n";
         let lines = parse_guest(text);
         assert!(lines.done);
+        assert_eq!(lines.unfinished, None);
         assert_eq!(lines.info, ["napi-link co-occurrence"]);
         assert_eq!(lines.checks.len(), 2);
         assert_eq!(lines.checks[1].status, Status::Fail);
         assert_eq!(lines.checks[1].detail, "q0: none\nq1: none");
+    }
+
+    #[test]
+    fn a_check_without_its_result_is_unfinished() {
+        let lines = parse_guest("START a\nCHECK a PASS\nSTART daemon\n[ 62.2] rcu: stall\n");
+        assert!(!lines.done);
+        assert_eq!(lines.unfinished.as_deref(), Some("daemon"));
     }
 
     #[test]
