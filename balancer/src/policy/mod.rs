@@ -879,7 +879,7 @@ impl<'a> Work<'a> {
                         continue;
                     };
                     let new_max = (src_load - w).max(after);
-                    if src_load - new_max < self.cfg.min_gain / 100.0 {
+                    if src_load - new_max < self.required_gain(src_load) {
                         continue;
                     }
                     if best.as_ref().is_none_or(|b| new_max < b.new_max - 1e-9) {
@@ -925,6 +925,17 @@ impl<'a> Work<'a> {
                 pct(new_max)
             );
             self.push_move(irq, companions, cands, w, reason);
+        }
+    }
+
+    /// What a move off a CPU at `load` must gain. Off an overloaded CPU any real gain counts:
+    /// many small IRQs could otherwise never leave it one by one. Elsewhere `min-gain` is the
+    /// hysteresis that keeps balanced CPUs from trading IRQs.
+    fn required_gain(&self, load: f64) -> f64 {
+        if load >= self.cfg.threshold_frac() {
+            MIN_WEIGHT / 2.0
+        } else {
+            self.cfg.min_gain / 100.0
         }
     }
 
@@ -1008,7 +1019,7 @@ impl<'a> Work<'a> {
                         continue;
                     };
                     let new_max = (src_load - w).max(after);
-                    if src_load - new_max < self.cfg.min_gain / 100.0 {
+                    if src_load - new_max < self.required_gain(src_load) {
                         continue;
                     }
                     if best.as_ref().is_none_or(|b| new_max < b.0 - 1e-9) {

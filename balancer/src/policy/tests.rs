@@ -469,3 +469,35 @@ fn threaded_napi_away_from_its_irq_is_stuck_even_untimed() {
     let p = plan(&s, &Config::default(), &History::default());
     assert!(!p.findings.iter().any(|f| f.kind == FindingKind::Stuck));
 }
+
+/// A 256-CPU, 2-node machine with 1500 active IRQs, a third of them on CPU 0: one plan must
+/// stay cheap (printed, not asserted: tests never assert on time).
+#[test]
+fn large_machine_plan_cost() {
+    let cpus: Vec<(u32, u32, f64)> = (0..256).map(|c| (c, c / 128, 0.2)).collect();
+    let mut s = machine(&cpus);
+    s.cpus.get_mut(&0).unwrap().busy_ns = ns(1.0);
+    let node0: Vec<u32> = (0..128).collect();
+    for i in 0..1500u32 {
+        let cpu = if i % 3 == 0 { 0 } else { i % 256 };
+        let w = if cpu == 0 { 0.012 } else { 0.001 };
+        rx(
+            &mut s,
+            1000 + i,
+            &format!("eth{}", i / 64),
+            i % 64,
+            cpu,
+            w,
+            100,
+            &node0,
+        );
+    }
+    let t = std::time::Instant::now();
+    let p = plan(&s, &Config::default(), &History::default());
+    eprintln!(
+        "large machine: {} actions in {:?}",
+        p.actions.len(),
+        t.elapsed()
+    );
+    assert!(!p.actions.is_empty());
+}
