@@ -857,6 +857,8 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
     let journal = dir.join("journal.json");
     let config = dir.join("balancer.toml");
     let metrics = "127.0.0.1:9717";
+    // The metrics endpoint is on loopback, which the guest's init leaves down.
+    run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
     fs::write(
         &config,
         format!(
