@@ -13,6 +13,11 @@ pub enum Bench {
     /// CPU of `balancer top` at a 1 s refresh in a tmux pane, idle and under veth traffic
     /// (root, tmux).
     Top,
+    /// CPU and resident memory of `balancer daemon --dry-run` at its default intervals over
+    /// 180 s (root).
+    Daemon,
+    /// The balancer simulator's table: weight vs count vs rnd in every scenario.
+    Simulator,
 }
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +31,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (package, bench) = match args.what {
         Bench::Probes => ("balancer-tests", "probes"),
         Bench::Top => ("balancer-tests", "top"),
+        Bench::Daemon => return bench_bin("daemon-bench", &["180"]),
+        Bench::Simulator => return bench_bin("sim-table", &[]),
     };
     if matches!(args.what, Bench::Top) {
         // The bench runs the release binary next to its own executable.
@@ -42,6 +49,41 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         Command::new("cargo")
             .current_dir(workspace_root())
             .args(["bench", "-p", package, "--bench", bench]),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds balancer (release) and runs a measuring binary of balancer-tests against it.
+fn bench_bin(bin: &str, args: &[&str]) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    step("cargo build --release -p balancer");
+    run_checked(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "balancer",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    step(&format!(
+        "cargo run -p balancer-tests --release --bin {bin}"
+    ));
+    run_checked(
+        Command::new("cargo")
+            .current_dir(&root)
+            .env("BALANCER_BIN", target.join("release/balancer"))
+            .args([
+                "run",
+                "-q",
+                "-p",
+                "balancer-tests",
+                "--release",
+                "--bin",
+                bin,
+                "--",
+            ])
+            .args(args),
     )?;
     Ok(ExitCode::SUCCESS)
 }
