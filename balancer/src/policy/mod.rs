@@ -151,8 +151,6 @@ pub enum FindingKind {
     NotFollowed,
     /// A queue needs RPS but no idle local CPU is left.
     NoRpsCpus,
-    /// Managed or EIO: the kernel owns its affinity.
-    Unmovable,
 }
 
 /// Everything the plan works on, in fractions of one CPU.
