@@ -380,13 +380,17 @@ impl<'a> Work<'a> {
                 irq: Some(irq.number),
                 cpu: Some(*cpu),
                 message: format!(
-                    "IRQ {} ({}) is stuck: its NAPI instance{} polls on CPU {cpu} ({} of a CPU) \
+                    "IRQ {} ({}) is stuck: its NAPI instance{} polls on CPU {cpu} ({}) \
                      outside its effective affinity {home} with {} interrupts, for {} \
                      interval(s); its load is booked at {home}{}",
                     irq.number,
                     irq.name,
                     napi.napi_id.map(|i| format!(" {i}")).unwrap_or_default(),
-                    pct(self.s.frac(out_ns)),
+                    if total_ns > 0 {
+                        format!("{} of a CPU", pct(self.s.frac(out_ns)))
+                    } else {
+                        format!("{out_polls} untimed polls")
+                    },
                     irq.interrupts,
                     self.hist.tick - since + 1,
                     if threaded {
@@ -511,7 +515,9 @@ impl<'a> Work<'a> {
         }
     }
 
-    /// The tx IRQs that travel with an rx IRQ: same netdev, same queue index, same home.
+    /// The tx IRQs that travel with an rx IRQ: same netdev, same queue index, same home,
+    /// active in the interval (an idle IRQ's move waits for its next interrupt and holds a
+    /// vector on both CPUs meanwhile: not worth it).
     fn companions(&self, irq: &IrqSnap) -> Vec<u32> {
         let (Some(dev), Some((QueueKind::Rx, index))) = (&irq.netdev, irq.queue) else {
             return Vec::new();
@@ -524,6 +530,7 @@ impl<'a> Work<'a> {
                 o.netdev.as_ref() == Some(dev)
                     && o.queue == Some((QueueKind::Tx, index))
                     && o.home() == home
+                    && (o.interrupts > 0 || o.total_ns() > 0)
                     && !self.frozen.contains_key(&o.number)
                     && !self.moved.contains(&o.number)
             })

@@ -360,7 +360,14 @@ fn companions_move_together_and_rnd_is_deterministic() {
     tx.number = 11;
     tx.queue = Some((QueueKind::Tx, 0));
     tx.per_cpu.get_mut(&0).unwrap().ns = ns(0.05);
-    s.irqs.insert(11, tx);
+    s.irqs.insert(11, tx.clone());
+    // An idle tx IRQ stays: its move would wait for an interrupt that does not come.
+    let mut idle = tx;
+    idle.number = 13;
+    idle.queue = Some((QueueKind::Tx, 1));
+    idle.interrupts = 0;
+    idle.per_cpu.clear();
+    s.irqs.insert(13, idle);
     rx(&mut s, 12, "eth0", 1, 0, 0.3, 100, &[0, 1]);
     let p = plan(&s, &Config::default(), &History::default());
     match &p.actions[0].kind {
@@ -371,6 +378,10 @@ fn companions_move_together_and_rnd_is_deterministic() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(
+        p.actions.iter().all(|a| !a.kind.irqs().contains(&13)),
+        "{p:#?}"
+    );
     let cfg = Config {
         strategy: Strategy::Rnd,
         seed: 42,
