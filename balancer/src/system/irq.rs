@@ -9,7 +9,8 @@ use super::{Irq, NodeSource, SystemModel};
 use crate::cpumask::CpuSet;
 
 /// What `proc/irq/N` says.
-struct Affinity {
+#[derive(Default)]
+pub(crate) struct Affinity {
     smp: Option<CpuSet>,
     effective: Option<CpuSet>,
     node: Option<i32>,
@@ -103,6 +104,22 @@ fn read_affinities(fs: &Root, numbers: &[u32], warn: &mut Warnings) -> Vec<Affin
     out
 }
 
+pub(crate) type Affinities = HashMap<u32, Affinity>;
+
+/// Reads `proc/irq/N` for every N the directory lists, without waiting for
+/// `proc/interrupts`, so that it runs alongside the rest of the model.
+pub(crate) fn read_all_affinities(fs: &Root) -> (Affinities, Warnings) {
+    let mut warn = Warnings::default();
+    let mut numbers: Vec<u32> = fs
+        .list("proc/irq", &mut warn)
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    let affinities = read_affinities(fs, &numbers, &mut warn);
+    (numbers.into_iter().zip(affinities).collect(), warn)
+}
+
 /// Whether debugfs says the IRQ is managed (`IRQD_AFFINITY_MANAGED` in its state flags).
 fn debugfs_managed(fs: &Root, irq: u32, warn: &mut Warnings) -> Option<bool> {
     let text = fs.read_opt(format!("sys/kernel/debug/irq/irqs/{irq}"), warn)?;
@@ -114,6 +131,7 @@ pub(crate) fn read(
     table: &Interrupts,
     model: &SystemModel,
     legacy: &LegacyIrqs,
+    affinities: &mut Affinities,
     warn: &mut Warnings,
 ) -> BTreeMap<u32, Irq> {
     let msi: HashMap<u32, &str> = model
@@ -133,11 +151,9 @@ pub(crate) fn read(
             RowId::Named(_) => None,
         })
         .collect();
-    let numbers: Vec<u32> = rows.iter().map(|(n, _)| *n).collect();
-    let affinities = read_affinities(fs, &numbers, warn);
-
     let mut irqs = BTreeMap::new();
-    for ((number, row), aff) in rows.into_iter().zip(affinities) {
+    for (number, row) in rows {
+        let aff = affinities.remove(&number).unwrap_or_default();
         // The first action that says something wins (shared lines list several).
         let names: Vec<naming::NameInfo> = row
             .actions

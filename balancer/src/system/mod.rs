@@ -226,48 +226,56 @@ impl SystemModel {
     pub fn read(root: &Path, opts: &ReadOptions) -> Result<SystemModel, SystemError> {
         let mut warn = fsutil::Warnings::default();
         let fs = fsutil::Root::new(root);
-
         let text = fs.read_required("proc/interrupts")?;
-        let table = interrupts::parse(&text);
-        if table.skipped > 0 {
-            warn.add(
-                "proc/interrupts: malformed lines skipped",
-                table.skipped,
-                None,
+        // The per-IRQ files are most of the cost on big machines: read them on other threads
+        // while this one does the rest.
+        std::thread::scope(|scope| {
+            let prefetch = scope.spawn(|| irq::read_all_affinities(&fs));
+            let table = interrupts::parse(&text);
+            if table.skipped > 0 {
+                warn.add(
+                    "proc/interrupts: malformed lines skipped",
+                    table.skipped,
+                    None,
+                );
+            }
+            let kernel = fs
+                .read_opt("proc/sys/kernel/osrelease", &mut warn)
+                .map(|s| s.trim().to_string());
+            let cpu_info = cpu::read(&fs, &mut warn);
+            let (mut pci, legacy) = pci::read_pci(&fs, &mut warn);
+            let virtio = pci::read_virtio(&fs, &mut pci, &mut warn);
+            let netdevs = pci::read_netdevs(&fs, &mut pci, &virtio, &mut warn);
+            pci::apply_proximity(
+                &mut pci,
+                &cpu_info.nodes,
+                opts.proximity.as_ref(),
+                &mut warn,
             );
-        }
 
-        let kernel = fs
-            .read_opt("proc/sys/kernel/osrelease", &mut warn)
-            .map(|s| s.trim().to_string());
-        let cpu_info = cpu::read(&fs, &mut warn);
-        let (mut pci, legacy) = pci::read_pci(&fs, &mut warn);
-        let virtio = pci::read_virtio(&fs, &mut pci, &mut warn);
-        let netdevs = pci::read_netdevs(&fs, &mut pci, &virtio, &mut warn);
-        pci::apply_proximity(
-            &mut pci,
-            &cpu_info.nodes,
-            opts.proximity.as_ref(),
-            &mut warn,
-        );
-
-        let mut model = SystemModel {
-            root: root.to_path_buf(),
-            kernel,
-            cpus: cpu_info.cpus,
-            nr_cpu_ids: cpu_info.nr_cpu_ids,
-            nodes: cpu_info.nodes,
-            isolated: cpu_info.isolated,
-            nohz_full: cpu_info.nohz_full,
-            irqs: BTreeMap::new(),
-            pci,
-            netdevs,
-            virtio,
-            warnings: Vec::new(),
-        };
-        model.irqs = irq::read(&fs, &table, &model, &legacy, &mut warn);
-        model.warnings = warn.into_lines();
-        Ok(model)
+            let mut model = SystemModel {
+                root: root.to_path_buf(),
+                kernel,
+                cpus: cpu_info.cpus,
+                nr_cpu_ids: cpu_info.nr_cpu_ids,
+                nodes: cpu_info.nodes,
+                isolated: cpu_info.isolated,
+                nohz_full: cpu_info.nohz_full,
+                irqs: BTreeMap::new(),
+                pci,
+                netdevs,
+                virtio,
+                warnings: Vec::new(),
+            };
+            // A panic in the reader would be a bug; read again here rather than lose the IRQs.
+            let (mut affinities, prefetch_warn) = prefetch
+                .join()
+                .unwrap_or_else(|_| irq::read_all_affinities(&fs));
+            warn.merge(prefetch_warn);
+            model.irqs = irq::read(&fs, &table, &model, &legacy, &mut affinities, &mut warn);
+            model.warnings = warn.into_lines();
+            Ok(model)
+        })
     }
 
     pub fn online_cpus(&self) -> CpuSet {
