@@ -639,14 +639,16 @@ impl Traffic {
                 let payload = [0x5au8; 256];
                 let mut sent = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    let round = Instant::now();
                     for s in &socks {
                         // Drops (full queues) are fine: load is what is wanted.
                         if s.send(&payload).is_ok() {
                             sent += 1;
                         }
                     }
-                    // A pause per round keeps the guest's CPUs for balancer and the kernel.
-                    thread::sleep(Duration::from_millis(1));
+                    // Rest as long as the round took: the rate follows the guest's speed, so
+                    // a slow emulated guest on a busy host is loaded, not livelocked.
+                    thread::sleep(round.elapsed().max(Duration::from_millis(1)));
                 }
                 Ok(sent)
             })

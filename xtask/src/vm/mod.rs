@@ -54,6 +54,9 @@ pub struct VmArgs {
     /// qemu accelerator; KVM hangs guests on the build machines.
     #[arg(long, value_enum, default_value_t = qemu::Accel::Tcg)]
     accel: qemu::Accel,
+    /// Print every check's detail, not only the failures'.
+    #[arg(short, long)]
+    verbose: bool,
     /// Extra kernel command-line parameters for the guests (e.g. `loglevel=7`).
     #[arg(long, value_name = "PARAMS", default_value = "")]
     append: String,
@@ -100,7 +103,7 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
         rows.push(host::run(&root, &work.path.join(HOST), &target)?);
     }
 
-    println!("\n{}", report::render(&rows));
+    println!("\n{}", report::render(&rows, args.verbose));
     println!(
         "total wall time {:.0}s (command: cargo xtask vm{})",
         start.elapsed().as_secs_f64(),

@@ -109,8 +109,9 @@ pub fn tail(text: &str, n: usize) -> String {
         .join("\n")
 }
 
-/// The table, then each failure's detail, then the facts each kernel reported.
-pub fn render(rows: &[Row]) -> String {
+/// The table, then each failure's detail (every check's when `verbose`), then the facts each
+/// kernel reported.
+pub fn render(rows: &[Row], verbose: bool) -> String {
     let mut columns: Vec<&str> = Vec::new();
     for check in rows.iter().flat_map(|r| &r.checks) {
         if !columns.contains(&check.name.as_str()) {
@@ -142,7 +143,11 @@ pub fn render(rows: &[Row]) -> String {
         let _ = writeln!(out, "  {:.0}s", row.elapsed.as_secs_f64());
     }
     for row in rows {
-        for check in row.checks.iter().filter(|c| c.status != Status::Pass) {
+        for check in row
+            .checks
+            .iter()
+            .filter(|c| verbose || c.status != Status::Pass)
+        {
             let _ = writeln!(
                 out,
                 "\n{} {} {}: {}",
@@ -205,7 +210,7 @@ mod tests {
                 elapsed: Duration::from_secs(5),
             },
         ];
-        let table = render(&rows);
+        let table = render(&rows, false);
         let mut lines = table.lines();
         assert!(lines.next().unwrap().contains("guest  host-tests  time"));
         assert!(lines.next().unwrap().contains("PASS   -"));
