@@ -948,12 +948,34 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             bail!("{balanced}; no napi/{dev}-* kthreads after enabling threaded NAPI");
         }
         let stuck = wait_metrics(metrics, |m| m.sticking_events >= 1, Duration::from_secs(30));
-        let _ = fs::write(format!("/sys/class/net/{dev}/threaded"), "0");
         let stuck = stuck.with_context(|| {
             format!("{balanced}; kthreads {pinned:?} pinned to CPU 0: no sticking reported")
-        })?;
+        });
+        // Unstick: the daemon pins each rx kthread next to its IRQ (node 1) in the interval
+        // after it reported the sticking.
+        let unstuck = stuck.and_then(|stuck| {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let away = napi_threads(&dev)?
+                    .into_iter()
+                    .filter(|(comm, _, _)| !comm.ends_with("-0"))
+                    .filter(|(_, _, allowed)| !allowed.is_subset(&node1) || allowed.is_empty())
+                    .map(|(comm, pid, allowed)| format!("{comm} (pid {pid}) on {allowed}"))
+                    .collect::<Vec<_>>();
+                if away.is_empty() {
+                    return Ok(stuck);
+                }
+                if Instant::now() > deadline {
+                    bail!("{balanced}; sticking reported but kthreads not pinned back: {away:?}");
+                }
+                thread::sleep(Duration::from_millis(300));
+            }
+        });
+        let _ = fs::write(format!("/sys/class/net/{dev}/threaded"), "0");
+        let stuck = unstuck?;
         Ok(format!(
-            "{balanced}; sticking: {} event(s) after pinning {pinned:?} to CPU 0",
+            "{balanced}; sticking: {} event(s) after pinning {pinned:?} to CPU 0, every rx \
+             kthread pinned back to node 1 by the daemon",
             stuck.sticking_events
         ))
     })();
@@ -1000,6 +1022,30 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             .matches("restored")
             .count()
     )))
+}
+
+/// The threaded-NAPI kthreads of `dev`: (comm, pid, CPUs allowed).
+fn napi_threads(dev: &str) -> Result<Vec<(String, u32, balancer::cpumask::CpuSet)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc")?.filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim_end();
+        if !comm.starts_with(&format!("napi/{dev}-")) {
+            continue;
+        }
+        let status = fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| balancer::cpumask::CpuSet::parse_list(v.trim()))
+            .transpose()?
+            .unwrap_or_default();
+        out.push((comm.to_string(), pid, allowed));
+    }
+    Ok(out)
 }
 
 /// What the daemon's metrics endpoint said.
