@@ -47,20 +47,29 @@ pub fn fetch(cache: &Path, series: &str) -> Result<Kernel> {
     if let Some(kernel) = cached(cache, series)? {
         return Ok(kernel);
     }
-    let candidates = candidates(series)?;
-    if candidates.is_empty() {
-        bail!(
-            "apt knows no linux-image-{series}.*-cloud-amd64-unsigned package; run `apt-get update`"
-        );
-    }
     let debs = cache.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    // Older candidates may have left the archive while the local lists still name them.
     let mut errors = Vec::new();
-    for package in candidates.iter().take(3) {
-        match download(&debs, package).and_then(|deb| unpack(cache, series, package, &deb)) {
-            Ok(kernel) => return Ok(kernel),
-            Err(err) => errors.push(format!("{package}: {err:#}")),
+    // A fresh machine may have no package lists, and old lists name packages the archive has
+    // dropped: on failure, refresh the lists once and try again.
+    for refresh in [false, true] {
+        if refresh {
+            run(
+                Command::new("apt-get").args(["-q", "update"]),
+                "apt-get update",
+            )?;
+        }
+        let candidates = candidates(series)?;
+        if candidates.is_empty() {
+            errors.push(format!(
+                "apt knows no linux-image-{series}.*-cloud-amd64-unsigned package"
+            ));
+        }
+        for package in candidates.iter().take(3) {
+            match download(&debs, package).and_then(|deb| unpack(cache, series, package, &deb)) {
+                Ok(kernel) => return Ok(kernel),
+                Err(err) => errors.push(format!("{package}: {err:#}")),
+            }
         }
     }
     bail!(
