@@ -104,20 +104,14 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
     }
 
     println!("\n{}", report::render(&rows, args.verbose));
-    println!(
-        "total wall time {:.0}s (command: cargo xtask vm{})",
-        start.elapsed().as_secs_f64(),
-        args.kernels
-            .iter()
-            .map(|k| format!(" --kernel {k}"))
-            .collect::<String>()
-    );
+    println!("total wall time {:.0}s", start.elapsed().as_secs_f64());
+    let failed = rows.iter().any(Row::failed);
     if args.keep {
         println!("work directory kept: {}", work.path.display());
-    } else if rows.iter().any(Row::failed) {
+    } else if failed {
         println!("rerun with --keep to keep the consoles, logs and initramfs");
     }
-    Ok(if rows.iter().any(Row::failed) {
+    Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -321,9 +315,9 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
     let console = fs::read_to_string(&run.console).unwrap_or_default();
     let secs = run.elapsed.as_secs_f64();
     let failure = match run.ended {
-        qemu::Ended::TimedOut => Some(format!("hung: killed after {secs:.0}s")),
-        qemu::Ended::Exited(_) if lines.done => None,
-        qemu::Ended::Exited(status) => {
+        proc::Waited::TimedOut => Some(format!("hung: killed after {secs:.0}s")),
+        proc::Waited::Exited(_) if lines.done => None,
+        proc::Waited::Exited(status) => {
             let panic = console.contains("Kernel panic");
             let qemu_log = fs::read_to_string(&run.qemu_log).unwrap_or_default();
             Some(format!(

@@ -41,17 +41,12 @@ pub struct Guest<'a> {
 
 /// How a guest ended and what it wrote.
 pub struct Run {
-    pub ended: Ended,
+    pub ended: Waited,
     pub elapsed: Duration,
     /// The second serial port: the machine-readable CHECK lines.
     pub results: String,
     pub console: PathBuf,
     pub qemu_log: PathBuf,
-}
-
-pub enum Ended {
-    Exited(std::process::ExitStatus),
-    TimedOut,
 }
 
 impl Guest<'_> {
@@ -70,14 +65,11 @@ impl Guest<'_> {
             .stderr(log);
         let start = Instant::now();
         let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
-        let waited = wait(&mut child, Some(self.timeout), "qemu")?;
+        let ended = wait(&mut child, Some(self.timeout), "qemu")?;
         let elapsed = start.elapsed();
         drop(net);
         Ok(Run {
-            ended: match waited {
-                Waited::Exited(status) => Ended::Exited(status),
-                Waited::TimedOut => Ended::TimedOut,
-            },
+            ended,
             elapsed,
             results: fs::read_to_string(&results).unwrap_or_default(),
             console,
