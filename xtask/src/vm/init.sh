@@ -1,7 +1,7 @@
 #!/bin/sh
 # PID 1 of the test guest: mount what balancer reads, load the NIC driver, run the checks,
 # power off. xtask fills in @GUEST_CHECKS_ARGS@.
-export PATH=/bin:/usr/sbin
+export PATH=/usr/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

@@ -37,7 +37,10 @@ pub fn build(path: &Path, contents: &Contents) -> Result<u64> {
     let busybox = which("busybox")?;
     add_host_binary(&mut cpio, &busybox, "bin/busybox")?;
     let applets = output(Command::new(&busybox).arg("--list"), "busybox --list")?;
-    for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+    // The host tools win over busybox's applets of the same name.
+    let provided =
+        |a: &str| a == "busybox" || HOST_TOOLS.iter().any(|t| t.ends_with(&format!("/{a}")));
+    for applet in applets.lines().filter(|a| !a.is_empty() && !provided(a)) {
         cpio.symlink(&format!("bin/{applet}"), "busybox")?;
     }
     for tool in HOST_TOOLS {
