@@ -20,6 +20,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("ethtool", "/usr/sbin/ethtool"),
     ("util-linux", "/usr/bin/setpriv"),
+    // 6.12 kernel packages ship xz-compressed modules.
+    ("xz-utils", "/usr/bin/xz"),
 ];
 
 #[derive(Debug, Default, clap::Args)]
