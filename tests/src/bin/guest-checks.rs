@@ -864,24 +864,36 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
     fs::write(
         &config,
         format!(
-            "short-interval = 1\nlong-interval = 2\nmetrics = \"{metrics}\"\n\
+            "short-interval = 1\nlong-interval = 4\nmetrics = \"{metrics}\"\n\
              journal = \"{}\"\nlock-file = \"{}\"\n",
             journal.display(),
             dir.join("lock").display()
         ),
     )?;
 
-    let traffic = Traffic::start()?;
-    thread::sleep(Duration::from_millis(500));
     let mut daemon = Command::new(&bin)
         .args(["daemon", "--foreground", "--force", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("starting balancer daemon")?;
+    let mut traffic: Option<Traffic> = None;
     let result = (|| -> Result<String> {
-        // The first interval is measured on the all-on-CPU-0 placement.
-        let first = wait_metrics(metrics, |m| m.intervals >= 1, Duration::from_secs(60))?;
+        // A first interval with nothing flowing: the probes attach while the traced paths
+        // are quiet (under TCG, patching tracepoint sites under load has oopsed guests).
+        let idle = wait_metrics(metrics, |m| m.intervals >= 1, Duration::from_secs(60))?;
+        // The load generator on CPU 1 (threads inherit their creator's affinity), so CPU 0
+        // carries the dut's queues and nothing else of the test.
+        pin_this_thread(&[1])?;
+        let started = Traffic::start();
+        pin_this_thread(&(0..64).collect::<Vec<_>>())?;
+        traffic = Some(started?);
+        // The next interval is measured on the all-on-CPU-0 placement under traffic.
+        let first = wait_metrics(
+            metrics,
+            |m| m.intervals > idle.intervals,
+            Duration::from_secs(60),
+        )?;
         let (before, before_cpu) = first.busiest();
         // Moves, then at least two calm intervals.
         thread::sleep(Duration::from_secs(10));
@@ -979,7 +991,11 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             stuck.sticking_events
         ))
     })();
-    traffic.stop()?;
+    if let Some(t) = traffic.take() {
+        t.stop()?;
+    }
+    // Detach the probes with the traced paths quiet again.
+    thread::sleep(Duration::from_secs(1));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let log = {
@@ -1022,6 +1038,21 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             .matches("restored")
             .count()
     )))
+}
+
+/// Restricts the calling thread (and the threads it creates from now on) to `cpus`.
+fn pin_this_thread(cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET stays below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in cpus.iter().filter(|c| **c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(*c, &mut set);
+        }
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The threaded-NAPI kthreads of `dev`: (comm, pid, CPUs allowed).
