@@ -214,6 +214,44 @@ fn detach() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debug: each CPU's busy and IRQ share, and the heaviest IRQs with the CPUs their time
+/// landed on.
+fn log_interval(s: &Snapshot, tick: u64) {
+    let cpus: Vec<String> = s
+        .cpus
+        .values()
+        .filter(|c| c.online)
+        .map(|c| {
+            format!(
+                "{}:{:.0}/{:.0}",
+                c.id,
+                100.0 * s.frac(c.busy_ns),
+                100.0 * s.frac(c.irq_ns)
+            )
+        })
+        .collect();
+    log::debug!("interval {tick}: cpu busy%/irq% {}", cpus.join(" "));
+    let mut irqs: Vec<&policy::IrqSnap> = s.irqs.values().filter(|i| i.total_ns() > 0).collect();
+    irqs.sort_by_key(|i| std::cmp::Reverse(i.total_ns()));
+    for i in irqs.iter().take(8) {
+        let on: Vec<String> = i
+            .per_cpu
+            .iter()
+            .filter(|(_, l)| l.ns > 0)
+            .map(|(c, l)| format!("cpu{c} {:.1}%", 100.0 * s.frac(l.ns)))
+            .collect();
+        log::debug!(
+            "interval {tick}: IRQ {} ({}) {:.1}%, {} interrupts, on {}: {}",
+            i.number,
+            i.name,
+            100.0 * s.frac(i.total_ns()),
+            i.interrupts,
+            i.home(),
+            on.join(", ")
+        );
+    }
+}
+
 /// Returns freed heap to the kernel (glibc keeps it otherwise): the daemon's resident size
 /// is part of its budget.
 fn trim_heap() {
@@ -357,6 +395,9 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             log::info!("{ev}");
         }
         let snap = Snapshot::build(monitor.model(), &tick.attribution);
+        if log::log_enabled!(log::Level::Debug) {
+            log_interval(&snap, history.tick);
+        }
         let plan = policy::plan(&snap, &cfg, &history);
         findings.log(&plan);
         let outcomes: Vec<Outcome> = match actuator.as_mut() {
