@@ -1,5 +1,6 @@
 //! Numbered IRQs: their affinity files and the device, driver, netdev and queue behind them.
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::fsutil::{Dir, Root, Warnings, parse_int_warn, parse_list_warn, parse_mask_warn};
 use super::interrupts::{Interrupts, RowId};
@@ -9,7 +10,6 @@ use super::{Irq, NodeSource, SystemModel};
 use crate::cpumask::CpuSet;
 
 /// What `proc/irq/N` says.
-#[derive(Default)]
 pub(crate) struct Affinity {
     smp: Option<CpuSet>,
     effective: Option<CpuSet>,
@@ -49,76 +49,65 @@ fn read_affinity(dir: &Dir, irq: u32, warn: &mut Warnings) -> Affinity {
     }
 }
 
-/// Three files per IRQ are most of the model's cost on big machines (thousands of
-/// open/read/close), so large sets are read on a few threads.
-fn read_affinities(fs: &Root, numbers: &[u32], warn: &mut Warnings) -> Vec<Affinity> {
-    let dir = fs.open_dir("proc/irq");
-    let dir = &dir;
-    const PER_THREAD: usize = 256;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(numbers.len() / PER_THREAD)
-        .min(8);
-    if threads <= 1 {
-        return numbers
+/// Reading `proc/irq/N` (three files per IRQ, thousands of open/read/close on big machines)
+/// is most of the model's cost, so it is shared out: helper threads start on it at once, and
+/// the thread building the rest of the model joins in when done, taking chunks off the same
+/// counter so that nobody waits for a fixed share.
+pub(crate) struct AffinityJob {
+    dir: Dir,
+    numbers: Vec<u32>,
+    next: AtomicUsize,
+}
+
+/// Results of one worker.
+pub(crate) type AffinityPart = (Vec<(u32, Affinity)>, Warnings);
+
+impl AffinityJob {
+    /// Lists `proc/irq` (every N there, without waiting for `proc/interrupts`).
+    pub fn new(fs: &Root, warn: &mut Warnings) -> AffinityJob {
+        let mut numbers: Vec<u32> = fs
+            .list("proc/irq", warn)
             .iter()
-            .map(|&n| read_affinity(dir, n, warn))
+            .filter_map(|n| n.parse().ok())
             .collect();
+        numbers.sort_unstable();
+        AffinityJob {
+            dir: fs.open_dir("proc/irq"),
+            numbers,
+            next: AtomicUsize::new(0),
+        }
     }
-    let chunk = numbers.len().div_ceil(threads);
-    let results: Vec<(Vec<Affinity>, Warnings)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = numbers
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut w = Warnings::default();
-                    let out: Vec<Affinity> = part
-                        .iter()
-                        .map(|&n| read_affinity(dir, n, &mut w))
-                        .collect();
-                    (out, w)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(numbers.chunks(chunk))
-            .map(|(h, part)| {
-                // A panicking reader would be a bug; fall back to reading that part here.
-                h.join().unwrap_or_else(|_| {
-                    let mut w = Warnings::default();
-                    let out = part
-                        .iter()
-                        .map(|&n| read_affinity(dir, n, &mut w))
-                        .collect();
-                    (out, w)
-                })
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(numbers.len());
-    for (part, w) in results {
-        out.extend(part);
-        warn.merge(w);
+
+    /// How many helper threads are worth starting besides the caller.
+    pub fn helpers(&self) -> usize {
+        const PER_THREAD: usize = 256;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (self.numbers.len() / PER_THREAD)
+            .min(cpus.saturating_sub(1).max(1))
+            .min(7)
     }
-    out
+
+    /// Reads chunks until none are left.
+    pub fn work(&self) -> AffinityPart {
+        const CHUNK: usize = 32;
+        let mut warn = Warnings::default();
+        let mut out = Vec::new();
+        loop {
+            let start = self.next.fetch_add(CHUNK, Ordering::Relaxed);
+            if start >= self.numbers.len() {
+                break;
+            }
+            let part = &self.numbers[start..(start + CHUNK).min(self.numbers.len())];
+            out.extend(
+                part.iter()
+                    .map(|&n| (n, read_affinity(&self.dir, n, &mut warn))),
+            );
+        }
+        (out, warn)
+    }
 }
 
 pub(crate) type Affinities = HashMap<u32, Affinity>;
-
-/// Reads `proc/irq/N` for every N the directory lists, without waiting for
-/// `proc/interrupts`, so that it runs alongside the rest of the model.
-pub(crate) fn read_all_affinities(fs: &Root) -> (Affinities, Warnings) {
-    let mut warn = Warnings::default();
-    let mut numbers: Vec<u32> = fs
-        .list("proc/irq", &mut warn)
-        .iter()
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    numbers.sort_unstable();
-    let affinities = read_affinities(fs, &numbers, &mut warn);
-    (numbers.into_iter().zip(affinities).collect(), warn)
-}
 
 /// Whether debugfs says the IRQ is managed (`IRQD_AFFINITY_MANAGED` in its state flags).
 fn debugfs_managed(fs: &Root, irq: u32, warn: &mut Warnings) -> Option<bool> {
@@ -131,6 +120,7 @@ pub(crate) fn read(
     table: &Interrupts,
     model: &SystemModel,
     legacy: &LegacyIrqs,
+    job: &AffinityJob,
     affinities: &mut Affinities,
     warn: &mut Warnings,
 ) -> BTreeMap<u32, Irq> {
@@ -153,7 +143,10 @@ pub(crate) fn read(
         .collect();
     let mut irqs = BTreeMap::new();
     for (number, row) in rows {
-        let aff = affinities.remove(&number).unwrap_or_default();
+        // Missing only if a worker died (a bug) or proc/irq could not be listed: read it here.
+        let aff = affinities
+            .remove(&number)
+            .unwrap_or_else(|| read_affinity(&job.dir, number, warn));
         // The first action that says something wins (shared lines list several).
         let names: Vec<naming::NameInfo> = row
             .actions

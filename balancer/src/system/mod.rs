@@ -229,8 +229,11 @@ impl SystemModel {
         let text = fs.read_required("proc/interrupts")?;
         // The per-IRQ files are most of the cost on big machines: read them on other threads
         // while this one does the rest.
+        let job = irq::AffinityJob::new(&fs, &mut warn);
         std::thread::scope(|scope| {
-            let prefetch = scope.spawn(|| irq::read_all_affinities(&fs));
+            let helpers: Vec<_> = (0..job.helpers())
+                .map(|_| scope.spawn(|| job.work()))
+                .collect();
             let table = interrupts::parse(&text);
             if table.skipped > 0 {
                 warn.add(
@@ -267,12 +270,24 @@ impl SystemModel {
                 virtio,
                 warnings: Vec::new(),
             };
-            // A panic in the reader would be a bug; read again here rather than lose the IRQs.
-            let (mut affinities, prefetch_warn) = prefetch
-                .join()
-                .unwrap_or_else(|_| irq::read_all_affinities(&fs));
-            warn.merge(prefetch_warn);
-            model.irqs = irq::read(&fs, &table, &model, &legacy, &mut affinities, &mut warn);
+            // Help with what is left, then collect; a helper that panicked (a bug) leaves
+            // its chunk to be read again in irq::read.
+            let mut parts = vec![job.work()];
+            parts.extend(helpers.into_iter().filter_map(|h| h.join().ok()));
+            let mut affinities = irq::Affinities::with_capacity(table.rows.len());
+            for (part, part_warn) in parts {
+                affinities.extend(part);
+                warn.merge(part_warn);
+            }
+            model.irqs = irq::read(
+                &fs,
+                &table,
+                &model,
+                &legacy,
+                &job,
+                &mut affinities,
+                &mut warn,
+            );
             model.warnings = warn.into_lines();
             Ok(model)
         })
