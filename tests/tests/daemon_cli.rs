@@ -139,6 +139,7 @@ fn restore_puts_a_fixture_root_back() {
         findings: vec![],
         overloaded: vec![],
         tick: 0,
+        balancing: false,
     };
     let out = act.apply(&plan, 4);
     assert!(out.iter().all(|o| o.applied), "{out:?}");

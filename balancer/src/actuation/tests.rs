@@ -59,6 +59,7 @@ fn mv(irq: u32, companions: &[u32], targets: &[u32]) -> Plan {
         findings: vec![],
         overloaded: vec![],
         tick: 0,
+        balancing: false,
     }
 }
 
@@ -218,6 +219,7 @@ fn rps_and_thread_pinning_are_journaled_and_restored() {
         findings: vec![],
         overloaded: vec![],
         tick: 0,
+        balancing: false,
     };
     let out = act.apply(&plan, 4);
     assert!(out[0].applied && out[1].applied, "{out:?}");

@@ -26,6 +26,8 @@ pub struct History {
     pub moves: u64,
     /// Times an IRQ started sticking.
     pub sticking_events: u64,
+    /// The last plan balanced load (see [`Plan::balancing`]).
+    pub balancing_last: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +79,7 @@ impl History {
     pub fn after(&self, plan: &Plan, outcomes: &[Outcome]) -> History {
         let mut h = self.clone();
         h.tick = self.tick + 1;
+        h.balancing_last = plan.balancing;
         for (i, action) in plan.actions.iter().enumerate() {
             let Some(o) = outcomes.get(i) else {
                 continue;

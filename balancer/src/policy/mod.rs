@@ -71,6 +71,9 @@ pub struct Plan {
     pub overloaded: Vec<u32>,
     /// Interval number the plan was made at (the history's).
     pub tick: u64,
+    /// The plan moved IRQs to relieve or balance load (not only for locality): the next
+    /// interval goes on balancing while the effect settles.
+    pub balancing: bool,
 }
 
 impl Plan {
@@ -164,6 +167,8 @@ struct Work<'a> {
     /// IRQs that may not move this interval, with why.
     frozen: BTreeMap<u32, &'static str>,
     moved: BTreeSet<u32>,
+    /// Load-driven moves were planned.
+    balancing: bool,
     actions: Vec<Action>,
     findings: Vec<Finding>,
 }
@@ -210,6 +215,7 @@ pub fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
         findings: w.findings,
         overloaded,
         tick: hist.tick,
+        balancing: w.balancing,
     }
 }
 
@@ -279,6 +285,7 @@ impl<'a> Work<'a> {
             irq_load,
             frozen,
             moved: BTreeSet::new(),
+            balancing: false,
             actions: Vec::new(),
             findings: Vec::new(),
         }
@@ -813,13 +820,16 @@ impl<'a> Work<'a> {
             .collect()
     }
 
-    /// Whether the last interval's plan moved something: its effect is still settling
-    /// (a saturated CPU shows its real demand only once relieved), so balancing goes on.
+    /// Whether the last interval's plan moved IRQs to relieve load and they took: the
+    /// effect is still settling (a saturated CPU shows its real demand only once relieved),
+    /// so balancing goes on. Locality moves alone start no balancing.
     fn moved_last_tick(&self) -> bool {
-        self.hist
-            .last_move
-            .values()
-            .any(|m| m.tick + 1 == self.hist.tick)
+        self.hist.balancing_last
+            && self
+                .hist
+                .last_move
+                .values()
+                .any(|m| m.tick + 1 == self.hist.tick)
     }
 
     /// Every eligible CPU with IRQs, busiest first.
@@ -919,6 +929,7 @@ impl<'a> Work<'a> {
                 break;
             };
             episode = true;
+            self.balancing = true;
             let reason = format!(
                 "CPU {} is the busiest ({} busy): IRQ {} ({}) costs {} of a CPU there; on CPU \
                  {to} the busier of the two ends at {}",

@@ -512,3 +512,20 @@ fn large_machine_plan_cost() {
     );
     assert!(!p.actions.is_empty());
 }
+
+#[test]
+fn locality_moves_start_no_balancing_episode() {
+    // CPU 1 at 23% with a 3% IRQ, CPU 0 at 17%: not worth a move unless an episode runs.
+    let mut s = machine(&[(0, 0, 0.17), (1, 0, 0.23), (2, 1, 0.05), (3, 1, 0.05)]);
+    rx(&mut s, 29, "eth0", 1, 1, 0.03, 500, &[0, 1]);
+    rx(&mut s, 35, "eth1", 0, 0, 0.05, 500, &[2, 3]);
+    let p = plan(&s, &Config::default(), &History::default());
+    assert_eq!(moves(&p).len(), 1, "{p:#?}");
+    assert!(!p.balancing);
+    let h = History::default().after(&p, &[Outcome::applied(Some(2))]);
+    let p2 = plan(&s, &Config::default(), &h);
+    assert!(
+        moves(&p2).iter().all(|(irq, _)| *irq != 29),
+        "no episode after locality moves: {p2:#?}"
+    );
+}
