@@ -108,6 +108,21 @@ pub struct NapiStat {
     pub dev_name: [u8; DEV_NAME_LEN],
 }
 
+impl NapiStat {
+    /// No polls yet, no identity read.
+    pub const EMPTY: NapiStat = NapiStat {
+        polls: 0,
+        work: 0,
+        budget_exhausted: 0,
+        ns: 0,
+        untimed_polls: 0,
+        untimed_work: 0,
+        irq: -1,
+        napi_id: 0,
+        dev_name: [0; DEV_NAME_LEN],
+    };
+}
+
 /// Key of the co-occurrence map: a NAPI instance polled in a NET_RX softirq that `irq`'s
 /// handler raised on the same CPU.
 #[repr(C)]

@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use balancer_common::{
-    DEV_NAME_LEN, ERR_MAP_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
+    ERR_MAP_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
     NR_SOFTIRQS, NapiStat, Offsets, PairKey, SoftirqStat,
 };
 
@@ -249,17 +249,7 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
     if let Some(s) = NAPI_STATS.get_ptr_mut(&napi) {
         unsafe { add_poll(&mut *s, timed, work, exhausted, ns) };
     } else {
-        let mut fresh = NapiStat {
-            polls: 0,
-            work: 0,
-            budget_exhausted: 0,
-            ns: 0,
-            untimed_polls: 0,
-            untimed_work: 0,
-            irq: -1,
-            napi_id: 0,
-            dev_name: [0; DEV_NAME_LEN],
-        };
+        let mut fresh = NapiStat::EMPTY;
         add_poll(&mut fresh, timed, work, exhausted, ns);
         read_identity(&ctx, o, napi, &mut fresh);
         if NAPI_STATS.insert(&napi, &fresh, BPF_NOEXIST).is_err() {

@@ -651,6 +651,21 @@ pub(crate) mod testdata {
         }
     }
 
+    /// Every measurement active, as on a 6.8+ kernel with BTF.
+    pub fn status() -> crate::probe::ProbeStatus {
+        let on = |d: &str| crate::probe::Feature {
+            active: true,
+            detail: d.to_string(),
+        };
+        crate::probe::ProbeStatus {
+            hardirq: on("hardirq"),
+            softirq: on("softirq"),
+            softirq_raise: on("raise"),
+            napi: on("napi"),
+            napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
+        }
+    }
+
     /// The attribution of [`interval`] on [`vm_model`].
     pub fn attribution() -> (Attribution, SystemModel) {
         let model = vm_model();

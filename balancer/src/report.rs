@@ -838,20 +838,14 @@ mod tests {
     use super::*;
     use crate::attribution::testdata;
 
+    /// As on a kernel without napi:napi_poll.
     fn status() -> ProbeStatus {
-        let on = |d: &str| Feature {
-            active: true,
-            detail: d.to_string(),
-        };
         ProbeStatus {
-            hardirq: on("hardirq"),
-            softirq: on("softirq"),
-            softirq_raise: on("raise"),
             napi: Feature {
                 active: false,
                 detail: "tracepoint napi:napi_poll not in this kernel".into(),
             },
-            napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
+            ..testdata::status()
         }
     }
 

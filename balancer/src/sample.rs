@@ -175,7 +175,7 @@ impl Interval {
         for (key, now) in &c.napi {
             let d = match p.napi.get(key) {
                 Some(before) => napi_delta(before, now),
-                None => napi_delta(&zero_napi(), now),
+                None => napi_delta(&NapiStat::EMPTY, now),
             };
             if !d.is_zero() {
                 iv.napi.insert(*key, d);
@@ -270,20 +270,6 @@ fn per_cpu_counts(ints: &Interrupts) -> BTreeMap<RowKey, BTreeMap<u32, u64>> {
             (key, counts)
         })
         .collect()
-}
-
-fn zero_napi() -> NapiStat {
-    NapiStat {
-        polls: 0,
-        work: 0,
-        budget_exhausted: 0,
-        ns: 0,
-        untimed_polls: 0,
-        untimed_work: 0,
-        irq: -1,
-        napi_id: 0,
-        dev_name: [0; DEV_NAME_LEN],
-    }
 }
 
 fn napi_delta(p: &NapiStat, c: &NapiStat) -> NapiDelta {
@@ -439,12 +425,12 @@ mod tests {
 
     #[test]
     fn napi_identity_comes_from_the_slot_that_has_it() {
-        let mut named = zero_napi();
+        let mut named = NapiStat::EMPTY;
         named.dev_name[..4].copy_from_slice(b"eth0");
         named.irq = 38;
         named.napi_id = 8193;
         named.polls = 5;
-        let mut other_cpu = zero_napi();
+        let mut other_cpu = NapiStat::EMPTY;
         other_cpu.irq = 0;
         other_cpu.polls = 3;
         let mut c = Counters::default();
@@ -460,7 +446,7 @@ mod tests {
             }
         );
         // -1 and 0 both mean "not recorded".
-        let mut veth = zero_napi();
+        let mut veth = NapiStat::EMPTY;
         veth.dev_name[..2].copy_from_slice(b"vA");
         veth.polls = 1;
         c.napi.insert((0xffff_2000, 0), veth);

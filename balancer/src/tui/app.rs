@@ -527,24 +527,7 @@ pub fn step_interval(cur: Duration, faster: bool) -> Duration {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::{
-        attribution::testdata,
-        probe::{Feature, ProbeStatus},
-    };
-
-    pub(crate) fn status() -> ProbeStatus {
-        let on = |d: &str| Feature {
-            active: true,
-            detail: d.to_string(),
-        };
-        ProbeStatus {
-            hardirq: on("hardirq"),
-            softirq: on("softirq"),
-            softirq_raise: on("raise"),
-            napi: on("napi"),
-            napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
-        }
-    }
+    use crate::attribution::testdata::{self, status};
 
     /// The fixture interval, with every IRQ of the VM listed (quiet ones have no row).
     pub(crate) fn report() -> Report {
