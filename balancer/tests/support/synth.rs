@@ -101,7 +101,7 @@ fn mask(cpus: &[u32], nbits: u32) -> String {
             vals[(c / 32) as usize] |= 1 << (c % 32);
         }
     }
-    let first = if nbits % 32 == 0 {
+    let first = if nbits.is_multiple_of(32) {
         8
     } else {
         (nbits % 32).div_ceil(4) as usize
