@@ -10,7 +10,7 @@
 //! - softirq work comes before tasks: a CPU runs all of its queues' work up to 100%, then the
 //!   background load gets what is left; queues on a CPU asked for more than 100% are
 //!   saturated and get a proportional share;
-//! - the interrupt rate falls as a queue's load rises (`K d / (1 + (d/0.05)^2)`: light queues
+//! - the interrupt rate falls as a queue's load rises ([`interrupt_rate`]: light queues
 //!   interrupt per packet, loaded ones poll with interrupts off), a starved queue takes
 //!   almost none, a stuck one none;
 //! - a saturated queue whose IRQ moves keeps polling where it is (NAPI stays scheduled):
@@ -90,11 +90,13 @@ impl Scenario {
         let mut fluid: BTreeMap<Vec<u32>, f64> = BTreeMap::new();
         let mut piece: f64 = 0.0;
         for q in &self.queues {
+            // Its handler time where nothing is starved: no placement under 100% does less.
+            let hard = interrupt_rate(q.demand) * HARDIRQ_COST;
             if q.managed {
                 let remote = q
                     .node
                     .is_some_and(|nd| self.cpus[q.cpu as usize].node != nd);
-                base[q.cpu as usize] += q.demand * if remote { REMOTE_PENALTY } else { 1.0 };
+                base[q.cpu as usize] += q.demand * if remote { REMOTE_PENALTY } else { 1.0 } + hard;
                 continue;
             }
             let allowed: Vec<u32> = (0..n as u32)
@@ -103,17 +105,18 @@ impl Scenario {
                     !cpu.vectors_full && q.node.is_none_or(|nd| cpu.node == nd)
                 })
                 .collect();
-            let unsplit = if rps && q.demand > 0.9 {
-                q.demand * RPS_DRIVER_SHARE
-            } else {
-                q.demand
-            };
+            let unsplit = hard
+                + if rps && q.demand > 0.9 {
+                    q.demand * RPS_DRIVER_SHARE
+                } else {
+                    q.demand
+                };
             let lightest = allowed
                 .iter()
                 .map(|c| base[*c as usize])
                 .fold(f64::INFINITY, f64::min);
             piece = piece.max(lightest + unsplit);
-            *fluid.entry(allowed).or_default() += q.demand;
+            *fluid.entry(allowed).or_default() += q.demand + hard;
         }
         let mut lb = base.iter().copied().fold(0.0, f64::max).max(piece);
         // Water level over each group of allowed CPUs (groups here are nodes or all CPUs).
@@ -149,11 +152,17 @@ struct QState {
     rps: CpuSet,
 }
 
+/// Interrupts per second of a queue offered `demand` that is not starved: light queues
+/// interrupt per packet, loaded ones poll with interrupts off.
+pub fn interrupt_rate(demand: f64) -> f64 {
+    200_000.0 * demand / (1.0 + (demand / 0.05).powi(2))
+}
+
 /// What a run of one strategy gave.
 #[derive(Clone, Debug)]
 pub struct RunResult {
     pub strategy: Strategy,
-    /// Highest CPU demand (background + IRQ work, can exceed 1) per interval.
+    /// Highest CPU demand (background + IRQ work + handler time, can exceed 1) per interval.
     pub max_load: Vec<f64>,
     /// Mean of `max_load` over the last quarter of the run.
     pub converged_max: f64,
@@ -237,6 +246,8 @@ impl<'a> Sim<'a> {
             ..Snapshot::default()
         };
         let mut irq_ns = vec![0.0f64; n];
+        // Handler time per CPU: part of its demand too.
+        let mut hard_ns = vec![0.0f64; n];
         let mut rps_ns = vec![0.0f64; n];
         for (i, (q, st)) in self.sc.queues.iter().zip(&self.q).enumerate() {
             let (at_poll, per_rps) = per_q[i];
@@ -248,12 +259,13 @@ impl<'a> Sim<'a> {
                 // Almost always polling: an interrupt only when a poll drains the ring.
                 20_000.0 * got * 0.02
             } else {
-                200_000.0 * q.demand / (1.0 + (q.demand / 0.05).powi(2))
+                interrupt_rate(q.demand)
             };
             let ints = ints.round();
             let hard = ints * HARDIRQ_COST;
             irq_ns[st.poll as usize] += got;
             irq_ns[st.affinity as usize] += hard;
+            hard_ns[st.affinity as usize] += hard;
             for c in st.rps.iter() {
                 let r = per_rps * scale[c as usize];
                 irq_ns[c as usize] += r;
@@ -312,7 +324,7 @@ impl<'a> Sim<'a> {
         for (id, cpu) in self.sc.cpus.iter().enumerate() {
             let work = irq_ns[id].min(1.0);
             let busy = (work + cpu.bg).min(1.0);
-            max_demand = max_demand.max(cpu.bg + irq_demand[id]);
+            max_demand = max_demand.max(cpu.bg + irq_demand[id] + hard_ns[id]);
             s.cpus.insert(
                 id as u32,
                 CpuSnap {
