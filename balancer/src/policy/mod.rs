@@ -802,6 +802,9 @@ impl<'a> Work<'a> {
                     || self.irq_load.get(c).copied().unwrap_or(0.0) - mean
                         >= self.cfg.imbalance / 100.0
             })
+            // An isolated or excluded CPU busy with its own work is none of our business,
+            // unless IRQs sit on it.
+            .filter(|(c, _)| self.eligible.contains(**c) || !self.on_cpu(**c).is_empty())
             .map(|(c, l)| (*c, *l))
             .collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

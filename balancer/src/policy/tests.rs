@@ -529,3 +529,13 @@ fn locality_moves_start_no_balancing_episode() {
         "no episode after locality moves: {p2:#?}"
     );
 }
+
+#[test]
+fn a_busy_isolated_cpu_without_irqs_is_not_overloaded() {
+    let mut s = machine(&[(0, 0, 0.2), (1, 0, 1.0)]);
+    s.cpus.get_mut(&1).unwrap().isolated = true;
+    rx(&mut s, 10, "eth0", 0, 0, 0.1, 100, &[0, 1]);
+    let p = plan(&s, &Config::default(), &History::default());
+    assert!(p.overloaded.is_empty(), "{p:#?}");
+    assert!(p.findings.is_empty(), "{p:#?}");
+}
