@@ -298,3 +298,26 @@ fn plan_prints_json_and_changes_nothing() {
     assert!(v["cpus"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
     assert_eq!(a0, affinities(), "plan changed an affinity");
 }
+
+/// With a process named irqbalance running, the daemon refuses to start unless --force.
+#[test]
+fn refuses_to_run_beside_irqbalance() {
+    let dir = tempfile_dir();
+    let fake = dir.join("irqbalance");
+    fs::copy("/bin/sleep", &fake).unwrap();
+    let mut child = std::process::Command::new(&fake).arg("30").spawn().unwrap();
+    let cfg = dir.join("b.toml");
+    fs::write(
+        &cfg,
+        format!("lock-file = \"{}\"\n", dir.join("lock").display()),
+    )
+    .unwrap();
+    let o = balancer(&["daemon", "--dry-run", "--config", cfg.to_str().unwrap()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("irqbalance runs (pid"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
