@@ -170,7 +170,8 @@ fn restore_puts_a_fixture_root_back() {
 
 /// A second daemon on the same lock file refuses to start (the first holds the lock while
 /// it measures in dry-run mode); the pidfile names the first; SIGHUP with a broken config
-/// keeps the old one, with a good one reloads; SIGTERM stops it cleanly.
+/// keeps the old one, with a good one reloads; the loopback metrics endpoint serves the
+/// text format; SIGTERM stops it cleanly.
 #[test]
 fn one_instance_at_a_time() {
     if !root_or_skip("one_instance_at_a_time") {
@@ -181,7 +182,8 @@ fn one_instance_at_a_time() {
     fs::write(
         &cfg,
         format!(
-            "lock-file = \"{}\"\njournal = \"{}\"\n",
+            "lock-file = \"{}\"\njournal = \"{}\"\nmetrics = \"127.0.0.1:0\"\n\
+             short-interval = 0.5\nlong-interval = 1\n",
             dir.join("lock").display(),
             dir.join("j.json").display()
         ),
@@ -260,6 +262,35 @@ fn one_instance_at_a_time() {
     // SAFETY: as above.
     unsafe { libc::kill(first.id() as i32, libc::SIGHUP) };
     assert!(wait_for("config reloaded"), "{}", log.lock().unwrap());
+    // The metrics endpoint (loopback) serves the text format once an interval is measured.
+    let addr = {
+        let text = log.lock().unwrap().clone();
+        text.split("metrics on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no metrics address in the log: {text}"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut body = String::new();
+    while std::time::Instant::now() < deadline && !body.contains("balancer_intervals_total") {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+            use std::io::{Read as _, Write as _};
+            let _ = c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+            body.clear();
+            let _ = c.read_to_string(&mut body);
+        }
+    }
+    assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
+    for name in [
+        "balancer_cpu_busy_ratio{cpu=\"0\"",
+        "balancer_cpu_irq_ratio",
+        "balancer_moves_total",
+        "balancer_sticking_events_total",
+    ] {
+        assert!(body.contains(name), "metrics lack {name}: {body}");
+    }
     // SAFETY: as above.
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
     let status = first.wait().unwrap();
