@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use balancer_common::{
-    ERR_MAP_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
-    NR_SOFTIRQS, NapiStat, Offsets, PairKey, SoftirqStat,
+    ERR_MAP_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NapiStat,
+    Offsets, PairKey, SoftirqStat,
 };
 
 /// Overridden by the loader with offsets read from tracefs and BTF.

@@ -116,8 +116,14 @@ fn main() -> anyhow::Result<()> {
     let _ = bt.wait();
     drop(pair);
 
-    println!("eBPF program cost, {} MiB over veth, kernel.bpf_stats_enabled=1", LOAD_BYTES >> 20);
-    println!("{:<12} {:<22} {:>12} {:>14} {:>10}", "SET", "PROGRAM", "RUNS", "RUN_TIME_NS", "NS/EVENT");
+    println!(
+        "eBPF program cost, {} MiB over veth, kernel.bpf_stats_enabled=1",
+        LOAD_BYTES >> 20
+    );
+    println!(
+        "{:<12} {:<22} {:>12} {:>14} {:>10}",
+        "SET", "PROGRAM", "RUNS", "RUN_TIME_NS", "NS/EVENT"
+    );
     for (set, progs) in [("balancer", &ours), ("bpftrace", &theirs)] {
         for p in progs.iter() {
             println!(

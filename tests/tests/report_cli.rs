@@ -38,7 +38,12 @@ fn wrong_flag_and_bad_duration_are_usage_errors() {
 fn non_root_gets_one_line_and_exit_2() {
     let o = if is_root() {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
             .arg(balancer_bin())
             .args(["report", "--duration", "1"])
             .output()
@@ -49,13 +54,20 @@ fn non_root_gets_one_line_and_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON"), "{err}");
-    assert!(!err.contains("Backtrace") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Backtrace") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 fn report_json(envs: &[(&str, &str)], extra: &[&str]) -> serde_json::Value {
     let mut cmd = Command::new(balancer_bin());
-    cmd.args(["report", "--duration", "0.5", "--json"]).args(extra);
+    cmd.args(["report", "--duration", "0.5", "--json"])
+        .args(extra);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -95,7 +107,10 @@ fn json_has_every_section_and_text_fits_100_columns() {
         assert!(text.contains(section), "no {section} in:\n{text}");
     }
     for line in text.lines() {
-        assert!(line.chars().count() <= 100, "line over 100 columns: {line:?}");
+        assert!(
+            line.chars().count() <= 100,
+            "line over 100 columns: {line:?}"
+        );
     }
     // Not a terminal: no progress line on stderr.
     assert!(!stderr(&o).contains("sampling"), "{}", stderr(&o));
@@ -123,8 +138,11 @@ fn missing_tracepoint_is_reported_not_fatal() {
     ] {
         let dir = fake.join("events/irq").join(tp);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(real.join("events/irq").join(tp).join("format"), dir.join("format"))
-            .unwrap();
+        std::fs::copy(
+            real.join("events/irq").join(tp).join("format"),
+            dir.join("format"),
+        )
+        .unwrap();
     }
     let v = report_json(&[("BALANCER_TRACEFS", fake.to_str().unwrap())], &[]);
     let _ = std::fs::remove_dir_all(&fake);
@@ -143,7 +161,10 @@ fn missing_tracepoint_is_reported_not_fatal() {
         .iter()
         .filter_map(|m| m.as_str())
         .collect();
-    assert!(missing.iter().any(|m| m.starts_with("napi:")), "{missing:?}");
+    assert!(
+        missing.iter().any(|m| m.starts_with("napi:")),
+        "{missing:?}"
+    );
     assert!(v["napi"].as_array().unwrap().is_empty());
 }
 
