@@ -133,16 +133,16 @@ pub fn irq_handler_exit(ctx: TracePointContext) -> u32 {
     let ns = now().wrapping_sub(st.irq_start);
     st.irq_start = 0;
     st.hardirq_ns += ns;
-    if let Some(s) = IRQ_STATS.get_ptr_mut(&irq) {
+    if let Some(s) = IRQ_STATS.get_ptr_mut(irq) {
         unsafe {
             (*s).runs += 1;
             (*s).ns += ns;
         }
     } else {
         let fresh = IrqStat { runs: 1, ns };
-        if IRQ_STATS.insert(&irq, &fresh, BPF_NOEXIST).is_err() {
+        if IRQ_STATS.insert(irq, fresh, BPF_NOEXIST).is_err() {
             // Another CPU created the key first, or the map is full.
-            match IRQ_STATS.get_ptr_mut(&irq) {
+            match IRQ_STATS.get_ptr_mut(irq) {
                 Some(s) => unsafe {
                     (*s).runs += 1;
                     (*s).ns += ns;
@@ -246,14 +246,14 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
     }
     let cause = if timed { st.netrx_cause } else { NO_IRQ };
 
-    if let Some(s) = NAPI_STATS.get_ptr_mut(&napi) {
+    if let Some(s) = NAPI_STATS.get_ptr_mut(napi) {
         unsafe { add_poll(&mut *s, timed, work, exhausted, ns) };
     } else {
         let mut fresh = NapiStat::EMPTY;
         add_poll(&mut fresh, timed, work, exhausted, ns);
         read_identity(&ctx, o, napi, &mut fresh);
-        if NAPI_STATS.insert(&napi, &fresh, BPF_NOEXIST).is_err() {
-            match NAPI_STATS.get_ptr_mut(&napi) {
+        if NAPI_STATS.insert(napi, fresh, BPF_NOEXIST).is_err() {
+            match NAPI_STATS.get_ptr_mut(napi) {
                 Some(s) => unsafe { add_poll(&mut *s, timed, work, exhausted, ns) },
                 None => count_error(ERR_MAP_FULL),
             }
@@ -266,10 +266,10 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
             irq: cause - 1,
             _pad: 0,
         };
-        if let Some(c) = NAPI_IRQ_PAIRS.get_ptr_mut(&key) {
+        if let Some(c) = NAPI_IRQ_PAIRS.get_ptr_mut(key) {
             unsafe { *c += 1 };
-        } else if NAPI_IRQ_PAIRS.insert(&key, &1, BPF_NOEXIST).is_err() {
-            match NAPI_IRQ_PAIRS.get_ptr_mut(&key) {
+        } else if NAPI_IRQ_PAIRS.insert(key, 1, BPF_NOEXIST).is_err() {
+            match NAPI_IRQ_PAIRS.get_ptr_mut(key) {
                 Some(c) => unsafe { *c += 1 },
                 None => count_error(ERR_MAP_FULL),
             }

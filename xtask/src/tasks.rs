@@ -83,6 +83,16 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         run_checked(cargo().args(["fmt", "--all", "--check"]))?;
         step("cargo clippy --all-targets -- -D warnings");
         run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+        // The kernel programs only build for the BPF target with nightly.
+        step("clippy on balancer-ebpf (nightly, bpfel-unknown-none)");
+        run_checked(
+            Command::new("rustup")
+                .current_dir(workspace_root())
+                .args(["run", "nightly", "cargo", "clippy", "-p", "balancer-ebpf"])
+                .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+                .args(["--", "-D", "warnings"])
+                .env("CARGO_TARGET_DIR", target_dir().join("ebpf-clippy")),
+        )?;
     }
     // Integration tests in the tests crate run the binary: build it first.
     step("building balancer");
