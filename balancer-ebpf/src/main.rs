@@ -68,7 +68,14 @@ struct CpuState {
     raiser_irq: u32,
     /// IRQ (+1) that raised the NET_RX softirq now running, or NO_IRQ.
     netrx_cause: u32,
+    /// NAPI instances already counted for `netrx_cause` in this softirq: a pair counts
+    /// softirqs, not polls, so an instance repolled within one softirq counts once.
+    counted: [u64; COUNTED_SLOTS],
+    ncounted: u32,
+    _pad: u32,
 }
+
+const COUNTED_SLOTS: usize = 4;
 
 #[inline(always)]
 fn off(field: &u32) -> u32 {
@@ -187,6 +194,7 @@ pub fn softirq_entry(ctx: TracePointContext) -> u32 {
     if vec == NET_RX_SOFTIRQ {
         st.netrx_cause = st.raiser_irq;
         st.raiser_irq = NO_IRQ;
+        st.ncounted = 0;
         st.poll_mark = t;
         st.poll_hardirq_base = st.hardirq_ns;
     }
@@ -244,7 +252,11 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
         st.poll_mark = t;
         st.poll_hardirq_base = st.hardirq_ns;
     }
-    let cause = if timed { st.netrx_cause } else { NO_IRQ };
+    let cause = if timed && st.netrx_cause != NO_IRQ && first_in_softirq(st, napi) {
+        st.netrx_cause
+    } else {
+        NO_IRQ
+    };
 
     if let Some(s) = NAPI_STATS.get_ptr_mut(napi) {
         unsafe { add_poll(&mut *s, timed, work, exhausted, ns) };
@@ -276,6 +288,24 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
         }
     }
     0
+}
+
+/// Whether `napi` is polled for the first time in the current NET_RX softirq; remembers it.
+/// Past [`COUNTED_SLOTS`] instances in one softirq every poll counts (rare: a softirq
+/// polls that many instances only on a busy CPU, where the link is learned elsewhere).
+#[inline(always)]
+fn first_in_softirq(st: &mut CpuState, napi: u64) -> bool {
+    let n = st.ncounted as usize;
+    for i in 0..COUNTED_SLOTS {
+        if i < n && st.counted[i] == napi {
+            return false;
+        }
+    }
+    if n < COUNTED_SLOTS {
+        st.counted[n] = napi;
+        st.ncounted += 1;
+    }
+    true
 }
 
 #[inline(always)]

@@ -6,7 +6,8 @@
 //! co-occurrence: an IRQ handler that raises NET_RX has just scheduled its own NAPI instance,
 //! so the instance polled in every NET_RX softirq that IRQ raised is its own. Other instances
 //! show up in those softirqs only when they were already on the poll list, so for each IRQ the
-//! instance polled most often in its softirqs is its instance.
+//! instance polled in the most of its softirqs is its instance (each softirq counts once per
+//! instance, however often the instance was repolled in it).
 //!
 //! Every nanosecond of softirq time lands in exactly one place: an IRQ, or a named
 //! unattributed bucket (other vectors, NET_RX overhead, RPS backlog, NAPI without an IRQ), so
@@ -23,8 +24,9 @@ use crate::{
 
 /// Device name the kernel gives the backlog NAPI of RPS and loopback.
 pub const BACKLOG_DEVICE: &str = "(no_device)";
-/// Polls of an (IRQ, NAPI) pair before co-occurrence counts as a link.
-pub const MIN_COOCCURRENCE: u64 = 3;
+/// NET_RX softirqs raised by an IRQ in which an instance was polled, before co-occurrence
+/// counts as a link: a queue that fired twice says nothing yet.
+pub const MIN_COOCCURRENCE: u64 = 5;
 
 /// How a NAPI instance was linked to an IRQ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -55,9 +57,9 @@ impl LinkMethod {
 pub struct Link {
     pub irq: Option<u32>,
     pub method: LinkMethod,
-    /// Co-occurrence: polls seen in NET_RX softirqs raised by `irq`.
+    /// Co-occurrence: NET_RX softirqs raised by `irq` in which the instance was polled.
     pub evidence: u64,
-    /// Co-occurrence: that count as a share of all polls in softirqs `irq` raised.
+    /// Co-occurrence: that count as a share of all (softirq, instance) pairs `irq` caused.
     pub confidence: f64,
 }
 
@@ -121,8 +123,8 @@ impl Linker {
             .collect()
     }
 
-    /// For each IRQ, the instance polled most often in the softirqs it raised; then for each
-    /// instance, the IRQ with the most such polls. A pair is only considered when the IRQ's
+    /// For each IRQ, the instance polled in the most of the softirqs it raised; then for each
+    /// instance, the IRQ with the most such softirqs. A pair is only considered when the IRQ's
     /// device is unknown or is the instance's device.
     fn learn(
         &self,
@@ -724,9 +726,9 @@ mod tests {
         let ids = BTreeMap::from([(X, ident("eth1", None)), (Y, ident("eth0", None))]);
         let mut linker = Linker::default();
         linker.observe(&Interval {
-            // IRQ 36 belongs to eth1: an eth0 instance can never be its own. Two polls are
-            // below the evidence threshold.
-            pairs: BTreeMap::from([((Y, 36), 100), ((X, 38), 2)]),
+            // IRQ 36 belongs to eth1: an eth0 instance can never be its own. Three softirqs
+            // are below the evidence threshold.
+            pairs: BTreeMap::from([((Y, 36), 100), ((X, 38), 3)]),
             ..Interval::default()
         });
         let links = linker.links(&ids, &model);
@@ -734,7 +736,7 @@ mod tests {
         assert_eq!(links[&X].method, LinkMethod::None);
         // Evidence accumulates across intervals.
         linker.observe(&Interval {
-            pairs: BTreeMap::from([((X, 38), 2)]),
+            pairs: BTreeMap::from([((X, 38), 3)]),
             ..Interval::default()
         });
         assert_eq!(linker.links(&ids, &model)[&X].irq, Some(38));

@@ -322,21 +322,35 @@ impl Guest {
         }
     }
 
+    /// The report's probes attach and detach while no traffic flows: under TCG, patching
+    /// tracepoint sites on hot paths has oopsed guests. Traffic runs inside its window.
     fn measure(&self) -> Result<Sample> {
         let before = interrupts()?;
-        let traffic = Traffic::start()?;
-        // Let every flow get going before the sampling window opens.
-        thread::sleep(Duration::from_millis(500));
-        let output = Command::new(&self.args.balancer)
+        let window = Duration::from_secs_f64(self.args.duration);
+        let mut report = Command::new(&self.args.balancer)
             .args([
                 "report",
                 "--duration",
                 &self.args.duration.to_string(),
                 "--json",
             ])
-            .output()
-            .with_context(|| format!("running {}", self.args.balancer.display()));
-        let (sent, received) = traffic.stop()?;
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", self.args.balancer.display()))?;
+        let attached = wait_attached(&mut report, Duration::from_secs(60));
+        let started = Instant::now();
+        let traffic = Traffic::start();
+        if attached.is_ok() && traffic.is_ok() {
+            // Stop a little before the window closes, so detaching happens on a quiet path.
+            thread::sleep(window.saturating_sub(Duration::from_millis(500) + started.elapsed()));
+        }
+        let traffic = traffic.and_then(Traffic::stop);
+        let output = report
+            .wait_with_output()
+            .context("waiting for balancer report");
+        attached?;
+        let (sent, received) = traffic?;
         let after = interrupts()?;
         let output = output?;
         let report = parse_json(&output, "balancer report")?;
@@ -597,6 +611,35 @@ fn topology_numa(g: &mut Guest) -> Result<Outcome> {
         bail!("{}\n{}", bad.join("; "), lines.join("\n"));
     }
     Ok(Outcome::Pass(lines.join("\n")))
+}
+
+/// Waits until `child` holds the links of its attached tracepoint programs (at least the
+/// four irq ones): the moment its sampling window is open.
+fn wait_attached(child: &mut std::process::Child, timeout: Duration) -> Result<()> {
+    let pid = child.id();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("balancer report (pid {pid}) ended before attaching its probes: {status}");
+        }
+        let links = fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                    .filter(|t| {
+                        let t = t.to_string_lossy();
+                        t.contains("bpf_link") || t.contains("perf_event")
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if links >= 4 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("balancer report (pid {pid}) attached no probes within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// UDP from the peer namespace to the dut over [`FLOWS`] source ports, until stopped.
