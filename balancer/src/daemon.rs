@@ -57,6 +57,8 @@ pub struct PlanArgs {
     /// Seconds to measure.
     #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
     pub duration: f64,
+    /// Config file (TOML) whose policy settings to plan with; default
+    /// /etc/balancer/balancer.toml, defaults when it is absent.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print JSON (keys: plan, cpus).
@@ -70,6 +72,7 @@ pub struct RestoreArgs {
     /// The journal; default: the config's `journal` (/var/lib/balancer/journal.json).
     #[arg(long, value_name = "FILE")]
     pub journal: Option<PathBuf>,
+    /// Config file (TOML) naming the journal; default /etc/balancer/balancer.toml.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Root of /proc and /sys (tests use a fixture copy).
@@ -111,7 +114,9 @@ static LOGGER: Logger = Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::max_level()
+        // Libraries (aya's loader narrates every relocation) speak only when it matters.
+        let ours = m.target().starts_with("balancer");
+        m.level() <= log::max_level() && (ours || m.level() <= log::Level::Warn)
     }
 
     fn log(&self, r: &log::Record) {
@@ -163,10 +168,11 @@ fn running(name: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Holds the single-instance lock for the daemon's life.
-struct Lock(#[allow(dead_code)] fs::File);
+/// Holds the single-instance lock while alive: one process at a time writes affinities (the
+/// daemon, or `top --balance`).
+pub struct Lock(#[allow(dead_code)] fs::File);
 
-fn lock(path: &Path) -> anyhow::Result<Lock> {
+pub fn lock(path: &Path) -> anyhow::Result<Lock> {
     if let Some(dir) = path.parent() {
         let _ = fs::create_dir_all(dir);
     }
@@ -181,7 +187,7 @@ fn lock(path: &Path) -> anyhow::Result<Lock> {
         return Err(Fatal::new(
             1,
             format!(
-                "another balancer daemon holds {} (one instance at a time)",
+                "another balancer (daemon or top --balance) holds {}: one balancer at a time",
                 path.display()
             ),
         )

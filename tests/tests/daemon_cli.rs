@@ -242,7 +242,7 @@ fn one_instance_at_a_time() {
     ]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("another balancer daemon holds"),
+        stderr(&o).contains("another balancer (daemon or top --balance) holds"),
         "{}",
         stderr(&o)
     );

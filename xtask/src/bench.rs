@@ -18,6 +18,8 @@ pub enum Bench {
     Daemon,
     /// The balancer simulator's table: weight vs count vs rnd in every scenario.
     Simulator,
+    /// Time to build the system model of the generated 1500-IRQ, 256-CPU machine.
+    Model,
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +33,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (package, bench) = match args.what {
         Bench::Probes => ("balancer-tests", "probes"),
         Bench::Top => ("balancer-tests", "top"),
+        Bench::Model => ("balancer", "model"),
         Bench::Daemon => return bench_bin("daemon-bench", &["180"]),
         Bench::Simulator => return bench_bin("sim-table", &[]),
     };

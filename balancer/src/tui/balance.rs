@@ -163,18 +163,23 @@ pub struct PolicyBalancer<S: Sys = RealSys> {
     history: History,
     /// `None`: dry run, nothing is written.
     actuator: Option<Actuator<S>>,
+    /// The daemon's single-instance lock, held while writing so the two never fight.
+    _lock: Option<crate::daemon::Lock>,
 }
 
 impl PolicyBalancer<RealSys> {
     /// The daemon's config file if there is one, else the defaults; writes (and journals the
     /// originals for `balancer restore`) under `/` unless `dry_run`.
     pub fn new(config: Config, dry_run: bool) -> anyhow::Result<PolicyBalancer<RealSys>> {
-        let actuator = if dry_run {
-            None
-        } else {
-            Some(Actuator::new(Path::new("/"), &config.journal, RealSys)?)
-        };
-        Ok(PolicyBalancer::with_actuator(config, actuator))
+        if dry_run {
+            return Ok(PolicyBalancer::with_actuator(config, None));
+        }
+        let lock = crate::daemon::lock(&config.lock_file)?;
+        let actuator = Actuator::new(Path::new("/"), &config.journal, RealSys)?;
+        Ok(PolicyBalancer {
+            _lock: Some(lock),
+            ..PolicyBalancer::with_actuator(config, Some(actuator))
+        })
     }
 }
 
@@ -184,6 +189,7 @@ impl<S: Sys> PolicyBalancer<S> {
             config,
             history: History::default(),
             actuator,
+            _lock: None,
         }
     }
 
