@@ -1,6 +1,6 @@
 //! The daemon's configuration: a TOML file with birq's options (same names, same meanings,
 //! same defaults where birq has them) plus what the measured weights, RPS, sticking and
-//! actuation need. Every key is optional; `packaging/balancer.toml` documents each one.
+//! actuation need. Every key is optional; `balancer/packaging/balancer.toml` documents each one.
 //!
 //! Unknown keys and bad values are errors that name the key and its line: values are
 //! checked while deserialising (so toml's span points at them) and the span is turned into
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/balancer.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/balancer.toml");
         assert_eq!(Config::read(&path).unwrap(), Config::default());
     }
 

@@ -25,7 +25,7 @@ enum Command {
     /// with their device, queue, node and affinity.
     Topology(balancer::system::topology::TopologyArgs),
     /// Balance IRQs on measured CPU time: measure, decide, move, repeat (see
-    /// packaging/balancer.toml for the config).
+    /// balancer/packaging/balancer.toml in the source for the config).
     Daemon(balancer::daemon::DaemonArgs),
     /// Measure one interval and print what the daemon would do now and why; changes nothing.
     Plan(balancer::daemon::PlanArgs),
