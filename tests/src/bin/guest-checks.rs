@@ -33,6 +33,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("napi-link", napi_link),
     ("topology-numa", topology_numa),
     ("daemon-balances", daemon_balances),
+    ("cpu-offline", cpu_offline),
 ];
 
 type CheckFn = fn(&mut Guest) -> Result<Outcome>;
@@ -421,6 +422,45 @@ fn ebpf_attach(g: &mut Guest) -> Result<Outcome> {
         );
     }
     Ok(Outcome::Pass(details.join("; ")))
+}
+
+/// A CPU going offline while `balancer report` samples: the report still comes out, says so
+/// in its events, and lists the CPU as offline. CPU 3 comes back online afterwards.
+fn cpu_offline(g: &mut Guest) -> Result<Outcome> {
+    const CPU: u32 = 3;
+    let online = format!("/sys/devices/system/cpu/cpu{CPU}/online");
+    let mut report = Command::new(&g.args.balancer)
+        .args(["report", "--duration", "3", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running balancer report")?;
+    let attached = wait_attached(&mut report, Duration::from_secs(60));
+    let offlined = attached
+        .and_then(|()| fs::write(&online, "0").with_context(|| format!("writing 0 to {online}")));
+    let output = report
+        .wait_with_output()
+        .context("waiting for balancer report");
+    let back = fs::write(&online, "1").with_context(|| format!("writing 1 to {online}"));
+    offlined?;
+    back?;
+    let report = parse_json(&output?, "balancer report")?;
+    let events: Vec<&str> = array(&report["meta"], "events")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let said = format!("CPUs went offline: {CPU}");
+    if !events.iter().any(|e| e.contains(&said)) {
+        bail!("report events {events:?} do not say {said:?}");
+    }
+    let row = array(&report, "cpus")?
+        .iter()
+        .find(|c| c["cpu"].as_u64() == Some(u64::from(CPU)));
+    match row {
+        Some(r) if r["online"] == Value::Bool(false) => {}
+        other => bail!("CPU {CPU} row should be offline: {other:?}"),
+    }
+    Ok(Outcome::Pass(format!("events {events:?}")))
 }
 
 /// Every dut rx queue that raised interrupts during the sample has hardirq time in the report,
