@@ -108,11 +108,10 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     }
     run_checked(&mut test)?;
     if !args.no_vm {
-        // The host row of the matrix is the host tests just run; only the guests remain.
-        step("kernel VM matrix (cargo xtask vm --kernel 6.1,6.12)");
-        run_checked(cargo().args([
-            "run", "--quiet", "-p", "xtask", "--", "vm", "--kernel", "6.1,6.12",
-        ]))?;
+        // The whole matrix, host row included, so CI prints one kernel x check table (the
+        // host row runs the host tests again, on the guests' static build).
+        step("kernel VM matrix (cargo xtask vm)");
+        run_checked(cargo().args(["run", "--quiet", "-p", "xtask", "--", "vm"]))?;
     }
     eprintln!("xtask: all tests passed in {:.0?}", start.elapsed());
     Ok(ExitCode::SUCCESS)
