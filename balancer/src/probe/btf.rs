@@ -2,9 +2,11 @@
 //!
 //! Rust eBPF gets no CO-RE relocations, so the offsets the programs need inside kernel structs
 //! are looked up here and passed in as globals.
+//!
+//! Two offsets in one struct need no type graph: this scans the type section once, keeping
+//! only each type's position. A full BTF library builds maps of all ~100k kernel types, which
+//! made the daemon's start-up peak 43 MiB for two numbers.
 use std::path::Path;
-
-use btf_rs::{Btf, Type};
 
 /// Where the kernel's own BTF lives.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -20,73 +22,291 @@ pub struct NapiOffsets {
 
 /// Reads the offsets from a BTF file; `Err` carries a one-line reason for the report.
 pub fn napi_offsets(path: &Path) -> Result<NapiOffsets, String> {
-    let btf = Btf::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let types = btf
-        .resolve_types_by_name("napi_struct")
-        .map_err(|e| format!("no struct napi_struct in {}: {e}", path.display()))?;
-    let Some(Type::Struct(napi)) = types.into_iter().find(|t| matches!(t, Type::Struct(_))) else {
-        return Err(format!("no struct napi_struct in {}", path.display()));
-    };
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let btf = Btf::parse(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let napi = btf
+        .struct_named("napi_struct")
+        .ok_or_else(|| format!("no struct napi_struct in {}", path.display()))?;
     Ok(NapiOffsets {
-        irq: member_offset(&btf, &napi, "irq", 4),
-        napi_id: member_offset(&btf, &napi, "napi_id", 4),
+        irq: btf.member_offset(napi, "irq", 4),
+        napi_id: btf.member_offset(napi, "napi_id", 4),
     })
 }
 
-/// Byte offset of a named member of `size` bytes, looking into anonymous structs and unions
-/// (kernels move fields into them between versions).
-fn member_offset(btf: &Btf, s: &btf_rs::Struct, name: &str, size: usize) -> Option<u32> {
-    for m in &s.members {
-        if m.bitfield_size().is_some_and(|b| b != 0) || m.bit_offset() % 8 != 0 {
-            continue;
-        }
-        let here = m.bit_offset() / 8;
-        let member_name = btf.resolve_name(m).unwrap_or_default();
-        let ty = resolve(btf, btf.resolve_chained_type(m).ok()?);
-        if member_name == name {
-            return match ty {
-                Type::Int(i) if i.size() == size => Some(here),
-                _ => None,
-            };
-        }
-        if member_name.is_empty()
-            && let Type::Struct(inner) | Type::Union(inner) = ty
-            && let Some(off) = member_offset(btf, &inner, name, size)
-        {
-            return Some(here + off);
-        }
-    }
-    None
+// Kinds (include/uapi/linux/btf.h) and the bytes each one's record carries after the common
+// 12-byte header.
+const KIND_INT: u32 = 1;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+const MAGIC: u16 = 0xeb9f;
+
+fn trailer_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        1 | 14 | 17 => 4,                            // INT, VAR, DECL_TAG
+        2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, quals, FUNC, FLOAT, TYPE_TAG
+        3 => 12,                                     // ARRAY
+        4 | 5 | 15 | 19 => 12 * vlen,                // STRUCT, UNION, DATASEC, ENUM64
+        6 | 13 => 8 * vlen,                          // ENUM, FUNC_PROTO
+        _ => return None,
+    })
 }
 
-/// Follows typedefs and qualifiers to the underlying type.
-fn resolve(btf: &Btf, mut ty: Type) -> Type {
-    for _ in 0..16 {
-        match &ty {
-            Type::Typedef(t) => match btf.resolve_chained_type(t) {
-                Ok(next) => ty = next,
-                Err(_) => break,
-            },
-            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
-                match btf.resolve_chained_type(t) {
-                    Ok(next) => ty = next,
-                    Err(_) => break,
-                }
-            }
-            _ => break,
+/// A parsed view of a BTF blob: positions of the types, nothing else.
+#[derive(Debug)]
+struct Btf<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Byte position of type id `i + 1` in `types` (id 0 is void).
+    offsets: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct Type {
+    name_off: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    /// `size` for INT/STRUCT/UNION, referenced type id for typedefs and qualifiers.
+    size_or_type: u32,
+    /// Position of the trailer.
+    at: usize,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl<'a> Btf<'a> {
+    fn parse(data: &'a [u8]) -> Result<Btf<'a>, String> {
+        let magic = data
+            .get(0..2)
+            .map(|m| u16::from_ne_bytes([m[0], m[1]]))
+            .ok_or("too short for a BTF header")?;
+        if magic != MAGIC {
+            return Err(format!("not BTF (magic {magic:#06x})"));
         }
+        let field = |i: usize| u32_at(data, 4 + 4 * i).ok_or("truncated BTF header");
+        let (hdr_len, type_off, type_len, str_off, str_len) =
+            (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
+        let section = |off: u32, len: u32| {
+            let start = hdr_len as usize + off as usize;
+            data.get(start..start + len as usize)
+                .ok_or("BTF section outside the file")
+        };
+        let types = section(type_off, type_len)?;
+        let strings = section(str_off, str_len)?;
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while at < types.len() {
+            let info = u32_at(types, at + 4).ok_or("truncated BTF type")?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let trailer = trailer_len(kind, vlen).ok_or(format!("unknown BTF kind {kind}"))?;
+            offsets.push(at as u32);
+            at += 12 + trailer;
+        }
+        Ok(Btf {
+            types,
+            strings,
+            offsets,
+        })
     }
-    ty
+
+    fn get(&self, id: u32) -> Option<Type> {
+        let at = *self.offsets.get((id as usize).checked_sub(1)?)? as usize;
+        let info = u32_at(self.types, at + 4)?;
+        Some(Type {
+            name_off: u32_at(self.types, at)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_type: u32_at(self.types, at + 8)?,
+            at: at + 12,
+        })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())]
+    }
+
+    fn struct_named(&self, name: &str) -> Option<Type> {
+        (1..=self.offsets.len() as u32)
+            .filter_map(|id| self.get(id))
+            .find(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == name.as_bytes())
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> Option<Type> {
+        for _ in 0..32 {
+            let t = self.get(id)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type;
+                }
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    /// Byte offset of member `name`, an integer of `size` bytes, looking into anonymous
+    /// structs and unions (kernels move fields into them between versions).
+    fn member_offset(&self, s: Type, name: &str, size: u32) -> Option<u32> {
+        self.member_offset_depth(s, name, size, 0)
+    }
+
+    fn member_offset_depth(&self, s: Type, name: &str, size: u32, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        for i in 0..s.vlen {
+            let m = s.at + 12 * i;
+            let (name_off, ty, offset) = (
+                u32_at(self.types, m)?,
+                u32_at(self.types, m + 4)?,
+                u32_at(self.types, m + 8)?,
+            );
+            // With kind_flag the top 8 bits are a bitfield size; a bitfield is never ours.
+            let (bits, bitfield) = if s.kind_flag {
+                (offset & 0xff_ffff, offset >> 24 != 0)
+            } else {
+                (offset, false)
+            };
+            if bitfield || bits % 8 != 0 {
+                continue;
+            }
+            let member_name = self.name(name_off);
+            let resolved = self.resolve(ty)?;
+            if member_name == name.as_bytes() {
+                return (resolved.kind == KIND_INT && resolved.size_or_type == size)
+                    .then_some(bits / 8);
+            }
+            if member_name.is_empty()
+                && matches!(resolved.kind, KIND_STRUCT | KIND_UNION)
+                && let Some(inner) = self.member_offset_depth(resolved, name, size, depth + 1)
+            {
+                return Some(bits / 8 + inner);
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A BTF blob built by hand: strings, then types given as (name, info, size/type,
+    /// trailer words).
+    fn blob(strings: &[&str], types: &[(u32, u32, u32, Vec<u32>)]) -> Vec<u8> {
+        let mut strs = vec![0u8];
+        for s in strings {
+            strs.extend_from_slice(s.as_bytes());
+            strs.push(0);
+        }
+        let mut ty = Vec::new();
+        for (name, info, st, words) in types {
+            for w in [*name, *info, *st].iter().chain(words) {
+                ty.extend_from_slice(&w.to_ne_bytes());
+            }
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC.to_ne_bytes());
+        out.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            ty.len() as u32,
+            ty.len() as u32,
+            strs.len() as u32,
+        ] {
+            out.extend_from_slice(&w.to_ne_bytes());
+        }
+        out.extend_from_slice(&ty);
+        out.extend_from_slice(&strs);
+        out
+    }
+
+    fn info(kind: u32, vlen: u32, kind_flag: bool) -> u32 {
+        (u32::from(kind_flag) << 31) | (kind << 24) | vlen
+    }
+
+    /// Name offsets into the string table of [`synthetic`].
+    const S_INT: u32 = 1; // "int"
+    const S_NAPI: u32 = 5; // "napi_struct"
+    const S_IRQ: u32 = 17; // "irq"
+    const S_ID: u32 = 21; // "napi_id"
+    const S_U32: u32 = 29; // "u32"
+    const S_STATE: u32 = 33; // "state"
+
+    /// `struct napi_struct { unsigned long state; union { int irq:3; }; struct { u32 pad;
+    /// int irq; }; const u32 napi_id; }` with `u32` a typedef, at byte offsets 0, 8, 16, 24.
+    fn synthetic() -> Vec<u8> {
+        let strings = ["int", "napi_struct", "irq", "napi_id", "u32", "state"];
+        let types = vec![
+            // 1: int (4 bytes)
+            (S_INT, info(KIND_INT, 0, false), 4, vec![0x0100_0020]),
+            // 2: typedef u32 -> int
+            (S_U32, info(KIND_TYPEDEF, 0, false), 1, vec![]),
+            // 3: const u32
+            (0, info(KIND_CONST, 0, false), 2, vec![]),
+            // 4: anonymous union { int irq:3 } (a bitfield: never taken)
+            (0, info(KIND_UNION, 1, true), 4, vec![S_IRQ, 1, 3 << 24]),
+            // 5: anonymous struct { u32 pad; int irq; }
+            (
+                0,
+                info(KIND_STRUCT, 2, false),
+                8,
+                vec![S_STATE, 2, 0, S_IRQ, 1, 32],
+            ),
+            // 6: struct napi_struct
+            (
+                S_NAPI,
+                info(KIND_STRUCT, 4, false),
+                32,
+                vec![S_STATE, 1, 0, 0, 4, 64, 0, 5, 128, S_ID, 3, 192],
+            ),
+        ];
+        blob(&strings, &types)
+    }
+
     #[test]
-    fn missing_file_is_a_reason_not_a_panic() {
+    fn finds_members_through_anonymous_types_and_typedefs() {
+        let data = synthetic();
+        let btf = Btf::parse(&data).unwrap();
+        let napi = btf.struct_named("napi_struct").unwrap();
+        // The bitfield `irq` in the union is skipped; the one in the struct at 16 + 4 counts.
+        assert_eq!(btf.member_offset(napi, "irq", 4), Some(20));
+        assert_eq!(btf.member_offset(napi, "napi_id", 4), Some(24));
+        assert_eq!(btf.member_offset(napi, "irq", 8), None, "size is checked");
+        assert_eq!(btf.member_offset(napi, "nope", 4), None);
+        assert!(btf.struct_named("sk_buff").is_none());
+    }
+
+    #[test]
+    fn bad_blobs_are_reasons_not_panics() {
+        assert!(Btf::parse(&[]).is_err());
+        assert!(Btf::parse(&[0, 0, 0, 0]).unwrap_err().contains("magic"));
+        let mut data = synthetic();
+        data.truncate(40);
+        assert!(Btf::parse(&data).is_err());
         let err = napi_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
         assert!(err.contains("/nonexistent/vmlinux"), "{err}");
+        // Every truncation of a valid blob is an error or a clean answer.
+        let data = synthetic();
+        for n in 0..data.len() {
+            if let Ok(btf) = Btf::parse(&data[..n])
+                && let Some(s) = btf.struct_named("napi_struct")
+            {
+                let _ = btf.member_offset(s, "irq", 4);
+            }
+        }
     }
 
     /// On a kernel with BTF, napi_struct exists and napi_id is found; `irq` exists from 6.8.

@@ -210,7 +210,10 @@ impl Probe {
             )),
         };
 
+        // The programs carry no CO-RE relocations: nothing to relocate against the kernel's
+        // BTF (aya's loader parses it anyway when constructed; see docs/benchmarks.md).
         let mut ebpf = EbpfLoader::new()
+            .btf(None)
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("IRQ_STATS", opts.max_irqs.max(64))
             .load(OBJECT)
