@@ -957,7 +957,7 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
     let metrics = "127.0.0.1:9717";
     // The metrics endpoint is on loopback, which the guest's init leaves down.
     run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
-    // Intervals of one second throughout, so shares can be averaged over a few of them.
+    // Intervals of one second throughout, so shares can be taken over a few of them.
     let write_config = |banned: &[u32]| {
         fs::write(
             &config,
@@ -993,7 +993,7 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
         let started = Traffic::start();
         pin_this_thread(&(0..64).collect::<Vec<_>>())?;
         traffic = Some(started?);
-        // Shares of single intervals wander by a few points under emulation: average three.
+        // Shares of single intervals wander by a few points under emulation: take medians.
         // Before: the all-on-CPU-0 placement under traffic (the first interval with traffic
         // may be partial, so it is skipped).
         let settled = wait_metrics(
@@ -1001,14 +1001,14 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             |m| m.intervals > idle.intervals,
             Duration::from_secs(60),
         )?;
-        let (before, before_cpu) = busiest_over(metrics, settled.intervals, 3)?;
+        let (before, before_cpu) = busiest_over(metrics, settled.intervals, 5)?;
         write_config(&generator_irqs)?;
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
         // Moves, then the placement settles; after: three more intervals.
         thread::sleep(Duration::from_secs(8));
         let start = read_metrics(metrics)?;
-        let (after, after_cpu) = busiest_over(metrics, start.intervals, 3)?;
+        let (after, after_cpu) = busiest_over(metrics, start.intervals, 5)?;
         let after_m = read_metrics(metrics)?;
         let mut placed = Vec::new();
         let mut off_node = Vec::new();
@@ -1241,21 +1241,25 @@ fn read_metrics(addr: &str) -> Result<Metrics> {
 }
 
 /// Polls the metrics until `ok` holds or `timeout` passes.
-/// The busiest CPU's hardirq+softirq share averaged over the `n` intervals after interval
-/// `from`, and the CPU that was busiest most often.
+/// The median over the `n` intervals after interval `from` of the busiest CPU's
+/// hardirq+softirq share, and the CPU that was busiest most often. A median, because under
+/// TCG on a 2-core host a vCPU preempted in the middle of a softirq stretches that softirq's
+/// measured time: single intervals spike.
 fn busiest_over(addr: &str, from: u64, n: u64) -> Result<(f64, u32)> {
-    let mut sum = 0.0;
+    let mut shares = Vec::new();
     let mut cpus: BTreeMap<u32, u32> = BTreeMap::new();
     let mut last = from;
     for _ in 0..n {
         let m = wait_metrics(addr, |m| m.intervals > last, Duration::from_secs(30))?;
         last = m.intervals;
         let (share, cpu) = m.busiest();
-        sum += share;
+        shares.push(share);
         *cpus.entry(cpu).or_default() += 1;
     }
+    shares.sort_by(f64::total_cmp);
+    let median = shares.get(shares.len() / 2).copied().unwrap_or(0.0);
     let cpu = cpus.iter().max_by_key(|(_, n)| **n).map_or(0, |(c, _)| *c);
-    Ok((sum / n as f64, cpu))
+    Ok((median, cpu))
 }
 
 fn wait_metrics(addr: &str, ok: impl Fn(&Metrics) -> bool, timeout: Duration) -> Result<Metrics> {
