@@ -436,8 +436,12 @@ fn cpu_offline(g: &mut Guest) -> Result<Outcome> {
         .spawn()
         .context("running balancer report")?;
     let attached = wait_attached(&mut report, Duration::from_secs(60));
-    let offlined = attached
-        .and_then(|()| fs::write(&online, "0").with_context(|| format!("writing 0 to {online}")));
+    let offlined = attached.and_then(|()| {
+        // The report takes its first snapshot right after attaching; CPU 3 must still be
+        // online in it. A second is far more than that takes even under emulation.
+        thread::sleep(Duration::from_secs(1));
+        fs::write(&online, "0").with_context(|| format!("writing 0 to {online}"))
+    });
     let output = report
         .wait_with_output()
         .context("waiting for balancer report");
