@@ -1005,14 +1005,14 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             |m| m.intervals > idle.intervals,
             Duration::from_secs(60),
         )?;
-        let (before, before_cpu) = busiest_over(metrics, settled.intervals, 5)?;
+        let (before, before_cpu) = busiest_over(metrics, settled.intervals, 7)?;
         write_config(&generator_irqs)?;
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
         // Moves, then the placement settles; after: three more intervals.
         thread::sleep(Duration::from_secs(8));
         let start = read_metrics(metrics)?;
-        let (after, after_cpu) = busiest_over(metrics, start.intervals, 5)?;
+        let (after, after_cpu) = busiest_over(metrics, start.intervals, 7)?;
         let after_m = read_metrics(metrics)?;
         let mut placed = Vec::new();
         let mut off_node = Vec::new();
