@@ -19,8 +19,9 @@ pub const DEV_NAME_LEN: usize = 16;
 pub const NO_OFFSET: u32 = u32::MAX;
 
 /// Where the programs find their inputs. Tracepoint field offsets come from the tracefs
-/// `format` files and struct offsets from the kernel's BTF, both read at start-up: nothing is
-/// hard-coded, so the same object runs on kernels whose layouts differ.
+/// `format` files and struct offsets from the kernel's BTF, both read at start-up: the same
+/// object runs on kernels whose layouts differ. ([`CompiledLayout`] only picks a cheaper
+/// instruction when a field is where it expects; it never supplies an offset.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offsets {
@@ -46,7 +47,27 @@ pub struct Offsets {
     pub napi_struct_irq: u32,
     /// `napi_id` in struct napi_struct, or [`NO_OFFSET`].
     pub napi_struct_napi_id: u32,
-    pub _pad: u32,
+    /// Non-zero: a tracepoint field whose offset equals the one in [`CompiledLayout`] is loaded
+    /// straight from the record; otherwise, and always when zero, with
+    /// `bpf_probe_read_kernel` at the offset above.
+    pub direct_loads: u32,
+}
+
+/// Where the tracepoint fields sit on the kernels balancer is tested on (6.1, 6.12, 6.18; any
+/// kernel without `common_padding` in its records). The verifier lets a program load from its
+/// context only at an offset fixed in the instruction, so the programs carry a direct load at
+/// these offsets and take it only when tracefs says the field is there; another layout takes
+/// the generic path, one `bpf_probe_read_kernel` per field (about 40 ns more each, see
+/// docs/benchmarks.md).
+pub struct CompiledLayout;
+
+impl CompiledLayout {
+    pub const HANDLER_IRQ: u32 = 8;
+    pub const SOFTIRQ_VEC: u32 = 8;
+    pub const NAPI_POLL_NAPI: u32 = 8;
+    pub const NAPI_POLL_DEV_NAME: u32 = 16;
+    pub const NAPI_POLL_WORK: u32 = 20;
+    pub const NAPI_POLL_BUDGET: u32 = 24;
 }
 
 impl Offsets {
@@ -63,7 +84,7 @@ impl Offsets {
         napi_poll_budget: NO_OFFSET,
         napi_struct_irq: NO_OFFSET,
         napi_struct_napi_id: NO_OFFSET,
-        _pad: 0,
+        direct_loads: 0,
     };
 }
 

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use balancer_common::{
-    ERR_MAP_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NapiStat,
-    Offsets, PairKey, SoftirqStat,
+    CompiledLayout, ERR_MAP_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
+    NR_SOFTIRQS, NapiStat, Offsets, PairKey, SoftirqStat,
 };
 
 /// Overridden by the loader with offsets read from tracefs and BTF.
@@ -95,12 +95,19 @@ fn count_error(which: u32) {
     }
 }
 
+/// Reads a tracepoint field at `offset` (from tracefs). `AT` is where [`CompiledLayout`] puts
+/// it: when the two agree the field is loaded straight from the record, which the verifier
+/// allows only at an offset fixed in the instruction; it knows `OFFSETS` (frozen read-only
+/// data), so it drops whichever path this kernel does not take.
 #[inline(always)]
-fn read_u32(ctx: &TracePointContext, offset: u32) -> Option<u32> {
+fn read_field<T: Copy, const AT: u32>(ctx: &TracePointContext, offset: u32) -> Option<T> {
     if offset == NO_OFFSET {
         return None;
     }
-    match unsafe { ctx.read_at::<u32>(offset as usize) } {
+    if offset == AT && off(&OFFSETS.direct_loads) != 0 {
+        return Some(unsafe { *((ctx.as_ptr() as *const u8).add(AT as usize) as *const T) });
+    }
+    match unsafe { ctx.read_at::<T>(offset as usize) } {
         Ok(v) => Some(v),
         Err(_) => {
             count_error(ERR_READ);
@@ -110,13 +117,20 @@ fn read_u32(ctx: &TracePointContext, offset: u32) -> Option<u32> {
 }
 
 #[inline(always)]
+fn read_u32<const AT: u32>(ctx: &TracePointContext, offset: u32) -> Option<u32> {
+    read_field::<u32, AT>(ctx, offset)
+}
+
+#[inline(always)]
 fn state() -> Option<&'static mut CpuState> {
     CPU_STATE.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 #[tracepoint(category = "irq", name = "irq_handler_entry")]
 pub fn irq_handler_entry(ctx: TracePointContext) -> u32 {
-    let Some(irq) = read_u32(&ctx, off(&OFFSETS.handler_entry_irq)) else {
+    let Some(irq) =
+        read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, off(&OFFSETS.handler_entry_irq))
+    else {
         return 0;
     };
     if let Some(st) = state() {
@@ -128,7 +142,9 @@ pub fn irq_handler_entry(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "irq_handler_exit")]
 pub fn irq_handler_exit(ctx: TracePointContext) -> u32 {
-    let Some(irq) = read_u32(&ctx, off(&OFFSETS.handler_exit_irq)) else {
+    let Some(irq) =
+        read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, off(&OFFSETS.handler_exit_irq))
+    else {
         return 0;
     };
     let Some(st) = state() else { return 0 };
@@ -163,7 +179,9 @@ pub fn irq_handler_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "softirq_raise")]
 pub fn softirq_raise(ctx: TracePointContext) -> u32 {
-    let Some(vec) = read_u32(&ctx, off(&OFFSETS.softirq_raise_vec)) else {
+    let Some(vec) =
+        read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, off(&OFFSETS.softirq_raise_vec))
+    else {
         return 0;
     };
     if vec >= NR_SOFTIRQS as u32 {
@@ -183,7 +201,9 @@ pub fn softirq_raise(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "softirq_entry")]
 pub fn softirq_entry(ctx: TracePointContext) -> u32 {
-    let Some(vec) = read_u32(&ctx, off(&OFFSETS.softirq_entry_vec)) else {
+    let Some(vec) =
+        read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, off(&OFFSETS.softirq_entry_vec))
+    else {
         return 0;
     };
     let Some(st) = state() else { return 0 };
@@ -203,7 +223,9 @@ pub fn softirq_entry(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "softirq_exit")]
 pub fn softirq_exit(ctx: TracePointContext) -> u32 {
-    let Some(vec) = read_u32(&ctx, off(&OFFSETS.softirq_exit_vec)) else {
+    let Some(vec) =
+        read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, off(&OFFSETS.softirq_exit_vec))
+    else {
         return 0;
     };
     let Some(st) = state() else { return 0 };
@@ -227,16 +249,15 @@ pub fn softirq_exit(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "napi", name = "napi_poll")]
 pub fn napi_poll(ctx: TracePointContext) -> u32 {
     let o = &OFFSETS;
-    let napi_off = off(&o.napi_poll_napi);
-    if napi_off == NO_OFFSET {
-        return 0;
-    }
-    let Ok(napi) = (unsafe { ctx.read_at::<u64>(napi_off as usize) }) else {
-        count_error(ERR_READ);
+    let Some(napi) =
+        read_field::<u64, { CompiledLayout::NAPI_POLL_NAPI }>(&ctx, off(&o.napi_poll_napi))
+    else {
         return 0;
     };
-    let work = read_u32(&ctx, off(&o.napi_poll_work)).unwrap_or(0) as i32;
-    let budget = read_u32(&ctx, off(&o.napi_poll_budget)).unwrap_or(0) as i32;
+    let work = read_u32::<{ CompiledLayout::NAPI_POLL_WORK }>(&ctx, off(&o.napi_poll_work))
+        .unwrap_or(0) as i32;
+    let budget = read_u32::<{ CompiledLayout::NAPI_POLL_BUDGET }>(&ctx, off(&o.napi_poll_budget))
+        .unwrap_or(0) as i32;
     let work = if work > 0 { work as u64 } else { 0 };
     let exhausted = (budget > 0 && work >= budget as u64) as u64;
 
@@ -325,7 +346,9 @@ fn add_poll(s: &mut NapiStat, timed: bool, work: u64, exhausted: u64, ns: u64) {
 /// instance and CPU, not per poll.
 #[inline(always)]
 fn read_identity(ctx: &TracePointContext, o: &Offsets, napi: u64, s: &mut NapiStat) {
-    if let Some(loc) = read_u32(ctx, off(&o.napi_poll_dev_name)) {
+    if let Some(loc) =
+        read_u32::<{ CompiledLayout::NAPI_POLL_DEV_NAME }>(ctx, off(&o.napi_poll_dev_name))
+    {
         // __data_loc: low 16 bits are the offset in the record, high 16 bits the length.
         let at = (loc & 0xffff) as usize;
         let src = unsafe { (ctx.as_ptr() as *const u8).add(at) };

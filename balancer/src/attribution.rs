@@ -665,6 +665,7 @@ pub(crate) mod testdata {
             softirq_raise: on("raise"),
             napi: on("napi"),
             napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
+            field_reads: "direct".to_string(),
         }
     }
 

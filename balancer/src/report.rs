@@ -153,6 +153,9 @@ pub struct Methods {
     pub softirq_raise: Feature,
     pub napi: Feature,
     pub napi_irq_exact: Feature,
+    /// How the programs read tracepoint fields: "direct", or where they fall back to
+    /// `bpf_probe_read_kernel`.
+    pub field_reads: String,
     /// Link methods the NAPI instances of this report actually used.
     pub napi_irq_link: Vec<&'static str>,
 }
@@ -502,6 +505,7 @@ impl Report {
                     softirq_raise: status.softirq_raise.clone(),
                     napi: status.napi.clone(),
                     napi_irq_exact: status.napi_irq_exact.clone(),
+                    field_reads: status.field_reads.clone(),
                     napi_irq_link: link_methods,
                 },
                 missing: status.missing(),

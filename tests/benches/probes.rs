@@ -74,15 +74,10 @@ fn main() -> anyhow::Result<()> {
     // Warm up the path (ARP, TCP buffers) before anything is measured.
     pair.tcp_transfer(64 << 20)?;
 
-    // Ours: all six programs attached.
-    let probe = Probe::load(&ProbeOptions::default())?;
-    pair.tcp_transfer(LOAD_BYTES)?;
-    let ours: Vec<ProgStat> = probe
-        .program_stats()?
-        .into_iter()
-        .map(|(name, runs, ns)| ProgStat { name, runs, ns })
-        .collect();
-    drop(probe);
+    // Ours: all six programs attached, as shipped (direct field loads), then with every field
+    // read by bpf_probe_read_kernel (what kernels with another record layout get).
+    let ours = balancer_run(&pair, true)?;
+    let generic = balancer_run(&pair, false)?;
 
     // bpftrace: the same load with only its two softirq programs.
     let before = ids_now();
@@ -124,7 +119,11 @@ fn main() -> anyhow::Result<()> {
         "{:<12} {:<22} {:>12} {:>14} {:>10}",
         "SET", "PROGRAM", "RUNS", "RUN_TIME_NS", "NS/EVENT"
     );
-    for (set, progs) in [("balancer", &ours), ("bpftrace", &theirs)] {
+    for (set, progs) in [
+        ("balancer", &ours),
+        ("bal-probe-rd", &generic),
+        ("bpftrace", &theirs),
+    ] {
         for p in progs.iter() {
             println!(
                 "{set:<12} {:<22} {:>12} {:>14} {:>10.1}",
@@ -145,26 +144,43 @@ fn main() -> anyhow::Result<()> {
                 ns: a.ns + p.ns,
             })
     };
-    let (o, t) = (softirq(&ours), softirq(&theirs));
-    if t.runs == 0 || o.runs == 0 {
-        bail!("no softirq events recorded (ours {o:?}, bpftrace {t:?})");
+    let t = softirq(&theirs);
+    if t.runs == 0 {
+        bail!("bpftrace recorded no softirq events");
     }
-    // All our programs, per softirq entry+exit event: the whole cost of being attached.
-    let all_ours: u64 = ours.iter().map(|p| p.ns).sum();
-    let ours_all_per_softirq = all_ours as f64 / o.runs as f64;
     println!();
-    println!(
-        "softirq entry/exit programs: balancer {:.1} ns/event, bpftrace {:.1} ns/event, \
-         ratio {:.2}",
-        o.per_event(),
-        t.per_event(),
-        o.per_event() / t.per_event()
-    );
-    println!(
-        "all six balancer programs per softirq event: {:.1} ns, ratio to bpftrace {:.2} \
-         (target <= 0.50)",
-        ours_all_per_softirq,
-        ours_all_per_softirq / t.per_event()
-    );
+    for (set, progs) in [("balancer", &ours), ("bal-probe-rd", &generic)] {
+        let o = softirq(progs);
+        if o.runs == 0 {
+            bail!("{set} recorded no softirq events");
+        }
+        // All our programs, per softirq entry+exit event: the whole cost of being attached.
+        let all: u64 = progs.iter().map(|p| p.ns).sum();
+        let all_per_softirq = all as f64 / o.runs as f64;
+        println!(
+            "{set}: softirq entry/exit programs {:.1} ns/event vs bpftrace {:.1}, ratio {:.2}; \
+             all six programs per softirq event {:.1} ns, ratio {:.2}",
+            o.per_event(),
+            t.per_event(),
+            o.per_event() / t.per_event(),
+            all_per_softirq,
+            all_per_softirq / t.per_event()
+        );
+    }
+    println!("target: ratio <= 0.50");
     Ok(())
+}
+
+/// Loads balancer's programs, runs the load, and returns their figures.
+fn balancer_run(pair: &VethPair, direct_loads: bool) -> anyhow::Result<Vec<ProgStat>> {
+    let probe = Probe::load(&ProbeOptions {
+        direct_loads,
+        ..ProbeOptions::default()
+    })?;
+    pair.tcp_transfer(LOAD_BYTES)?;
+    Ok(probe
+        .program_stats()?
+        .into_iter()
+        .map(|(name, runs, ns)| ProgStat { name, runs, ns })
+        .collect())
 }

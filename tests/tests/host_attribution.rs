@@ -18,9 +18,36 @@ fn veth_napi_time_is_measured_and_netrx_adds_up() {
     if !root_or_skip("veth_napi_time_is_measured_and_netrx_adds_up") {
         return;
     }
+    let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
+    // The host kernel's records have the compiled layout: every field is a direct load.
+    assert_eq!(probe.status.field_reads, "direct");
+    veth_napi_adds_up(probe);
+}
+
+/// The same with every tracepoint field read by `bpf_probe_read_kernel`, the path kernels
+/// with another record layout take.
+#[test]
+fn veth_napi_adds_up_with_generic_field_reads() {
+    if !root_or_skip("veth_napi_adds_up_with_generic_field_reads") {
+        return;
+    }
+    let opts = ProbeOptions {
+        direct_loads: false,
+        ..ProbeOptions::default()
+    };
+    let probe = Probe::load(&opts).expect("loading the probes");
+    assert!(
+        probe
+            .status
+            .field_reads
+            .starts_with("bpf_probe_read_kernel")
+    );
+    veth_napi_adds_up(probe);
+}
+
+fn veth_napi_adds_up(probe: Probe) {
     let root = Path::new("/");
     let model = SystemModel::read(root, &ReadOptions::default()).expect("system model");
-    let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
     assert!(
         probe.status.napi.active,
         "napi:napi_poll must attach on the host kernel"
@@ -130,7 +157,22 @@ fn hardirq_handler_time_is_measured() {
     if !root_or_skip("hardirq_handler_time_is_measured") {
         return;
     }
-    let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
+    handler_time_is_measured(&ProbeOptions::default());
+}
+
+#[test]
+fn hardirq_handler_time_is_measured_with_generic_field_reads() {
+    if !root_or_skip("hardirq_handler_time_is_measured_with_generic_field_reads") {
+        return;
+    }
+    handler_time_is_measured(&ProbeOptions {
+        direct_loads: false,
+        ..ProbeOptions::default()
+    });
+}
+
+fn handler_time_is_measured(opts: &ProbeOptions) {
+    let probe = Probe::load(opts).expect("loading the probes");
     let before = probe.read().expect("read");
     // Wait for interrupts by count, not by time: up to 60 s for 5 handler runs.
     let mut after = before.clone();

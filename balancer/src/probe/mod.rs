@@ -17,7 +17,8 @@ use aya::{
     programs::TracePoint,
 };
 use balancer_common::{
-    IrqStat, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NapiStat, Offsets, PairKey, SoftirqStat,
+    CompiledLayout, IrqStat, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NapiStat, Offsets, PairKey,
+    SoftirqStat,
 };
 use serde::Serialize;
 
@@ -34,6 +35,10 @@ pub struct ProbeOptions {
     pub btf: PathBuf,
     /// Size of the per-IRQ map; at least the number of IRQs the machine has.
     pub max_irqs: u32,
+    /// Load tracepoint fields straight from the record where the kernel's layout allows
+    /// (see [`CompiledLayout`]); off, every field costs a `bpf_probe_read_kernel`. Tests and
+    /// the probe benchmark turn it off to exercise and measure the generic path.
+    pub direct_loads: bool,
 }
 
 impl Default for ProbeOptions {
@@ -43,6 +48,7 @@ impl Default for ProbeOptions {
             btf: std::env::var_os("BALANCER_BTF")
                 .map_or_else(|| PathBuf::from(btf::VMLINUX_BTF), PathBuf::from),
             max_irqs: 4096,
+            direct_loads: true,
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct ProbeStatus {
     pub napi: Feature,
     /// `napi_struct.irq` from BTF: the exact NAPI -> IRQ link.
     pub napi_irq_exact: Feature,
+    /// How the programs read tracepoint fields: "direct", or why not.
+    pub field_reads: String,
 }
 
 impl ProbeStatus {
@@ -114,6 +122,41 @@ pub struct Counters {
     pub pairs: BTreeMap<(u64, u32), u64>,
     /// Map-full and read errors of the programs, all CPUs.
     pub errors: [u64; NR_ERRORS as usize],
+}
+
+/// Says how the programs will read tracepoint fields with these offsets.
+fn field_reads(o: &Offsets) -> String {
+    if o.direct_loads == 0 {
+        return "bpf_probe_read_kernel (direct loads turned off)".to_string();
+    }
+    type L = CompiledLayout;
+    let off_layout: Vec<String> = [
+        ("irq_handler_entry.irq", o.handler_entry_irq, L::HANDLER_IRQ),
+        ("irq_handler_exit.irq", o.handler_exit_irq, L::HANDLER_IRQ),
+        ("softirq_raise.vec", o.softirq_raise_vec, L::SOFTIRQ_VEC),
+        ("softirq_entry.vec", o.softirq_entry_vec, L::SOFTIRQ_VEC),
+        ("softirq_exit.vec", o.softirq_exit_vec, L::SOFTIRQ_VEC),
+        ("napi_poll.napi", o.napi_poll_napi, L::NAPI_POLL_NAPI),
+        (
+            "napi_poll.dev_name",
+            o.napi_poll_dev_name,
+            L::NAPI_POLL_DEV_NAME,
+        ),
+        ("napi_poll.work", o.napi_poll_work, L::NAPI_POLL_WORK),
+        ("napi_poll.budget", o.napi_poll_budget, L::NAPI_POLL_BUDGET),
+    ]
+    .into_iter()
+    .filter(|&(_, at, want)| at != NO_OFFSET && at != want)
+    .map(|(name, at, want)| format!("{name} at {at}, not {want}"))
+    .collect();
+    if off_layout.is_empty() {
+        "direct".to_string()
+    } else {
+        format!(
+            "direct, except bpf_probe_read_kernel for {}",
+            off_layout.join("; ")
+        )
+    }
 }
 
 /// The loaded, attached programs. Dropping it detaches them.
@@ -189,6 +232,8 @@ impl Probe {
         offsets.napi_poll_dev_name = field("napi_poll", "napi", "dev_name", 4)?;
         offsets.napi_poll_work = field("napi_poll", "napi", "work", 4)?;
         offsets.napi_poll_budget = field("napi_poll", "napi", "budget", 4)?;
+        offsets.direct_loads = opts.direct_loads.into();
+        let field_reads = field_reads(&offsets);
 
         let napi_irq_exact = match btf::napi_offsets(&opts.btf) {
             Ok(n) => {
@@ -260,6 +305,7 @@ impl Probe {
             ),
             napi: one("napi_poll", "napi:napi_poll: poll time per NAPI instance"),
             napi_irq_exact,
+            field_reads,
         };
         Ok(Probe { ebpf, status })
     }
@@ -424,6 +470,56 @@ mod tests {
         assert!(
             !msg.contains("CAP_BPF,") && msg.contains("CAP_PERFMON"),
             "{msg}"
+        );
+    }
+
+    /// Offsets as tracefs gives them on 6.1 to 6.18.
+    fn current() -> Offsets {
+        Offsets {
+            handler_entry_irq: 8,
+            handler_exit_irq: 8,
+            softirq_raise_vec: 8,
+            softirq_entry_vec: 8,
+            softirq_exit_vec: 8,
+            napi_poll_napi: 8,
+            napi_poll_dev_name: 16,
+            napi_poll_work: 20,
+            napi_poll_budget: 24,
+            direct_loads: 1,
+            ..Offsets::UNSET
+        }
+    }
+
+    #[test]
+    fn field_reads_say_which_fields_take_the_generic_path() {
+        assert_eq!(field_reads(&current()), "direct");
+        // A kernel without napi:napi_poll: absent fields are not "off layout".
+        let no_napi = Offsets {
+            napi_poll_napi: NO_OFFSET,
+            napi_poll_dev_name: NO_OFFSET,
+            napi_poll_work: NO_OFFSET,
+            napi_poll_budget: NO_OFFSET,
+            ..current()
+        };
+        assert_eq!(field_reads(&no_napi), "direct");
+        // Records with a 4-byte common_padding (old kernels) move every field by 4.
+        let padded = Offsets {
+            softirq_entry_vec: 12,
+            napi_poll_work: 24,
+            ..current()
+        };
+        assert_eq!(
+            field_reads(&padded),
+            "direct, except bpf_probe_read_kernel for softirq_entry.vec at 12, not 8; \
+             napi_poll.work at 24, not 20"
+        );
+        let off = Offsets {
+            direct_loads: 0,
+            ..current()
+        };
+        assert_eq!(
+            field_reads(&off),
+            "bpf_probe_read_kernel (direct loads turned off)"
         );
     }
 }
