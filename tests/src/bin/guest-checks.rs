@@ -414,6 +414,11 @@ fn ebpf_attach(g: &mut Guest) -> Result<Outcome> {
             feature["detail"].as_str().unwrap_or("?")
         ));
     }
+    // Direct loads where the kernel's records have the compiled layout, else the generic path.
+    let field_reads = format!(
+        "field-reads {}",
+        methods["field_reads"].as_str().unwrap_or("?")
+    );
     if !inactive.is_empty() {
         bail!(
             "not active: {}; missing: {}",
@@ -421,6 +426,7 @@ fn ebpf_attach(g: &mut Guest) -> Result<Outcome> {
             meta["missing"]
         );
     }
+    g.facts.push(field_reads);
     Ok(Outcome::Pass(details.join("; ")))
 }
 
@@ -980,23 +986,29 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
     banned.extend(&irqs);
     write_config(&banned)?;
 
-    let mut daemon = Command::new(&bin)
+    // The test's own processes (this one, the load generator's threads, the daemon) run on
+    // CPU 1 and inherit it: CPU 0 and node 1 then carry the dut's queues and little else, so
+    // the daemon's choice among node-1 CPUs is not steered by where the test happens to run.
+    pin_this_thread(&[1])?;
+    let all_cpus: Vec<usize> = (0..64).collect();
+    let spawned = Command::new(&bin)
         .args(["daemon", "--foreground", "--force", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("starting balancer daemon")?;
+        .spawn();
+    let mut daemon = match spawned {
+        Ok(d) => d,
+        Err(e) => {
+            pin_this_thread(&all_cpus)?;
+            return Err(e).context("starting balancer daemon");
+        }
+    };
     let mut traffic: Option<Traffic> = None;
     let result = (|| -> Result<String> {
         // A first interval with nothing flowing: the probes attach while the traced paths
         // are quiet (under TCG, patching tracepoint sites under load has oopsed guests).
         let idle = wait_metrics(metrics, |m| m.intervals >= 1, Duration::from_secs(60))?;
-        // The load generator on CPU 1 (threads inherit their creator's affinity), so CPU 0
-        // carries the dut's queues and nothing else of the test.
-        pin_this_thread(&[1])?;
-        let started = Traffic::start();
-        pin_this_thread(&(0..64).collect::<Vec<_>>())?;
-        traffic = Some(started?);
+        traffic = Some(Traffic::start()?);
         // Shares of single intervals wander by a few points under emulation: take medians.
         // Before: the all-on-CPU-0 placement under traffic (the first interval with traffic
         // may be partial, so it is skipped).
@@ -1118,6 +1130,7 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
         text
     };
     println!("--- balancer daemon ---\n{log}---");
+    pin_this_thread(&all_cpus)?;
     let restore = Command::new(&bin)
         .args(["restore", "--journal"])
         .arg(&journal)
