@@ -23,7 +23,7 @@ use crate::{
     Fatal,
     attribution::{Attribution, IrqLoad, LinkMethod},
     monitor::Monitor,
-    probe::{Feature, ProbeStatus},
+    probe::ProbeStatus,
     system::{self, QueueKind, ReadOptions, SystemModel},
 };
 
@@ -148,14 +148,9 @@ pub struct Meta {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Methods {
-    pub hardirq: Feature,
-    pub softirq: Feature,
-    pub softirq_raise: Feature,
-    pub napi: Feature,
-    pub napi_irq_exact: Feature,
-    /// How the programs read tracepoint fields: "direct", or where they fall back to
-    /// `bpf_probe_read_kernel`.
-    pub field_reads: String,
+    /// What the probes measure and how, as keys of their own in `methods`.
+    #[serde(flatten)]
+    pub probe: ProbeStatus,
     /// Link methods the NAPI instances of this report actually used.
     pub napi_irq_link: Vec<&'static str>,
 }
@@ -500,12 +495,7 @@ impl Report {
                 duration_s: secs,
                 cpus_online: model.online_cpus().to_list_string(),
                 methods: Methods {
-                    hardirq: status.hardirq.clone(),
-                    softirq: status.softirq.clone(),
-                    softirq_raise: status.softirq_raise.clone(),
-                    napi: status.napi.clone(),
-                    napi_irq_exact: status.napi_irq_exact.clone(),
-                    field_reads: status.field_reads.clone(),
+                    probe: status.clone(),
                     napi_irq_link: link_methods,
                 },
                 missing: status.missing(),
@@ -534,9 +524,9 @@ impl Report {
             m.cpus_online
         );
         let on: Vec<&str> = [
-            ("hardirq", &m.methods.hardirq),
-            ("softirq", &m.methods.softirq),
-            ("napi", &m.methods.napi),
+            ("hardirq", &m.methods.probe.hardirq),
+            ("softirq", &m.methods.probe.softirq),
+            ("napi", &m.methods.probe.napi),
         ]
         .iter()
         .filter(|(_, f)| f.active)
@@ -845,7 +835,7 @@ mod tests {
     /// As on a kernel without napi:napi_poll.
     fn status() -> ProbeStatus {
         ProbeStatus {
-            napi: Feature {
+            napi: crate::probe::Feature {
                 active: false,
                 detail: "tracepoint napi:napi_poll not in this kernel".into(),
             },
