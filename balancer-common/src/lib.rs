@@ -47,6 +47,13 @@ pub struct Offsets {
     pub napi_struct_irq: u32,
     /// `napi_id` in struct napi_struct, or [`NO_OFFSET`].
     pub napi_struct_napi_id: u32,
+    /// `dev` (struct net_device *) in struct napi_struct, or [`NO_OFFSET`]: raw and BTF
+    /// tracepoints get the instance, not the record's device name.
+    pub napi_struct_dev: u32,
+    /// `name` (char[IFNAMSIZ]) in struct net_device, or [`NO_OFFSET`].
+    pub net_device_name: u32,
+    /// Size of `IRQ_STATS` (IRQ numbers at or above it are counted in `ERR_IRQ_RANGE`).
+    pub max_irqs: u32,
     /// Non-zero: a tracepoint field whose offset equals the one in [`CompiledLayout`] is loaded
     /// straight from the record; otherwise, and always when zero, with
     /// `bpf_probe_read_kernel` at the offset above.
@@ -84,6 +91,9 @@ impl Offsets {
         napi_poll_budget: NO_OFFSET,
         napi_struct_irq: NO_OFFSET,
         napi_struct_napi_id: NO_OFFSET,
+        napi_struct_dev: NO_OFFSET,
+        net_device_name: NO_OFFSET,
+        max_irqs: 0,
         direct_loads: 0,
     };
 }
@@ -144,6 +154,44 @@ impl NapiStat {
     };
 }
 
+/// Key of `NAPI_STATS`: the `struct napi_struct *` of the poll event and the instance's
+/// `napi_id` (0 where BTF is missing). A freed instance's address is often reused by the next
+/// one; its new `napi_id` makes it a new key, so it gets its own identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
+pub struct NapiKey {
+    pub napi: u64,
+    pub napi_id: u32,
+    #[cfg_attr(feature = "user", serde(skip))]
+    pub _pad: u32,
+}
+
+impl NapiKey {
+    pub const fn new(napi: u64, napi_id: u32) -> NapiKey {
+        NapiKey {
+            napi,
+            napi_id,
+            _pad: 0,
+        }
+    }
+}
+
+/// x86 system vectors, which never pass through `irq_handler_entry`: each has its own
+/// `irq_vectors:<name>_entry/_exit` tracepoint pair. Indexed in `SYSVEC_STATS`.
+pub const SYSVEC_NAMES: [&str; NR_SYSVECS] = [
+    "local_timer",
+    "reschedule",
+    "call_function",
+    "call_function_single",
+    "irq_work",
+    "x86_platform_ipi",
+    "thermal_apic",
+    "error_apic",
+    "spurious_apic",
+];
+pub const NR_SYSVECS: usize = 9;
+
 /// Key of the co-occurrence map: a NAPI instance polled in a NET_RX softirq that `irq`'s
 /// handler raised on the same CPU.
 #[repr(C)]
@@ -151,13 +199,55 @@ impl NapiStat {
 pub struct PairKey {
     pub napi: u64,
     pub irq: u32,
-    pub _pad: u32,
+    /// The instance's `napi_id`, as in [`NapiKey`].
+    pub napi_id: u32,
 }
 
+/// What happens on one CPU right now, kept by the programs between entry and exit events
+/// (`CPU_STATE`). Timestamps of 0 mean "not inside". Userspace only zeroes it, when it
+/// attaches the programs again after a pause.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuState {
+    /// Running total of hardirq nanoseconds (handlers and system vectors) on this CPU.
+    pub hardirq_ns: u64,
+    pub irq_start: u64,
+    pub sysvec_start: u64,
+    pub softirq_start: u64,
+    /// `hardirq_ns` when the current softirq began.
+    pub softirq_hardirq_base: u64,
+    /// Where the time of the next poll in this NET_RX softirq starts.
+    pub poll_mark: u64,
+    pub poll_hardirq_base: u64,
+    pub irq: u32,
+    pub sysvec: u32,
+    pub softirq_vec: u32,
+    /// IRQ (+1) whose handler raised NET_RX here, until a NET_RX softirq takes it;
+    /// `u32::MAX` when two IRQs did.
+    pub raiser_irq: u32,
+    /// IRQ (+1) that raised the NET_RX softirq now running, or 0.
+    pub netrx_cause: u32,
+    pub ncounted: u32,
+    /// NAPI instances already counted for `netrx_cause` in this softirq: a pair counts
+    /// softirqs, not polls, so an instance repolled within one softirq counts once.
+    pub counted: [u64; COUNTED_SLOTS],
+}
+
+/// Instances [`CpuState`] remembers per NET_RX softirq.
+pub const COUNTED_SLOTS: usize = 4;
+
 /// Per-CPU health counters of the programs, indexed by these constants in the `ERRORS` map.
-pub const ERR_MAP_FULL: u32 = 0;
+/// Poll events whose instance found no room in `NAPI_STATS`.
+pub const ERR_NAPI_FULL: u32 = 0;
+/// A `bpf_probe_read_kernel` that failed.
 pub const ERR_READ: u32 = 1;
-pub const NR_ERRORS: u32 = 2;
+/// Handler runs of an IRQ number at or above `Offsets::max_irqs`.
+pub const ERR_IRQ_RANGE: u32 = 2;
+/// Co-occurrence pairs that found no room in `NAPI_IRQ_PAIRS`.
+pub const ERR_PAIRS_FULL: u32 = 3;
+/// NET_RX softirqs raised by more than one IRQ: their polls pair with none of them.
+pub const ERR_AMBIGUOUS_RAISE: u32 = 4;
+pub const NR_ERRORS: u32 = 5;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -169,4 +259,6 @@ mod pod {
     unsafe impl aya::Pod for SoftirqStat {}
     unsafe impl aya::Pod for NapiStat {}
     unsafe impl aya::Pod for PairKey {}
+    unsafe impl aya::Pod for NapiKey {}
+    unsafe impl aya::Pod for CpuState {}
 }

@@ -1,13 +1,19 @@
 //! Kernel programs of balancer.
 //!
-//! Six tracepoint programs keep per-CPU counters: handler time per IRQ, run time per softirq
-//! vector, poll time per NAPI instance, and which IRQ's handler raised the NET_RX softirq in
-//! which a NAPI instance was polled. Nothing is sent per event: userspace reads the maps once
-//! per interval. One per-CPU state slot carries the timestamps between entry and exit events;
-//! hardirqs do not nest and softirqs do not nest on one CPU, so one slot per CPU is enough.
+//! Per-CPU counters only: handler time per IRQ, time per x86 system vector, run time per
+//! softirq vector, poll time per NAPI instance, and which IRQ's handler raised the NET_RX
+//! softirq in which a NAPI instance was polled. Nothing is sent per event: userspace reads the
+//! maps once per interval. One per-CPU state slot carries the timestamps between entry and exit
+//! events; hardirqs do not nest and softirqs do not nest on one CPU, so one slot is enough.
 //!
-//! Hardirq time that interrupts a softirq or a poll is subtracted from it, so a CPU's times add
-//! up without counting anything twice.
+//! Hardirq time (device handlers and system vectors) that interrupts a softirq or a poll is
+//! subtracted from it, so a CPU's times add up without counting anything twice.
+//!
+//! Every event has three programs with one body: a BTF-typed tracepoint (`btf_*`), a raw
+//! tracepoint (`raw_*`) and a classic one (`tp_*`). The loader attaches the cheapest this
+//! kernel takes. BTF-typed and raw programs get the tracepoint's arguments, not a record built
+//! for them, and the kernel guards each of them on its own against recursion; classic programs
+//! share one per-CPU guard, so an IRQ that arrives while any of them runs is not seen.
 #![no_std]
 #![no_main]
 
@@ -16,28 +22,32 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use balancer_common::{
-    CompiledLayout, ERR_MAP_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
-    NR_SOFTIRQS, NapiStat, Offsets, PairKey, SoftirqStat,
+    COUNTED_SLOTS, CompiledLayout, CpuState, DEV_NAME_LEN, ERR_AMBIGUOUS_RAISE, ERR_IRQ_RANGE,
+    ERR_NAPI_FULL, ERR_PAIRS_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
+    NR_SOFTIRQS, NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, SoftirqStat,
 };
 
 /// Overridden by the loader with offsets read from tracefs and BTF.
 #[unsafe(no_mangle)]
 static OFFSETS: Offsets = Offsets::UNSET;
 
-/// Resized by the loader to the machine's IRQ count.
+/// Indexed by IRQ number: IRQ numbers are dense, an array needs no hashing. Resized by the
+/// loader to the machine's IRQ space.
 #[map]
-static IRQ_STATS: PerCpuHashMap<u32, IrqStat> = PerCpuHashMap::with_max_entries(4096, 0);
+static IRQ_STATS: PerCpuArray<IrqStat> = PerCpuArray::with_max_entries(4096, 0);
+#[map]
+static SYSVEC_STATS: PerCpuArray<IrqStat> = PerCpuArray::with_max_entries(NR_SYSVECS as u32, 0);
 #[map]
 static SOFTIRQ_STATS: PerCpuArray<SoftirqStat> =
     PerCpuArray::with_max_entries(NR_SOFTIRQS as u32, 0);
-/// Keyed by the `struct napi_struct *` of the poll event.
+/// Resized by the loader to the machine's queues x headroom.
 #[map]
-static NAPI_STATS: PerCpuHashMap<u64, NapiStat> = PerCpuHashMap::with_max_entries(1024, 0);
+static NAPI_STATS: PerCpuHashMap<NapiKey, NapiStat> = PerCpuHashMap::with_max_entries(1024, 0);
 #[map]
 static NAPI_IRQ_PAIRS: PerCpuHashMap<PairKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 #[map]
@@ -48,34 +58,9 @@ static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 /// IRQ slots in [`CpuState`] hold the IRQ number plus one, so the zeroed initial state
 /// means "none" rather than IRQ 0.
 const NO_IRQ: u32 = 0;
+/// `raiser_irq` when more than one IRQ raised NET_RX before the softirq ran.
+const AMBIGUOUS: u32 = u32::MAX;
 const BPF_NOEXIST: u64 = 1;
-
-/// What happens on this CPU right now. Timestamps of 0 mean "not inside".
-#[repr(C)]
-struct CpuState {
-    /// Running total of handler nanoseconds on this CPU.
-    hardirq_ns: u64,
-    irq_start: u64,
-    softirq_start: u64,
-    /// `hardirq_ns` when the current softirq began.
-    softirq_hardirq_base: u64,
-    /// Where the time of the next poll in this NET_RX softirq starts.
-    poll_mark: u64,
-    poll_hardirq_base: u64,
-    irq: u32,
-    softirq_vec: u32,
-    /// IRQ (+1) whose handler last raised NET_RX here, until a NET_RX softirq takes it.
-    raiser_irq: u32,
-    /// IRQ (+1) that raised the NET_RX softirq now running, or NO_IRQ.
-    netrx_cause: u32,
-    /// NAPI instances already counted for `netrx_cause` in this softirq: a pair counts
-    /// softirqs, not polls, so an instance repolled within one softirq counts once.
-    counted: [u64; COUNTED_SLOTS],
-    ncounted: u32,
-    _pad: u32,
-}
-
-const COUNTED_SLOTS: usize = 4;
 
 #[inline(always)]
 fn off(field: &u32) -> u32 {
@@ -95,97 +80,74 @@ fn count_error(which: u32) {
     }
 }
 
-/// Reads a tracepoint field at `offset` (from tracefs). `AT` is where [`CompiledLayout`] puts
-/// it: when the two agree the field is loaded straight from the record, which the verifier
-/// allows only at an offset fixed in the instruction; it knows `OFFSETS` (frozen read-only
-/// data), so it drops whichever path this kernel does not take.
-#[inline(always)]
-fn read_field<T: Copy, const AT: u32>(ctx: &TracePointContext, offset: u32) -> Option<T> {
-    if offset == NO_OFFSET {
-        return None;
-    }
-    if offset == AT && off(&OFFSETS.direct_loads) != 0 {
-        return Some(unsafe { *((ctx.as_ptr() as *const u8).add(AT as usize) as *const T) });
-    }
-    match unsafe { ctx.read_at::<T>(offset as usize) } {
-        Ok(v) => Some(v),
-        Err(_) => {
-            count_error(ERR_READ);
-            None
-        }
-    }
-}
-
-#[inline(always)]
-fn read_u32<const AT: u32>(ctx: &TracePointContext, offset: u32) -> Option<u32> {
-    read_field::<u32, AT>(ctx, offset)
-}
-
 #[inline(always)]
 fn state() -> Option<&'static mut CpuState> {
     CPU_STATE.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
-#[tracepoint(category = "irq", name = "irq_handler_entry")]
-pub fn irq_handler_entry(ctx: TracePointContext) -> u32 {
-    let Some(irq) =
-        read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, off(&OFFSETS.handler_entry_irq))
-    else {
-        return 0;
-    };
+// ---- The bodies, shared by the three program types. ----
+
+#[inline(always)]
+fn on_handler_entry(irq: u32) {
     if let Some(st) = state() {
         st.irq = irq;
         st.irq_start = now();
     }
-    0
 }
 
-#[tracepoint(category = "irq", name = "irq_handler_exit")]
-pub fn irq_handler_exit(ctx: TracePointContext) -> u32 {
-    let Some(irq) =
-        read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, off(&OFFSETS.handler_exit_irq))
-    else {
-        return 0;
-    };
-    let Some(st) = state() else { return 0 };
+#[inline(always)]
+fn on_handler_exit(irq: u32) {
+    let Some(st) = state() else { return };
     // An exit without its entry (programs attached mid-handler) is skipped.
     if st.irq_start == 0 || st.irq != irq {
         st.irq_start = 0;
-        return 0;
+        return;
     }
     let ns = now().wrapping_sub(st.irq_start);
     st.irq_start = 0;
     st.hardirq_ns += ns;
+    if irq >= off(&OFFSETS.max_irqs) {
+        count_error(ERR_IRQ_RANGE);
+        return;
+    }
     if let Some(s) = IRQ_STATS.get_ptr_mut(irq) {
         unsafe {
             (*s).runs += 1;
             (*s).ns += ns;
         }
-    } else {
-        let fresh = IrqStat { runs: 1, ns };
-        if IRQ_STATS.insert(irq, fresh, BPF_NOEXIST).is_err() {
-            // Another CPU created the key first, or the map is full.
-            match IRQ_STATS.get_ptr_mut(irq) {
-                Some(s) => unsafe {
-                    (*s).runs += 1;
-                    (*s).ns += ns;
-                },
-                None => count_error(ERR_MAP_FULL),
-            }
-        }
     }
-    0
 }
 
-#[tracepoint(category = "irq", name = "softirq_raise")]
-pub fn softirq_raise(ctx: TracePointContext) -> u32 {
-    let Some(vec) =
-        read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, off(&OFFSETS.softirq_raise_vec))
-    else {
-        return 0;
-    };
+#[inline(always)]
+fn on_sysvec_entry(which: u32) {
+    if let Some(st) = state() {
+        st.sysvec = which;
+        st.sysvec_start = now();
+    }
+}
+
+#[inline(always)]
+fn on_sysvec_exit(which: u32) {
+    let Some(st) = state() else { return };
+    if st.sysvec_start == 0 || st.sysvec != which {
+        st.sysvec_start = 0;
+        return;
+    }
+    let ns = now().wrapping_sub(st.sysvec_start);
+    st.sysvec_start = 0;
+    st.hardirq_ns += ns;
+    if let Some(s) = SYSVEC_STATS.get_ptr_mut(which) {
+        unsafe {
+            (*s).runs += 1;
+            (*s).ns += ns;
+        }
+    }
+}
+
+#[inline(always)]
+fn on_softirq_raise(vec: u32) {
     if vec >= NR_SOFTIRQS as u32 {
-        return 0;
+        return;
     }
     if let Some(s) = SOFTIRQ_STATS.get_ptr_mut(vec) {
         unsafe { (*s).raises += 1 };
@@ -194,46 +156,46 @@ pub fn softirq_raise(ctx: TracePointContext) -> u32 {
         && let Some(st) = state()
         && st.irq_start != 0
     {
-        st.raiser_irq = st.irq.wrapping_add(1);
+        let me = st.irq.wrapping_add(1);
+        // Two IRQs raising before one softirq: its polls cannot say whose they are.
+        st.raiser_irq = if st.raiser_irq == NO_IRQ || st.raiser_irq == me {
+            me
+        } else {
+            AMBIGUOUS
+        };
     }
-    0
 }
 
-#[tracepoint(category = "irq", name = "softirq_entry")]
-pub fn softirq_entry(ctx: TracePointContext) -> u32 {
-    let Some(vec) =
-        read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, off(&OFFSETS.softirq_entry_vec))
-    else {
-        return 0;
-    };
-    let Some(st) = state() else { return 0 };
+#[inline(always)]
+fn on_softirq_entry(vec: u32) {
+    let Some(st) = state() else { return };
     let t = now();
     st.softirq_vec = vec;
     st.softirq_start = t;
     st.softirq_hardirq_base = st.hardirq_ns;
     if vec == NET_RX_SOFTIRQ {
-        st.netrx_cause = st.raiser_irq;
+        st.netrx_cause = match st.raiser_irq {
+            AMBIGUOUS => {
+                count_error(ERR_AMBIGUOUS_RAISE);
+                NO_IRQ
+            }
+            r => r,
+        };
         st.raiser_irq = NO_IRQ;
         st.ncounted = 0;
         st.poll_mark = t;
         st.poll_hardirq_base = st.hardirq_ns;
     }
-    0
 }
 
-#[tracepoint(category = "irq", name = "softirq_exit")]
-pub fn softirq_exit(ctx: TracePointContext) -> u32 {
-    let Some(vec) =
-        read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, off(&OFFSETS.softirq_exit_vec))
-    else {
-        return 0;
-    };
-    let Some(st) = state() else { return 0 };
+#[inline(always)]
+fn on_softirq_exit(vec: u32) {
+    let Some(st) = state() else { return };
     let start = st.softirq_start;
     st.softirq_start = 0;
     st.netrx_cause = NO_IRQ;
     if start == 0 || st.softirq_vec != vec || vec >= NR_SOFTIRQS as u32 {
-        return 0;
+        return;
     }
     let wall = now().wrapping_sub(start);
     let ns = wall.saturating_sub(st.hardirq_ns.wrapping_sub(st.softirq_hardirq_base));
@@ -243,25 +205,27 @@ pub fn softirq_exit(ctx: TracePointContext) -> u32 {
             (*s).ns += ns;
         }
     }
-    0
 }
 
-#[tracepoint(category = "napi", name = "napi_poll")]
-pub fn napi_poll(ctx: TracePointContext) -> u32 {
-    let o = &OFFSETS;
-    let Some(napi) =
-        read_field::<u64, { CompiledLayout::NAPI_POLL_NAPI }>(&ctx, off(&o.napi_poll_napi))
-    else {
-        return 0;
-    };
-    let work = read_u32::<{ CompiledLayout::NAPI_POLL_WORK }>(&ctx, off(&o.napi_poll_work))
-        .unwrap_or(0) as i32;
-    let budget = read_u32::<{ CompiledLayout::NAPI_POLL_BUDGET }>(&ctx, off(&o.napi_poll_budget))
-        .unwrap_or(0) as i32;
+/// Where a poll event's device name comes from: the classic record carries it, the raw and
+/// BTF-typed programs follow `napi->dev->name` at offsets from BTF.
+enum DevName<'a> {
+    Record(&'a TracePointContext),
+    Struct,
+}
+
+#[inline(always)]
+fn on_napi_poll(napi: u64, work: i32, budget: i32, dev: DevName) {
     let work = if work > 0 { work as u64 } else { 0 };
     let exhausted = (budget > 0 && work >= budget as u64) as u64;
+    let o = &OFFSETS;
+    let nkey = NapiKey {
+        napi,
+        napi_id: read_struct::<u32>(napi, off(&o.napi_struct_napi_id)).unwrap_or(0),
+        _pad: 0,
+    };
 
-    let Some(st) = state() else { return 0 };
+    let Some(st) = state() else { return };
     // Polls of one NET_RX softirq run back to back: each one's time runs from the previous
     // poll event (or the softirq's entry) to its own event.
     let timed = st.softirq_start != 0 && st.softirq_vec == NET_RX_SOFTIRQ;
@@ -279,16 +243,17 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
         NO_IRQ
     };
 
-    if let Some(s) = NAPI_STATS.get_ptr_mut(napi) {
+    if let Some(s) = NAPI_STATS.get_ptr_mut(nkey) {
         unsafe { add_poll(&mut *s, timed, work, exhausted, ns) };
     } else {
         let mut fresh = NapiStat::EMPTY;
         add_poll(&mut fresh, timed, work, exhausted, ns);
-        read_identity(&ctx, o, napi, &mut fresh);
-        if NAPI_STATS.insert(napi, fresh, BPF_NOEXIST).is_err() {
-            match NAPI_STATS.get_ptr_mut(napi) {
+        read_identity(o, napi, nkey.napi_id, dev, &mut fresh);
+        if NAPI_STATS.insert(nkey, fresh, BPF_NOEXIST).is_err() {
+            // Another CPU created the key first, or the map is full.
+            match NAPI_STATS.get_ptr_mut(nkey) {
                 Some(s) => unsafe { add_poll(&mut *s, timed, work, exhausted, ns) },
-                None => count_error(ERR_MAP_FULL),
+                None => count_error(ERR_NAPI_FULL),
             }
         }
     }
@@ -297,18 +262,17 @@ pub fn napi_poll(ctx: TracePointContext) -> u32 {
         let key = PairKey {
             napi,
             irq: cause - 1,
-            _pad: 0,
+            napi_id: nkey.napi_id,
         };
         if let Some(c) = NAPI_IRQ_PAIRS.get_ptr_mut(key) {
             unsafe { *c += 1 };
         } else if NAPI_IRQ_PAIRS.insert(key, 1, BPF_NOEXIST).is_err() {
             match NAPI_IRQ_PAIRS.get_ptr_mut(key) {
                 Some(c) => unsafe { *c += 1 },
-                None => count_error(ERR_MAP_FULL),
+                None => count_error(ERR_PAIRS_FULL),
             }
         }
     }
-    0
 }
 
 /// Whether `napi` is polled for the first time in the current NET_RX softirq; remembers it.
@@ -342,36 +306,363 @@ fn add_poll(s: &mut NapiStat, timed: bool, work: u64, exhausted: u64, ns: u64) {
     s.budget_exhausted += exhausted;
 }
 
-/// Device name, and the IRQ and id the kernel recorded in the NAPI instance: read once per
-/// instance and CPU, not per poll.
+/// A field of a kernel struct at an offset from BTF.
 #[inline(always)]
-fn read_identity(ctx: &TracePointContext, o: &Offsets, napi: u64, s: &mut NapiStat) {
-    if let Some(loc) =
-        read_u32::<{ CompiledLayout::NAPI_POLL_DEV_NAME }>(ctx, off(&o.napi_poll_dev_name))
-    {
-        // __data_loc: low 16 bits are the offset in the record, high 16 bits the length.
-        let at = (loc & 0xffff) as usize;
-        let src = unsafe { (ctx.as_ptr() as *const u8).add(at) };
-        if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut s.dev_name) }.is_err() {
+fn read_struct<T>(base: u64, offset: u32) -> Option<T> {
+    if offset == NO_OFFSET {
+        return None;
+    }
+    let p = (base as usize + offset as usize) as *const T;
+    match unsafe { bpf_probe_read_kernel(p) } {
+        Ok(v) => Some(v),
+        Err(_) => {
             count_error(ERR_READ);
-        }
-    }
-    let irq_off = off(&o.napi_struct_irq);
-    if irq_off != NO_OFFSET {
-        let p = (napi as usize + irq_off as usize) as *const i32;
-        match unsafe { bpf_probe_read_kernel(p) } {
-            Ok(irq) => s.irq = irq,
-            Err(_) => count_error(ERR_READ),
-        }
-    }
-    let id_off = off(&o.napi_struct_napi_id);
-    if id_off != NO_OFFSET {
-        let p = (napi as usize + id_off as usize) as *const u32;
-        if let Ok(id) = unsafe { bpf_probe_read_kernel(p) } {
-            s.napi_id = id;
+            None
         }
     }
 }
+
+/// Device name and the IRQ the kernel recorded in the NAPI instance: read once per instance
+/// and CPU, not per poll.
+#[inline(always)]
+fn read_identity(o: &Offsets, napi: u64, napi_id: u32, dev: DevName, s: &mut NapiStat) {
+    s.napi_id = napi_id;
+    match dev {
+        DevName::Record(ctx) => {
+            if let Some(loc) =
+                read_u32::<{ CompiledLayout::NAPI_POLL_DEV_NAME }>(ctx, off(&o.napi_poll_dev_name))
+            {
+                // __data_loc: low 16 bits are the offset in the record, high 16 bits the length.
+                let at = (loc & 0xffff) as usize;
+                let src = unsafe { (ctx.as_ptr() as *const u8).add(at) };
+                if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut s.dev_name) }.is_err() {
+                    count_error(ERR_READ);
+                }
+            }
+        }
+        DevName::Struct => {
+            // The backlog NAPI of RPS and loopback has no device; the classic record names it
+            // "(no_device)", and so do we.
+            match read_struct::<u64>(napi, off(&o.napi_struct_dev)) {
+                Some(0) => s.dev_name[..11].copy_from_slice(b"(no_device)"),
+                Some(dev) => {
+                    let name_off = off(&o.net_device_name);
+                    if name_off != NO_OFFSET {
+                        let src = (dev as usize + name_off as usize) as *const u8;
+                        let mut buf = [0u8; DEV_NAME_LEN];
+                        match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut buf) } {
+                            Ok(_) => s.dev_name = buf,
+                            Err(_) => count_error(ERR_READ),
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(irq) = read_struct::<i32>(napi, off(&o.napi_struct_irq)) {
+        s.irq = irq;
+    }
+}
+
+// ---- Classic tracepoints: fields from the record. ----
+
+/// Reads a tracepoint field at `offset` (from tracefs). `AT` is where [`CompiledLayout`] puts
+/// it: when the two agree the field is loaded straight from the record, which the verifier
+/// allows only at an offset fixed in the instruction; it knows `OFFSETS` (frozen read-only
+/// data), so it drops whichever path this kernel does not take.
+#[inline(always)]
+fn read_field<T: Copy, const AT: u32>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    if offset == NO_OFFSET {
+        return None;
+    }
+    if offset == AT && off(&OFFSETS.direct_loads) != 0 {
+        return Some(unsafe { *((ctx.as_ptr() as *const u8).add(AT as usize) as *const T) });
+    }
+    match unsafe { ctx.read_at::<T>(offset as usize) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count_error(ERR_READ);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn read_u32<const AT: u32>(ctx: &TracePointContext, offset: u32) -> Option<u32> {
+    read_field::<u32, AT>(ctx, offset)
+}
+
+#[tracepoint(category = "irq", name = "irq_handler_entry")]
+pub fn tp_irq_handler_entry(ctx: TracePointContext) -> u32 {
+    let o = off(&OFFSETS.handler_entry_irq);
+    if let Some(irq) = read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, o) {
+        on_handler_entry(irq);
+    }
+    0
+}
+
+#[tracepoint(category = "irq", name = "irq_handler_exit")]
+pub fn tp_irq_handler_exit(ctx: TracePointContext) -> u32 {
+    let o = off(&OFFSETS.handler_exit_irq);
+    if let Some(irq) = read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, o) {
+        on_handler_exit(irq);
+    }
+    0
+}
+
+#[tracepoint(category = "irq", name = "softirq_raise")]
+pub fn tp_softirq_raise(ctx: TracePointContext) -> u32 {
+    let o = off(&OFFSETS.softirq_raise_vec);
+    if let Some(vec) = read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, o) {
+        on_softirq_raise(vec);
+    }
+    0
+}
+
+#[tracepoint(category = "irq", name = "softirq_entry")]
+pub fn tp_softirq_entry(ctx: TracePointContext) -> u32 {
+    let o = off(&OFFSETS.softirq_entry_vec);
+    if let Some(vec) = read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, o) {
+        on_softirq_entry(vec);
+    }
+    0
+}
+
+#[tracepoint(category = "irq", name = "softirq_exit")]
+pub fn tp_softirq_exit(ctx: TracePointContext) -> u32 {
+    let o = off(&OFFSETS.softirq_exit_vec);
+    if let Some(vec) = read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, o) {
+        on_softirq_exit(vec);
+    }
+    0
+}
+
+#[tracepoint(category = "napi", name = "napi_poll")]
+pub fn tp_napi_poll(ctx: TracePointContext) -> u32 {
+    let o = &OFFSETS;
+    let Some(napi) =
+        read_field::<u64, { CompiledLayout::NAPI_POLL_NAPI }>(&ctx, off(&o.napi_poll_napi))
+    else {
+        return 0;
+    };
+    let work = read_u32::<{ CompiledLayout::NAPI_POLL_WORK }>(&ctx, off(&o.napi_poll_work))
+        .unwrap_or(0) as i32;
+    let budget = read_u32::<{ CompiledLayout::NAPI_POLL_BUDGET }>(&ctx, off(&o.napi_poll_budget))
+        .unwrap_or(0) as i32;
+    on_napi_poll(napi, work, budget, DevName::Record(&ctx));
+    0
+}
+
+// ---- Raw and BTF-typed tracepoints: the tracepoint's arguments (TP_PROTO). ----
+
+/// Defines the raw and the BTF-typed program of one event over the same body.
+macro_rules! arg_programs {
+    ($event:literal, $raw:ident, $btf:ident, |$a:ident| $body:expr) => {
+        #[raw_tracepoint(tracepoint = $event)]
+        pub fn $raw(ctx: RawTracePointContext) -> i32 {
+            let $a = |n: usize| -> u64 { ctx.arg(n) };
+            $body;
+            0
+        }
+
+        #[btf_tracepoint(function = $event)]
+        pub fn $btf(ctx: BtfTracePointContext) -> i32 {
+            let $a = |n: usize| -> u64 { ctx.arg(n) };
+            $body;
+            0
+        }
+    };
+}
+
+/// Programs that do nothing, one per event: the probe benchmark's floor, what attaching a
+/// BTF-typed program to these events costs before any work (`ProbeOptions::empty`).
+macro_rules! empty_programs {
+    ($($event:literal => $name:ident),* $(,)?) => {
+        $(
+            #[btf_tracepoint(function = $event)]
+            pub fn $name(_ctx: BtfTracePointContext) -> i32 {
+                0
+            }
+        )*
+    };
+}
+
+empty_programs!(
+    "irq_handler_entry" => empty_irq_handler_entry,
+    "irq_handler_exit" => empty_irq_handler_exit,
+    "softirq_raise" => empty_softirq_raise,
+    "softirq_entry" => empty_softirq_entry,
+    "softirq_exit" => empty_softirq_exit,
+    "napi_poll" => empty_napi_poll,
+    "local_timer_entry" => empty_local_timer_entry,
+    "local_timer_exit" => empty_local_timer_exit,
+    "reschedule_entry" => empty_reschedule_entry,
+    "reschedule_exit" => empty_reschedule_exit,
+    "call_function_entry" => empty_call_function_entry,
+    "call_function_exit" => empty_call_function_exit,
+    "call_function_single_entry" => empty_call_function_single_entry,
+    "call_function_single_exit" => empty_call_function_single_exit,
+    "irq_work_entry" => empty_irq_work_entry,
+    "irq_work_exit" => empty_irq_work_exit,
+    "x86_platform_ipi_entry" => empty_x86_platform_ipi_entry,
+    "x86_platform_ipi_exit" => empty_x86_platform_ipi_exit,
+    "thermal_apic_entry" => empty_thermal_apic_entry,
+    "thermal_apic_exit" => empty_thermal_apic_exit,
+    "error_apic_entry" => empty_error_apic_entry,
+    "error_apic_exit" => empty_error_apic_exit,
+    "spurious_apic_entry" => empty_spurious_apic_entry,
+    "spurious_apic_exit" => empty_spurious_apic_exit,
+);
+
+// irq_handler_entry(int irq, struct irqaction *action), _exit(int irq, action, int ret).
+arg_programs!(
+    "irq_handler_entry",
+    raw_irq_handler_entry,
+    btf_irq_handler_entry,
+    |a| { on_handler_entry(a(0) as u32) }
+);
+arg_programs!(
+    "irq_handler_exit",
+    raw_irq_handler_exit,
+    btf_irq_handler_exit,
+    |a| { on_handler_exit(a(0) as u32) }
+);
+// softirq_*(unsigned int vec_nr).
+arg_programs!("softirq_raise", raw_softirq_raise, btf_softirq_raise, |a| {
+    on_softirq_raise(a(0) as u32)
+});
+arg_programs!("softirq_entry", raw_softirq_entry, btf_softirq_entry, |a| {
+    on_softirq_entry(a(0) as u32)
+});
+arg_programs!("softirq_exit", raw_softirq_exit, btf_softirq_exit, |a| {
+    on_softirq_exit(a(0) as u32)
+});
+// napi_poll(struct napi_struct *napi, int work, int budget).
+arg_programs!("napi_poll", raw_napi_poll, btf_napi_poll, |a| {
+    on_napi_poll(a(0), a(1) as i32, a(2) as i32, DevName::Struct)
+});
+
+/// The entry and exit programs of one system vector (`irq_vectors:<name>_entry/_exit`, whose
+/// only argument is the vector number), in all three program types. `$idx` is its slot in
+/// `SYSVEC_STATS` (`balancer_common::SYSVEC_NAMES`).
+macro_rules! sysvec_programs {
+    ($idx:literal, $entry:literal, $exit:literal,
+     $tp_e:ident, $tp_x:ident, $raw_e:ident, $raw_x:ident, $btf_e:ident, $btf_x:ident) => {
+        #[tracepoint(category = "irq_vectors", name = $entry)]
+        pub fn $tp_e(_ctx: TracePointContext) -> u32 {
+            on_sysvec_entry($idx);
+            0
+        }
+        #[tracepoint(category = "irq_vectors", name = $exit)]
+        pub fn $tp_x(_ctx: TracePointContext) -> u32 {
+            on_sysvec_exit($idx);
+            0
+        }
+        arg_programs!($entry, $raw_e, $btf_e, |_a| on_sysvec_entry($idx));
+        arg_programs!($exit, $raw_x, $btf_x, |_a| on_sysvec_exit($idx));
+    };
+}
+
+sysvec_programs!(
+    0,
+    "local_timer_entry",
+    "local_timer_exit",
+    tp_local_timer_entry,
+    tp_local_timer_exit,
+    raw_local_timer_entry,
+    raw_local_timer_exit,
+    btf_local_timer_entry,
+    btf_local_timer_exit
+);
+sysvec_programs!(
+    1,
+    "reschedule_entry",
+    "reschedule_exit",
+    tp_reschedule_entry,
+    tp_reschedule_exit,
+    raw_reschedule_entry,
+    raw_reschedule_exit,
+    btf_reschedule_entry,
+    btf_reschedule_exit
+);
+sysvec_programs!(
+    2,
+    "call_function_entry",
+    "call_function_exit",
+    tp_call_function_entry,
+    tp_call_function_exit,
+    raw_call_function_entry,
+    raw_call_function_exit,
+    btf_call_function_entry,
+    btf_call_function_exit
+);
+sysvec_programs!(
+    3,
+    "call_function_single_entry",
+    "call_function_single_exit",
+    tp_call_function_single_entry,
+    tp_call_function_single_exit,
+    raw_call_function_single_entry,
+    raw_call_function_single_exit,
+    btf_call_function_single_entry,
+    btf_call_function_single_exit
+);
+sysvec_programs!(
+    4,
+    "irq_work_entry",
+    "irq_work_exit",
+    tp_irq_work_entry,
+    tp_irq_work_exit,
+    raw_irq_work_entry,
+    raw_irq_work_exit,
+    btf_irq_work_entry,
+    btf_irq_work_exit
+);
+sysvec_programs!(
+    5,
+    "x86_platform_ipi_entry",
+    "x86_platform_ipi_exit",
+    tp_x86_platform_ipi_entry,
+    tp_x86_platform_ipi_exit,
+    raw_x86_platform_ipi_entry,
+    raw_x86_platform_ipi_exit,
+    btf_x86_platform_ipi_entry,
+    btf_x86_platform_ipi_exit
+);
+sysvec_programs!(
+    6,
+    "thermal_apic_entry",
+    "thermal_apic_exit",
+    tp_thermal_apic_entry,
+    tp_thermal_apic_exit,
+    raw_thermal_apic_entry,
+    raw_thermal_apic_exit,
+    btf_thermal_apic_entry,
+    btf_thermal_apic_exit
+);
+sysvec_programs!(
+    7,
+    "error_apic_entry",
+    "error_apic_exit",
+    tp_error_apic_entry,
+    tp_error_apic_exit,
+    raw_error_apic_entry,
+    raw_error_apic_exit,
+    btf_error_apic_entry,
+    btf_error_apic_exit
+);
+sysvec_programs!(
+    8,
+    "spurious_apic_entry",
+    "spurious_apic_exit",
+    tp_spurious_apic_entry,
+    tp_spurious_apic_exit,
+    raw_spurious_apic_entry,
+    raw_spurious_apic_exit,
+    btf_spurious_apic_entry,
+    btf_spurious_apic_exit
+);
 
 #[cfg(not(test))]
 #[panic_handler]

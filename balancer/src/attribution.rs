@@ -14,7 +14,7 @@
 //! each CPU's softirq time adds up.
 use std::collections::BTreeMap;
 
-use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, SOFTIRQ_NAMES};
+use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, NR_SYSVECS, NapiKey, SOFTIRQ_NAMES};
 use serde::Serialize;
 
 use crate::{
@@ -78,7 +78,7 @@ impl Link {
 /// link learned under traffic holds when the queue is quiet).
 #[derive(Clone, Debug, Default)]
 pub struct Linker {
-    pairs: BTreeMap<(u64, u32), u64>,
+    pairs: BTreeMap<(NapiKey, u32), u64>,
 }
 
 impl Linker {
@@ -89,16 +89,16 @@ impl Linker {
     }
 
     /// Forgets evidence about NAPI instances that no longer exist.
-    pub fn retain(&mut self, alive: impl Fn(u64) -> bool) {
+    pub fn retain(&mut self, alive: impl Fn(NapiKey) -> bool) {
         self.pairs.retain(|(napi, _), _| alive(*napi));
     }
 
     /// The link of every NAPI instance in `identities`.
     pub fn links(
         &self,
-        identities: &BTreeMap<u64, NapiIdentity>,
+        identities: &BTreeMap<NapiKey, NapiIdentity>,
         model: &SystemModel,
-    ) -> BTreeMap<u64, Link> {
+    ) -> BTreeMap<NapiKey, Link> {
         let learned = self.learn(identities, model);
         identities
             .iter()
@@ -128,10 +128,10 @@ impl Linker {
     /// device is unknown or is the instance's device.
     fn learn(
         &self,
-        identities: &BTreeMap<u64, NapiIdentity>,
+        identities: &BTreeMap<NapiKey, NapiIdentity>,
         model: &SystemModel,
-    ) -> BTreeMap<u64, Link> {
-        let compatible = |napi: u64, irq: u32| {
+    ) -> BTreeMap<NapiKey, Link> {
+        let compatible = |napi: NapiKey, irq: u32| {
             let Some(ident) = identities.get(&napi) else {
                 return false;
             };
@@ -143,13 +143,13 @@ impl Linker {
                 None => true,
             }
         };
-        let mut per_irq: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut per_irq: BTreeMap<u32, Vec<(NapiKey, u64)>> = BTreeMap::new();
         for ((napi, irq), n) in &self.pairs {
             if compatible(*napi, *irq) {
                 per_irq.entry(*irq).or_default().push((*napi, *n));
             }
         }
-        let mut best: BTreeMap<u64, Link> = BTreeMap::new();
+        let mut best: BTreeMap<NapiKey, Link> = BTreeMap::new();
         for (irq, cands) in per_irq {
             let total: u64 = cands.iter().map(|(_, n)| n).sum();
             let top = cands.iter().map(|(_, n)| *n).max().unwrap_or(0);
@@ -185,6 +185,10 @@ pub struct CpuLoad {
     pub online: bool,
     /// Measured handler time.
     pub hardirq_ns: u64,
+    /// Measured time in x86 system vectors (local timer, IPIs, ...), indexed like
+    /// `balancer_common::SYSVEC_NAMES`; hardirq time that is no IRQ's.
+    pub sysvec_ns: [u64; NR_SYSVECS],
+    pub sysvec_runs: [u64; NR_SYSVECS],
     /// Measured softirq time per vector (hardirq time inside excluded).
     pub softirq_ns: [u64; NR_SOFTIRQS],
     pub softirq_raises: [u64; NR_SOFTIRQS],
@@ -202,6 +206,10 @@ pub struct CpuLoad {
 impl CpuLoad {
     pub fn softirq_total_ns(&self) -> u64 {
         self.softirq_ns.iter().sum()
+    }
+
+    pub fn sysvec_total_ns(&self) -> u64 {
+        self.sysvec_ns.iter().sum()
     }
 }
 
@@ -226,7 +234,7 @@ pub struct IrqLoad {
     pub softirq_ns: u64,
     pub per_cpu: BTreeMap<u32, IrqCpu>,
     /// NAPI instances linked to it.
-    pub napi: Vec<u64>,
+    pub napi: Vec<NapiKey>,
 }
 
 impl IrqLoad {
@@ -249,8 +257,9 @@ pub struct NapiCpu {
 /// One NAPI instance over the interval.
 #[derive(Clone, Debug, Serialize)]
 pub struct NapiLoad {
-    /// Kernel address of its `struct napi_struct`: the key that identifies it here.
-    pub id: u64,
+    /// Kernel address of its `struct napi_struct` and its `napi_id`: the key that identifies
+    /// it here (an address alone is reused by the next instance).
+    pub id: NapiKey,
     pub napi_id: Option<u32>,
     pub device: String,
     pub link: Link,
@@ -323,7 +332,11 @@ pub struct Attribution {
 
 impl Attribution {
     /// Builds the picture of `iv` on the machine `model`, with NAPI links from `links`.
-    pub fn build(iv: &Interval, model: &SystemModel, links: &BTreeMap<u64, Link>) -> Attribution {
+    pub fn build(
+        iv: &Interval,
+        model: &SystemModel,
+        links: &BTreeMap<NapiKey, Link>,
+    ) -> Attribution {
         let mut a = Attribution {
             duration_ns: iv.duration_ns,
             ..Attribution::default()
@@ -355,7 +368,7 @@ impl Attribution {
         }
 
         let mut polled: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut napi: BTreeMap<u64, NapiLoad> = BTreeMap::new();
+        let mut napi: BTreeMap<NapiKey, NapiLoad> = BTreeMap::new();
         for ((id, cpu), d) in &iv.napi {
             let ident = iv.napi_identity.get(id).cloned().unwrap_or_default();
             let link = links
@@ -439,6 +452,19 @@ impl Attribution {
         self.irqs.values().map(|l| l.interrupts).sum()
     }
 
+    /// Share of the interrupts `/proc/interrupts` counted that the probe saw a handler run
+    /// for (each IRQ's runs capped at its interrupts: a shared IRQ runs one handler per
+    /// device), over IRQs that fired; `None` when none fired. Below 1: interrupts the
+    /// programs missed (recursion, attached mid-interval) or handlers that did not run.
+    pub fn coverage(&self) -> Option<f64> {
+        let (mut seen, mut total) = (0u64, 0u64);
+        for c in self.irqs.values().flat_map(|l| l.per_cpu.values()) {
+            seen += c.handler_runs.min(c.interrupts);
+            total += c.interrupts;
+        }
+        (total > 0).then(|| seen as f64 / total as f64)
+    }
+
     /// Real time of all IRQs.
     pub fn total_weight_ns(&self) -> u64 {
         self.irqs.values().map(IrqLoad::weight_ns).sum()
@@ -500,6 +526,13 @@ fn cpu_loads(iv: &Interval, model: &SystemModel) -> Vec<CpuLoad> {
     for ((_, c), s) in &iv.hardirq {
         get(&mut cpus, iv, model, *c).hardirq_ns += s.ns;
     }
+    for ((c, vec), s) in &iv.sysvec {
+        let (l, v) = (get(&mut cpus, iv, model, *c), *vec as usize);
+        if v < NR_SYSVECS {
+            l.sysvec_ns[v] += s.ns;
+            l.sysvec_runs[v] += s.runs;
+        }
+    }
     for ((c, vec), s) in &iv.softirq {
         let (l, v) = (get(&mut cpus, iv, model, *c), *vec as usize);
         if v < NR_SOFTIRQS {
@@ -534,11 +567,21 @@ fn events(iv: &Interval) -> Vec<String> {
     if !iv.came_online.is_empty() {
         ev.push(format!("CPUs came online: {}", list(&iv.came_online)));
     }
-    let [full, read] = iv.probe_errors;
-    if full > 0 {
+    let [napi_full, read, irq_range, pairs_full, _ambiguous] = iv.probe_errors;
+    if napi_full > 0 {
         ev.push(format!(
-            "{full} events not counted: an eBPF map was full (more IRQs or NAPI instances \
-             than expected)"
+            "{napi_full} polls not counted: the NAPI map was full (more NAPI instances than \
+             expected)"
+        ));
+    }
+    if irq_range > 0 {
+        ev.push(format!(
+            "{irq_range} handler runs not counted: an IRQ number beyond the probe's IRQ array"
+        ));
+    }
+    if pairs_full > 0 {
+        ev.push(format!(
+            "{pairs_full} co-occurrence pairs not counted: the pair map was full"
         ));
     }
     if read > 0 {
@@ -559,10 +602,10 @@ pub(crate) mod testdata {
     use super::*;
     use crate::{cpumask::CpuSet, sample::NapiDelta, system::ReadOptions};
 
-    pub const X: u64 = 0xffff_0001; // eth1 rx queue 0's instance, IRQ 36 (virtio1-input.0)
-    pub const Y: u64 = 0xffff_0002; // eth1 rx queue 1's instance, IRQ 38
-    pub const B: u64 = 0xffff_0003; // backlog
-    pub const V: u64 = 0xffff_0004; // a veth: no IRQ
+    pub const X: NapiKey = NapiKey::new(0xffff_0001, 0); // eth1 rx queue 0's instance, IRQ 36 (virtio1-input.0)
+    pub const Y: NapiKey = NapiKey::new(0xffff_0002, 0); // eth1 rx queue 1's instance, IRQ 38
+    pub const B: NapiKey = NapiKey::new(0xffff_0003, 0); // backlog
+    pub const V: NapiKey = NapiKey::new(0xffff_0004, 0); // a veth: no IRQ
 
     /// The 4-CPU, 2-node kernel VM: eth1 (virtio1) on node 1.
     pub fn vm_model() -> SystemModel {
@@ -665,7 +708,13 @@ pub(crate) mod testdata {
             softirq_raise: on("raise"),
             napi: on("napi"),
             napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
-            field_reads: "direct".to_string(),
+            system_vectors: on("irq_vectors: local_timer"),
+            program_types: BTreeMap::from([(
+                "irq:softirq_entry".to_string(),
+                crate::probe::ProgramType::BtfTracePoint,
+            )]),
+            programs: "tp_btf".to_string(),
+            field_reads: "no classic programs: arguments, no records".to_string(),
         }
     }
 
@@ -818,7 +867,7 @@ mod tests {
             napi_identity: BTreeMap::from([(V, ident("veth0", None))]),
             irqs_vanished: vec![31],
             went_offline: vec![3],
-            probe_errors: [2, 0],
+            probe_errors: [2, 0, 0, 0, 0],
             ..Interval::default()
         };
         let links = Linker::default().links(&iv.napi_identity, &model);

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, SOFTIRQ_NAMES};
+use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, NapiKey, SOFTIRQ_NAMES};
 use serde::Serialize;
 
 use crate::{
@@ -347,12 +347,12 @@ impl Report {
         loads.sort_by(|x, y| {
             (y.weight_ns(), y.interrupts, x.irq).cmp(&(x.weight_ns(), x.interrupts, y.irq))
         });
-        let napi_name = |id: u64| {
+        let napi_name = |id: NapiKey| {
             a.napi
                 .iter()
                 .find(|n| n.id == id)
                 .and_then(|n| n.napi_id)
-                .map_or_else(|| format!("{id:#x}"), |n| n.to_string())
+                .map_or_else(|| format!("{:#x}", id.napi), |n| n.to_string())
         };
         let mut irqs: Vec<IrqRow> = loads
             .iter()
@@ -404,7 +404,7 @@ impl Report {
             .map(|n| {
                 let t = n.total();
                 NapiRow {
-                    id: format!("{:#x}", n.id),
+                    id: format!("{:#x}", n.id.napi),
                     napi_id: n.napi_id,
                     device: n.device.clone(),
                     irq: n.link.irq,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use balancer_common::{DEV_NAME_LEN, IrqStat, NR_ERRORS, NapiStat, SoftirqStat};
+use balancer_common::{DEV_NAME_LEN, IrqStat, NR_ERRORS, NapiKey, NapiStat, SoftirqStat};
 
 use crate::{
     cpumask::CpuSet,
@@ -100,14 +100,16 @@ pub struct Interval {
     pub came_online: Vec<u32>,
     /// (IRQ, CPU) -> handler runs and ns.
     pub hardirq: BTreeMap<(u32, u32), IrqStat>,
+    /// (CPU, system vector) -> runs and ns.
+    pub sysvec: BTreeMap<(u32, u32), IrqStat>,
     /// (CPU, vector) -> raises, runs, ns.
     pub softirq: BTreeMap<(u32, u32), SoftirqStat>,
     /// (NAPI instance, CPU) -> polls, packets, ns.
-    pub napi: BTreeMap<(u64, u32), NapiDelta>,
+    pub napi: BTreeMap<(NapiKey, u32), NapiDelta>,
     /// Every NAPI instance seen so far, active in this interval or not.
-    pub napi_identity: BTreeMap<u64, NapiIdentity>,
+    pub napi_identity: BTreeMap<NapiKey, NapiIdentity>,
     /// (NAPI instance, IRQ) -> polls in NET_RX softirqs that IRQ raised.
-    pub pairs: BTreeMap<(u64, u32), u64>,
+    pub pairs: BTreeMap<(NapiKey, u32), u64>,
     /// (IRQ, CPU) -> interrupts, from /proc/interrupts.
     pub interrupts: BTreeMap<(u32, u32), u64>,
     /// Named rows of /proc/interrupts (LOC, NMI, ...) summed over CPUs.
@@ -159,6 +161,16 @@ impl Interval {
             };
             if d.runs != 0 || d.ns != 0 {
                 iv.hardirq.insert(*key, d);
+            }
+        }
+        for (key, now) in &c.sysvecs {
+            let before = p.sysvecs.get(key).copied().unwrap_or_default();
+            let d = IrqStat {
+                runs: delta64(before.runs, now.runs),
+                ns: delta64(before.ns, now.ns),
+            };
+            if d.runs != 0 || d.ns != 0 {
+                iv.sysvec.insert(*key, d);
             }
         }
         for (key, now) in &c.softirqs {
@@ -286,8 +298,8 @@ fn napi_delta(p: &NapiStat, c: &NapiStat) -> NapiDelta {
 /// The programs record a NAPI instance's identity only in the slot of the CPU that first saw
 /// it (the other CPUs' slots of a new per-CPU entry start zeroed), so take it from the slot
 /// that has a device name.
-fn identities(c: &Counters) -> BTreeMap<u64, NapiIdentity> {
-    let mut out: BTreeMap<u64, NapiIdentity> = BTreeMap::new();
+fn identities(c: &Counters) -> BTreeMap<NapiKey, NapiIdentity> {
+    let mut out: BTreeMap<NapiKey, NapiIdentity> = BTreeMap::new();
     for ((id, _cpu), s) in &c.napi {
         let name_len = s
             .dev_name
@@ -434,11 +446,11 @@ mod tests {
         other_cpu.irq = 0;
         other_cpu.polls = 3;
         let mut c = Counters::default();
-        c.napi.insert((0xffff_1000, 0), other_cpu);
-        c.napi.insert((0xffff_1000, 1), named);
+        c.napi.insert((NapiKey::new(0xffff_1000, 0), 0), other_cpu);
+        c.napi.insert((NapiKey::new(0xffff_1000, 0), 1), named);
         let ids = identities(&c);
         assert_eq!(
-            ids[&0xffff_1000],
+            ids[&NapiKey::new(0xffff_1000, 0)],
             NapiIdentity {
                 device: "eth0".into(),
                 irq: Some(38),
@@ -449,8 +461,8 @@ mod tests {
         let mut veth = NapiStat::EMPTY;
         veth.dev_name[..2].copy_from_slice(b"vA");
         veth.polls = 1;
-        c.napi.insert((0xffff_2000, 0), veth);
-        assert_eq!(identities(&c)[&0xffff_2000].irq, None);
+        c.napi.insert((NapiKey::new(0xffff_2000, 0), 0), veth);
+        assert_eq!(identities(&c)[&NapiKey::new(0xffff_2000, 0)].irq, None);
     }
 
     #[test]
@@ -458,11 +470,11 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Counters::default();
         a.irqs.insert((30, 1), IrqStat { runs: 10, ns: 1000 });
-        a.pairs.insert((7, 30), 4);
+        a.pairs.insert((NapiKey::new(7, 0), 30), 4);
         let mut b = a.clone();
         b.irqs.insert((30, 1), IrqStat { runs: 15, ns: 1600 });
         b.irqs.insert((31, 0), IrqStat { runs: 1, ns: 50 });
-        b.pairs.insert((7, 30), 9);
+        b.pairs.insert((NapiKey::new(7, 0), 30), 9);
         b.softirqs.insert(
             (0, 3),
             SoftirqStat {
@@ -478,7 +490,7 @@ mod tests {
         );
         assert_eq!(iv.hardirq[&(30, 1)], IrqStat { runs: 5, ns: 600 });
         assert_eq!(iv.hardirq[&(31, 0)], IrqStat { runs: 1, ns: 50 });
-        assert_eq!(iv.pairs[&(7, 30)], 5);
+        assert_eq!(iv.pairs[&(NapiKey::new(7, 0), 30)], 5);
         assert_eq!(iv.softirq[&(0, 3)].ns, 900);
     }
 }

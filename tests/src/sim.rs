@@ -20,6 +20,8 @@
 //!   evenly over the RPS CPUs as backlog time.
 use std::collections::{BTreeMap, BTreeSet};
 
+use balancer_common::NapiKey;
+
 use balancer::{
     config::{Config, Strategy},
     cpumask::CpuSet,
@@ -295,11 +297,11 @@ impl<'a> Sim<'a> {
                     managed: false, // unknown to the policy until the kernel says EIO
                     interrupts: ints as u64,
                     per_cpu,
-                    napi: vec![u64::from(q.irq)],
+                    napi: vec![NapiKey::new(u64::from(q.irq), 0)],
                 },
             );
             s.napi.push(NapiSnap {
-                id: u64::from(q.irq),
+                id: NapiKey::new(u64::from(q.irq), 0),
                 napi_id: Some(8192 + q.irq),
                 device: q.netdev.clone(),
                 irq: Some(q.irq),

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use balancer::{
     attribution::{Attribution, Bucket, LinkMethod, Linker},
-    probe::{Probe, ProbeOptions},
+    probe::{Probe, ProbeOptions, ProgramType},
     sample::Sampler,
     system::{ReadOptions, SystemModel},
 };
@@ -12,20 +12,61 @@ use balancer_common::NET_RX_SOFTIRQ;
 use balancer_tests::{VethPair, root_or_skip};
 
 /// The veth NAPI instances get measurable poll time, and on every CPU the NET_RX softirq time
-/// splits into NAPI polls plus named unattributed buckets that add up to it within 2%.
+/// splits into NAPI polls plus named unattributed buckets that add up to it within 2%. As
+/// shipped: BTF-typed tracepoints on every event.
 #[test]
 fn veth_napi_time_is_measured_and_netrx_adds_up() {
     if !root_or_skip("veth_napi_time_is_measured_and_netrx_adds_up") {
         return;
     }
     let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
-    // The host kernel's records have the compiled layout: every field is a direct load.
+    assert_eq!(probe.status.programs, "tp_btf", "{:?}", probe.status);
+    assert!(
+        probe
+            .status
+            .program_types
+            .values()
+            .all(|t| *t == ProgramType::BtfTracePoint)
+    );
+    veth_napi_adds_up(probe);
+}
+
+/// The same on raw tracepoints, what kernels without BTF get.
+#[test]
+fn veth_napi_adds_up_on_raw_tracepoints() {
+    if !root_or_skip("veth_napi_adds_up_on_raw_tracepoints") {
+        return;
+    }
+    // Without BTF napi_poll cannot find its device name from the arguments and takes the
+    // classic tracepoint; with it (as here) every event is raw.
+    let probe = Probe::load(&ProbeOptions {
+        program_type: ProgramType::RawTracePoint,
+        ..ProbeOptions::default()
+    })
+    .expect("loading the probes");
+    assert_eq!(probe.status.programs, "raw_tp", "{:?}", probe.status);
+    veth_napi_adds_up(probe);
+}
+
+/// Classic tracepoints, the last resort: fields loaded straight from the record, which has
+/// the compiled layout on the host kernel.
+#[test]
+fn veth_napi_adds_up_on_classic_tracepoints() {
+    if !root_or_skip("veth_napi_adds_up_on_classic_tracepoints") {
+        return;
+    }
+    let probe = Probe::load(&ProbeOptions {
+        program_type: ProgramType::TracePoint,
+        ..ProbeOptions::default()
+    })
+    .expect("loading the probes");
+    assert_eq!(probe.status.programs, "tracepoint");
     assert_eq!(probe.status.field_reads, "direct");
     veth_napi_adds_up(probe);
 }
 
-/// The same with every tracepoint field read by `bpf_probe_read_kernel`, the path kernels
-/// with another record layout take.
+/// Classic tracepoints with every record field read by `bpf_probe_read_kernel`, the path
+/// kernels with another record layout take.
 #[test]
 fn veth_napi_adds_up_with_generic_field_reads() {
     if !root_or_skip("veth_napi_adds_up_with_generic_field_reads") {
@@ -33,6 +74,7 @@ fn veth_napi_adds_up_with_generic_field_reads() {
     }
     let opts = ProbeOptions {
         direct_loads: false,
+        program_type: ProgramType::TracePoint,
         ..ProbeOptions::default()
     };
     let probe = Probe::load(&opts).expect("loading the probes");
@@ -167,6 +209,7 @@ fn hardirq_handler_time_is_measured_with_generic_field_reads() {
     }
     handler_time_is_measured(&ProbeOptions {
         direct_loads: false,
+        program_type: ProgramType::TracePoint,
         ..ProbeOptions::default()
     });
 }

@@ -8,7 +8,8 @@ use crate::{
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Bench {
-    /// ns per event of each eBPF program against a bpftrace softirq timer (root).
+    /// End-to-end cost per NET_RX softirq (synchronous loopback loop) of balancer, empty
+    /// programs and bpftrace; then program-only bpf_stats figures (root).
     Probes,
     /// CPU of `balancer top` at a 1 s refresh in a tmux pane, idle and under veth traffic
     /// (root, tmux).

@@ -3,6 +3,8 @@
 //! by the simulator.
 use std::collections::BTreeMap;
 
+use balancer_common::NapiKey;
+
 use serde::Serialize;
 
 use crate::{
@@ -68,7 +70,7 @@ pub struct IrqSnap {
     pub interrupts: u64,
     pub per_cpu: BTreeMap<u32, IrqCpuSnap>,
     /// Linked NAPI instances (ids into [`Snapshot::napi`]).
-    pub napi: Vec<u64>,
+    pub napi: Vec<NapiKey>,
 }
 
 impl IrqSnap {
@@ -109,7 +111,7 @@ pub struct PollSnap {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NapiSnap {
-    pub id: u64,
+    pub id: NapiKey,
     pub napi_id: Option<u32>,
     pub device: String,
     pub irq: Option<u32>,

@@ -1,5 +1,6 @@
 //! Policy decisions on hand-built snapshots (1 s intervals, loads in fractions of a CPU).
 use super::*;
+use balancer_common::NapiKey;
 
 const S: u64 = 1_000_000_000;
 
@@ -204,9 +205,9 @@ fn a_stuck_irq_is_reported_booked_at_home_and_not_chased() {
             poll_ns: ns(0.85),
         },
     )]);
-    irq.napi = vec![7];
+    irq.napi = vec![NapiKey::new(7, 0)];
     s.napi.push(NapiSnap {
-        id: 7,
+        id: NapiKey::new(7, 0),
         napi_id: Some(8193),
         device: "eth0".into(),
         irq: Some(10),
@@ -448,7 +449,7 @@ fn threaded_napi_away_from_its_irq_is_stuck_even_untimed() {
     let mut s = machine(&[(0, 0, 0.5), (1, 0, 0.1), (2, 0, 0.1), (3, 0, 0.1)]);
     rx(&mut s, 10, "eth0", 0, 2, 0.01, 900, &all4());
     s.napi.push(NapiSnap {
-        id: 7,
+        id: NapiKey::new(7, 0),
         napi_id: Some(8193),
         device: "eth0".into(),
         irq: Some(10),

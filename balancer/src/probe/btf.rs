@@ -11,13 +11,17 @@ use std::path::Path;
 /// Where the kernel's own BTF lives.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Offsets inside `struct napi_struct`.
+/// Offsets inside `struct napi_struct` and `struct net_device`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NapiOffsets {
     /// `int irq`, recorded by drivers through `netif_napi_set_irq` (kernel 6.8+).
     pub irq: Option<u32>,
     /// `unsigned int napi_id`.
     pub napi_id: Option<u32>,
+    /// `struct net_device *dev`: raw and BTF-typed programs find the device name through it.
+    pub dev: Option<u32>,
+    /// `char name[IFNAMSIZ]` in `struct net_device`.
+    pub dev_name: Option<u32>,
 }
 
 /// Reads the offsets from a BTF file; `Err` carries a one-line reason for the report.
@@ -27,15 +31,32 @@ pub fn napi_offsets(path: &Path) -> Result<NapiOffsets, String> {
     let napi = btf
         .struct_named("napi_struct")
         .ok_or_else(|| format!("no struct napi_struct in {}", path.display()))?;
+    let dev_name = btf
+        .struct_named("net_device")
+        .and_then(|d| btf.member_offset(d, "name", Member::CharArray(16)));
     Ok(NapiOffsets {
-        irq: btf.member_offset(napi, "irq", 4),
-        napi_id: btf.member_offset(napi, "napi_id", 4),
+        irq: btf.member_offset(napi, "irq", Member::Int(4)),
+        napi_id: btf.member_offset(napi, "napi_id", Member::Int(4)),
+        dev: btf.member_offset(napi, "dev", Member::Pointer),
+        dev_name,
     })
+}
+
+/// The shape a member must have for the programs to read it.
+#[derive(Clone, Copy, Debug)]
+enum Member {
+    /// An integer of this many bytes.
+    Int(u32),
+    Pointer,
+    /// `char[len]`.
+    CharArray(u32),
 }
 
 // Kinds (include/uapi/linux/btf.h) and the bytes each one's record carries after the common
 // 12-byte header.
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
@@ -155,13 +176,29 @@ impl<'a> Btf<'a> {
         None
     }
 
-    /// Byte offset of member `name`, an integer of `size` bytes, looking into anonymous
-    /// structs and unions (kernels move fields into them between versions).
-    fn member_offset(&self, s: Type, name: &str, size: u32) -> Option<u32> {
-        self.member_offset_depth(s, name, size, 0)
+    /// Byte offset of member `name` of the given shape, looking into anonymous structs and
+    /// unions (kernels move fields into them between versions).
+    fn member_offset(&self, s: Type, name: &str, want: Member) -> Option<u32> {
+        self.member_offset_depth(s, name, want, 0)
     }
 
-    fn member_offset_depth(&self, s: Type, name: &str, size: u32, depth: u32) -> Option<u32> {
+    /// Whether `t` has the shape the programs read it as.
+    fn is(&self, t: Type, want: Member) -> bool {
+        match want {
+            Member::Int(size) => t.kind == KIND_INT && t.size_or_type == size,
+            Member::Pointer => t.kind == KIND_PTR,
+            Member::CharArray(len) => {
+                // struct btf_array { type, index_type, nelems } after the header.
+                t.kind == KIND_ARRAY
+                    && u32_at(self.types, t.at + 8) == Some(len)
+                    && u32_at(self.types, t.at)
+                        .and_then(|elem| self.resolve(elem))
+                        .is_some_and(|e| e.kind == KIND_INT && e.size_or_type == 1)
+            }
+        }
+    }
+
+    fn member_offset_depth(&self, s: Type, name: &str, want: Member, depth: u32) -> Option<u32> {
         if depth > 8 {
             return None;
         }
@@ -184,12 +221,11 @@ impl<'a> Btf<'a> {
             let member_name = self.name(name_off);
             let resolved = self.resolve(ty)?;
             if member_name == name.as_bytes() {
-                return (resolved.kind == KIND_INT && resolved.size_or_type == size)
-                    .then_some(bits / 8);
+                return self.is(resolved, want).then_some(bits / 8);
             }
             if member_name.is_empty()
                 && matches!(resolved.kind, KIND_STRUCT | KIND_UNION)
-                && let Some(inner) = self.member_offset_depth(resolved, name, size, depth + 1)
+                && let Some(inner) = self.member_offset_depth(resolved, name, want, depth + 1)
             {
                 return Some(bits / 8 + inner);
             }
@@ -282,10 +318,19 @@ mod tests {
         let btf = Btf::parse(&data).unwrap();
         let napi = btf.struct_named("napi_struct").unwrap();
         // The bitfield `irq` in the union is skipped; the one in the struct at 16 + 4 counts.
-        assert_eq!(btf.member_offset(napi, "irq", 4), Some(20));
-        assert_eq!(btf.member_offset(napi, "napi_id", 4), Some(24));
-        assert_eq!(btf.member_offset(napi, "irq", 8), None, "size is checked");
-        assert_eq!(btf.member_offset(napi, "nope", 4), None);
+        assert_eq!(btf.member_offset(napi, "irq", Member::Int(4)), Some(20));
+        assert_eq!(btf.member_offset(napi, "napi_id", Member::Int(4)), Some(24));
+        assert_eq!(
+            btf.member_offset(napi, "irq", Member::Int(8)),
+            None,
+            "size is checked"
+        );
+        assert_eq!(
+            btf.member_offset(napi, "irq", Member::Pointer),
+            None,
+            "kind is checked"
+        );
+        assert_eq!(btf.member_offset(napi, "nope", Member::Int(4)), None);
         assert!(btf.struct_named("sk_buff").is_none());
     }
 
@@ -304,7 +349,7 @@ mod tests {
             if let Ok(btf) = Btf::parse(&data[..n])
                 && let Some(s) = btf.struct_named("napi_struct")
             {
-                let _ = btf.member_offset(s, "irq", 4);
+                let _ = btf.member_offset(s, "irq", Member::Int(4));
             }
         }
     }
@@ -319,6 +364,9 @@ mod tests {
         }
         let offs = napi_offsets(path).unwrap();
         assert!(offs.napi_id.is_some(), "{offs:?}");
+        // Raw and BTF-typed napi_poll programs follow napi->dev->name.
+        assert!(offs.dev.is_some_and(|d| d % 8 == 0), "{offs:?}");
+        assert!(offs.dev_name.is_some(), "{offs:?}");
         if let Some(irq) = offs.irq {
             assert!(irq > 0 && irq % 4 == 0, "{offs:?}");
         }

@@ -1,24 +1,38 @@
 //! The kernel side: loads the eBPF programs, attaches what this kernel has, and reads the
 //! counters they keep.
 //!
-//! Offsets of tracepoint fields come from tracefs and offsets inside `struct napi_struct` from
-//! BTF, both at start-up. A tracepoint this kernel lacks (`napi:napi_poll` before 3.x-era
-//! kernels, or a kernel built without it) or missing BTF switches off only the part that needs
-//! it; [`ProbeStatus`] says what runs and what does not, for the report's `meta`.
+//! Each event is attached with the cheapest program type the kernel takes: a BTF-typed
+//! tracepoint (`tp_btf`, needs kernel BTF), else a raw tracepoint, else a classic one. The
+//! first two get the tracepoint's arguments instead of a record built for them and are
+//! guarded against recursion per program; classic programs share one per-CPU guard, so an
+//! IRQ that arrives while any of them runs goes unseen. Offsets of classic record fields come
+//! from tracefs, offsets inside kernel structs from BTF, both at start-up. A tracepoint this
+//! kernel lacks or missing BTF switches off only the part that needs it; [`ProbeStatus`] says
+//! what runs, how, and what does not, for the report's `meta`.
 pub mod btf;
 pub mod tracefs;
 
-use std::{collections::BTreeMap, fs, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::PathBuf,
+    sync::Mutex,
+};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader, Endianness,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
-    programs::TracePoint,
+    programs::{
+        BtfTracePoint, ProgramError, RawTracePoint, TracePoint,
+        raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId,
+        trace_point::TracePointLinkId,
+    },
 };
 use balancer_common::{
-    CompiledLayout, IrqStat, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NapiStat, Offsets, PairKey,
-    SoftirqStat,
+    CompiledLayout, CpuState, IrqStat, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NR_SYSVECS, NapiKey,
+    NapiStat, Offsets, PairKey, SYSVEC_NAMES, SoftirqStat,
 };
 use serde::Serialize;
 
@@ -28,17 +42,28 @@ use tracefs::{Format, Tracefs};
 /// The compiled programs, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
 
+/// Reads with no change in a NAPI instance's counters before its entry is deleted from the
+/// kernel map: instances of deleted devices stop polling, and their slots are needed.
+pub const NAPI_PRUNE_AFTER: u32 = 3;
+
 /// What the caller can tune.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
-    /// Kernel BTF to read struct offsets from.
+    /// Kernel BTF to read struct offsets and tracepoint types from.
     pub btf: PathBuf,
-    /// Size of the per-IRQ map; at least the number of IRQs the machine has.
+    /// Size of the per-IRQ array: above the highest IRQ number the machine will have.
     pub max_irqs: u32,
+    /// Size of the NAPI map: instances (netdev queues, per-CPU backlogs) with headroom.
+    pub max_napi: u32,
     /// Load tracepoint fields straight from the record where the kernel's layout allows
     /// (see [`CompiledLayout`]); off, every field costs a `bpf_probe_read_kernel`. Tests and
     /// the probe benchmark turn it off to exercise and measure the generic path.
     pub direct_loads: bool,
+    /// The most capable program type to try; tests and the benchmark force lesser ones.
+    pub program_type: ProgramType,
+    /// Attach programs that do nothing (BTF-typed only) to the same events: the cost floor
+    /// the probe benchmark compares with. Nothing is measured.
+    pub empty: bool,
 }
 
 impl Default for ProbeOptions {
@@ -48,7 +73,53 @@ impl Default for ProbeOptions {
             btf: std::env::var_os("BALANCER_BTF")
                 .map_or_else(|| PathBuf::from(btf::VMLINUX_BTF), PathBuf::from),
             max_irqs: 4096,
+            max_napi: 1024,
             direct_loads: true,
+            program_type: ProgramType::BtfTracePoint,
+            empty: false,
+        }
+    }
+}
+
+/// How a program is attached, from the cheapest to the last resort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum ProgramType {
+    /// BPF_TRACE_RAW_TP with the tracepoint's BTF type (5.5+, needs kernel BTF).
+    #[serde(rename = "tp_btf")]
+    BtfTracePoint,
+    /// BPF_PROG_TYPE_RAW_TRACEPOINT (4.17+).
+    #[serde(rename = "raw_tp")]
+    RawTracePoint,
+    /// BPF_PROG_TYPE_TRACEPOINT: pays for the record and shares the recursion guard.
+    #[serde(rename = "tracepoint")]
+    TracePoint,
+}
+
+impl ProgramType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramType::BtfTracePoint => "tp_btf",
+            ProgramType::RawTracePoint => "raw_tp",
+            ProgramType::TracePoint => "tracepoint",
+        }
+    }
+
+    /// Parses the names [`ProgramType::as_str`] gives.
+    pub fn parse(s: &str) -> Option<ProgramType> {
+        [
+            ProgramType::BtfTracePoint,
+            ProgramType::RawTracePoint,
+            ProgramType::TracePoint,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            ProgramType::BtfTracePoint => "btf_",
+            ProgramType::RawTracePoint => "raw_",
+            ProgramType::TracePoint => "tp_",
         }
     }
 }
@@ -88,7 +159,15 @@ pub struct ProbeStatus {
     pub napi: Feature,
     /// `napi_struct.irq` from BTF: the exact NAPI -> IRQ link.
     pub napi_irq_exact: Feature,
-    /// How the programs read tracepoint fields: "direct", or why not.
+    /// irq_vectors:*_entry/_exit (x86): time in the local timer, IPIs and other system
+    /// vectors, which never pass through irq_handler_entry.
+    pub system_vectors: Feature,
+    /// The program type of each attached event, e.g. `"napi:napi_poll": "tp_btf"`.
+    pub program_types: BTreeMap<String, ProgramType>,
+    /// One line: the type every event uses, or which ones differ and why.
+    pub programs: String,
+    /// How the classic programs read record fields: "direct", or why not; "no classic
+    /// programs" when none is attached.
     pub field_reads: String,
 }
 
@@ -101,6 +180,7 @@ impl ProbeStatus {
             ("softirq_raise", &self.softirq_raise),
             ("napi", &self.napi),
             ("napi_irq_exact", &self.napi_irq_exact),
+            ("system_vectors", &self.system_vectors),
         ]
         .into_iter()
         .filter(|(_, f)| !f.active)
@@ -114,17 +194,19 @@ impl ProbeStatus {
 pub struct Counters {
     /// (IRQ, CPU) -> handler runs and time.
     pub irqs: BTreeMap<(u32, u32), IrqStat>,
+    /// (CPU, system vector) -> runs and time; the vector indexes `SYSVEC_NAMES`.
+    pub sysvecs: BTreeMap<(u32, u32), IrqStat>,
     /// (CPU, vector) -> raises, runs and time.
     pub softirqs: BTreeMap<(u32, u32), SoftirqStat>,
     /// (NAPI instance, CPU) -> polls and time.
-    pub napi: BTreeMap<(u64, u32), NapiStat>,
+    pub napi: BTreeMap<(NapiKey, u32), NapiStat>,
     /// (NAPI instance, IRQ) -> polls in a NET_RX softirq that IRQ's handler raised, all CPUs.
-    pub pairs: BTreeMap<(u64, u32), u64>,
-    /// Map-full and read errors of the programs, all CPUs.
+    pub pairs: BTreeMap<(NapiKey, u32), u64>,
+    /// Map-full, read and other health counters of the programs, all CPUs.
     pub errors: [u64; NR_ERRORS as usize],
 }
 
-/// Says how the programs will read tracepoint fields with these offsets.
+/// Says how the classic programs read record fields with these offsets.
 fn field_reads(o: &Offsets) -> String {
     if o.direct_loads == 0 {
         return "bpf_probe_read_kernel (direct loads turned off)".to_string();
@@ -159,50 +241,89 @@ fn field_reads(o: &Offsets) -> String {
     }
 }
 
+/// Which part of the measurement an event feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Hardirq,
+    Softirq,
+    SoftirqRaise,
+    Napi,
+    SystemVector,
+}
+
+/// One tracepoint; its programs are `btf_<name>`, `raw_<name>` and `tp_<name>`.
+#[derive(Clone, Debug)]
+struct Event {
+    category: &'static str,
+    name: String,
+    part: Part,
+}
+
+impl Event {
+    fn id(&self) -> String {
+        format!("{}:{}", self.category, self.name)
+    }
+}
+
+fn events() -> Vec<Event> {
+    let ev = |category, name: &str, part| Event {
+        category,
+        name: name.to_string(),
+        part,
+    };
+    let mut v = vec![
+        ev("irq", "irq_handler_entry", Part::Hardirq),
+        ev("irq", "irq_handler_exit", Part::Hardirq),
+        ev("irq", "softirq_raise", Part::SoftirqRaise),
+        ev("irq", "softirq_entry", Part::Softirq),
+        ev("irq", "softirq_exit", Part::Softirq),
+        ev("napi", "napi_poll", Part::Napi),
+    ];
+    for name in SYSVEC_NAMES {
+        for end in ["entry", "exit"] {
+            v.push(ev(
+                "irq_vectors",
+                &format!("{name}_{end}"),
+                Part::SystemVector,
+            ));
+        }
+    }
+    v
+}
+
+/// An attached program's link, for detaching.
+enum LinkId {
+    Btf(BtfTracePointLinkId),
+    Raw(RawTracePointLinkId),
+    Classic(TracePointLinkId),
+}
+
+/// A program attached to one event.
+struct Attached {
+    program: String,
+    link: Option<LinkId>,
+    /// Everything [`Probe::attach`] needs to attach it again.
+    event: Event,
+    kind: ProgramType,
+}
+
+/// What [`Probe::read`] remembers between reads to prune dead NAPI instances.
+#[derive(Default)]
+struct NapiSeen {
+    /// Instance -> (polls over all CPUs at the last read, reads since that changed).
+    polls: BTreeMap<NapiKey, (u64, u32)>,
+    /// Instances deleted from the kernel map, over the probe's life.
+    pruned: u64,
+}
+
 /// The loaded, attached programs. Dropping it detaches them.
 pub struct Probe {
     ebpf: Ebpf,
+    attached: Vec<Attached>,
+    seen: Mutex<NapiSeen>,
+    max_irqs: u32,
     pub status: ProbeStatus,
 }
-
-struct Tp {
-    program: &'static str,
-    category: &'static str,
-    name: &'static str,
-}
-
-const TRACEPOINTS: [Tp; 6] = [
-    Tp {
-        program: "irq_handler_entry",
-        category: "irq",
-        name: "irq_handler_entry",
-    },
-    Tp {
-        program: "irq_handler_exit",
-        category: "irq",
-        name: "irq_handler_exit",
-    },
-    Tp {
-        program: "softirq_raise",
-        category: "irq",
-        name: "softirq_raise",
-    },
-    Tp {
-        program: "softirq_entry",
-        category: "irq",
-        name: "softirq_entry",
-    },
-    Tp {
-        program: "softirq_exit",
-        category: "irq",
-        name: "softirq_exit",
-    },
-    Tp {
-        program: "napi_poll",
-        category: "napi",
-        name: "napi_poll",
-    },
-];
 
 impl Probe {
     /// Checks privileges, reads the offsets, loads and attaches the programs.
@@ -212,9 +333,10 @@ impl Probe {
         let tracefs =
             Tracefs::find_or_mount().map_err(|e| Fatal::new(Fatal::PERMISSION, e.to_string()))?;
 
-        let mut formats: BTreeMap<&str, Option<Format>> = BTreeMap::new();
-        for tp in &TRACEPOINTS {
-            formats.insert(tp.name, tracefs.format(tp.category, tp.name)?);
+        let events = events();
+        let mut formats: BTreeMap<String, Option<Format>> = BTreeMap::new();
+        for ev in &events {
+            formats.insert(ev.name.clone(), tracefs.format(ev.category, &ev.name)?);
         }
         let mut offsets = Offsets::UNSET;
         let field = |tp: &str, cat: &str, name: &str, size: u32| -> anyhow::Result<u32> {
@@ -233,12 +355,14 @@ impl Probe {
         offsets.napi_poll_work = field("napi_poll", "napi", "work", 4)?;
         offsets.napi_poll_budget = field("napi_poll", "napi", "budget", 4)?;
         offsets.direct_loads = opts.direct_loads.into();
-        let field_reads = field_reads(&offsets);
+        offsets.max_irqs = opts.max_irqs.max(64);
 
-        let napi_irq_exact = match btf::napi_offsets(&opts.btf) {
+        let (napi_irq_exact, struct_offsets) = match btf::napi_offsets(&opts.btf) {
             Ok(n) => {
                 offsets.napi_struct_napi_id = n.napi_id.unwrap_or(NO_OFFSET);
-                match n.irq {
+                offsets.napi_struct_dev = n.dev.unwrap_or(NO_OFFSET);
+                offsets.net_device_name = n.dev_name.unwrap_or(NO_OFFSET);
+                let exact = match n.irq {
                     Some(off) => {
                         offsets.napi_struct_irq = off;
                         Feature::on(format!("napi_struct.irq at byte {off} (BTF)"))
@@ -247,12 +371,27 @@ impl Probe {
                         "struct napi_struct has no irq field (kernel before 6.8); \
                          NAPI instances are linked to IRQs by co-occurrence",
                     ),
-                }
+                };
+                (exact, Some(n))
             }
-            Err(why) => Feature::off(format!(
-                "kernel BTF unavailable ({why}); NAPI instances are linked to IRQs by \
-                 co-occurrence"
-            )),
+            Err(why) => (
+                Feature::off(format!(
+                    "kernel BTF unavailable ({why}); NAPI instances are linked to IRQs by \
+                     co-occurrence"
+                )),
+                None,
+            ),
+        };
+        // Arguments give the napi_struct, not its device's name: raw and BTF-typed napi_poll
+        // programs need the struct offsets to find it.
+        let napi_by_args = struct_offsets.is_some_and(|n| n.dev.is_some() && n.dev_name.is_some());
+
+        // The tracepoints' BTF types, for tp_btf only. aya parses the whole of it; it is
+        // dropped once the programs are loaded.
+        let kernel_btf = if opts.program_type == ProgramType::BtfTracePoint {
+            Btf::parse_file(&opts.btf, Endianness::default()).ok()
+        } else {
+            None
         };
 
         // The programs carry no CO-RE relocations: nothing to relocate against the kernel's
@@ -260,67 +399,191 @@ impl Probe {
         let mut ebpf = EbpfLoader::new()
             .btf(None)
             .override_global("OFFSETS", &offsets, true)
-            .map_max_entries("IRQ_STATS", opts.max_irqs.max(64))
+            .map_max_entries("IRQ_STATS", offsets.max_irqs)
+            .map_max_entries("NAPI_STATS", opts.max_napi.max(64))
+            .map_max_entries("NAPI_IRQ_PAIRS", opts.max_napi.max(64).saturating_mul(4))
             .load(OBJECT)
             .context("loading the eBPF programs into the kernel")?;
 
-        let mut attached = BTreeMap::new();
-        for tp in &TRACEPOINTS {
-            let state = if formats.get(tp.name).is_some_and(Option::is_some) {
-                let prog: &mut TracePoint = ebpf
-                    .program_mut(tp.program)
-                    .ok_or_else(|| anyhow!("program {} missing from the object", tp.program))?
-                    .try_into()?;
-                prog.load()
-                    .with_context(|| format!("verifying program {}", tp.program))?;
-                prog.attach(tp.category, tp.name)
-                    .with_context(|| format!("attaching {}:{}", tp.category, tp.name))?;
-                Ok(())
-            } else {
-                Err(format!(
-                    "tracepoint {}:{} not in this kernel",
-                    tp.category, tp.name
-                ))
-            };
-            attached.insert(tp.name, state);
+        let mut attached = Vec::new();
+        let mut absent: BTreeMap<String, String> = BTreeMap::new();
+        let mut fallbacks: Vec<String> = Vec::new();
+        for ev in &events {
+            if formats.get(&ev.name).is_none_or(Option::is_none) {
+                absent.insert(
+                    ev.id(),
+                    format!("tracepoint {} not in this kernel", ev.id()),
+                );
+                continue;
+            }
+            let mut tried = Vec::new();
+            for kind in [
+                ProgramType::BtfTracePoint,
+                ProgramType::RawTracePoint,
+                ProgramType::TracePoint,
+            ] {
+                if kind < opts.program_type || (opts.empty && kind != ProgramType::BtfTracePoint) {
+                    continue;
+                }
+                if kind == ProgramType::BtfTracePoint && kernel_btf.is_none() {
+                    tried.push("tp_btf: no kernel BTF".to_string());
+                    continue;
+                }
+                if ev.part == Part::Napi && kind != ProgramType::TracePoint && !napi_by_args {
+                    tried.push(format!(
+                        "{}: napi_struct.dev or net_device.name not in BTF",
+                        kind.as_str()
+                    ));
+                    continue;
+                }
+                match attach_one(&mut ebpf, ev, kind, kernel_btf.as_ref(), opts.empty) {
+                    Ok(a) => {
+                        if !tried.is_empty() {
+                            fallbacks.push(format!(
+                                "{} {} ({})",
+                                ev.id(),
+                                kind.as_str(),
+                                tried.join(", ")
+                            ));
+                        }
+                        attached.push(a);
+                        break;
+                    }
+                    Err(e) => tried.push(format!("{}: {e:#}", kind.as_str())),
+                }
+            }
+            if !attached.iter().any(|a: &Attached| a.event.name == ev.name) {
+                // A system vector is one row of the report; the rest is the measurement.
+                if ev.part == Part::SystemVector {
+                    absent.insert(ev.id(), format!("{}: {}", ev.id(), tried.join("; ")));
+                } else {
+                    anyhow::bail!("attaching {}: {}", ev.id(), tried.join("; "));
+                }
+            }
         }
-        let pair = |a: &str, b: &str, what: &str| match (&attached[a], &attached[b]) {
-            (Ok(()), Ok(())) => Feature::on(format!("irq:{a}/{b}: {what}")),
-            (Err(e), _) | (_, Err(e)) => Feature::off(e.clone()),
+        drop(kernel_btf);
+
+        let program_types: BTreeMap<String, ProgramType> =
+            attached.iter().map(|a| (a.event.id(), a.kind)).collect();
+        let kinds: BTreeSet<ProgramType> = program_types.values().copied().collect();
+        let programs = match (kinds.len(), kinds.first()) {
+            (1, Some(k)) => k.as_str().to_string(),
+            _ => format!("mixed: {}", fallbacks.join("; ")),
         };
-        let one = |a: &str, what: &str| match &attached[a] {
-            Ok(()) => Feature::on(what.to_string()),
-            Err(e) => Feature::off(e.clone()),
-        };
+        let classic = kinds.contains(&ProgramType::TracePoint);
         let status = ProbeStatus {
-            hardirq: pair(
-                "irq_handler_entry",
-                "irq_handler_exit",
-                "handler time per IRQ",
+            hardirq: part_feature(&events, &absent, Part::Hardirq, "handler time per IRQ"),
+            softirq: part_feature(&events, &absent, Part::Softirq, "run time per vector"),
+            softirq_raise: part_feature(
+                &events,
+                &absent,
+                Part::SoftirqRaise,
+                "raises, NET_RX raised by IRQ handlers",
             ),
-            softirq: pair("softirq_entry", "softirq_exit", "run time per vector"),
-            softirq_raise: one(
-                "softirq_raise",
-                "irq:softirq_raise: raises, NET_RX raised by IRQ handlers",
-            ),
-            napi: one("napi_poll", "napi:napi_poll: poll time per NAPI instance"),
+            napi: part_feature(&events, &absent, Part::Napi, "poll time per NAPI instance"),
             napi_irq_exact,
-            field_reads,
+            system_vectors: sysvec_feature(&events, &absent),
+            program_types,
+            programs,
+            field_reads: if classic {
+                field_reads(&offsets)
+            } else {
+                "no classic programs: arguments, no records".to_string()
+            },
         };
-        Ok(Probe { ebpf, status })
+        Ok(Probe {
+            ebpf,
+            attached,
+            seen: Mutex::new(NapiSeen::default()),
+            max_irqs: offsets.max_irqs,
+            status,
+        })
     }
 
-    /// Reads every counter. Cheap enough for once per interval: one pass over each map.
+    /// Detaches every program; the maps and their counts stay. The daemon measures in
+    /// windows and pays nothing between them.
+    pub fn detach(&mut self) -> anyhow::Result<()> {
+        for a in &mut self.attached {
+            let Some(link) = a.link.take() else { continue };
+            let prog = self
+                .ebpf
+                .program_mut(&a.program)
+                .ok_or_else(|| anyhow!("program {} missing", a.program))?;
+            match link {
+                LinkId::Btf(l) => <&mut BtfTracePoint>::try_from(prog)?.detach(l)?,
+                LinkId::Raw(l) => <&mut RawTracePoint>::try_from(prog)?.detach(l)?,
+                LinkId::Classic(l) => <&mut TracePoint>::try_from(prog)?.detach(l)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches again what [`Probe::detach`] detached. The per-CPU entry/exit state is
+    /// cleared first: an entry seen before the detach must not pair with an exit after it.
+    pub fn attach(&mut self) -> anyhow::Result<()> {
+        self.reset_cpu_state()?;
+        for a in &mut self.attached {
+            if a.link.is_some() {
+                continue;
+            }
+            let prog = self
+                .ebpf
+                .program_mut(&a.program)
+                .ok_or_else(|| anyhow!("program {} missing", a.program))?;
+            a.link = Some(match a.kind {
+                ProgramType::BtfTracePoint => {
+                    LinkId::Btf(<&mut BtfTracePoint>::try_from(prog)?.attach()?)
+                }
+                ProgramType::RawTracePoint => {
+                    LinkId::Raw(<&mut RawTracePoint>::try_from(prog)?.attach(&a.event.name)?)
+                }
+                ProgramType::TracePoint => LinkId::Classic(
+                    <&mut TracePoint>::try_from(prog)?.attach(a.event.category, &a.event.name)?,
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the programs are attached now.
+    pub fn is_attached(&self) -> bool {
+        self.attached.iter().all(|a| a.link.is_some())
+    }
+
+    fn reset_cpu_state(&mut self) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut("CPU_STATE")
+            .ok_or_else(|| anyhow!("map CPU_STATE missing from the eBPF object"))?;
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let mut state: PerCpuArray<&mut MapData, CpuState> = PerCpuArray::try_from(map)?;
+        let zero = aya::maps::PerCpuValues::try_from(vec![CpuState::default(); ncpus])?;
+        state.set(0, zero, 0)?;
+        Ok(())
+    }
+
+    /// Reads every counter, and prunes NAPI instances that stopped polling. Cheap enough for
+    /// once per interval: one pass over each map.
     pub fn read(&self) -> anyhow::Result<Counters> {
         let mut c = Counters::default();
 
-        let irqs: PerCpuHashMap<&MapData, u32, IrqStat> =
-            PerCpuHashMap::try_from(self.map("IRQ_STATS")?)?;
-        for entry in irqs.iter() {
-            let (irq, values) = entry.context("reading IRQ_STATS")?;
+        let irqs: PerCpuArray<&MapData, IrqStat> = PerCpuArray::try_from(self.map("IRQ_STATS")?)?;
+        for irq in 0..self.max_irqs {
+            let values = irqs.get(&irq, 0).context("reading IRQ_STATS")?;
             for (cpu, v) in values.iter().enumerate() {
                 if v.runs != 0 {
                     c.irqs.insert((irq, cpu as u32), *v);
+                }
+            }
+        }
+
+        let sysvecs: PerCpuArray<&MapData, IrqStat> =
+            PerCpuArray::try_from(self.map("SYSVEC_STATS")?)?;
+        for vec in 0..NR_SYSVECS as u32 {
+            let values = sysvecs.get(&vec, 0).context("reading SYSVEC_STATS")?;
+            for (cpu, v) in values.iter().enumerate() {
+                if v.runs != 0 {
+                    c.sysvecs.insert((cpu as u32, vec), *v);
                 }
             }
         }
@@ -336,13 +599,13 @@ impl Probe {
             }
         }
 
-        let napi: PerCpuHashMap<&MapData, u64, NapiStat> =
+        let napi: PerCpuHashMap<&MapData, NapiKey, NapiStat> =
             PerCpuHashMap::try_from(self.map("NAPI_STATS")?)?;
         for entry in napi.iter() {
-            let (id, values) = entry.context("reading NAPI_STATS")?;
+            let (key, values) = entry.context("reading NAPI_STATS")?;
             for (cpu, v) in values.iter().enumerate() {
                 if v.polls != 0 || v.untimed_polls != 0 {
-                    c.napi.insert((id, cpu as u32), *v);
+                    c.napi.insert((key, cpu as u32), *v);
                 }
             }
         }
@@ -353,7 +616,12 @@ impl Probe {
             let (key, values) = entry.context("reading NAPI_IRQ_PAIRS")?;
             let n: u64 = values.iter().sum();
             if n != 0 {
-                c.pairs.insert((key.napi, key.irq), n);
+                let napi = NapiKey {
+                    napi: key.napi,
+                    napi_id: key.napi_id,
+                    _pad: 0,
+                };
+                c.pairs.insert((napi, key.irq), n);
             }
         }
 
@@ -361,7 +629,75 @@ impl Probe {
         for (i, slot) in c.errors.iter_mut().enumerate() {
             *slot = errors.get(&(i as u32), 0)?.iter().sum();
         }
+        self.prune(&mut c)?;
         Ok(c)
+    }
+
+    /// Deletes NAPI instances whose counters did not move for [`NAPI_PRUNE_AFTER`] reads, and
+    /// their pairs, and leaves them out of `c`. A deleted instance that polls again starts a
+    /// new entry from zero, which the next interval counts in full (it was left out of this
+    /// snapshot); only polls between this read and the delete are lost.
+    fn prune(&self, c: &mut Counters) -> anyhow::Result<()> {
+        let mut totals: BTreeMap<NapiKey, u64> = BTreeMap::new();
+        for ((key, _), v) in &c.napi {
+            *totals.entry(*key).or_default() += v.polls + v.untimed_polls;
+        }
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| anyhow!("NAPI prune state poisoned"))?;
+        let mut dead = Vec::new();
+        let mut next = BTreeMap::new();
+        for (key, polls) in totals {
+            let idle = match seen.polls.get(&key) {
+                Some(&(before, idle)) if before == polls => idle + 1,
+                _ => 0,
+            };
+            if idle >= NAPI_PRUNE_AFTER {
+                dead.push(key);
+            } else {
+                next.insert(key, (polls, idle));
+            }
+        }
+        seen.polls = next;
+        if dead.is_empty() {
+            return Ok(());
+        }
+        seen.pruned += dead.len() as u64;
+        drop(seen);
+        // Deleting needs the maps mutably; they are shared kernel objects, so a second
+        // handle from the same fd is as good.
+        let mut napi: PerCpuHashMap<MapData, NapiKey, NapiStat> =
+            PerCpuHashMap::try_from(self.owned_map("NAPI_STATS")?)?;
+        let mut pairs: PerCpuHashMap<MapData, PairKey, u64> =
+            PerCpuHashMap::try_from(self.owned_map("NAPI_IRQ_PAIRS")?)?;
+        let dead_set: BTreeSet<NapiKey> = dead.iter().copied().collect();
+        for key in &dead {
+            // Already gone is fine: nothing else deletes, but a failed delete only delays.
+            let _ = napi.remove(key);
+        }
+        let pair_keys: Vec<PairKey> = pairs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                dead_set.contains(&NapiKey {
+                    napi: k.napi,
+                    napi_id: k.napi_id,
+                    _pad: 0,
+                })
+            })
+            .collect();
+        for k in &pair_keys {
+            let _ = pairs.remove(k);
+        }
+        c.napi.retain(|(key, _), _| !dead_set.contains(key));
+        c.pairs.retain(|(key, _), _| !dead_set.contains(key));
+        Ok(())
+    }
+
+    /// NAPI instances deleted from the kernel map because they stopped polling.
+    pub fn napi_pruned(&self) -> u64 {
+        self.seen.lock().map_or(0, |s| s.pruned)
     }
 
     fn map(&self, name: &str) -> anyhow::Result<&aya::maps::Map> {
@@ -370,19 +706,163 @@ impl Probe {
             .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
     }
 
-    /// Per program: (name, run count, run time in ns), valid while
-    /// `kernel.bpf_stats_enabled` is on. For the benchmark.
-    pub fn program_stats(&self) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    /// An owned handle on a map (a duplicate of its fd), for the writes `read` makes.
+    fn owned_map(&self, name: &str) -> anyhow::Result<aya::maps::Map> {
+        let info = match self.map(name)? {
+            aya::maps::Map::PerCpuHashMap(m) => m.info()?,
+            _ => anyhow::bail!("{name} is not a per-CPU hash"),
+        };
+        let data = MapData::from_id(info.id())?;
+        Ok(aya::maps::Map::PerCpuHashMap(data))
+    }
+
+    /// Per program: (name, run count, run time in ns, recursion misses). Run count and time
+    /// are valid while `kernel.bpf_stats_enabled` is on; misses are always counted.
+    pub fn program_stats(&self) -> anyhow::Result<Vec<ProgramStats>> {
         let mut out = Vec::new();
-        for (name, prog) in self.ebpf.programs() {
+        for a in &self.attached {
+            let prog = self
+                .ebpf
+                .program(&a.program)
+                .ok_or_else(|| anyhow!("program {} missing", a.program))?;
             let info = prog.info()?;
-            out.push((
-                name.to_string(),
-                info.run_count(),
-                info.run_time().as_nanos() as u64,
-            ));
+            let fd = prog.fd()?;
+            out.push(ProgramStats {
+                event: a.event.id(),
+                run_count: info.run_count(),
+                run_time_ns: info.run_time().as_nanos() as u64,
+                recursion_misses: recursion_misses(fd.as_fd().as_raw_fd()).unwrap_or(0),
+            });
         }
         Ok(out)
+    }
+}
+
+/// What the kernel counts for one attached program.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProgramStats {
+    pub event: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+    /// Runs the kernel skipped because a BPF program was already running on that CPU.
+    pub recursion_misses: u64,
+}
+
+/// `bpf_prog_info.recursion_misses` (5.12+) through BPF_OBJ_GET_INFO_BY_FD; aya does not
+/// expose it.
+fn recursion_misses(fd: i32) -> Option<u64> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+    // SAFETY: both are plain C structs for which all zeroes is valid.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // The union member for this command; the kernel writes at most info_len bytes.
+    attr.info.bpf_fd = fd as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = &mut info as *mut _ as u64;
+    // SAFETY: a valid attr for BPF_OBJ_GET_INFO_BY_FD, pointing at `info`, which outlives it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as i32,
+            &mut attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>() as u32,
+        )
+    };
+    (rc == 0).then_some(info.recursion_misses)
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    ev: &Event,
+    kind: ProgramType,
+    kernel_btf: Option<&Btf>,
+    empty: bool,
+) -> anyhow::Result<Attached> {
+    let prefix = if empty { "empty_" } else { kind.prefix() };
+    let program = format!("{prefix}{}", ev.name);
+    let prog = ebpf
+        .program_mut(&program)
+        .ok_or_else(|| anyhow!("program {program} missing from the object"))?;
+    let link = match kind {
+        ProgramType::BtfTracePoint => {
+            let btf = kernel_btf.ok_or_else(|| anyhow!("no kernel BTF"))?;
+            let p: &mut BtfTracePoint = prog.try_into()?;
+            p.load(&ev.name, btf).map_err(verifier)?;
+            LinkId::Btf(p.attach()?)
+        }
+        ProgramType::RawTracePoint => {
+            let p: &mut RawTracePoint = prog.try_into()?;
+            p.load().map_err(verifier)?;
+            LinkId::Raw(p.attach(&ev.name)?)
+        }
+        ProgramType::TracePoint => {
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load().map_err(verifier)?;
+            LinkId::Classic(p.attach(ev.category, &ev.name)?)
+        }
+    };
+    Ok(Attached {
+        program,
+        link: Some(link),
+        event: ev.clone(),
+        kind,
+    })
+}
+
+/// A load error with the verifier's last words, not its whole log.
+fn verifier(e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            anyhow!(
+                "{io_error}; verifier: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+        other => other.into(),
+    }
+}
+
+fn part_feature(
+    events: &[Event],
+    absent: &BTreeMap<String, String>,
+    part: Part,
+    what: &str,
+) -> Feature {
+    let ids: Vec<String> = events
+        .iter()
+        .filter(|e| e.part == part)
+        .map(Event::id)
+        .collect();
+    match ids.iter().find_map(|id| absent.get(id)) {
+        Some(why) => Feature::off(why.clone()),
+        None => Feature::on(format!("{}: {what}", ids.join(", "))),
+    }
+}
+
+/// System vectors are x86's: on by vector, off where a kernel (or architecture) lacks them.
+fn sysvec_feature(events: &[Event], absent: &BTreeMap<String, String>) -> Feature {
+    let have: Vec<&str> = SYSVEC_NAMES
+        .iter()
+        .copied()
+        .filter(|name| {
+            events
+                .iter()
+                .filter(|e| e.part == Part::SystemVector && e.name.starts_with(name))
+                .all(|e| !absent.contains_key(&e.id()))
+        })
+        .collect();
+    if have.is_empty() {
+        Feature::off(
+            "no irq_vectors:* tracepoints (not x86, or a kernel without them): local timer \
+             and IPI time is not measured and not subtracted from softirq time",
+        )
+    } else {
+        Feature::on(format!("irq_vectors: {}", have.join(", ")))
     }
 }
 
