@@ -2,8 +2,9 @@
 //! HEAD) on a current-thread tokio runtime in a thread of its own, so the measuring loop
 //! never waits on a client and no client waits on another. Every connection has deadlines:
 //! its request head must arrive within [`HEADER_TIMEOUT`] and it is shut down after
-//! [`CONNECTION_DEADLINE`]; at most [`MAX_CONNECTIONS`] are open at once (more are closed
-//! on accept), which bounds the file descriptors idle clients can hold.
+//! [`CONNECTION_DEADLINE`]. At most [`MAX_CONNECTIONS`] are open at once, which bounds the
+//! file descriptors idle clients can hold; beyond that new ones wait in the listen backlog
+//! until a slot frees (within the header timeout), rather than being reset.
 //!
 //! `GET` and `HEAD` of `/metrics` (any query string) answer the exposition, `/` a pointer to
 //! it; other paths 404, other methods 405.
@@ -23,7 +24,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
 /// After the deadline, time left to finish a response under way.
 const GRACE: Duration = Duration::from_secs(5);
-pub const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections the kernel queues for us (std's bind uses 128).
+const BACKLOG: i32 = 1024;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -37,8 +40,8 @@ pub struct Server {
 impl Server {
     /// Binds `addr` here, so a failure is the caller's to report, and serves from a thread.
     pub fn start(addr: SocketAddr, shared: Shared) -> std::io::Result<Server> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        let listener = listen(addr)?;
+        raise_fd_limit();
         let local = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -86,17 +89,20 @@ async fn accept_loop(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A free slot first: while all are taken, new clients wait in the backlog.
+        let slot = tokio::select! {
+            _ = &mut stopped => return,
+            s = Arc::clone(&slots).acquire_owned() => s,
+        };
+        let Ok(slot) = slot else {
+            return; // closed: never, we hold the semaphore
+        };
         let accepted = tokio::select! {
             _ = &mut stopped => return,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, _)) => {
-                // Over the limit the connection is closed at once (dropped).
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    log::debug!("metrics: {MAX_CONNECTIONS} connections open, closing a new one");
-                    continue;
-                };
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     connection(stream, shared).await;
@@ -107,6 +113,40 @@ async fn accept_loop(
                 // EMFILE and the like: back off instead of spinning on a full table.
                 log::debug!("metrics: accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A non-blocking listener on `addr` with a backlog of [`BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std does: a restarted daemon rebinds while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Raises the soft limit of open files so [`MAX_CONNECTIONS`] fit beside the daemon's own
+/// (systemd's default soft limit is 1024); never above the hard limit.
+fn raise_fd_limit() {
+    let want = (MAX_CONNECTIONS as libc::rlim_t) * 2;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::debug!(
+                    "metrics: raising the open file limit: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
     }
