@@ -129,7 +129,7 @@ pub struct Config {
     pub journal: PathBuf,
     /// Put the original values back when stopped by SIGTERM/SIGINT.
     pub restore_on_exit: bool,
-    /// Prometheus text endpoint (loopback only); absent = off.
+    /// Prometheus text endpoint (loopback only); absent = off. SIGHUP rebinds a changed one.
     #[serde(deserialize_with = "loopback")]
     pub metrics: Option<SocketAddr>,
     /// Seed of the `rnd` strategy.

@@ -13,8 +13,8 @@ use std::{
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::{Arc, Mutex, mpsc},
-    time::Duration,
+    sync::mpsc,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
@@ -342,12 +342,17 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(Actuator::new(&root, &cfg.journal, RealSys)?)
     };
-    let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
-    if let Some(addr) = cfg.metrics {
-        let local = metrics::serve(addr, Arc::clone(&shared))
-            .with_context(|| format!("listening on {addr} for metrics"))?;
+    // Fed every interval, served only while `metrics` is set (SIGHUP may set or change it).
+    let shared = metrics::Metrics::new_shared(args.dry_run);
+    let mut endpoint = metrics::Endpoint::new(shared.clone());
+    if let Some(local) = endpoint.set(cfg.metrics)? {
         log::info!("metrics on http://{local}/metrics");
     }
+    let count = |f: &dyn Fn(&mut metrics::Metrics)| {
+        if let Ok(mut m) = shared.lock() {
+            f(&mut m);
+        }
+    };
     log::info!(
         "started{}: strategy {}, threshold {}%, load-limit {}%, intervals {}/{} s",
         if args.dry_run { " (dry run)" } else { "" },
@@ -381,9 +386,24 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
                         cfg = c;
                         cfg.journal = journal;
                         monitor.set_read_options(opts);
+                        count(&|m| m.count_reload(true));
                         log::info!("config reloaded");
+                        let serving = endpoint.local_addr();
+                        match endpoint.set(cfg.metrics) {
+                            Ok(Some(local)) => log::info!("metrics on http://{local}/metrics"),
+                            Ok(None) => {
+                                if let (Some(old), None) = (serving, cfg.metrics) {
+                                    log::info!("metrics endpoint on {old} closed");
+                                }
+                            }
+                            // Counted by the endpoint; the old listener (if any) serves on.
+                            Err(e) => log::error!("{e}"),
+                        }
                     }
-                    Err(e) => log::error!("config not reloaded, keeping the old one: {e:#}"),
+                    Err(e) => {
+                        count(&|m| m.count_reload(false));
+                        log::error!("config not reloaded, keeping the old one: {e:#}")
+                    }
                 }
                 continue;
             }
@@ -393,6 +413,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         let tick = match monitor.tick() {
             Ok(t) => t,
             Err(e) => {
+                count(&|m| m.count_error(metrics::Stage::Measure));
                 log::error!("measuring: {e:#}");
                 continue;
             }
@@ -430,11 +451,17 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             }
         };
         history = history.after(&plan, &outcomes);
-        if cfg.metrics.is_some()
-            && let Ok(mut m) = shared.lock()
-        {
-            *m = metrics::render(&snap, &plan, &history);
-        }
+        count(&|m| {
+            m.record(&metrics::IntervalView {
+                model: monitor.model(),
+                attribution: &tick.attribution,
+                snapshot: &snap,
+                plan: &plan,
+                outcomes: &outcomes,
+                history: &history,
+                at: SystemTime::now(),
+            })
+        });
         trim_heap();
         interval = Duration::from_secs_f64(if plan.busy() {
             cfg.short_interval

@@ -171,7 +171,8 @@ fn restore_puts_a_fixture_root_back() {
 /// A second daemon on the same lock file refuses to start (the first holds the lock while
 /// it measures in dry-run mode); the pidfile names the first; SIGHUP with a broken config
 /// keeps the old one, with a good one reloads; the loopback metrics endpoint serves the
-/// text format; SIGTERM stops it cleanly.
+/// text format, counts the reloads, and moves to a new address on SIGHUP (keeping the
+/// current one when the new one is taken); SIGTERM stops it cleanly.
 #[test]
 fn one_instance_at_a_time() {
     if !root_or_skip("one_instance_at_a_time") {
@@ -271,26 +272,77 @@ fn one_instance_at_a_time() {
             .map(str::to_string)
             .unwrap_or_else(|| panic!("no metrics address in the log: {text}"))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut body = String::new();
-    while std::time::Instant::now() < deadline && !body.contains("balancer_intervals_total") {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+    let scrape = |addr: &str| {
+        let mut body = String::new();
+        if let Ok(mut c) = std::net::TcpStream::connect(addr) {
             use std::io::{Read as _, Write as _};
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(30)));
             let _ = c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
-            body.clear();
             let _ = c.read_to_string(&mut body);
         }
+        body
+    };
+    // Before the first interval it answers too, with zeros.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut body = String::new();
+    while std::time::Instant::now() < deadline
+        && (!body.contains("balancer_intervals_total")
+            || body.contains("balancer_intervals_total 0\n"))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        body = scrape(&addr);
     }
     assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
     for name in [
         "balancer_cpu_busy_ratio{cpu=\"0\"",
         "balancer_cpu_irq_ratio",
+        "balancer_cpu_softirq_seconds_total{cpu=\"0\",vector=\"TIMER\"}",
         "balancer_moves_total",
         "balancer_sticking_events_total",
+        "balancer_dry_run 1\n",
+        "balancer_config_reloads_total 1\n",
+        "balancer_config_reload_failures_total 1\n",
     ] {
         assert!(body.contains(name), "metrics lack {name}: {body}");
     }
+    // SIGHUP with a new address: the new listener serves, the old one is closed.
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    };
+    let moved = format!("127.0.0.1:{}", free_port());
+    fs::write(&cfg, good.replace("127.0.0.1:0", &moved)).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(first.id() as i32, libc::SIGHUP) };
+    assert!(
+        wait_for(&format!("metrics on http://{moved}/metrics")),
+        "{}",
+        log.lock().unwrap()
+    );
+    assert!(scrape(&moved).starts_with("HTTP/1.0 200 OK"));
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the old listener {addr} is closed"
+    );
+    // An address taken by someone else: logged and counted, the current one serves on.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    fs::write(&cfg, good.replace("127.0.0.1:0", &taken_addr)).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(first.id() as i32, libc::SIGHUP) };
+    assert!(
+        wait_for(&format!("listening on {taken_addr} for metrics")),
+        "{}",
+        log.lock().unwrap()
+    );
+    let body = scrape(&moved);
+    assert!(
+        body.contains("balancer_errors_total{stage=\"metrics_listen\"} 1\n"),
+        "{body}"
+    );
+    drop(taken);
     // SAFETY: as above.
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
     let status = first.wait().unwrap();
