@@ -505,7 +505,7 @@ pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             irq_pct: 100.0 * snap.frac(c.irq_ns),
         })
         .collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(
             &mut out,

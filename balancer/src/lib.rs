@@ -16,6 +16,7 @@ pub mod cpumask;
 pub mod daemon;
 pub mod metrics;
 pub mod monitor;
+pub mod output;
 pub mod policy;
 pub mod probe;
 pub mod report;
