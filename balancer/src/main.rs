@@ -50,6 +50,8 @@ fn main() -> ExitCode {
     // A failed write to stdout outranks what it caused (the command stops at the failed
     // write and returns its error).
     match (output::failure(), result) {
+        // A command that failed otherwise (restore: values not written back) keeps its code.
+        (Some(output::Failure::ClosedPipe), Ok(code)) if code != ExitCode::SUCCESS => code,
         (Some(output::Failure::ClosedPipe), _) => ExitCode::from(CLOSED_PIPE),
         (Some(output::Failure::Error(e)), _) => {
             let _ = writeln!(std::io::stderr(), "balancer: writing standard output: {e}");

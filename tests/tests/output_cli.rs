@@ -82,3 +82,63 @@ fn topology_into_a_read_pipe_succeeds() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("nr_cpu_ids 4"));
 }
+
+/// restore finishes its work and its warnings on stderr even when nobody reads stdout.
+#[test]
+fn restore_into_a_closed_pipe_still_restores_and_warns() {
+    use balancer::{
+        actuation::{Actuator, RealSys},
+        cpumask::CpuSet,
+        policy::{Action, ActionKind, Plan},
+    };
+    let dir = std::env::temp_dir().join(format!("balancer-output-cli-{}", std::process::id()));
+    let root = dir.join("root");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = Command::new("cp")
+        .args(["-a", &fixture()])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let journal = dir.join("journal.json");
+    let mut act = Actuator::new(&root, &journal, RealSys).unwrap();
+    let plan = Plan {
+        actions: vec![Action {
+            kind: ActionKind::Move {
+                irq: 36,
+                companions: vec![37],
+                from: CpuSet::from_cpus([0]),
+                targets: vec![2],
+                weight: 0.3,
+            },
+            reason: String::new(),
+        }],
+        findings: vec![],
+        overloaded: vec![],
+        tick: 0,
+        balancing: false,
+    };
+    assert!(act.apply(&plan, 4)[0].applied);
+    std::fs::remove_dir_all(root.join("proc/irq/37")).unwrap();
+    let cfg = dir.join("b.toml");
+    std::fs::write(
+        &cfg,
+        format!("lock-file = \"{}\"\n", dir.join("lock").display()),
+    )
+    .unwrap();
+    let o = into_closed_pipe(&[
+        "restore",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(err.contains("1 target(s) gone"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!journal.exists(), "restored all the same");
+    let _ = std::fs::remove_dir_all(&dir);
+}
