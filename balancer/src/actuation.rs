@@ -4,8 +4,10 @@
 //! against a copy of a fixture tree with injected errors.
 //!
 //! - Before the first change of anything, its original value goes into a [`Journal`] written
-//!   atomically (temporary file, fsync, rename); `balancer restore` writes those values back.
-//!   A journal left by a crashed run is kept: its originals are the real ones.
+//!   atomically (temporary file, fsync, rename), stamped with the boot id; `balancer restore`
+//!   writes those values back, after checking the whole journal (format version, boot, and
+//!   that every entry is a target of the kinds written here). A journal left by a crashed run
+//!   of this boot is kept: its originals are the real ones.
 //! - Each action is one transaction: the tx IRQ moving with its rx IRQ, for instance. A write
 //!   that fails rolls back the ones before it, so nothing is left half-applied.
 //! - EIO (a managed IRQ) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
@@ -83,7 +85,8 @@ impl Sys for RealSys {
     }
 }
 
-/// Errors of the journal (actuation's other failures are [`Outcome`]s).
+/// Errors of the journal (actuation's other failures are [`Outcome`]s). Each message says
+/// what to do: these reach the user as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]
@@ -92,8 +95,62 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
-    #[error("journal {path}: {message}")]
+    #[error(
+        "journal {path} is not a balancer journal ({message}); nothing was restored. It is \
+         written atomically, so it was damaged or edited: inspect it (it holds the original \
+         values), then fix it or remove it"
+    )]
     Corrupt { path: PathBuf, message: String },
+    #[error(
+        "journal {path} has format version {found}; this balancer reads versions \
+         1 to {JOURNAL_VERSION}; nothing was restored. Restore with the balancer that wrote \
+         it, or inspect it and remove it"
+    )]
+    Version { path: PathBuf, found: u64 },
+    #[error("journal {path} {}", boot_mismatch(.written, .now))]
+    OtherBoot {
+        path: PathBuf,
+        written: Option<String>,
+        now: Option<String>,
+    },
+    #[error(
+        "journal {path}, entry {index}: {why}; balancer only changes IRQ affinities \
+         (/proc/irq/N/smp_affinity, smp_affinity_list), rps_cpus of rx queues and the \
+         affinity of NAPI threads. Nothing was restored: inspect the journal, balancer did \
+         not write it as it is"
+    )]
+    ForeignTarget {
+        path: PathBuf,
+        index: usize,
+        why: String,
+    },
+}
+
+fn boot_mismatch(written: &Option<String>, now: &Option<String>) -> String {
+    let what = match (written, now) {
+        (Some(w), Some(n)) => format!("was written during another boot ({w}; this boot is {n})"),
+        (None, _) => "records no boot (an older balancer wrote it)".to_string(),
+        (Some(w), None) => format!("was written during boot {w}, and this boot's id is unreadable"),
+    };
+    format!(
+        "{what}: after a reboot IRQs may be numbered differently and devices named otherwise, \
+         so its values may not belong to the IRQs they would be written to; nothing was \
+         restored. A reboot already put the kernel's defaults back: remove the journal, or, \
+         if the machine has not rebooted since it was written, pass --force to `balancer \
+         restore`"
+    )
+}
+
+/// The current journal format: 2 added the boot id.
+pub const JOURNAL_VERSION: u32 = 2;
+
+/// Where the kernel says which boot this is, relative to the root.
+const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
+
+/// This boot's id under `root`; None where the file is missing (fixture roots) or unreadable.
+pub fn boot_id<S: Sys>(root: &Path, sys: &mut S) -> Option<String> {
+    let id = sys.read(&root.join(BOOT_ID)).ok()?;
+    Some(id.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// What was changed.
@@ -122,30 +179,140 @@ pub struct Entry {
     pub original: String,
 }
 
+/// Which kind of value a target holds.
+enum Syntax {
+    /// A hex cpumask (smp_affinity, rps_cpus).
+    Mask,
+    /// A cpulist (smp_affinity_list, thread affinities).
+    List,
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Target {
+    /// What this target holds when it is one of the kinds balancer changes; why not
+    /// otherwise. The path is relative to the root, and only exact shapes pass, so no
+    /// `..`, absolute path or other file can be named.
+    fn syntax(&self) -> Result<Syntax, String> {
+        match self {
+            Target::File { path } => {
+                let parts: Vec<&str> = path.split('/').collect();
+                if parts
+                    .iter()
+                    .any(|p| p.is_empty() || *p == "." || *p == "..")
+                {
+                    return Err(format!(
+                        "path {path:?} is not a plain relative path (absolute, empty, `.` or \
+                         `..` component)"
+                    ));
+                }
+                match parts.as_slice() {
+                    ["proc", "irq", n, "smp_affinity"] if is_number(n) => Ok(Syntax::Mask),
+                    ["proc", "irq", n, "smp_affinity_list"] if is_number(n) => Ok(Syntax::List),
+                    // IFNAMSIZ: 15 bytes and the NUL.
+                    ["sys", "class", "net", dev, "queues", q, "rps_cpus"]
+                        if dev.len() <= 15 && q.strip_prefix("rx-").is_some_and(is_number) =>
+                    {
+                        Ok(Syntax::Mask)
+                    }
+                    _ => Err(format!(
+                        "path {path:?} is none of the files balancer changes"
+                    )),
+                }
+            }
+            Target::Thread { pid, comm } => {
+                if *pid == 0 || !comm.starts_with("napi/") {
+                    Err(format!("thread {comm:?} (pid {pid}) is not a NAPI thread"))
+                } else {
+                    Ok(Syntax::List)
+                }
+            }
+        }
+    }
+}
+
+impl Entry {
+    /// Whether balancer could have written this entry: a target of its own kinds with a
+    /// value of that target's syntax.
+    fn check(&self) -> Result<(), String> {
+        let ok = match self.target.syntax()? {
+            Syntax::Mask => CpuSet::parse_mask(self.original.trim()).is_ok(),
+            Syntax::List => CpuSet::parse_list(self.original.trim()).is_ok(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} holds {:?}, which is not a CPU mask or list",
+                self.target, self.original
+            ))
+        }
+    }
+}
+
 /// Original values of everything changed, in the order first changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub version: u32,
+    /// The boot it was written in (absent in version 1, and where the root has no boot id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     pub entries: Vec<Entry>,
 }
 
 impl Journal {
-    /// Loads `path`; an absent file is an empty journal.
-    pub fn load(path: &Path) -> Result<Journal, JournalError> {
-        match fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Journal {
-                version: 1,
-                entries: Vec::new(),
-            }),
-            Err(source) => Err(JournalError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
+    /// An empty journal of this format for boot `boot_id`.
+    pub fn new(boot_id: Option<String>) -> Journal {
+        Journal {
+            version: JOURNAL_VERSION,
+            boot_id,
+            entries: Vec::new(),
         }
+    }
+
+    /// Loads `path`; an absent file is an empty journal of no boot.
+    pub fn load(path: &Path) -> Result<Journal, JournalError> {
+        Ok(Journal::load_opt(path)?.unwrap_or_else(|| Journal::new(None)))
+    }
+
+    /// Loads `path`, None when it does not exist. The version is checked before the rest, so
+    /// a newer format is reported as such rather than as a parse error.
+    pub fn load_opt(path: &Path) -> Result<Option<Journal>, JournalError> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let corrupt = |message: String| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        };
+        if text.trim().is_empty() {
+            return Err(corrupt("the file is empty".into()));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        let found = value
+            .get("version")
+            .ok_or_else(|| corrupt("no `version` key".into()))?
+            .as_u64()
+            .ok_or_else(|| corrupt("`version` is not a number".into()))?;
+        if !(1..=u64::from(JOURNAL_VERSION)).contains(&found) {
+            return Err(JournalError::Version {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
     }
 
     /// Writes `path` atomically: a reader sees the old journal or the new one, never half.
@@ -203,9 +370,38 @@ pub struct Actuator<S: Sys> {
 }
 
 impl<S: Sys> Actuator<S> {
-    /// Keeps an existing journal's originals (a previous run may have crashed).
-    pub fn new(root: &Path, journal_path: &Path, sys: S) -> Result<Actuator<S>, JournalError> {
-        let journal = Journal::load(journal_path)?;
+    /// Keeps an existing journal's originals (a previous run may have crashed), when it is
+    /// of this boot. One of another boot names IRQs as they were numbered then, and the
+    /// reboot put the defaults back: it is set aside as `<journal>.previous-boot` and a new
+    /// one starts. One that records no boot is refused (it may be either).
+    pub fn new(root: &Path, journal_path: &Path, mut sys: S) -> Result<Actuator<S>, JournalError> {
+        let now = boot_id(root, &mut sys);
+        let journal = match Journal::load_opt(journal_path)? {
+            None => Journal::new(now),
+            Some(j) if j.boot_id == now => j,
+            Some(j) if j.boot_id.is_some() && now.is_some() => {
+                let aside = previous_boot_path(journal_path);
+                fs::rename(journal_path, &aside).map_err(|source| JournalError::Io {
+                    path: journal_path.to_path_buf(),
+                    source,
+                })?;
+                log::warn!(
+                    "journal {} is from another boot ({}): its values belong to IRQs as \
+                     numbered then; set aside as {} and starting a new one",
+                    journal_path.display(),
+                    j.boot_id.as_deref().unwrap_or_default(),
+                    aside.display()
+                );
+                Journal::new(now)
+            }
+            Some(j) => {
+                return Err(JournalError::OtherBoot {
+                    path: journal_path.to_path_buf(),
+                    written: j.boot_id,
+                    now,
+                });
+            }
+        };
         Ok(Actuator {
             root: root.to_path_buf(),
             sys,
@@ -402,7 +598,7 @@ impl<S: Sys> Actuator<S> {
             before.push(current);
         }
         if new_entries {
-            self.journal.version = 1;
+            self.journal.version = JOURNAL_VERSION;
             self.journal.save(&self.journal_path).map_err(|e| Failed {
                 index: 0,
                 error: io::Error::other(e.to_string()),
@@ -420,6 +616,13 @@ impl<S: Sys> Actuator<S> {
         }
         Ok(())
     }
+}
+
+/// Where [`Actuator::new`] puts a journal of another boot.
+pub fn previous_boot_path(journal: &Path) -> PathBuf {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(".previous-boot");
+    journal.with_file_name(name)
 }
 
 fn rps_path(netdev: &str, queue: u32) -> String {
@@ -443,24 +646,61 @@ pub struct Restored {
     pub restored: Vec<Target>,
     /// Entries that could not be written back; they stay in the journal.
     pub failed: Vec<(Target, String)>,
-    /// Threads that are gone or whose pid now names another thread: nothing to restore.
+    /// Targets that are gone (IRQ or device removed, thread exited or its pid reused):
+    /// nothing to restore; dropped from the journal.
     pub gone: Vec<Target>,
 }
 
+/// Whether a failed write means the target no longer exists.
+fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Writes every original value of the journal back (all of them, whatever fails), then
-/// removes the journal, or keeps only the entries that failed.
+/// removes the journal, or keeps only the entries that failed; entries whose target is gone
+/// are dropped.
+///
+/// Nothing is written unless the whole journal passes first: its version, its boot (this
+/// one, unless `force`), and every entry naming a target of balancer's own kinds with a
+/// value of its syntax. The caller holds the daemon's lock, so no daemon keeps a copy.
 pub fn restore<S: Sys>(
     root: &Path,
     journal_path: &Path,
     sys: &mut S,
+    force: bool,
 ) -> Result<Restored, JournalError> {
-    let journal = Journal::load(journal_path)?;
+    let Some(journal) = Journal::load_opt(journal_path)? else {
+        return Ok(Restored::default());
+    };
+    let now = boot_id(root, sys);
+    if journal.boot_id != now && !force {
+        return Err(JournalError::OtherBoot {
+            path: journal_path.to_path_buf(),
+            written: journal.boot_id,
+            now,
+        });
+    }
+    for (i, e) in journal.entries.iter().enumerate() {
+        e.check().map_err(|why| JournalError::ForeignTarget {
+            path: journal_path.to_path_buf(),
+            index: i + 1,
+            why,
+        })?;
+    }
     let mut r = Restored::default();
     let mut left = Vec::new();
     // Last changed first, as an undo.
     for e in journal.entries.iter().rev() {
         let res = match &e.target {
-            Target::File { path } => sys.write(&root.join(path), e.original.trim_end()),
+            Target::File { path } => {
+                let full = root.join(path);
+                // The IRQ's or queue's directory went with it; a write would only say ENOENT.
+                if full.parent().is_some_and(|d| !d.is_dir()) {
+                    r.gone.push(e.target.clone());
+                    continue;
+                }
+                sys.write(&full, e.original.trim_end())
+            }
             Target::Thread { pid, comm } => {
                 let now = fs::read_to_string(root.join(format!("proc/{pid}/comm")));
                 if now.as_deref().map(str::trim_end).ok() != Some(comm.as_str()) {
@@ -474,6 +714,7 @@ pub fn restore<S: Sys>(
         };
         match res {
             Ok(()) => r.restored.push(e.target.clone()),
+            Err(err) if is_gone(&err) => r.gone.push(e.target.clone()),
             Err(err) => {
                 r.failed.push((e.target.clone(), err.to_string()));
                 left.push(e.clone());
@@ -491,10 +732,12 @@ pub fn restore<S: Sys>(
                 });
             }
         }
-    } else {
+    } else if !r.restored.is_empty() || !r.gone.is_empty() {
         left.reverse();
+        // Still the boot it was written in: what is left needs --force as before.
         Journal {
-            version: 1,
+            version: JOURNAL_VERSION,
+            boot_id: journal.boot_id,
             entries: left,
         }
         .save(journal_path)?;

@@ -68,13 +68,28 @@ pub struct PlanArgs {
 
 /// Put back every value the daemon changed, from its journal.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Restore takes the daemon's lock (the config's lock-file) and refuses while a daemon or top \
+--balance runs. It checks the whole journal before it writes anything: its format, its boot \
+and that every entry is an IRQ affinity, rps_cpus or NAPI-thread affinity. Targets that are \
+gone (IRQ or device removed) are skipped and dropped from the journal.
+
+Exit status: 0 restored, or no journal at the default path; 1 some values could not be \
+written back (they stay in the journal); 2 bad config, or no journal at the --journal path; \
+3 a balancer is running; 4 the journal cannot be used (damaged, unknown version, another \
+boot, a target balancer does not change): nothing was written.")]
 pub struct RestoreArgs {
     /// The journal; default: the config's `journal` (/var/lib/balancer/journal.json).
     #[arg(long, value_name = "FILE")]
     pub journal: Option<PathBuf>,
-    /// Config file (TOML) naming the journal; default /etc/balancer/balancer.toml.
+    /// Config file (TOML) naming the journal and the lock; default
+    /// /etc/balancer/balancer.toml.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Restore a journal written during another boot (or one that records none): only when
+    /// the machine has not rebooted since, as IRQs may be numbered differently after a boot.
+    #[arg(long)]
+    pub force: bool,
     /// Root of /proc and /sys (tests use a fixture copy).
     #[arg(long, default_value = "/", hide = true)]
     pub root: PathBuf,
@@ -169,31 +184,74 @@ fn running(name: &str) -> Vec<u32> {
 }
 
 /// Holds the single-instance lock while alive: one process at a time writes affinities (the
-/// daemon, or `top --balance`).
-pub struct Lock(#[allow(dead_code)] fs::File);
+/// daemon, `top --balance`, or `restore`). The file holds the holder's pid, for the message
+/// of whoever is refused.
+pub struct Lock(fs::File);
 
-pub fn lock(path: &Path) -> anyhow::Result<Lock> {
+impl Lock {
+    /// Writes this process's pid into the lock file (again after a fork: the child holds
+    /// the lock then).
+    pub fn record_pid(&self) -> std::io::Result<()> {
+        let mut f = &self.0;
+        f.set_len(0)?;
+        std::io::Seek::rewind(&mut f)?;
+        writeln!(f, "{}", std::process::id())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("opening the lock file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds it; `pid` as it wrote it, when it did.
+    #[error(
+        "another balancer (daemon or top --balance) holds {path}{}: one balancer at a time",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Held { path: PathBuf, pid: Option<u32> },
+}
+
+/// Takes the lock without waiting, and records our pid in it.
+pub fn try_lock(path: &Path) -> Result<Lock, LockError> {
     if let Some(dir) = path.parent() {
         let _ = fs::create_dir_all(dir);
     }
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
+        .map_err(|source| LockError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     // SAFETY: a valid fd; flock has no memory effects.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Fatal::new(
-            1,
-            format!(
-                "another balancer (daemon or top --balance) holds {}: one balancer at a time",
-                path.display()
-            ),
-        )
-        .into());
+        let pid = fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        return Err(LockError::Held {
+            path: path.to_path_buf(),
+            pid,
+        });
     }
-    Ok(Lock(f))
+    let lock = Lock(f);
+    // The pid only serves messages: the flock is what excludes.
+    let _ = lock.record_pid();
+    Ok(lock)
+}
+
+/// [`try_lock`] for the commands: a held lock is [`Fatal::BUSY`].
+pub fn lock(path: &Path) -> anyhow::Result<Lock> {
+    try_lock(path).map_err(|e| match e {
+        LockError::Held { .. } => Fatal::new(Fatal::BUSY, e.to_string()).into(),
+        LockError::Open { .. } => anyhow::Error::new(e),
+    })
 }
 
 /// Forks into the background (parent exits), new session, stdin and stdout on /dev/null;
@@ -311,9 +369,10 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     crate::probe::check_privileges()?;
-    let _lock = lock(&cfg.lock_file)?;
+    let lock = lock(&cfg.lock_file)?;
     if !args.foreground {
         detach()?;
+        let _ = lock.record_pid();
     }
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
@@ -471,7 +530,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     }
 
     if cfg.restore_on_exit && !args.dry_run {
-        match actuation::restore(&root, &cfg.journal, &mut RealSys) {
+        match actuation::restore(&root, &cfg.journal, &mut RealSys, false) {
             Ok(r) => {
                 log::info!("restored {} original value(s)", r.restored.len());
                 for (t, e) in &r.failed {
@@ -532,7 +591,7 @@ pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             irq_pct: 100.0 * snap.frac(c.irq_ns),
         })
         .collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(
             &mut out,
@@ -584,32 +643,77 @@ pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
-    let journal = match &args.journal {
-        Some(j) => j.clone(),
-        None => load_config(args.config.as_deref())?.journal,
-    };
-    if !journal.exists() {
-        println!("nothing to restore: no journal at {}", journal.display());
+    let cfg = load_config(args.config.as_deref())?;
+    let journal = args.journal.clone().unwrap_or(cfg.journal);
+    // A daemon keeps its journal in memory and rewrites it: restoring under it would lose
+    // the originals of what it moves next. Refuse rather than wait, as a daemon runs for
+    // days: stopping it (or its restore-on-exit) is the user's call.
+    let _lock = try_lock(&cfg.lock_file).map_err(|e| match e {
+        LockError::Held { path, pid } => anyhow::Error::new(Fatal::new(
+            Fatal::BUSY,
+            format!(
+                "a balancer (daemon or top --balance{}) runs and holds {}: stop it first \
+                 (systemctl stop balancer); it restores on exit when restore-on-exit is set",
+                pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
+                path.display()
+            ),
+        )),
+        LockError::Open { .. } => anyhow::Error::new(e),
+    })?;
+    let mut out = crate::output::stdout();
+    if !journal
+        .try_exists()
+        .with_context(|| format!("journal {}", journal.display()))?
+    {
+        if args.journal.is_some() {
+            return Err(Fatal::new(
+                Fatal::USAGE,
+                format!("no journal at {} (named with --journal)", journal.display()),
+            )
+            .into());
+        }
+        writeln!(
+            out,
+            "nothing to restore: no journal at {}",
+            journal.display()
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let r = actuation::restore(&args.root, &journal, &mut RealSys)?;
+    let r = actuation::restore(&args.root, &journal, &mut RealSys, args.force).map_err(
+        |e| match e {
+            actuation::JournalError::Io { .. } => anyhow::Error::new(e),
+            _ => Fatal::new(Fatal::JOURNAL, e.to_string()).into(),
+        },
+    )?;
+    // Done whatever stdout says (main reports a failed write): the lines below must follow.
     for t in &r.restored {
-        println!("restored {t}");
+        let _ = writeln!(out, "restored {t}");
     }
-    for t in &r.gone {
-        println!("gone (nothing to restore) {t}");
+    if !r.gone.is_empty() {
+        let list: Vec<String> = r.gone.iter().map(ToString::to_string).collect();
+        log_line(&format!(
+            "warning: {} target(s) gone since they were changed (IRQ, device or thread \
+             removed), dropped from the journal: {}",
+            r.gone.len(),
+            list.join(", ")
+        ));
     }
     for (t, e) in &r.failed {
-        eprintln!("balancer: could not restore {t}: {e}");
+        log_line(&format!("could not restore {t}: {e}"));
     }
     if r.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
-            "balancer: {} value(s) not restored; they stay in {}",
+        log_line(&format!(
+            "{} value(s) not restored; they stay in {}",
             r.failed.len(),
             journal.display()
-        );
+        ));
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// One line on stderr; not eprintln!, which panics when stderr is gone.
+fn log_line(line: &str) {
+    let _ = writeln!(std::io::stderr(), "balancer: {line}");
 }

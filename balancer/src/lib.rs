@@ -16,6 +16,7 @@ pub mod cpumask;
 pub mod daemon;
 pub mod metrics;
 pub mod monitor;
+pub mod output;
 pub mod policy;
 pub mod probe;
 pub mod report;
@@ -36,6 +37,11 @@ impl Fatal {
     pub const PERMISSION: u8 = 2;
     /// Exit code for bad command-line or configuration input.
     pub const USAGE: u8 = 2;
+    /// Exit code when another balancer (daemon, `top --balance`) holds the lock.
+    pub const BUSY: u8 = 3;
+    /// Exit code for a journal that cannot be used as it is (damaged, unknown version,
+    /// another boot, a target balancer does not change): nothing was written.
+    pub const JOURNAL: u8 = 4;
 
     pub fn new(code: u8, message: impl Into<String>) -> Self {
         Fatal {

@@ -79,7 +79,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let top = args.top.or(if args.json { None } else { Some(20) });
     let report = Report::build(attribution, model, status, stat_irq_time, top);
 
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;

@@ -145,8 +145,11 @@ fn restore_puts_a_fixture_root_back() {
     assert!(out.iter().all(|o| o.applied), "{out:?}");
     assert_eq!(fs::read_to_string(&rps).unwrap(), "4");
 
+    let cfg = scratch_config(&dir, &journal);
     let o = balancer(&[
         "restore",
+        "--config",
+        cfg.to_str().unwrap(),
         "--root",
         root.to_str().unwrap(),
         "--journal",
@@ -161,10 +164,204 @@ fn restore_puts_a_fixture_root_back() {
     }
     assert_eq!(fs::read_to_string(&rps).unwrap().trim(), rps_before.trim());
     assert!(!journal.exists());
-    // Nothing left: a second restore says so and succeeds.
-    let o = balancer(&["restore", "--journal", journal.to_str().unwrap()]);
-    assert!(o.status.success());
+    // Nothing left: the config's journal is absent, which a restore says and succeeds...
+    let o = balancer(&["restore", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to restore"));
+    // ...but a journal named with --journal that is not there is a usage error.
+    let o = balancer(&[
+        "restore",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no journal at"), "{}", stderr(&o));
+    let o = balancer(&[
+        "restore",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--journal",
+        "/nonexistent/journal.json",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A config whose lock file and journal are in `dir`, so tests never take the machine's.
+fn scratch_config(dir: &Path, journal: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("restore.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "lock-file = \"{}\"\njournal = \"{}\"\n",
+            dir.join("lock").display(),
+            journal.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A fixture root with a boot id, and a journal of one move of IRQ 36 written there.
+fn moved_fixture(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("root");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vm-4cpu-2node"),
+        &root,
+    );
+    fs::create_dir_all(root.join("proc/sys/kernel/random")).unwrap();
+    fs::write(root.join("proc/sys/kernel/random/boot_id"), "boot-a\n").unwrap();
+    let journal = dir.join("journal.json");
+    let mut act = Actuator::new(&root, &journal, RealSys).unwrap();
+    let out = act.apply(
+        &Plan {
+            actions: vec![Action {
+                kind: ActionKind::Move {
+                    irq: 36,
+                    companions: vec![37],
+                    from: CpuSet::from_cpus([0]),
+                    targets: vec![2],
+                    weight: 0.3,
+                },
+                reason: String::new(),
+            }],
+            findings: vec![],
+            overloaded: vec![],
+            tick: 0,
+            balancing: false,
+        },
+        4,
+    );
+    assert!(out[0].applied, "{out:?}");
+    let cfg = scratch_config(dir, &journal);
+    (root, journal, cfg)
+}
+
+fn restore_cli(cfg: &Path, root: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "restore",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    balancer(&args)
+}
+
+/// While another balancer holds the daemon's lock, restore refuses (exit 3) naming its pid
+/// and writes nothing; once it is released, restore runs.
+#[test]
+fn restore_refuses_while_a_balancer_runs() {
+    let dir = tempfile_dir();
+    let (root, journal, cfg) = moved_fixture(&dir);
+    let held = balancer::daemon::try_lock(&dir.join("lock")).unwrap();
+    let o = restore_cli(&cfg, &root, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(journal.exists());
+    let now = fs::read_to_string(root.join("proc/irq/36/smp_affinity")).unwrap();
+    assert_eq!(now, "4", "nothing restored under the holder");
+    drop(held);
+    let o = restore_cli(&cfg, &root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!journal.exists());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Journals that cannot be used are refused with exit 4, one line that says what to do,
+/// and nothing written: another boot (unless --force), an unknown version, damage, a
+/// target that is not balancer's.
+#[test]
+fn restore_refuses_journals_it_cannot_trust() {
+    let dir = tempfile_dir();
+    let (root, journal, cfg) = moved_fixture(&dir);
+    let good = fs::read_to_string(&journal).unwrap();
+    let affinity = || fs::read_to_string(root.join("proc/irq/36/smp_affinity")).unwrap();
+
+    fs::write(root.join("proc/sys/kernel/random/boot_id"), "boot-b\n").unwrap();
+    let o = restore_cli(&cfg, &root, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("another boot") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(affinity(), "4");
+    fs::write(root.join("proc/sys/kernel/random/boot_id"), "boot-a\n").unwrap();
+
+    let victim = dir.join("victim.txt");
+    fs::write(&victim, "precious\n").unwrap();
+    let cases = [
+        (
+            good.replace("\"version\": 2", "\"version\": 99"),
+            "format version 99",
+        ),
+        (String::new(), "is empty"),
+        (good[..good.len() / 2].to_string(), "not JSON"),
+        (
+            good.replace("proc/irq/37/smp_affinity", victim.to_str().unwrap()),
+            "not a plain relative path",
+        ),
+        (
+            good.replace("proc/irq/37/smp_affinity", "etc/passwd"),
+            "none of the files balancer changes",
+        ),
+        (
+            good.replace(
+                "proc/irq/37/smp_affinity",
+                "proc/irq/37/../../../victim.txt",
+            ),
+            "`..`",
+        ),
+    ];
+    for (text, want) in &cases {
+        fs::write(&journal, text).unwrap();
+        let o = restore_cli(&cfg, &root, &["--force"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(4), "{want}: {err}");
+        assert!(err.contains(want), "{want}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(affinity(), "4", "{want}: nothing written");
+        assert_eq!(&fs::read_to_string(&journal).unwrap(), text, "journal kept");
+    }
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    // Another boot with --force: restored.
+    fs::write(&journal, &good).unwrap();
+    fs::write(root.join("proc/sys/kernel/random/boot_id"), "boot-b\n").unwrap();
+    let o = restore_cli(&cfg, &root, &["--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!journal.exists());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// An IRQ that vanished since it was moved: one warning, the rest restored, exit 0, and the
+/// entry dropped so that the next run has nothing left.
+#[test]
+fn restore_skips_a_vanished_irq_once() {
+    let dir = tempfile_dir();
+    let (root, journal, cfg) = moved_fixture(&dir);
+    fs::remove_dir_all(root.join("proc/irq/37")).unwrap();
+    let o = restore_cli(&cfg, &root, &[]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("warning: 1 target(s) gone") && err.contains("/proc/irq/37/smp_affinity"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("restored /proc/irq/36/smp_affinity"));
+    assert!(!journal.exists(), "the gone entry was dropped");
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -244,6 +441,12 @@ fn one_instance_at_a_time() {
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("another balancer (daemon or top --balance) holds"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("(pid {})", first.id())),
         "{}",
         stderr(&o)
     );

@@ -87,7 +87,7 @@ fn move_journal_restore_round_trip() {
         orig36
     );
 
-    let r = restore(&fx.root, &fx.journal, &mut RealSys).unwrap();
+    let r = restore(&fx.root, &fx.journal, &mut RealSys, false).unwrap();
     assert!(r.failed.is_empty(), "{r:?}");
     assert_eq!(r.restored.len(), 2);
     assert_eq!(
@@ -228,7 +228,7 @@ fn rps_and_thread_pinning_are_journaled_and_restored() {
     assert_eq!(act.sys_mut().threads[&4242], CpuSet::from_cpus([2]));
     let mut sys = Faults::new(RealSys);
     sys.threads = act.sys_mut().threads.clone();
-    let r = restore(&fx.root, &fx.journal, &mut sys).unwrap();
+    let r = restore(&fx.root, &fx.journal, &mut sys, false).unwrap();
     assert_eq!(r.restored.len(), 2, "{r:?}");
     assert_eq!(read(&fx.root, rps).trim(), orig.trim());
     assert_eq!(sys.threads[&4242], CpuSet::first_n(4));
@@ -240,7 +240,7 @@ fn restore_keeps_what_failed() {
     let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
     act.apply(&mv(36, &[37], &[2]), 4);
     let mut sys = Faults::new(RealSys).fail("irq/37/smp_affinity", libc::EIO);
-    let r = restore(&fx.root, &fx.journal, &mut sys).unwrap();
+    let r = restore(&fx.root, &fx.journal, &mut sys, false).unwrap();
     assert_eq!(r.restored.len(), 1);
     assert_eq!(r.failed.len(), 1);
     let left = Journal::load(&fx.journal).unwrap();
@@ -251,4 +251,199 @@ fn restore_keeps_what_failed() {
             path: "proc/irq/37/smp_affinity".into()
         }
     );
+}
+
+fn set_boot(root: &Path, id: &str) {
+    let p = root.join(BOOT_ID);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, format!("{id}\n")).unwrap();
+}
+
+const BOOT_A: &str = "6f1c0c4e-5b1a-4d7e-9a55-0a1b2c3d4e5f";
+const BOOT_B: &str = "0d9e8f7a-1111-4222-8333-944455566677";
+
+#[test]
+fn the_journal_records_the_boot_and_restore_refuses_another_unless_forced() {
+    let fx = fixture();
+    set_boot(&fx.root, BOOT_A);
+    let orig = read(&fx.root, "proc/irq/36/smp_affinity");
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    act.apply(&mv(36, &[], &[3]), 4);
+    let j = Journal::load(&fx.journal).unwrap();
+    assert_eq!(j.version, JOURNAL_VERSION);
+    assert_eq!(j.boot_id.as_deref(), Some(BOOT_A));
+
+    set_boot(&fx.root, BOOT_B);
+    let mut sys = Faults::new(RealSys);
+    let err = restore(&fx.root, &fx.journal, &mut sys, false).unwrap_err();
+    assert!(matches!(err, JournalError::OtherBoot { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(BOOT_A) && msg.contains(BOOT_B), "{msg}");
+    assert!(msg.contains("--force"), "{msg}");
+    assert!(sys.log.is_empty(), "nothing written");
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "8");
+    assert!(fx.journal.exists());
+
+    let r = restore(&fx.root, &fx.journal, &mut sys, true).unwrap();
+    assert_eq!(r.restored.len(), 1, "{r:?}");
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), orig.trim_end());
+}
+
+#[test]
+fn the_daemon_sets_a_journal_of_another_boot_aside() {
+    let fx = fixture();
+    set_boot(&fx.root, BOOT_A);
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    act.apply(&mv(36, &[], &[3]), 4);
+    drop(act);
+    // A reboot: the kernel put the default back, and the boot id changed.
+    fs::write(fx.root.join("proc/irq/36/smp_affinity"), "f").unwrap();
+    set_boot(&fx.root, BOOT_B);
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    assert!(act.journal().entries.is_empty());
+    assert_eq!(act.journal().boot_id.as_deref(), Some(BOOT_B));
+    let aside = previous_boot_path(&fx.journal);
+    assert_eq!(
+        Journal::load(&aside).unwrap().boot_id.as_deref(),
+        Some(BOOT_A)
+    );
+    // The new journal's original is this boot's value, not the old boot's.
+    act.apply(&mv(36, &[], &[2]), 4);
+    let j = Journal::load(&fx.journal).unwrap();
+    assert_eq!(j.entries[0].original, "f");
+    assert_eq!(j.boot_id.as_deref(), Some(BOOT_B));
+}
+
+#[test]
+fn a_journal_that_records_no_boot_needs_force() {
+    let fx = fixture();
+    set_boot(&fx.root, BOOT_A);
+    fs::create_dir_all(fx.journal.parent().unwrap()).unwrap();
+    // Version 1, as older balancers wrote it.
+    fs::write(
+        &fx.journal,
+        r#"{"version":1,"entries":[{"target":{"kind":"file","path":"proc/irq/36/smp_affinity"},"original":"2\n"}]}"#,
+    )
+    .unwrap();
+    let err = restore(&fx.root, &fx.journal, &mut RealSys, false).unwrap_err();
+    assert!(err.to_string().contains("records no boot"), "{err}");
+    let err = Actuator::new(&fx.root, &fx.journal, RealSys).err().unwrap();
+    assert!(matches!(err, JournalError::OtherBoot { written: None, .. }));
+    let r = restore(&fx.root, &fx.journal, &mut RealSys, true).unwrap();
+    assert_eq!(r.restored.len(), 1);
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "2");
+}
+
+#[test]
+fn targets_that_are_gone_are_skipped_and_dropped() {
+    let fx = fixture();
+    set_boot(&fx.root, BOOT_A);
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    act.apply(&mv(36, &[37], &[3]), 4);
+    act.apply(&mv(38, &[], &[3]), 4);
+    // IRQ 37 vanished (its device went); IRQ 38's file says ENOENT; 36 refuses for now.
+    fs::remove_dir_all(fx.root.join("proc/irq/37")).unwrap();
+    let mut sys = Faults::new(RealSys)
+        .fail("irq/38/smp_affinity", libc::ENOENT)
+        .fail("irq/36/smp_affinity", libc::EBUSY);
+    let r = restore(&fx.root, &fx.journal, &mut sys, false).unwrap();
+    assert_eq!(r.gone.len(), 2, "{r:?}");
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    let left = Journal::load(&fx.journal).unwrap();
+    assert_eq!(left.boot_id.as_deref(), Some(BOOT_A));
+    assert_eq!(
+        left.entries.iter().map(|e| &e.target).collect::<Vec<_>>(),
+        vec![&Target::File {
+            path: "proc/irq/36/smp_affinity".into()
+        }],
+        "only the failed entry stays"
+    );
+    // The next run restores it and no longer trips over the gone ones.
+    let r = restore(&fx.root, &fx.journal, &mut RealSys, false).unwrap();
+    assert_eq!((r.restored.len(), r.gone.len(), r.failed.len()), (1, 0, 0));
+    assert!(!fx.journal.exists());
+}
+
+fn write_journal(path: &Path, entries: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, format!(r#"{{"version":2,"entries":[{entries}]}}"#)).unwrap();
+}
+
+#[test]
+fn foreign_targets_are_refused_before_any_write() {
+    let fx = fixture();
+    let victim = fx.journal.parent().unwrap().join("victim.txt");
+    fs::create_dir_all(victim.parent().unwrap()).unwrap();
+    fs::write(&victim, "precious\n").unwrap();
+    let orig = read(&fx.root, "proc/irq/36/smp_affinity");
+    let good = r#"{"target":{"kind":"file","path":"proc/irq/36/smp_affinity"},"original":"2"}"#;
+    let bad = [
+        format!(
+            r#"{{"target":{{"kind":"file","path":"{}"}},"original":"1"}}"#,
+            victim.display()
+        ),
+        r#"{"target":{"kind":"file","path":"proc/irq/36/../../../state/victim.txt"},"original":"1"}"#.into(),
+        r#"{"target":{"kind":"file","path":"proc/irq/36//smp_affinity"},"original":"1"}"#.into(),
+        r#"{"target":{"kind":"file","path":"proc/irq/x/smp_affinity"},"original":"1"}"#.into(),
+        r#"{"target":{"kind":"file","path":"proc/sys/kernel/core_pattern"},"original":"1"}"#.into(),
+        r#"{"target":{"kind":"file","path":"sys/class/net/eth1/queues/tx-0/xps_cpus"},"original":"1"}"#.into(),
+        r#"{"target":{"kind":"file","path":"proc/irq/36/smp_affinity"},"original":"|rm -rf /"}"#.into(),
+        r#"{"target":{"kind":"thread","pid":1,"comm":"systemd"},"original":"0"}"#.into(),
+    ];
+    for b in &bad {
+        // The bad entry comes last, so it would be written first: nothing may be.
+        write_journal(&fx.journal, &format!("{good},{b}"));
+        let mut sys = Faults::new(RealSys);
+        let err = restore(&fx.root, &fx.journal, &mut sys, false).unwrap_err();
+        assert!(
+            matches!(err, JournalError::ForeignTarget { index: 2, .. }),
+            "{b}: {err}"
+        );
+        assert!(sys.log.is_empty(), "{b}: wrote {:?}", sys.log);
+        assert!(fx.journal.exists(), "{b}: the journal stays");
+    }
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), orig);
+    // The daemon's own kinds pass.
+    write_journal(
+        &fx.journal,
+        &format!(
+            "{good},{},{}",
+            r#"{"target":{"kind":"file","path":"sys/class/net/eth1/queues/rx-0/rps_cpus"},"original":"0"}"#,
+            r#"{"target":{"kind":"file","path":"proc/irq/37/smp_affinity_list"},"original":"0-3"}"#
+        ),
+    );
+    let r = restore(&fx.root, &fx.journal, &mut RealSys, false).unwrap();
+    assert_eq!(r.restored.len(), 3, "{r:?}");
+}
+
+#[test]
+fn unknown_versions_and_damaged_journals_are_explained() {
+    let fx = fixture();
+    fs::create_dir_all(fx.journal.parent().unwrap()).unwrap();
+    let cases: [(&str, &str); 5] = [
+        (r#"{"version":99,"entries":[]}"#, "format version 99"),
+        ("", "the file is empty"),
+        (r#"{"version":2,"entries":[{"tar"#, "not JSON"),
+        ("\u{1}garbage\u{ff}", "not JSON"),
+        (r#"{"entries":[]}"#, "no `version` key"),
+    ];
+    for (text, want) in cases {
+        fs::write(&fx.journal, text).unwrap();
+        let mut sys = Faults::new(RealSys);
+        let err = restore(&fx.root, &fx.journal, &mut sys, true).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(want), "{text:?}: {msg}");
+        assert!(msg.contains("nothing was restored"), "{msg}");
+        assert!(msg.contains("inspect it"), "{msg}");
+        assert!(sys.log.is_empty());
+        assert_eq!(
+            fs::read_to_string(&fx.journal).unwrap(),
+            text,
+            "kept as it is"
+        );
+        // The daemon refuses to start on it with the same words.
+        let err = Actuator::new(&fx.root, &fx.journal, RealSys).err().unwrap();
+        assert!(err.to_string().contains(want));
+    }
 }

@@ -1,5 +1,6 @@
 //! `balancer topology`: prints the system model.
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,7 +45,7 @@ pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
     } else {
         render(&model)
     };
-    print!("{out}");
+    crate::output::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
