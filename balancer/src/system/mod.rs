@@ -21,6 +21,7 @@ mod fsutil;
 pub mod interrupts;
 mod irq;
 pub mod naming;
+pub mod netdev;
 mod pci;
 pub mod proximity;
 pub mod stat;
