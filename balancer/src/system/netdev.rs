@@ -124,6 +124,39 @@ pub enum Netdev {
     Unavailable(String),
 }
 
+/// Whether netlink links could be had, and why not, for reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetdevStatus {
+    pub active: bool,
+    pub detail: String,
+}
+
+impl NetdevStatus {
+    /// What a dump holds, in one line.
+    pub fn of_dump(d: &NetdevDump) -> NetdevStatus {
+        let count = |f: &dyn Fn(&NapiInfo) -> bool| d.napi.iter().filter(|n| f(n)).count();
+        NetdevStatus {
+            active: true,
+            detail: format!(
+                "netdev netlink family: {} NAPI instances ({} with an IRQ, {} threaded), \
+                 {} queues ({} with a NAPI id)",
+                d.napi.len(),
+                count(&|n| n.irq.is_some()),
+                count(&|n| n.pid.is_some()),
+                d.queues.len(),
+                d.queues.iter().filter(|q| q.napi_id.is_some()).count()
+            ),
+        }
+    }
+
+    pub fn inactive(detail: impl Into<String>) -> NetdevStatus {
+        NetdevStatus {
+            active: false,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// `napi` attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NapiAttr {
