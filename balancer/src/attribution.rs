@@ -942,6 +942,27 @@ mod tests {
         assert!(links.values().all(|l| l.confidence == 1.0));
     }
 
+    /// This host's virtio_net (kernel 6.18) links its rx queue to its NAPI instance but
+    /// records no IRQ: captured replies joined with the captured host tree link NAPI 257 to
+    /// `virtio2-input.0`, not to the output IRQ of the same queue pair.
+    #[test]
+    fn captured_virtio_queue_joins_its_input_irq() {
+        use crate::system::{ReadOptions, netdev};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let read = |f: &str| std::fs::read(dir.join("netlink/host-virtio").join(f)).unwrap();
+        let dump = NetdevDump {
+            napi: netdev::parse_napi_dump(&read("napi-get.bin")).unwrap(),
+            queues: netdev::parse_queue_dump(&read("queue-get.bin")).unwrap(),
+        };
+        let model = SystemModel::read(&dir.join("host"), &ReadOptions::default()).unwrap();
+        assert_eq!(model.netdevs["eth0"].ifindex, Some(4));
+        assert_eq!(model.irqs[&38].actions, ["virtio2-input.0"]);
+        assert_eq!(
+            netlink_links(&dump, &model),
+            BTreeMap::from([(257, Link::exact(38, LinkMethod::QueueGet))])
+        );
+    }
+
     /// napi_struct.irq from the probe first, then napi-get's irq, then queue-get.
     #[test]
     fn kernel_recorded_irqs_come_before_the_queue_join() {
