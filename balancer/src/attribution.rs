@@ -2,8 +2,10 @@
 //! of the NAPI instances it schedules, on the CPUs where that time was really spent.
 //!
 //! A NAPI instance is linked to its IRQ exactly where the kernel records it
-//! (`napi_struct.irq`, 6.8+, when the driver calls `netif_napi_set_irq`), else from
-//! co-occurrence: an IRQ handler that raises NET_RX has just scheduled its own NAPI instance,
+//! (`napi_struct.irq`, 6.8+, when the driver calls `netif_napi_set_irq`, read by the probe or
+//! told by the netdev netlink family's `napi-get`), or where the kernel says which NAPI
+//! instance serves a queue (`queue-get`, when the driver calls `netif_queue_set_napi`) and
+//! the IRQ's name says which queue it serves; else from co-occurrence: an IRQ handler that raises NET_RX has just scheduled its own NAPI instance,
 //! so the instance polled in every NET_RX softirq that IRQ raised is its own. Other instances
 //! show up in those softirqs only when they were already on the poll list, so for each IRQ the
 //! instance polled in the most of its softirqs is its instance (each softirq counts once per
@@ -12,14 +14,17 @@
 //! Every nanosecond of softirq time lands in exactly one place: an IRQ, or a named
 //! unattributed bucket (other vectors, NET_RX overhead, RPS backlog, NAPI without an IRQ), so
 //! each CPU's softirq time adds up.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, NR_SYSVECS, NapiKey, SOFTIRQ_NAMES};
 use serde::Serialize;
 
 use crate::{
     sample::{Interval, NapiIdentity},
-    system::SystemModel,
+    system::{
+        QueueKind, SystemModel,
+        netdev::{NetdevDump, QueueType},
+    },
 };
 
 /// Device name the kernel gives the backlog NAPI of RPS and loopback.
@@ -32,8 +37,12 @@ pub const MIN_COOCCURRENCE: u64 = 5;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LinkMethod {
-    /// `napi_struct.irq` as the driver recorded it.
+    /// `napi_struct.irq` as the driver recorded it, read by the probe.
     Exact,
+    /// The same field as netlink's `napi-get` reports it.
+    NapiGet,
+    /// netlink's `queue-get` (queue -> NAPI id) joined with the IRQ named for that queue.
+    QueueGet,
     /// Learned from which IRQ's handler raised the softirqs it was polled in.
     CoOccurrence,
     /// The backlog NAPI of RPS and loopback: it belongs to no IRQ.
@@ -43,9 +52,19 @@ pub enum LinkMethod {
 }
 
 impl LinkMethod {
+    /// Whether the kernel said the link, rather than it being learned or absent.
+    pub fn is_exact(self) -> bool {
+        matches!(
+            self,
+            LinkMethod::Exact | LinkMethod::NapiGet | LinkMethod::QueueGet
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LinkMethod::Exact => "exact",
+            LinkMethod::NapiGet => "napi-get",
+            LinkMethod::QueueGet => "queue-get",
             LinkMethod::CoOccurrence => "co-occurrence",
             LinkMethod::Backlog => "backlog",
             LinkMethod::None => "none",
@@ -72,6 +91,77 @@ impl Link {
             confidence: 0.0,
         }
     }
+
+    fn exact(irq: u32, method: LinkMethod) -> Link {
+        Link {
+            irq: Some(irq),
+            method,
+            evidence: 0,
+            confidence: 1.0,
+        }
+    }
+}
+
+/// Exact links the netdev netlink family gives, keyed by NAPI id: `napi-get`'s IRQ where the
+/// driver recorded one; else the IRQ that serves the instance's queues according to the
+/// IRQ names of the model (`virtio1-input.2`, `eth0-TxRx-2`, `mlx5_comp2@pci:...`), where
+/// exactly one IRQ does. Receive queues decide (a NAPI instance serving rx queue 0 and tx
+/// queue 0 belongs to the rx IRQ when the two have IRQs of their own); an instance that
+/// serves only transmit queues (virtio's tx NAPI) links to the transmit IRQ.
+pub fn netlink_links(dump: &NetdevDump, model: &SystemModel) -> BTreeMap<u32, Link> {
+    let mut out: BTreeMap<u32, Link> = dump
+        .napi
+        .iter()
+        .filter_map(|n| Some((n.id, Link::exact(n.irq?, LinkMethod::NapiGet))))
+        .collect();
+    let name_of: BTreeMap<u32, &str> = model
+        .netdevs
+        .values()
+        .filter_map(|d| Some((d.ifindex?, d.name.as_str())))
+        .collect();
+    // Per NAPI id, the IRQs of the rx queues and of the tx queues it serves.
+    let mut rx: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    let mut tx: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    for q in &dump.queues {
+        let (Some(napi), Some(dev)) = (q.napi_id, name_of.get(&q.ifindex)) else {
+            continue;
+        };
+        let (kind, side) = match q.kind {
+            QueueType::Rx => (QueueKind::Rx, &mut rx),
+            QueueType::Tx => (QueueKind::Tx, &mut tx),
+            QueueType::Other(_) => continue,
+        };
+        let irqs = side.entry(napi).or_default();
+        irqs.extend(
+            model
+                .irqs_of_netdev(dev)
+                .filter(|irq| {
+                    irq.queue.is_some_and(|iq| {
+                        iq.index == q.id && (iq.kind == kind || iq.kind == QueueKind::RxTx)
+                    })
+                })
+                .map(|irq| irq.number),
+        );
+    }
+    for napi in rx
+        .keys()
+        .chain(tx.keys())
+        .copied()
+        .collect::<BTreeSet<u32>>()
+    {
+        let irqs = match rx.get(&napi) {
+            Some(r) if !r.is_empty() => r,
+            _ => match tx.get(&napi) {
+                Some(t) => t,
+                None => continue,
+            },
+        };
+        if let (Some(irq), 1) = (irqs.first(), irqs.len()) {
+            out.entry(napi)
+                .or_insert(Link::exact(*irq, LinkMethod::QueueGet));
+        }
+    }
+    out
 }
 
 /// Links NAPI instances to IRQs, accumulating co-occurrence evidence across intervals (a
@@ -93,11 +183,23 @@ impl Linker {
         self.pairs.retain(|(napi, _), _| alive(*napi));
     }
 
-    /// The link of every NAPI instance in `identities`.
+    /// The link of every NAPI instance in `identities`, without netlink's.
     pub fn links(
         &self,
         identities: &BTreeMap<NapiKey, NapiIdentity>,
         model: &SystemModel,
+    ) -> BTreeMap<NapiKey, Link> {
+        self.links_with(identities, model, &BTreeMap::new())
+    }
+
+    /// The link of every NAPI instance in `identities`: `napi_struct.irq` from the probe,
+    /// else the instance's entry in `netlink` (from [`netlink_links`], by NAPI id), else
+    /// co-occurrence; the backlog is the backlog.
+    pub fn links_with(
+        &self,
+        identities: &BTreeMap<NapiKey, NapiIdentity>,
+        model: &SystemModel,
+        netlink: &BTreeMap<u32, Link>,
     ) -> BTreeMap<NapiKey, Link> {
         let learned = self.learn(identities, model);
         identities
@@ -106,12 +208,9 @@ impl Linker {
                 let link = if ident.device == BACKLOG_DEVICE {
                     Link::none(LinkMethod::Backlog)
                 } else if let Some(irq) = ident.irq {
-                    Link {
-                        irq: Some(irq),
-                        method: LinkMethod::Exact,
-                        evidence: 0,
-                        confidence: 1.0,
-                    }
+                    Link::exact(irq, LinkMethod::Exact)
+                } else if let Some(link) = ident.napi_id.and_then(|n| netlink.get(&n)) {
+                    *link
                 } else {
                     learned
                         .get(id)
@@ -263,6 +362,8 @@ pub struct NapiLoad {
     pub napi_id: Option<u32>,
     pub device: String,
     pub link: Link,
+    /// The poll kthread of threaded NAPI, from netlink's `napi-get`.
+    pub thread_pid: Option<u32>,
     pub per_cpu: BTreeMap<u32, NapiCpu>,
 }
 
@@ -380,6 +481,7 @@ impl Attribution {
                 napi_id: ident.napi_id,
                 device: ident.device.clone(),
                 link,
+                thread_pid: ident.thread_pid,
                 per_cpu: BTreeMap::new(),
             });
             let c = entry.per_cpu.entry(*cpu).or_default();
@@ -617,7 +719,7 @@ pub(crate) mod testdata {
         NapiIdentity {
             device: dev.to_string(),
             irq,
-            napi_id: None,
+            ..NapiIdentity::default()
         }
     }
 
@@ -718,6 +820,13 @@ pub(crate) mod testdata {
         }
     }
 
+    /// A kernel before 6.8.
+    pub fn netlink_status() -> crate::system::netdev::NetdevStatus {
+        crate::system::netdev::NetdevStatus::inactive(
+            "the kernel has no netdev generic netlink family",
+        )
+    }
+
     /// The attribution of [`interval`] on [`vm_model`].
     pub fn attribution() -> (Attribution, SystemModel) {
         let model = vm_model();
@@ -804,6 +913,204 @@ mod tests {
         let links = linker.links(&ids, &model);
         assert_eq!(links[&X].method, LinkMethod::None);
         assert_eq!(links[&Y].method, LinkMethod::None);
+    }
+
+    use crate::system::netdev::{NapiInfo, QueueInfo};
+
+    const ETH1: u32 = 3; // eth1's ifindex in the VM fixture
+
+    fn rxq(id: u32, napi: u32) -> QueueInfo {
+        QueueInfo {
+            ifindex: ETH1,
+            id,
+            kind: QueueType::Rx,
+            napi_id: Some(napi),
+        }
+    }
+
+    fn txq(id: u32, napi: u32) -> QueueInfo {
+        QueueInfo {
+            kind: QueueType::Tx,
+            ..rxq(id, napi)
+        }
+    }
+
+    fn napi_info(id: u32, irq: Option<u32>) -> NapiInfo {
+        NapiInfo {
+            ifindex: ETH1,
+            id,
+            irq,
+            pid: None,
+        }
+    }
+
+    fn with_napi_id(dev: &str, napi_id: u32) -> NapiIdentity {
+        NapiIdentity {
+            napi_id: Some(napi_id),
+            ..ident(dev, None)
+        }
+    }
+
+    /// Four rx queues whose IRQs all fire on CPU 0 and whose polls all run there: every
+    /// IRQ's softirqs poll every instance, so co-occurrence ties; queue-get tells them apart.
+    #[test]
+    fn queue_get_tells_apart_queues_sharing_a_cpu() {
+        let mut model = vm_model();
+        for irq in [36, 38, 40, 42] {
+            model.irqs.get_mut(&irq).unwrap().effective_affinity = Some(CpuSet::from_cpus([0]));
+        }
+        let dump = NetdevDump {
+            napi: (0..4).map(|q| napi_info(8193 + q, None)).collect(),
+            queues: (0..4).map(|q| rxq(q, 8193 + q)).collect(),
+        };
+        let ids: BTreeMap<NapiKey, NapiIdentity> = (0..4u32)
+            .map(|q| {
+                (
+                    NapiKey::new(0x1000 + u64::from(q), 8193 + q),
+                    with_napi_id("eth1", 8193 + q),
+                )
+            })
+            .collect();
+        let mut linker = Linker::default();
+        let mut pairs = BTreeMap::new();
+        for napi in ids.keys() {
+            for irq in [36, 38, 40, 42] {
+                pairs.insert((*napi, irq), 20);
+            }
+        }
+        linker.observe(&Interval {
+            pairs,
+            ..Interval::default()
+        });
+        let learned = linker.links(&ids, &model);
+        assert!(learned.values().all(|l| l.method == LinkMethod::None));
+
+        let netlink = netlink_links(&dump, &model);
+        let links = linker.links_with(&ids, &model, &netlink);
+        let got: Vec<(Option<u32>, LinkMethod)> =
+            links.values().map(|l| (l.irq, l.method)).collect();
+        assert_eq!(
+            got,
+            [36, 38, 40, 42].map(|irq| (Some(irq), LinkMethod::QueueGet))
+        );
+        assert!(links.values().all(|l| l.confidence == 1.0));
+    }
+
+    /// This host's virtio_net (kernel 6.18) links its rx queue to its NAPI instance but
+    /// records no IRQ: captured replies joined with the captured host tree link NAPI 257 to
+    /// `virtio2-input.0`, not to the output IRQ of the same queue pair.
+    #[test]
+    fn captured_virtio_queue_joins_its_input_irq() {
+        use crate::system::{ReadOptions, netdev};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let read = |f: &str| std::fs::read(dir.join("netlink/host-virtio").join(f)).unwrap();
+        let dump = NetdevDump {
+            napi: netdev::parse_napi_dump(&read("napi-get.bin")).unwrap(),
+            queues: netdev::parse_queue_dump(&read("queue-get.bin")).unwrap(),
+        };
+        let model = SystemModel::read(&dir.join("host"), &ReadOptions::default()).unwrap();
+        assert_eq!(model.netdevs["eth0"].ifindex, Some(4));
+        assert_eq!(model.irqs[&38].actions, ["virtio2-input.0"]);
+        assert_eq!(
+            netlink_links(&dump, &model),
+            BTreeMap::from([(257, Link::exact(38, LinkMethod::QueueGet))])
+        );
+    }
+
+    /// napi_struct.irq from the probe first, then napi-get's irq, then queue-get.
+    #[test]
+    fn kernel_recorded_irqs_come_before_the_queue_join() {
+        let model = vm_model();
+        let dump = NetdevDump {
+            napi: vec![napi_info(8193, Some(36)), napi_info(8194, Some(38))],
+            queues: vec![rxq(0, 8193), rxq(2, 8194)],
+        };
+        let netlink = netlink_links(&dump, &model);
+        assert_eq!(netlink[&8193], Link::exact(36, LinkMethod::NapiGet));
+        // napi-get says 38 although the queue's name says 40: the kernel's record wins.
+        assert_eq!(netlink[&8194], Link::exact(38, LinkMethod::NapiGet));
+
+        let ids = BTreeMap::from([
+            (
+                X,
+                NapiIdentity {
+                    irq: Some(40),
+                    ..with_napi_id("eth1", 8193)
+                },
+            ),
+            (Y, with_napi_id("eth1", 8194)),
+        ]);
+        let links = Linker::default().links_with(&ids, &model, &netlink);
+        assert_eq!(links[&X], Link::exact(40, LinkMethod::Exact));
+        assert_eq!(links[&Y], Link::exact(38, LinkMethod::NapiGet));
+    }
+
+    /// A queue the model has no IRQ for, a device the model does not know, a NAPI instance
+    /// serving two queues with two IRQs: no link. An instance without IRQ or queue in
+    /// netlink keeps co-occurrence.
+    #[test]
+    fn no_guessing_where_the_join_is_not_unique() {
+        let model = vm_model();
+        let dump = NetdevDump {
+            napi: vec![napi_info(8200, None)],
+            queues: vec![
+                rxq(5, 8193),
+                QueueInfo {
+                    ifindex: 77,
+                    ..rxq(0, 8194)
+                },
+                rxq(1, 8195),
+                rxq(2, 8195),
+                QueueInfo {
+                    napi_id: None,
+                    ..rxq(3, 0)
+                },
+            ],
+        };
+        let netlink = netlink_links(&dump, &model);
+        assert!(netlink.is_empty(), "{netlink:?}");
+
+        let ids = BTreeMap::from([(X, with_napi_id("eth1", 8200))]);
+        let mut linker = Linker::default();
+        linker.observe(&Interval {
+            pairs: BTreeMap::from([((X, 42), 9)]),
+            ..Interval::default()
+        });
+        let links = linker.links_with(&ids, &model, &netlink);
+        assert_eq!(links[&X].method, LinkMethod::CoOccurrence);
+        assert_eq!(links[&X].irq, Some(42));
+    }
+
+    /// Transmit IRQs (`virtio1-output.N`) never take a receive queue's instance; an
+    /// instance serving only a transmit queue (virtio's tx NAPI) links to its IRQ, and one
+    /// serving rx and tx queue 0 belongs to the rx IRQ. A combined IRQ (`eth1-TxRx-2`,
+    /// `mlx5_comp2@...`) serves both.
+    #[test]
+    fn rx_queues_decide_and_tx_only_instances_link_to_tx_irqs() {
+        let mut model = vm_model();
+        model.irqs.get_mut(&40).unwrap().queue = Some(crate::system::Queue {
+            kind: QueueKind::RxTx,
+            index: 2,
+        });
+        // A combined channel has one IRQ: no separate output vector.
+        model.irqs.remove(&41);
+        let dump = NetdevDump {
+            napi: vec![],
+            queues: vec![
+                rxq(0, 8193),
+                txq(0, 8193),
+                txq(1, 8194),
+                txq(2, 8195),
+                rxq(3, 8196),
+            ],
+        };
+        let netlink = netlink_links(&dump, &model);
+        let irq_of = |n: u32| netlink.get(&n).and_then(|l| l.irq);
+        assert_eq!(irq_of(8193), Some(36));
+        assert_eq!(irq_of(8194), Some(39));
+        assert_eq!(irq_of(8195), Some(40));
+        assert_eq!(irq_of(8196), Some(42));
+        assert!(netlink.values().all(|l| l.method == LinkMethod::QueueGet));
     }
 
     /// A queue that polls on CPU 2 while its IRQ (36) is handled on CPU 0: its softirq time

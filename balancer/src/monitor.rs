@@ -1,14 +1,17 @@
 //! The measuring loop every front end shares (report, top, daemon): probe + system model +
-//! sampler + NAPI link learning, one [`Tick`] per interval.
+//! sampler + netdev netlink dump + NAPI link learning, one [`Tick`] per interval.
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use crate::{
-    attribution::{Attribution, Linker},
+    attribution::{self, Attribution, Linker},
     probe::{self, Probe, ProbeOptions, ProbeStatus},
     sample::{Interval, Sampler},
-    system::{ReadOptions, SystemModel},
+    system::{
+        ReadOptions, SystemModel,
+        netdev::{self, Netdev, NetdevDump, NetdevStatus},
+    },
 };
 
 /// One interval, measured and attributed.
@@ -23,6 +26,11 @@ pub struct Monitor {
     root: PathBuf,
     opts: ReadOptions,
     model: SystemModel,
+    /// The netdev netlink family's last dump (empty when it has none).
+    netdev: NetdevDump,
+    netdev_status: NetdevStatus,
+    /// The kernel has no netdev family: not asked again.
+    netdev_absent: bool,
 }
 
 impl Monitor {
@@ -43,24 +51,62 @@ impl Monitor {
             root: root.to_path_buf(),
             opts,
             model,
+            netdev: NetdevDump::default(),
+            netdev_status: NetdevStatus::inactive("not read yet"),
+            netdev_absent: false,
         })
     }
 
     /// Ends the current interval and starts the next. The model is read again each time:
     /// affinities change, IRQs and CPUs come and go.
     pub fn tick(&mut self) -> anyhow::Result<Tick> {
-        let interval = self.sampler.sample()?;
+        let mut interval = self.sampler.sample()?;
         self.model =
             SystemModel::read(&self.root, &self.opts).context("reading the system model")?;
+        self.refresh_netdev();
+        interval.add_netdev(&self.netdev);
         self.linker.observe(&interval);
         self.linker
             .retain(|napi| interval.napi_identity.contains_key(&napi));
-        let links = self.linker.links(&interval.napi_identity, &self.model);
+        let netlink = attribution::netlink_links(&self.netdev, &self.model);
+        let links = self
+            .linker
+            .links_with(&interval.napi_identity, &self.model, &netlink);
         let attribution = Attribution::build(&interval, &self.model, &links);
         Ok(Tick {
             interval,
             attribution,
         })
+    }
+
+    /// Dumps napi-get and queue-get again (two small dumps, once per interval: NAPI
+    /// instances and queues come and go with the traffic's devices). A kernel without the
+    /// family is asked once; a failed dump leaves no netlink links until the next one works.
+    fn refresh_netdev(&mut self) {
+        if self.netdev_absent {
+            return;
+        }
+        (self.netdev, self.netdev_status) = match netdev::read() {
+            Ok(Netdev::Available(d)) => {
+                let status = NetdevStatus::of_dump(&d);
+                (d, status)
+            }
+            Ok(Netdev::Unavailable(why)) => {
+                self.netdev_absent = true;
+                (NetdevDump::default(), NetdevStatus::inactive(why))
+            }
+            Err(e) => {
+                if self.netdev_status.active {
+                    log::warn!("netlink links lost: {e}");
+                }
+                (NetdevDump::default(), NetdevStatus::inactive(e.to_string()))
+            }
+        };
+    }
+
+    /// Whether the last interval had netlink links, and why not.
+    pub fn netdev_status(&self) -> &NetdevStatus {
+        &self.netdev_status
     }
 
     pub fn model(&self) -> &SystemModel {

@@ -24,7 +24,7 @@ use crate::{
     attribution::{Attribution, IrqLoad, LinkMethod},
     monitor::Monitor,
     probe::ProbeStatus,
-    system::{self, QueueKind, ReadOptions, SystemModel},
+    system::{self, QueueKind, ReadOptions, SystemModel, netdev::NetdevStatus},
 };
 
 /// Sample for a while, then print each IRQ's real CPU time: its hardirq handler time plus the
@@ -73,11 +73,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
 
     let tick = monitor.tick()?;
     let (model, status, attribution) = (monitor.model(), monitor.status(), &tick.attribution);
+    let netlink = monitor.netdev_status();
     let stat_irq_time = system::stat::read(&root)?
         .values()
         .any(|t| t.irq + t.softirq > 0);
     let top = args.top.or(if args.json { None } else { Some(20) });
-    let report = Report::build(attribution, model, status, stat_irq_time, top);
+    let report = Report::build(attribution, model, status, netlink, stat_irq_time, top);
 
     let mut out = crate::output::stdout();
     if args.json {
@@ -151,6 +152,9 @@ pub struct Methods {
     /// What the probes measure and how, as keys of their own in `methods`.
     #[serde(flatten)]
     pub probe: ProbeStatus,
+    /// The netdev generic netlink family (napi-get, queue-get): whether its exact links
+    /// (and threaded NAPI's kthread pids) were available, and why not.
+    pub netlink_links: NetdevStatus,
     /// Link methods the NAPI instances of this report actually used.
     pub napi_irq_link: Vec<&'static str>,
 }
@@ -240,6 +244,9 @@ pub struct NapiRow {
     pub link: &'static str,
     pub link_evidence: u64,
     pub link_confidence: f64,
+    /// The poll kthread of threaded NAPI (netlink napi-get), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_pid: Option<u32>,
     pub polls: u64,
     pub packets: u64,
     pub packets_per_s: f64,
@@ -305,6 +312,7 @@ impl Report {
         a: &Attribution,
         model: &SystemModel,
         status: &ProbeStatus,
+        netlink: &NetdevStatus,
         stat_irq_time: bool,
         top: Option<usize>,
     ) -> Report {
@@ -411,6 +419,7 @@ impl Report {
                     link: n.link.method.as_str(),
                     link_evidence: n.link.evidence,
                     link_confidence: n.link.confidence,
+                    thread_pid: n.thread_pid,
                     polls: t.polls + t.untimed_polls,
                     packets: t.packets,
                     packets_per_s: per_s(t.packets),
@@ -483,7 +492,7 @@ impl Report {
         let mut link_methods: Vec<&'static str> = a
             .napi
             .iter()
-            .filter(|n| matches!(n.link.method, LinkMethod::Exact | LinkMethod::CoOccurrence))
+            .filter(|n| n.link.method.is_exact() || n.link.method == LinkMethod::CoOccurrence)
             .map(|n| n.link.method.as_str())
             .collect();
         link_methods.sort_unstable();
@@ -496,9 +505,14 @@ impl Report {
                 cpus_online: model.online_cpus().to_list_string(),
                 methods: Methods {
                     probe: status.clone(),
+                    netlink_links: netlink.clone(),
                     napi_irq_link: link_methods,
                 },
-                missing: status.missing(),
+                missing: status
+                    .missing()
+                    .into_iter()
+                    .chain((!netlink.active).then(|| format!("netlink_links: {}", netlink.detail)))
+                    .collect(),
                 warnings: model.warnings.clone(),
                 events: a.events.clone(),
                 stat_irq_time,
@@ -845,7 +859,14 @@ mod tests {
 
     fn report(top: Option<usize>) -> Report {
         let (a, model) = testdata::attribution();
-        Report::build(&a, &model, &status(), false, top)
+        Report::build(
+            &a,
+            &model,
+            &status(),
+            &testdata::netlink_status(),
+            false,
+            top,
+        )
     }
 
     #[test]
@@ -887,6 +908,97 @@ mod tests {
         assert_eq!(r.meta.methods.napi_irq_link, vec!["exact"]);
         // napi_poll reported missing in the status shows up in meta.missing.
         assert!(r.meta.missing.iter().any(|m| m.starts_with("napi:")));
+    }
+
+    /// Links netlink made are named for their method and counted as used; a threaded
+    /// instance's kthread pid is in its row; meta says whether netlink links were there.
+    #[test]
+    fn netlink_links_and_thread_pids_show() {
+        use crate::{
+            attribution::{Link, Linker, netlink_links},
+            system::netdev::{NapiInfo, NetdevDump, QueueInfo, QueueType},
+        };
+        let model = testdata::vm_model();
+        let mut iv = testdata::interval();
+        for (key, napi_id) in [(testdata::X, 8193), (testdata::Y, 8194), (testdata::V, 300)] {
+            let ident = iv.napi_identity.get_mut(&key).unwrap();
+            ident.irq = None;
+            ident.napi_id = Some(napi_id);
+        }
+        let info = |id, irq, pid| NapiInfo {
+            ifindex: 3,
+            id,
+            irq,
+            pid,
+        };
+        let dump = NetdevDump {
+            napi: vec![
+                info(8193, Some(36), None),
+                info(8194, None, None),
+                info(300, None, Some(4242)),
+            ],
+            queues: vec![QueueInfo {
+                ifindex: 3,
+                id: 1,
+                kind: QueueType::Rx,
+                napi_id: Some(8194),
+            }],
+        };
+        iv.add_netdev(&dump);
+        let links: BTreeMap<NapiKey, Link> =
+            Linker::default().links_with(&iv.napi_identity, &model, &netlink_links(&dump, &model));
+        let a = Attribution::build(&iv, &model, &links);
+        let netlink = NetdevStatus::of_dump(&dump);
+        let r = Report::build(&a, &model, &status(), &netlink, false, None);
+        assert_eq!(r.meta.methods.napi_irq_link, vec!["napi-get", "queue-get"]);
+        let v = serde_json::to_value(&r).unwrap();
+        let row = |id: NapiKey| {
+            v["napi"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["id"] == format!("{:#x}", id.napi))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            (
+                row(testdata::X)["link"].clone(),
+                row(testdata::X)["irq"].clone()
+            ),
+            ("napi-get".into(), 36.into())
+        );
+        assert_eq!(
+            (
+                row(testdata::Y)["link"].clone(),
+                row(testdata::Y)["irq"].clone()
+            ),
+            ("queue-get".into(), 38.into())
+        );
+        assert_eq!(row(testdata::V)["thread_pid"], 4242);
+        assert!(row(testdata::X).get("thread_pid").is_none());
+        assert_eq!(v["meta"]["methods"]["netlink_links"]["active"], true);
+        assert!(
+            !r.meta
+                .missing
+                .iter()
+                .any(|m| m.starts_with("netlink_links"))
+        );
+        let text = r.to_text();
+        assert!(
+            text.contains("NAPI->IRQ links used: napi-get, queue-get"),
+            "{text}"
+        );
+
+        // Without the family, meta says why.
+        let r = report(None);
+        assert!(
+            r.meta
+                .missing
+                .iter()
+                .any(|m| m.starts_with("netlink_links: "))
+        );
+        assert!(!r.meta.methods.netlink_links.active);
     }
 
     #[test]

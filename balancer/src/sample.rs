@@ -19,6 +19,7 @@ use crate::{
     probe::{Counters, Probe},
     system::{
         interrupts::{self, Interrupts, RowId},
+        netdev::NetdevDump,
         stat::{self, CpuTimes},
     },
 };
@@ -70,6 +71,9 @@ pub struct NapiIdentity {
     pub irq: Option<u32>,
     /// `napi_struct.napi_id`, when known.
     pub napi_id: Option<u32>,
+    /// The poll kthread (`napi/<dev>-<id>`) of a threaded instance, from netlink's
+    /// `napi-get` (see [`Interval::add_netdev`]).
+    pub thread_pid: Option<u32>,
 }
 
 /// Per (NAPI instance, CPU) counts over an interval.
@@ -121,6 +125,21 @@ pub struct Interval {
     pub stat: BTreeMap<u32, CpuTimes>,
     /// eBPF map-full and read errors during the interval.
     pub probe_errors: [u64; NR_ERRORS as usize],
+}
+
+impl Interval {
+    /// Adds what the netdev netlink family says of the NAPI instances, joined on NAPI id:
+    /// the poll kthread of threaded ones.
+    pub fn add_netdev(&mut self, dump: &NetdevDump) {
+        let pids: BTreeMap<u32, u32> = dump
+            .napi
+            .iter()
+            .filter_map(|n| Some((n.id, n.pid?)))
+            .collect();
+        for ident in self.napi_identity.values_mut() {
+            ident.thread_pid = ident.napi_id.and_then(|id| pids.get(&id).copied());
+        }
+    }
 }
 
 /// Difference of a cumulative counter. A 32-bit counter that wrapped (`prev` fits in 32 bits
@@ -317,6 +336,7 @@ fn identities(c: &Counters) -> BTreeMap<NapiKey, NapiIdentity> {
                 // An unset napi_struct.irq reads -1 (or 0 before the driver set it).
                 irq: u32::try_from(s.irq).ok().filter(|irq| *irq > 0),
                 napi_id: (s.napi_id != 0).then_some(s.napi_id),
+                thread_pid: None,
             },
         );
     }
@@ -454,7 +474,8 @@ mod tests {
             NapiIdentity {
                 device: "eth0".into(),
                 irq: Some(38),
-                napi_id: Some(8193)
+                napi_id: Some(8193),
+                thread_pid: None,
             }
         );
         // -1 and 0 both mean "not recorded".
@@ -463,6 +484,43 @@ mod tests {
         veth.polls = 1;
         c.napi.insert((NapiKey::new(0xffff_2000, 0), 0), veth);
         assert_eq!(identities(&c)[&NapiKey::new(0xffff_2000, 0)].irq, None);
+    }
+
+    #[test]
+    fn netlink_gives_threaded_instances_their_kthread() {
+        use crate::system::netdev::{NapiInfo, NetdevDump};
+        let ident = |napi_id| NapiIdentity {
+            device: "veth0".into(),
+            napi_id,
+            ..NapiIdentity::default()
+        };
+        let mut iv = Interval {
+            napi_identity: BTreeMap::from([
+                (NapiKey::new(1, 260), ident(Some(260))),
+                (NapiKey::new(2, 261), ident(Some(261))),
+                (NapiKey::new(3, 0), ident(None)),
+            ]),
+            ..Interval::default()
+        };
+        iv.add_netdev(&NetdevDump {
+            napi: vec![
+                NapiInfo {
+                    ifindex: 2,
+                    id: 260,
+                    irq: None,
+                    pid: Some(4242),
+                },
+                NapiInfo {
+                    ifindex: 2,
+                    id: 261,
+                    irq: None,
+                    pid: None,
+                },
+            ],
+            queues: vec![],
+        });
+        let pids: Vec<Option<u32>> = iv.napi_identity.values().map(|i| i.thread_pid).collect();
+        assert_eq!(pids, vec![Some(4242), None, None]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod fsutil;
 pub mod interrupts;
 mod irq;
 pub mod naming;
+pub mod netdev;
 mod pci;
 pub mod proximity;
 pub mod stat;
@@ -196,6 +197,8 @@ pub struct PciDevice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetDev {
     pub name: String,
+    /// `ifindex`: how netlink names the device (in its network namespace).
+    pub ifindex: Option<u32>,
     /// PCI address of the device behind it, when there is one.
     pub device: Option<String>,
     pub rx_queues: Vec<RxQueue>,

@@ -194,6 +194,9 @@ pub(crate) fn read_netdevs(
             .read_opt(format!("{dir}/threaded"), warn)
             .and_then(|t| parse_int_warn::<u8>(&t, "malformed threaded", &dir, warn))
             .map(|v| v != 0);
+        let ifindex = fs
+            .read_opt(format!("{dir}/ifindex"), warn)
+            .and_then(|t| parse_int_warn::<u32>(&t, "malformed ifindex", &dir, warn));
         if let Some(dev) = device.as_ref().and_then(|a| pci.get_mut(a)) {
             dev.netdevs.push(name.clone());
             dev.netdevs.sort();
@@ -202,6 +205,7 @@ pub(crate) fn read_netdevs(
             name.clone(),
             NetDev {
                 name,
+                ifindex,
                 device,
                 rx_queues,
                 threaded,

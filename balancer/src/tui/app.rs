@@ -532,7 +532,14 @@ pub(crate) mod tests {
     /// The fixture interval, with every IRQ of the VM listed (quiet ones have no row).
     pub(crate) fn report() -> Report {
         let (a, model) = testdata::attribution();
-        Report::build(&a, &model, &status(), false, None)
+        Report::build(
+            &a,
+            &model,
+            &status(),
+            &testdata::netlink_status(),
+            false,
+            None,
+        )
     }
 
     pub(crate) fn app() -> App {

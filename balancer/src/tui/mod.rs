@@ -123,6 +123,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
                 &tick.attribution,
                 monitor.model(),
                 monitor.status(),
+                monitor.netdev_status(),
                 stat_irq_time,
                 None,
             );

@@ -684,6 +684,8 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
 fn link_short(link: &str) -> &str {
     match link {
         "co-occurrence" => "learn",
+        "napi-get" => "nlirq",
+        "queue-get" => "nlq",
         "backlog" => "rps",
         "none" => "-",
         other => other,

@@ -540,7 +540,12 @@ fn napi_link(g: &mut Guest) -> Result<Outcome> {
     let linked: Vec<&Value> = dut_napi
         .iter()
         .copied()
-        .filter(|n| matches!(n["link"].as_str(), Some("exact" | "co-occurrence")))
+        .filter(|n| {
+            matches!(
+                n["link"].as_str(),
+                Some("exact" | "napi-get" | "queue-get" | "co-occurrence")
+            )
+        })
         .collect();
     let mut bad = Vec::new();
     let mut lines = Vec::new();
