@@ -58,7 +58,7 @@ impl Set {
 /// What is attached while a set runs; dropping it detaches.
 enum Attached {
     None,
-    Probe(#[allow(dead_code, reason = "held to keep the programs attached")] Box<Probe>),
+    Probe(Box<Probe>),
     Bpftrace(Child),
 }
 
@@ -168,6 +168,10 @@ fn main() -> anyhow::Result<()> {
         bail!("the probe benchmark loads eBPF programs: run it as root");
     }
     pin(CPU)?;
+    // PROBE_BENCH=program-only: only the bpf_stats table (quick, for work on the programs).
+    if std::env::var("PROBE_BENCH").as_deref() == Ok("program-only") {
+        return program_only();
+    }
     let rx = UdpSocket::bind("127.0.0.1:0").context("binding the receiver")?;
     let to = rx.local_addr()?;
     let tx = UdpSocket::bind("127.0.0.1:0").context("binding the sender")?;
@@ -261,13 +265,17 @@ fn program_only() -> anyhow::Result<()> {
         "{:<20} {:<40} {:>10} {:>10} {:>8}",
         "SET", "EVENT", "RUNS", "NS/RUN", "MISSES"
     );
-    for program_type in [ProgramType::BtfTracePoint, ProgramType::TracePoint] {
-        let probe = Probe::load(&ProbeOptions {
-            program_type,
-            ..ProbeOptions::default()
-        })?;
+    for set in [
+        Set::Balancer(ProgramType::BtfTracePoint),
+        Set::Balancer(ProgramType::TracePoint),
+        Set::Empty,
+    ] {
+        let attached = attach(set)?;
+        let Attached::Probe(probe) = &attached else {
+            continue;
+        };
         loop_ns(&tx, to)?;
-        let name = Set::Balancer(program_type).name();
+        let name = set.name();
         for p in probe
             .program_stats()?
             .into_iter()
