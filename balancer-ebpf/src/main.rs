@@ -215,13 +215,13 @@ enum DevName<'a> {
 }
 
 #[inline(always)]
-fn on_napi_poll(napi: u64, work: i32, budget: i32, dev: DevName) {
+fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
     let work = if work > 0 { work as u64 } else { 0 };
     let exhausted = (budget > 0 && work >= budget as u64) as u64;
     let o = &OFFSETS;
     let nkey = NapiKey {
         napi,
-        napi_id: read_struct::<u32>(napi, off(&o.napi_struct_napi_id)).unwrap_or(0),
+        napi_id,
         _pad: 0,
     };
 
@@ -450,7 +450,8 @@ pub fn tp_napi_poll(ctx: TracePointContext) -> u32 {
         .unwrap_or(0) as i32;
     let budget = read_u32::<{ CompiledLayout::NAPI_POLL_BUDGET }>(&ctx, off(&o.napi_poll_budget))
         .unwrap_or(0) as i32;
-    on_napi_poll(napi, work, budget, DevName::Record(&ctx));
+    let napi_id = read_struct::<u32>(napi, off(&o.napi_struct_napi_id)).unwrap_or(0);
+    on_napi_poll(napi, napi_id, work, budget, DevName::Record(&ctx));
     0
 }
 
@@ -539,9 +540,38 @@ arg_programs!("softirq_exit", raw_softirq_exit, btf_softirq_exit, |a| {
     on_softirq_exit(a(0) as u32)
 });
 // napi_poll(struct napi_struct *napi, int work, int budget).
-arg_programs!("napi_poll", raw_napi_poll, btf_napi_poll, |a| {
-    on_napi_poll(a(0), a(1) as i32, a(2) as i32, DevName::Struct)
-});
+#[raw_tracepoint(tracepoint = "napi_poll")]
+pub fn raw_napi_poll(ctx: RawTracePointContext) -> i32 {
+    let napi: u64 = ctx.arg(0);
+    let napi_id = read_struct::<u32>(napi, off(&OFFSETS.napi_struct_napi_id)).unwrap_or(0);
+    on_napi_poll(napi, napi_id, ctx.arg(1), ctx.arg(2), DevName::Struct);
+    0
+}
+
+/// The BTF-typed program gets `napi` as a typed kernel pointer: a field at an offset the
+/// verifier knows (frozen read-only data) is a plain load, not a helper call. `napi_id` is
+/// read on every poll (a freed instance's address is reused by the next one), so this is the
+/// poll's most frequent read.
+#[btf_tracepoint(function = "napi_poll")]
+pub fn btf_napi_poll(ctx: BtfTracePointContext) -> i32 {
+    let napi: *const u8 = ctx.arg(0);
+    let id_off = off(&OFFSETS.napi_struct_napi_id);
+    let napi_id = if id_off == NO_OFFSET {
+        0
+    } else {
+        // SAFETY: the verifier checks the access against struct napi_struct's BTF and turns
+        // it into a fault-safe load.
+        unsafe { read_volatile(napi.add(id_off as usize) as *const u32) }
+    };
+    on_napi_poll(
+        napi as u64,
+        napi_id,
+        ctx.arg(1),
+        ctx.arg(2),
+        DevName::Struct,
+    );
+    0
+}
 
 /// The entry and exit programs of one system vector (`irq_vectors:<name>_entry/_exit`, whose
 /// only argument is the vector number), in all three program types. `$idx` is its slot in

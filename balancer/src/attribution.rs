@@ -164,6 +164,56 @@ pub fn netlink_links(dump: &NetdevDump, model: &SystemModel) -> BTreeMap<u32, Li
     out
 }
 
+/// Whether every NIC queue is linked exactly by netlink (`links` from [`netlink_links`]):
+/// every rx (or combined) queue IRQ of a netdev, and every NAPI instance the dump lists with
+/// a queue. Then co-occurrence has nothing left to learn and the probe need not count
+/// raises. `Err` names what is not linked.
+pub fn linked_exactly(
+    dump: &NetdevDump,
+    model: &SystemModel,
+    links: &BTreeMap<u32, Link>,
+) -> Result<(), String> {
+    let linked: BTreeSet<u32> = links
+        .values()
+        .filter(|l| l.method.is_exact())
+        .filter_map(|l| l.irq)
+        .collect();
+    let unlinked_irqs: Vec<String> = model
+        .irqs
+        .values()
+        .filter(|irq| irq.netdev.is_some())
+        .filter(|irq| {
+            irq.queue
+                .is_some_and(|q| matches!(q.kind, QueueKind::Rx | QueueKind::RxTx))
+        })
+        .filter(|irq| !linked.contains(&irq.number))
+        .map(|irq| irq.number.to_string())
+        .collect();
+    if !unlinked_irqs.is_empty() {
+        return Err(format!(
+            "NIC queue IRQs without an exact link: {}",
+            unlinked_irqs.join(", ")
+        ));
+    }
+    let unlinked_napi: Vec<String> = dump
+        .queues
+        .iter()
+        .filter_map(|q| q.napi_id)
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .filter(|id| !links.get(id).is_some_and(|l| l.method.is_exact()))
+        .map(|id| id.to_string())
+        .collect();
+    if unlinked_napi.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "NAPI instances without an exact link: {}",
+            unlinked_napi.join(", ")
+        ))
+    }
+}
+
 /// Links NAPI instances to IRQs, accumulating co-occurrence evidence across intervals (a
 /// link learned under traffic holds when the queue is quiet).
 #[derive(Clone, Debug, Default)]
@@ -994,6 +1044,44 @@ mod tests {
             [36, 38, 40, 42].map(|irq| (Some(irq), LinkMethod::QueueGet))
         );
         assert!(links.values().all(|l| l.confidence == 1.0));
+    }
+
+    /// Raises are needed only while some NIC queue lacks an exact link.
+    #[test]
+    fn linked_exactly_needs_every_rx_queue_and_every_listed_instance() {
+        let mut model = vm_model();
+        // One NIC (the dump below describes eth1 only).
+        model
+            .irqs
+            .retain(|_, i| i.netdev.as_deref().is_none_or(|d| d == "eth1"));
+        let rx_irqs: Vec<u32> = model
+            .irqs
+            .values()
+            .filter(|i| i.netdev.is_some())
+            .filter(|i| {
+                i.queue
+                    .is_some_and(|q| matches!(q.kind, QueueKind::Rx | QueueKind::RxTx))
+            })
+            .map(|i| i.number)
+            .collect();
+        assert!(!rx_irqs.is_empty());
+        let all = (0..rx_irqs.len() as u32).map(|q| rxq(q, 8193 + q));
+        let dump = NetdevDump {
+            napi: vec![],
+            queues: all.collect(),
+        };
+        let links = netlink_links(&dump, &model);
+        assert_eq!(linked_exactly(&dump, &model, &links), Ok(()));
+        // One rx queue whose NAPI the driver did not record: co-occurrence must stay on.
+        let partial = NetdevDump {
+            napi: vec![],
+            queues: dump.queues[1..].to_vec(),
+        };
+        let links = netlink_links(&partial, &model);
+        let err = linked_exactly(&partial, &model, &links).unwrap_err();
+        assert!(err.contains(&rx_irqs[0].to_string()), "{err}");
+        // Without netlink nothing is linked exactly.
+        assert!(linked_exactly(&NetdevDump::default(), &model, &BTreeMap::new()).is_err());
     }
 
     /// This host's virtio_net (kernel 6.18) links its rx queue to its NAPI instance but

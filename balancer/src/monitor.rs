@@ -44,9 +44,8 @@ impl Monitor {
             max_irqs: (model.irqs.len() as u32 * 2).max(1024),
             ..ProbeOptions::default()
         })?;
-        let sampler = Sampler::new(probe, root)?;
-        Ok(Monitor {
-            sampler,
+        let mut m = Monitor {
+            sampler: Sampler::new(probe, root)?,
             linker: Linker::default(),
             root: root.to_path_buf(),
             opts,
@@ -54,7 +53,28 @@ impl Monitor {
             netdev: NetdevDump::default(),
             netdev_status: NetdevStatus::inactive("not read yet"),
             netdev_absent: false,
-        })
+        };
+        m.refresh_netdev();
+        let netlink = attribution::netlink_links(&m.netdev, &m.model);
+        m.count_raises_unless_exact(&netlink)?;
+        Ok(m)
+    }
+
+    /// Raises are counted only to learn co-occurrence links: where netlink links every NIC
+    /// queue exactly, the raise program goes (one event fewer per softirq), and comes back
+    /// when a queue without an exact link appears.
+    fn count_raises_unless_exact(
+        &mut self,
+        netlink: &std::collections::BTreeMap<u32, attribution::Link>,
+    ) -> anyhow::Result<()> {
+        match attribution::linked_exactly(&self.netdev, &self.model, netlink) {
+            Ok(()) => self.sampler.probe_mut().set_raise_counting(
+                false,
+                "every NIC queue is linked exactly (netdev netlink), so co-occurrence is not \
+                 needed; raises are not counted",
+            ),
+            Err(_) => self.sampler.probe_mut().set_raise_counting(true, ""),
+        }
     }
 
     /// Ends the current interval and starts the next. The model is read again each time:
@@ -69,6 +89,7 @@ impl Monitor {
         self.linker
             .retain(|napi| interval.napi_identity.contains_key(&napi));
         let netlink = attribution::netlink_links(&self.netdev, &self.model);
+        self.count_raises_unless_exact(&netlink)?;
         let links = self
             .linker
             .links_with(&interval.napi_identity, &self.model, &netlink);
@@ -115,6 +136,17 @@ impl Monitor {
 
     pub fn status(&self) -> &ProbeStatus {
         &self.sampler.probe().status
+    }
+
+    /// The kernel's figures per attached program (run time with `kernel.bpf_stats_enabled`,
+    /// recursion misses always), since the probes were loaded.
+    pub fn program_stats(&self) -> anyhow::Result<Vec<probe::ProgramStats>> {
+        self.sampler.probe().program_stats()
+    }
+
+    /// NAPI instances the probe pruned after they stopped polling.
+    pub fn napi_pruned(&self) -> u64 {
+        self.sampler.probe().napi_pruned()
     }
 
     pub fn root(&self) -> &Path {

@@ -16,7 +16,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, NapiKey, SOFTIRQ_NAMES};
+use balancer_common::{
+    NET_RX_SOFTIRQ, NR_SOFTIRQS, NR_SYSVECS, NapiKey, SOFTIRQ_NAMES, SYSVEC_NAMES,
+};
 use serde::Serialize;
 
 use crate::{
@@ -78,7 +80,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         .values()
         .any(|t| t.irq + t.softirq > 0);
     let top = args.top.or(if args.json { None } else { Some(20) });
-    let report = Report::build(attribution, model, status, netlink, stat_irq_time, top);
+    let mut report = Report::build(attribution, model, status, netlink, stat_irq_time, top);
+    report.meta.coverage = Coverage {
+        napi_pruned: monitor.napi_pruned(),
+        ..coverage(&tick.interval, status, &monitor.program_stats()?, &root)
+    };
+    report.meta.coverage.interrupts_measured = attribution.coverage();
 
     let mut out = crate::output::stdout();
     if args.json {
@@ -102,6 +109,70 @@ pub(crate) fn read_options(proximity: Option<&std::path::Path>) -> anyhow::Resul
         opts.proximity = Some(prox);
     }
     Ok(opts)
+}
+
+/// What the probes missed and cost over `iv`. The cost comes from `kernel.bpf_stats` when it
+/// is on (program time only: dispatch not included, said so), else from the events counted
+/// times the benchmark's end-to-end cost per event.
+fn coverage(
+    iv: &crate::sample::Interval,
+    status: &ProbeStatus,
+    programs: &[crate::probe::ProgramStats],
+    root: &std::path::Path,
+) -> Coverage {
+    let stats_on = std::fs::read_to_string(root.join("proc/sys/kernel/bpf_stats_enabled"))
+        .is_ok_and(|v| v.trim() == "1");
+    let secs_ns = iv.duration_ns.max(1) as f64;
+    let probe_cost = if stats_on {
+        let ns: u64 = programs.iter().map(|p| p.run_time_ns).sum();
+        ProbeCost {
+            cpu_pct: ns as f64 * 100.0 / secs_ns,
+            method: "kernel.bpf_stats since attach: program run time only, without dispatch"
+                .to_string(),
+        }
+    } else {
+        let pairs = |m: &BTreeMap<(u32, u32), balancer_common::IrqStat>| -> u64 {
+            m.values().map(|s| 2 * s.runs).sum()
+        };
+        let softirq: u64 = iv
+            .softirq
+            .values()
+            .map(|s| {
+                2 * s.runs
+                    + if status.softirq_raise.active {
+                        s.raises
+                    } else {
+                        0
+                    }
+            })
+            .sum();
+        let polls: u64 = iv.napi.values().map(|d| d.polls + d.untimed_polls).sum();
+        let events = pairs(&iv.hardirq) + pairs(&iv.sysvec) + softirq + polls;
+        let kind = status
+            .program_types
+            .get("irq:softirq_entry")
+            .copied()
+            .unwrap_or(crate::probe::ProgramType::TracePoint);
+        let per_event = crate::probe::calibrated_ns_per_event(kind);
+        ProbeCost {
+            cpu_pct: events as f64 * per_event * 100.0 / secs_ns,
+            method: format!(
+                "estimate: {events} events x {per_event:.0} ns ({}, end to end, from the probe \
+                 benchmark)",
+                kind.as_str()
+            ),
+        }
+    };
+    Coverage {
+        interrupts_measured: None,
+        recursion_misses: programs
+            .iter()
+            .map(|p| (p.event.clone(), p.recursion_misses))
+            .collect(),
+        ambiguous_netrx_raises: iv.probe_errors[balancer_common::ERR_AMBIGUOUS_RAISE as usize],
+        napi_pruned: 0,
+        probe_cost,
+    }
 }
 
 /// Sleeps until `total` passed or `stop` is set, with a progress line on a terminal.
@@ -145,6 +216,7 @@ pub struct Meta {
     /// Whether /proc/stat has counted any IRQ or softirq time since boot: kernels without
     /// CONFIG_IRQ_TIME_ACCOUNTING (Debian's cloud kernels) never do.
     pub stat_irq_time: bool,
+    pub coverage: Coverage,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -226,6 +298,41 @@ pub struct SoftirqRow {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct SysvecRow {
+    pub cpu: u32,
+    /// The `irq_vectors:` tracepoint's name, e.g. "local_timer", "call_function".
+    pub vector: &'static str,
+    pub runs: u64,
+    pub ns: u64,
+    pub pct: f64,
+}
+
+/// How much of what happened the probes saw, and what they cost.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Coverage {
+    /// Share of `/proc/interrupts`' interrupts whose handler run the probes saw (each IRQ's
+    /// runs capped at its interrupts); null when no IRQ fired.
+    pub interrupts_measured: Option<f64>,
+    /// Per event, runs the kernel skipped since the probes were attached because a BPF
+    /// program was already running on that CPU (`bpf_prog_info.recursion_misses`).
+    pub recursion_misses: BTreeMap<String, u64>,
+    /// NET_RX softirqs raised by more than one IRQ: their polls paired with none.
+    pub ambiguous_netrx_raises: u64,
+    /// NAPI instances deleted from the probe's map after they stopped polling.
+    pub napi_pruned: u64,
+    pub probe_cost: ProbeCost,
+}
+
+/// What the probes cost over the interval, as % of one CPU (summed over CPUs).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProbeCost {
+    pub cpu_pct: f64,
+    /// How it was obtained: `kernel.bpf_stats` (program run time only, no dispatch) or an
+    /// estimate from the events counted times the benchmark's end-to-end cost per event.
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct NapiCpuRow {
     pub cpu: u32,
     pub polls: u64,
@@ -277,6 +384,8 @@ pub struct Report {
     pub cpus: Vec<CpuRow>,
     pub irqs: Vec<IrqRow>,
     pub softirqs: Vec<SoftirqRow>,
+    /// x86 system vectors (local timer, IPIs) per CPU: hardirq time that is no IRQ's.
+    pub system_vectors: Vec<SysvecRow>,
     pub napi: Vec<NapiRow>,
     pub unattributed: Vec<UnattributedRow>,
     /// IRQs and NAPI instances left out by --top.
@@ -476,6 +585,21 @@ impl Report {
                 pct: pct(c.softirq_ns[v], dur),
             })
             .collect();
+        let system_vectors = a
+            .cpus
+            .iter()
+            .flat_map(|c| {
+                (0..NR_SYSVECS)
+                    .filter(|v| c.sysvec_runs[*v] > 0)
+                    .map(move |v| SysvecRow {
+                        cpu: c.cpu,
+                        vector: SYSVEC_NAMES[v],
+                        runs: c.sysvec_runs[v],
+                        ns: c.sysvec_ns[v],
+                        pct: pct(c.sysvec_ns[v], dur),
+                    })
+            })
+            .collect();
         let unattributed = a
             .unattributed
             .iter()
@@ -516,10 +640,15 @@ impl Report {
                 warnings: model.warnings.clone(),
                 events: a.events.clone(),
                 stat_irq_time,
+                coverage: Coverage {
+                    interrupts_measured: a.coverage(),
+                    ..Coverage::default()
+                },
             },
             cpus,
             irqs,
             softirqs,
+            system_vectors,
             napi,
             unattributed,
             omitted,
@@ -574,6 +703,19 @@ impl Report {
                 "columns stay 0 and the measured columns are the only measure."
             );
         }
+        let c = &m.coverage;
+        let misses: u64 = c.recursion_misses.values().sum();
+        let _ = writeln!(
+            o,
+            "coverage: {}; {misses} events skipped by the kernel (BPF recursion); probes cost \
+             {:.2}% of one CPU ({})",
+            c.interrupts_measured.map_or_else(
+                || "no IRQ fired".to_string(),
+                |f| format!("measured {:.1}% of interrupts", f * 100.0)
+            ),
+            c.probe_cost.cpu_pct,
+            c.probe_cost.method
+        );
         for e in &m.events {
             let _ = writeln!(o, "event: {e}");
         }
@@ -585,7 +727,34 @@ impl Report {
         self.irq_table(&mut o);
         self.napi_table(&mut o);
         self.unattributed_table(&mut o);
+        self.sysvec_table(&mut o);
         o
+    }
+
+    fn sysvec_table(&self, o: &mut String) {
+        if self.system_vectors.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "\nSystem vectors (local timer, IPIs): hardirq time that is no IRQ's, % of each CPU"
+        );
+        let _ = writeln!(
+            o,
+            "{:>4} {:<22} {:>10} {:>7}",
+            "CPU", "VECTOR", "RUNS/s", "CPU%"
+        );
+        let secs = self.meta.duration_s.max(1e-9);
+        for r in &self.system_vectors {
+            let _ = writeln!(
+                o,
+                "{:>4} {:<22} {:>10.0} {:>7.3}",
+                r.cpu,
+                r.vector,
+                r.runs as f64 / secs,
+                r.pct
+            );
+        }
     }
 
     fn cpu_table(&self, o: &mut String) {

@@ -5,8 +5,8 @@
 //! and, for classic tracepoints, the record the kernel builds for them. So the main figure is
 //! what a user pays: a 1-byte UDP `sendto` to a bound, unread loopback socket raises NET_RX and
 //! runs it, with one backlog poll, inside the call (raise, entry, poll, exit). Pinned to one
-//! CPU, the time per call is measured with nothing attached and with each set of programs
-//! attached, in alternating rounds; the medians differ by the full cost per softirq.
+//! CPU, the time per call is measured in blocks with and without each set of programs
+//! attached, in pairs; the median difference is the full cost per softirq.
 //!
 //! Sets: balancer as shipped (BTF-typed tracepoints), forced to raw and to classic
 //! tracepoints, empty BTF-typed programs on the same events (the floor: dispatch alone), and
@@ -25,9 +25,12 @@ use aya::programs::loaded_programs;
 use balancer::probe::{Probe, ProbeOptions, ProgramType};
 use balancer_tests::is_root;
 
-/// Calls per measured run, after as many again to warm up.
+/// Calls per run of the bpf_stats table, after as many again to warm up.
 const CALLS: u32 = 100_000;
-const ROUNDS: usize = 5;
+/// Calls per block of the end-to-end figure, and paired blocks per set.
+const BLOCK: u32 = 5_000;
+const PAIRS: usize = 60;
+const BPFTRACE_ROUNDS: usize = 9;
 /// The CPU the loop runs on.
 const CPU: usize = 1;
 const BPFTRACE_SCRIPT: &str = "tracepoint:irq:softirq_entry { @start[cpu] = nsecs; }
@@ -37,7 +40,6 @@ tracepoint:irq:softirq_exit /@start[cpu]/ {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Set {
-    Nothing,
     Balancer(ProgramType),
     Empty,
     Bpftrace,
@@ -46,7 +48,6 @@ enum Set {
 impl Set {
     fn name(self) -> String {
         match self {
-            Set::Nothing => "nothing".into(),
             Set::Balancer(ProgramType::BtfTracePoint) => "balancer".into(),
             Set::Balancer(t) => format!("balancer/{}", t.as_str()),
             Set::Empty => "empty tp_btf".into(),
@@ -72,17 +73,28 @@ impl Drop for Attached {
     }
 }
 
-fn attach(set: Set) -> anyhow::Result<Attached> {
-    Ok(match set {
-        Set::Nothing => Attached::None,
-        Set::Balancer(program_type) => Attached::Probe(Box::new(Probe::load(&ProbeOptions {
+/// Balancer's programs (or the empty ones), loaded and attached.
+fn load_probe(set: Set) -> anyhow::Result<Option<Probe>> {
+    let opts = match set {
+        Set::Balancer(program_type) => ProbeOptions {
             program_type,
             ..ProbeOptions::default()
-        })?)),
-        Set::Empty => Attached::Probe(Box::new(Probe::load(&ProbeOptions {
+        },
+        Set::Empty => ProbeOptions {
             empty: true,
             ..ProbeOptions::default()
-        })?)),
+        },
+        Set::Bpftrace => return Ok(None),
+    };
+    Ok(Some(Probe::load(&opts)?))
+}
+
+fn attach(set: Set) -> anyhow::Result<Attached> {
+    Ok(match set {
+        Set::Balancer(_) | Set::Empty => match load_probe(set)? {
+            Some(p) => Attached::Probe(Box::new(p)),
+            None => Attached::None,
+        },
         Set::Bpftrace => {
             let mut bt = Command::new("bpftrace")
                 .args(["-e", BPFTRACE_SCRIPT])
@@ -124,6 +136,18 @@ fn loop_ns(tx: &UdpSocket, to: std::net::SocketAddr) -> anyhow::Result<f64> {
         tx.send_to(&[0], to).context("sendto")?;
     }
     Ok(t.elapsed().as_nanos() as f64 / f64::from(CALLS))
+}
+
+/// ns per call over one block, after a short warm-up.
+fn block_ns(tx: &UdpSocket, to: std::net::SocketAddr) -> anyhow::Result<f64> {
+    for _ in 0..BLOCK / 10 {
+        tx.send_to(&[0], to).context("sendto")?;
+    }
+    let t = Instant::now();
+    for _ in 0..BLOCK {
+        tx.send_to(&[0], to).context("sendto")?;
+    }
+    Ok(t.elapsed().as_nanos() as f64 / f64::from(BLOCK))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -204,38 +228,78 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    // Paired blocks: with our own programs the links go on and off between blocks of calls
+    // (ABBA order), so a pair is measured within milliseconds and drift from the rest of the
+    // machine cancels; the figure is the median of the pairs' differences. bpftrace cannot be
+    // switched that way: it starts and stops around each of its blocks.
     let sets = [
-        Set::Nothing,
         Set::Balancer(ProgramType::BtfTracePoint),
         Set::Balancer(ProgramType::RawTracePoint),
         Set::Balancer(ProgramType::TracePoint),
         Set::Empty,
-        Set::Bpftrace,
     ];
-    let mut per_set: Vec<Vec<f64>> = vec![Vec::new(); sets.len()];
-    for round in 0..ROUNDS {
-        for (i, set) in sets.iter().enumerate() {
-            let attached = attach(*set)?;
-            let ns = loop_ns(&tx, to)?;
-            drop(attached);
-            per_set[i].push(ns);
-            eprintln!("round {round}: {:<20} {ns:8.1} ns/call", set.name());
+    let mut results: Vec<(Set, f64, f64)> = Vec::new();
+    for set in sets {
+        let Some(mut probe) = load_probe(set)? else {
+            continue;
+        };
+        let mut diffs = Vec::new();
+        let mut base = Vec::new();
+        for i in 0..PAIRS {
+            let on_first = i % 2 == 1;
+            let mut measure = |on: bool| -> anyhow::Result<f64> {
+                if on {
+                    probe.attach()?;
+                } else {
+                    probe.detach()?;
+                }
+                block_ns(&tx, to)
+            };
+            let (first, second) = (measure(on_first)?, measure(!on_first)?);
+            let (with, without) = if on_first {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            diffs.push(with - without);
+            base.push(without);
         }
+        let d = median(&mut diffs);
+        let b = median(&mut base);
+        eprintln!("{:<20} {b:8.1} ns/call without, +{d:.1} with", set.name());
+        results.push((set, b, d));
     }
-    let medians: Vec<f64> = per_set.iter_mut().map(|v| median(v)).collect();
-    let base = medians[0];
+    {
+        let mut diffs = Vec::new();
+        let mut base = Vec::new();
+        for _ in 0..BPFTRACE_ROUNDS {
+            let without = block_ns(&tx, to)?;
+            let attached = attach(Set::Bpftrace)?;
+            let with = block_ns(&tx, to)?;
+            drop(attached);
+            let after = block_ns(&tx, to)?;
+            diffs.push(with - (without + after) / 2.0);
+            base.push(without);
+        }
+        let d = median(&mut diffs);
+        let b = median(&mut base);
+        eprintln!("bpftrace             {b:8.1} ns/call without, +{d:.1} with");
+        results.push((Set::Bpftrace, b, d));
+    }
     let cost = |set: Set| {
-        let i = sets.iter().position(|s| *s == set).unwrap_or(0);
-        medians[i] - base
+        results
+            .iter()
+            .find(|r| r.0 == set)
+            .map_or(f64::NAN, |r| r.2)
     };
     println!();
     println!(
-        "End to end, per NET_RX softirq (1-byte UDP sendto on loopback, pinned to CPU {CPU}, \
-         medians of {ROUNDS} alternating rounds of {CALLS} calls)"
+        "End to end, per NET_RX softirq (1-byte UDP sendto on loopback, pinned to CPU {CPU}; \
+         medians of {PAIRS} paired blocks of {BLOCK} calls, bpftrace {BPFTRACE_ROUNDS} rounds)"
     );
-    println!("{:<20} {:>10} {:>10}", "SET", "NS/CALL", "+NS");
-    for (set, m) in sets.iter().zip(&medians) {
-        println!("{:<20} {m:>10.1} {:>10.1}", set.name(), m - base);
+    println!("{:<20} {:>14} {:>10}", "SET", "NS/CALL (OFF)", "+NS ON");
+    for (set, b, d) in &results {
+        println!("{:<20} {b:>14.1} {d:>10.1}", set.name());
     }
     let ours = cost(Set::Balancer(ProgramType::BtfTracePoint));
     let floor = cost(Set::Empty);

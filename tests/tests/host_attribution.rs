@@ -233,3 +233,72 @@ fn handler_time_is_measured(opts: &ProbeOptions) {
     assert!(runs >= 5, "no hardware interrupts handled in 60 s");
     assert!(ns > 0, "handler time is zero over {runs} runs");
 }
+
+/// With bpftrace's classic softirq programs running beside ours, our BTF-typed programs
+/// still see every interrupt: each guards itself against recursion, so an IRQ that arrives
+/// while bpftrace runs is not skipped. Interrupts come from direct reads of a file the test
+/// writes (the page cache is bypassed, so each read is a device I/O with its interrupt).
+#[test]
+fn coverage_holds_with_bpftrace_beside() {
+    if !root_or_skip("coverage_holds_with_bpftrace_beside") {
+        return;
+    }
+    let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coverage-reads.bin");
+    let dd = |args: &[&str]| {
+        let status = std::process::Command::new("dd")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("dd");
+        assert!(status.success(), "dd {args:?}");
+    };
+    let of = format!("of={}", file.display());
+    dd(&["if=/dev/zero", &of, "bs=1M", "count=12", "conv=fsync"]);
+
+    let mut bt = std::process::Command::new("bpftrace")
+        .args([
+            "-e",
+            "tracepoint:irq:softirq_entry { @s[cpu] = nsecs; } \
+             tracepoint:irq:softirq_exit /@s[cpu]/ { @ns[args->vec] = sum(nsecs - @s[cpu]); }",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting bpftrace");
+    let mut out = std::io::BufReader::new(bt.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("bpftrace output");
+    assert!(line.starts_with("Attaching"), "bpftrace: {line}");
+
+    let root = Path::new("/");
+    let model = SystemModel::read(root, &ReadOptions::default()).expect("system model");
+    let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
+    let mut sampler = Sampler::new(probe, root).expect("first snapshot");
+    let inf = format!("if={}", file.display());
+    dd(&[&inf, "of=/dev/null", "bs=4k", "iflag=direct"]);
+    let iv = sampler.sample().expect("second snapshot");
+    let stats = sampler.probe().program_stats().expect("program stats");
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+    let _ = bt.wait();
+    let _ = std::fs::remove_file(&file);
+
+    let a = Attribution::build(&iv, &model, &BTreeMap::new());
+    let total: u64 = a.irqs.values().map(|l| l.interrupts).sum();
+    assert!(
+        total >= 1000,
+        "only {total} interrupts during 3072 direct reads"
+    );
+    let coverage = a.coverage().expect("interrupts fired");
+    assert!(
+        coverage >= 0.99,
+        "measured {:.2}% of interrupts",
+        coverage * 100.0
+    );
+    for p in stats
+        .iter()
+        .filter(|p| p.event.starts_with("irq:irq_handler"))
+    {
+        assert_eq!(p.recursion_misses, 0, "{p:?}");
+    }
+}

