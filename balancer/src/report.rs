@@ -127,8 +127,7 @@ fn coverage(
         let ns: u64 = programs.iter().map(|p| p.run_time_ns).sum();
         ProbeCost {
             cpu_pct: ns as f64 * 100.0 / secs_ns,
-            method: "kernel.bpf_stats since attach: program run time only, without dispatch"
-                .to_string(),
+            method: "kernel.bpf_stats: program run time only, not dispatch".to_string(),
         }
     } else {
         let pairs = |m: &BTreeMap<(u32, u32), balancer_common::IrqStat>| -> u64 {
@@ -157,8 +156,7 @@ fn coverage(
         ProbeCost {
             cpu_pct: events as f64 * per_event * 100.0 / secs_ns,
             method: format!(
-                "estimate: {events} events x {per_event:.0} ns ({}, end to end, from the probe \
-                 benchmark)",
+                "estimated: {events} events x {per_event:.0} ns ({}, from the benchmark)",
                 kind.as_str()
             ),
         }
@@ -707,14 +705,16 @@ impl Report {
         let misses: u64 = c.recursion_misses.values().sum();
         let _ = writeln!(
             o,
-            "coverage: {}; {misses} events skipped by the kernel (BPF recursion); probes cost \
-             {:.2}% of one CPU ({})",
+            "coverage: {}; {misses} events skipped by the kernel (BPF recursion)",
             c.interrupts_measured.map_or_else(
                 || "no IRQ fired".to_string(),
                 |f| format!("measured {:.1}% of interrupts", f * 100.0)
             ),
-            c.probe_cost.cpu_pct,
-            c.probe_cost.method
+        );
+        let _ = writeln!(
+            o,
+            "probe cost: {:.2}% of one CPU; {}",
+            c.probe_cost.cpu_pct, c.probe_cost.method
         );
         for e in &m.events {
             let _ = writeln!(o, "event: {e}");

@@ -627,12 +627,33 @@ impl Probe {
     pub fn read(&self) -> anyhow::Result<Counters> {
         let mut c = Counters::default();
 
-        let irqs: PerCpuArray<&MapData, IrqStat> = PerCpuArray::try_from(self.map("IRQ_STATS")?)?;
-        for irq in 0..self.max_irqs {
-            let values = irqs.get(&irq, 0).context("reading IRQ_STATS")?;
-            for (cpu, v) in values.iter().enumerate() {
-                if v.runs != 0 {
-                    c.irqs.insert((irq, cpu as u32), *v);
+        // One batch syscall for the whole array; one lookup per IRQ number where the kernel
+        // has no batch operations (before 5.6). Each syscall is expensive under emulation.
+        let irq_map = match self.map("IRQ_STATS")? {
+            aya::maps::Map::PerCpuArray(m) => m,
+            _ => anyhow::bail!("IRQ_STATS is not a per-CPU array"),
+        };
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        match lookup_batch::<IrqStat>(irq_map.fd().as_fd().as_raw_fd(), self.max_irqs, ncpus) {
+            Some(all) => {
+                for (irq, values) in all.chunks(ncpus).enumerate() {
+                    for (cpu, v) in values.iter().enumerate() {
+                        if v.runs != 0 {
+                            c.irqs.insert((irq as u32, cpu as u32), *v);
+                        }
+                    }
+                }
+            }
+            None => {
+                let irqs: PerCpuArray<&MapData, IrqStat> =
+                    PerCpuArray::try_from(self.map("IRQ_STATS")?)?;
+                for irq in 0..self.max_irqs {
+                    let values = irqs.get(&irq, 0).context("reading IRQ_STATS")?;
+                    for (cpu, v) in values.iter().enumerate() {
+                        if v.runs != 0 {
+                            c.irqs.insert((irq, cpu as u32), *v);
+                        }
+                    }
                 }
             }
         }
@@ -806,6 +827,64 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
     /// Runs the kernel skipped because a BPF program was already running on that CPU.
     pub recursion_misses: u64,
+}
+
+/// Every entry of a per-CPU array of `len` entries with BPF_MAP_LOOKUP_BATCH (5.6+): entry
+/// `i`'s value on CPU `c` at `i * ncpus + c`. `None` when the kernel refuses (no batch
+/// operations); the caller then looks entries up one by one. `V` must be 8-byte sized, as
+/// the kernel lays per-CPU values out in 8-byte steps.
+fn lookup_batch<V: aya::Pod + Default>(fd: i32, len: u32, ncpus: usize) -> Option<Vec<V>> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd};
+    if std::mem::size_of::<V>() % 8 != 0 {
+        return None;
+    }
+    let mut keys = vec![0u32; len as usize];
+    let mut values = vec![V::default(); len as usize * ncpus];
+    let mut out_batch = 0u32;
+    let mut done = 0u32;
+    while done < len {
+        // SAFETY: all zeroes is a valid bpf_attr.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.batch.in_batch = if done == 0 {
+            0
+        } else {
+            &out_batch as *const u32 as u64
+        };
+        attr.batch.out_batch = &mut out_batch as *mut u32 as u64;
+        attr.batch.keys = keys[done as usize..].as_mut_ptr() as u64;
+        attr.batch.values = values[done as usize * ncpus..].as_mut_ptr() as u64;
+        attr.batch.count = len - done;
+        attr.batch.map_fd = fd as u32;
+        // SAFETY: the buffers hold `count` keys and `count * ncpus` values and outlive the
+        // call; the kernel writes the number it filled into `count`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                bpf_cmd::BPF_MAP_LOOKUP_BATCH as i32,
+                &mut attr as *mut bpf_attr,
+                std::mem::size_of::<bpf_attr>() as u32,
+            )
+        };
+        // SAFETY: reading back the field the kernel wrote.
+        let got = unsafe { attr.batch.count };
+        let err = std::io::Error::last_os_error().raw_os_error();
+        done += got;
+        if rc != 0 {
+            // ENOENT: the end of the array was reached.
+            if err == Some(libc::ENOENT) && done == len {
+                break;
+            }
+            return None;
+        }
+        if got == 0 {
+            return None;
+        }
+    }
+    // Arrays answer in index order from 0.
+    keys.iter()
+        .enumerate()
+        .all(|(i, k)| *k == i as u32)
+        .then_some(values)
 }
 
 /// `bpf_prog_info.recursion_misses` (5.12+) through BPF_OBJ_GET_INFO_BY_FD; aya does not
