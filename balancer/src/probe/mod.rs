@@ -835,7 +835,7 @@ pub struct ProgramStats {
 /// the kernel lays per-CPU values out in 8-byte steps.
 fn lookup_batch<V: aya::Pod + Default>(fd: i32, len: u32, ncpus: usize) -> Option<Vec<V>> {
     use aya_obj::generated::{bpf_attr, bpf_cmd};
-    if std::mem::size_of::<V>() % 8 != 0 {
+    if !std::mem::size_of::<V>().is_multiple_of(8) {
         return None;
     }
     let mut keys = vec![0u32; len as usize];
