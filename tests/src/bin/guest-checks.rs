@@ -1022,7 +1022,25 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             |m| m.intervals > idle.intervals,
             Duration::from_secs(60),
         )?;
+        let cost_start = (Instant::now(), read_metrics(metrics)?);
         let (before, before_cpu) = busiest_over(metrics, settled.intervals, 7)?;
+        let cost_end = (Instant::now(), read_metrics(metrics)?);
+        // Each dut IRQ's cost (share of one CPU) while all sat on CPU 0: the placement is
+        // judged by these, not by the shares measured after it. Under single-threaded TCG two
+        // busy vCPUs each read about as busy as one carrying both, so measured shares say
+        // little about how the work was split.
+        let secs = cost_end
+            .0
+            .duration_since(cost_start.0)
+            .as_secs_f64()
+            .max(1e-3);
+        let cost: BTreeMap<u32, f64> = irqs
+            .iter()
+            .map(|i| {
+                let at = |m: &Metrics| m.irq_seconds.get(i).copied().unwrap_or(0.0);
+                (*i, (at(&cost_end.1) - at(&cost_start.1)).max(0.0) / secs)
+            })
+            .collect();
         write_config(&generator_irqs)?;
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
@@ -1048,23 +1066,34 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
                 after_m.moves
             );
         }
-        if after > 0.6 * before {
-            bail!(
-                "busiest CPU hardirq+softirq share {:.1}% (CPU {before_cpu}) -> {:.1}% (CPU \
-                 {after_cpu}): fell by less than 40%; placement {}",
-                100.0 * before,
-                100.0 * after,
-                placed.join(" ")
-            );
+        // Placement score: per CPU, the summed costs of the dut IRQs whose effective
+        // affinity is that CPU (first CPU of the set); before, all were on CPU 0.
+        let mut load: BTreeMap<u32, f64> = BTreeMap::new();
+        for i in &irqs {
+            let eff = read_trimmed(&format!("/proc/irq/{i}/effective_affinity_list"))?;
+            let cpu = CpuSet::parse_list(&eff)?.iter().next().unwrap_or(0);
+            *load.entry(cpu).or_default() += cost.get(i).copied().unwrap_or(0.0);
         }
+        let score_before: f64 = cost.values().sum();
+        let score_after = load.values().copied().fold(0.0, f64::max);
+        let costs = cost
+            .iter()
+            .map(|(i, c)| format!("{i}:{:.1}%", 100.0 * c))
+            .collect::<Vec<_>>()
+            .join(" ");
         let balanced = format!(
-            "busiest hardirq+softirq share {:.1}% (CPU {before_cpu}) -> {:.1}% (CPU \
-             {after_cpu}), {} moves; rx IRQs {}",
+            "busiest CPU by per-queue costs {:.1}% -> {:.1}% (costs {costs}); measured busiest \
+             share {:.1}% (CPU {before_cpu}) -> {:.1}% (CPU {after_cpu}), {} moves; rx IRQs {}",
+            100.0 * score_before,
+            100.0 * score_after,
             100.0 * before,
             100.0 * after,
             after_m.moves,
             placed.join(" ")
         );
+        if score_before <= 0.0 || score_after > 0.6 * score_before {
+            bail!("{balanced}: the placement's busiest CPU fell by less than 40%");
+        }
 
         // Forced sticking: threaded NAPI, every kthread of the dut pinned to CPU 0 while the
         // IRQs sit on node 1.
@@ -1214,6 +1243,8 @@ struct Metrics {
     sticking_events: u64,
     /// CPU -> hardirq+softirq share of the last interval.
     irq_share: BTreeMap<u32, f64>,
+    /// IRQ -> seconds of CPU time since the daemon started (handler and NAPI polls, all CPUs).
+    irq_seconds: BTreeMap<u32, f64>,
 }
 
 impl Metrics {
@@ -1237,6 +1268,7 @@ fn read_metrics(addr: &str) -> Result<Metrics> {
         moves: 0,
         sticking_events: 0,
         irq_share: BTreeMap::new(),
+        irq_seconds: BTreeMap::new(),
     };
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((key, value)) = line.rsplit_once(' ') else {
@@ -1247,6 +1279,15 @@ fn read_metrics(addr: &str) -> Result<Metrics> {
             "balancer_intervals_total" => m.intervals = v as u64,
             "balancer_moves_total" => m.moves = v as u64,
             "balancer_sticking_events_total" => m.sticking_events = v as u64,
+            k if k.starts_with("balancer_irq_seconds_total{irq=\"") => {
+                let irq = k["balancer_irq_seconds_total{irq=\"".len()..]
+                    .split('"')
+                    .next()
+                    .and_then(|c| c.parse().ok());
+                if let Some(irq) = irq {
+                    *m.irq_seconds.entry(irq).or_default() += v;
+                }
+            }
             k if k.starts_with("balancer_cpu_irq_ratio{cpu=\"") => {
                 let cpu = k["balancer_cpu_irq_ratio{cpu=\"".len()..]
                     .split('"')
