@@ -226,6 +226,21 @@ pub struct MachineFacts {
 }
 
 impl MachineFacts {
+    pub fn of(model: &crate::system::SystemModel) -> MachineFacts {
+        MachineFacts {
+            cpus: model.cpus.keys().copied().collect(),
+            online: model
+                .cpus
+                .values()
+                .filter(|c| c.online)
+                .map(|c| c.id)
+                .collect(),
+            isolated: model.isolated.clone(),
+            nohz_full: model.nohz_full.clone(),
+            irqs: model.irqs.keys().copied().collect(),
+        }
+    }
+
     /// CPUs that never take IRQs whatever the config says.
     pub fn banned_by_kernel(&self) -> CpuSet {
         self.isolated.union(&self.nohz_full)
@@ -277,24 +292,27 @@ impl Config {
             .map(|(k, v)| (k.get_ref().to_string(), k.span().start..v.span().end))
             .collect();
         entries.sort_by_key(|(_, span)| span.start);
+        let blank = |keep: &dyn Fn(usize) -> bool| -> String {
+            text.char_indices()
+                .map(|(i, c)| if keep(i) || c == '\n' { c } else { ' ' })
+                .collect()
+        };
+        let mut bad: Vec<Range<usize>> = Vec::new();
         for (key, span) in &entries {
-            let alone: String = text
-                .char_indices()
-                .map(|(i, c)| {
-                    if span.contains(&i) || c == '\n' {
-                        c
-                    } else {
-                        ' '
-                    }
-                })
-                .collect();
-            if let Err(e) = toml::from_str::<Config>(&alone) {
+            if let Err(e) = toml::from_str::<Config>(&blank(&|i| span.contains(&i))) {
                 let mut p = problem_at(text, e.span().unwrap_or(span.clone()), e.message());
                 p.key = Some(key.clone());
                 problems.push(p);
+                bad.push(span.clone());
             }
         }
         if !problems.is_empty() {
+            // The checks between the keys that are good, so that one round of edits fixes all.
+            let rest = blank(&|i| !bad.iter().any(|b| b.contains(&i)));
+            if let Ok(partial) = toml::from_str::<Config>(&rest) {
+                problems.extend(partial.cross_checks(text));
+            }
+            problems.sort_by_key(|p| p.line);
             return Err(invalid(problems));
         }
         // Keys that blanking cannot isolate (tables) still fail here.
@@ -308,6 +326,28 @@ impl Config {
         }
         Ok(config)
     }
+
+    /// Keys whose value differs between `self` and `other`, in file order of the example.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) =
+            (toml::Value::try_from(self), toml::Value::try_from(other))
+        else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Keys a running daemon cannot change: the journal holds the originals of what it
+    /// changed, the lock is held from the start.
+    pub const RESTART_KEYS: [&'static str; 2] = ["journal", "lock-file"];
 
     /// Checks between keys; the later key of a pair is the one named (the one the file sets
     /// when only one is).
@@ -476,14 +516,42 @@ fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(v)
 }
 
-fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
-        return Err(D::Error::custom(format!(
-            "must be between 0.1 and 3600 seconds, got {v}"
-        )));
+/// The one range of every duration, on the command line (`--duration`, `--interval`) and in
+/// the file (`short-interval`, `long-interval`): 0.1 s to a day.
+pub const SECONDS: std::ops::RangeInclusive<f64> = 0.1..=86_400.0;
+
+fn check_seconds(v: f64) -> Result<f64, String> {
+    if v.is_finite() && SECONDS.contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be between {} and {} seconds, got {v}",
+            SECONDS.start(),
+            SECONDS.end()
+        ))
     }
-    Ok(v)
+}
+
+/// clap value parser for `--top`: a count of at least 1 (0 would print empty tables).
+pub fn parse_top(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (leave --top out for the default)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a count")),
+    }
+}
+
+/// clap value parser for durations in seconds (fractions allowed), in [`SECONDS`].
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    check_seconds(v)
+}
+
+fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    check_seconds(f64::deserialize(d)?).map_err(D::Error::custom)
 }
 
 fn cpu_set<'de, D: Deserializer<'de>>(d: D) -> Result<CpuSet, D::Error> {
@@ -630,7 +698,10 @@ mod tests {
             "{e}"
         );
         assert!(lines[3].starts_with("b.toml:7: key `ht`:"), "{e}");
-        // Checks between keys are all reported too.
+        // Checks between keys are all reported too, also next to bad values.
+        let e = err("threshold = 99\nload-limit = 10\nrps-max-cpus = 0\n");
+        assert_eq!(e.lines().count(), 2, "{e}");
+        assert!(e.contains("b.toml:2: key `load-limit`"), "{e}");
         let e = err("long-interval = 1\nshort-interval = 3\nrps-threshold = 40\nrps-off = 60\n");
         assert_eq!(e.lines().count(), 2, "{e}");
     }
@@ -681,6 +752,21 @@ mod tests {
             c.banned_cpus_text(&m),
             "CPUs taking no IRQs: excluded 0-2, isolated 3, nohz_full none"
         );
+    }
+
+    #[test]
+    fn changed_keys_are_named() {
+        let a = Config::default();
+        let b = Config::parse(
+            "threshold = 80\nexclude-cpus = \"1\"\nmetrics = \"127.0.0.1:9\"\n",
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            a.changed_keys(&b),
+            vec!["exclude-cpus", "metrics", "threshold"]
+        );
+        assert!(a.changed_keys(&a.clone()).is_empty());
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub struct Finding {
     pub message: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
     /// A NAPI instance polls outside its IRQ's affinity with interrupts off.
