@@ -6,6 +6,7 @@
 //! checked while deserialising (so toml's span points at them) and the span is turned into
 //! `FILE:LINE: key `name`: message`.
 use std::{
+    collections::BTreeSet,
     net::SocketAddr,
     ops::Range,
     path::{Path, PathBuf},
@@ -90,8 +91,8 @@ pub struct Config {
     #[serde(deserialize_with = "interval")]
     pub long_interval: f64,
     pub strategy: Strategy,
-    /// CPUs that never get IRQs, in the hex form of smp_affinity.
-    #[serde(deserialize_with = "hex_mask", serialize_with = "ser_mask")]
+    /// CPUs that never get IRQs: a cpulist ("0-3,8"), or a hex mask with `0x` ("0xf0").
+    #[serde(deserialize_with = "cpu_set", serialize_with = "ser_cpu_set")]
     pub exclude_cpus: CpuSet,
     /// Treat SMT siblings as CPUs (still preferring an idle core). `false`: first threads only.
     pub ht: bool,
@@ -121,7 +122,8 @@ pub struct Config {
     /// RPS we set is taken back when the queue's load falls below this (percent).
     #[serde(deserialize_with = "percent")]
     pub rps_off: f64,
-    /// At most this many CPUs in an rps_cpus mask we write.
+    /// At most this many CPUs in an rps_cpus mask we write (1 or more).
+    #[serde(deserialize_with = "at_least_one")]
     pub rps_max_cpus: u32,
     /// Pin a stuck queue's threaded-NAPI kthread next to its IRQ.
     pub unstick: bool,
@@ -171,19 +173,78 @@ impl Default for Config {
     }
 }
 
-/// A configuration error: where and what.
+/// One problem of a configuration file: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based.
+    pub line: usize,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// A configuration error. `Invalid` lists every problem of the file at once, one
+/// `FILE:LINE: key `name`: message` line each, so one edit fixes them all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: {message}")]
     Read { file: String, message: String },
-    #[error("{file}:{line}: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    #[error("{}", render_problems(file, problems))]
     Invalid {
         file: String,
-        /// 1-based.
-        line: usize,
-        key: Option<String>,
-        message: String,
+        problems: Vec<Problem>,
     },
+}
+
+fn render_problems(file: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            format!(
+                "{file}:{}: {}{}",
+                p.line,
+                p.key
+                    .as_ref()
+                    .map(|k| format!("key `{k}`: "))
+                    .unwrap_or_default(),
+                p.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What the machine has, for [`Config::check_machine`].
+#[derive(Debug, Clone, Default)]
+pub struct MachineFacts {
+    /// Present CPUs, online or not.
+    pub cpus: CpuSet,
+    pub online: CpuSet,
+    pub isolated: CpuSet,
+    pub nohz_full: CpuSet,
+    /// IRQ numbers of /proc/interrupts.
+    pub irqs: BTreeSet<u32>,
+}
+
+impl MachineFacts {
+    pub fn of(model: &crate::system::SystemModel) -> MachineFacts {
+        MachineFacts {
+            cpus: model.cpus.keys().copied().collect(),
+            online: model
+                .cpus
+                .values()
+                .filter(|c| c.online)
+                .map(|c| c.id)
+                .collect(),
+            isolated: model.isolated.clone(),
+            nohz_full: model.nohz_full.clone(),
+            irqs: model.irqs.keys().copied().collect(),
+        }
+    }
+
+    /// CPUs that never take IRQs whatever the config says.
+    pub fn banned_by_kernel(&self) -> CpuSet {
+        self.isolated.union(&self.nohz_full)
+    }
 }
 
 impl Config {
@@ -206,52 +267,189 @@ impl Config {
         })
     }
 
-    /// Parses the text of a file named `file` (for messages).
+    /// Parses the text of a file named `file` (for messages). Every problem is reported:
+    /// syntax errors, then each key's own, then the checks between keys.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let (line, key) = locate(text, &span);
-            ConfigError::Invalid {
-                file: file.to_string(),
-                line,
-                key,
-                message: clean_message(e.message()),
-            }
-        })?;
-        // Checks between keys: the later key of the pair is the one named.
-        let at = |key: &str, message: String| ConfigError::Invalid {
+        let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
             file: file.to_string(),
-            line: line_of_key(text, key).unwrap_or(1),
-            key: Some(key.to_string()),
-            message,
+            problems,
         };
-        if config.short_interval > config.long_interval {
-            return Err(at(
+        let (table, syntax) = toml::de::DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            return Err(invalid(
+                syntax
+                    .iter()
+                    .map(|e| problem_at(text, e.span().unwrap_or(0..0), e.message()))
+                    .collect(),
+            ));
+        }
+        // Each key alone: the text with every other key blanked out (newlines kept, so
+        // toml's spans are those of the file) names its key even inside a multi-line array.
+        let mut problems = Vec::new();
+        let mut entries: Vec<(String, Range<usize>)> = table
+            .get_ref()
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), k.span().start..v.span().end))
+            .collect();
+        entries.sort_by_key(|(_, span)| span.start);
+        let blank = |keep: &dyn Fn(usize) -> bool| -> String {
+            text.char_indices()
+                .map(|(i, c)| if keep(i) || c == '\n' { c } else { ' ' })
+                .collect()
+        };
+        let mut bad: Vec<Range<usize>> = Vec::new();
+        for (key, span) in &entries {
+            if let Err(e) = toml::from_str::<Config>(&blank(&|i| span.contains(&i))) {
+                let mut p = problem_at(text, e.span().unwrap_or(span.clone()), e.message());
+                p.key = Some(key.clone());
+                problems.push(p);
+                bad.push(span.clone());
+            }
+        }
+        if !problems.is_empty() {
+            // The checks between the keys that are good, so that one round of edits fixes all.
+            let rest = blank(&|i| !bad.iter().any(|b| b.contains(&i)));
+            if let Ok(partial) = toml::from_str::<Config>(&rest) {
+                problems.extend(partial.cross_checks(text));
+            }
+            problems.sort_by_key(|p| p.line);
+            return Err(invalid(problems));
+        }
+        // Keys that blanking cannot isolate (tables) still fail here.
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let p = problem_at(text, e.span().unwrap_or(0..0), e.message());
+            invalid(vec![p])
+        })?;
+        let problems = config.cross_checks(text);
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        Ok(config)
+    }
+
+    /// Keys whose value differs between `self` and `other`, in file order of the example.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) =
+            (toml::Value::try_from(self), toml::Value::try_from(other))
+        else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Keys a running daemon cannot change: the journal holds the originals of what it
+    /// changed, the lock is held from the start.
+    pub const RESTART_KEYS: [&'static str; 2] = ["journal", "lock-file"];
+
+    /// Checks between keys; the later key of a pair is the one named (the one the file sets
+    /// when only one is).
+    fn cross_checks(&self, text: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut at = |key: &str, message: String| {
+            problems.push(Problem {
+                line: line_of_key(text, key).unwrap_or(1),
+                key: Some(key.to_string()),
+                message,
+            })
+        };
+        let named = |a: &str, b: &str| {
+            if line_of_key(text, b).is_some() || line_of_key(text, a).is_none() {
+                b.to_string()
+            } else {
+                a.to_string()
+            }
+        };
+        if self.short_interval > self.long_interval {
+            at(
                 "short-interval",
                 format!(
                     "{} s is longer than long-interval ({} s)",
-                    config.short_interval, config.long_interval
+                    self.short_interval, self.long_interval
                 ),
-            ));
+            );
         }
-        if config.rps_off >= config.rps_threshold {
-            // Name the one the file sets (rps-off when both are).
-            let key = if line_of_key(text, "rps-off").is_some()
-                || line_of_key(text, "rps-threshold").is_none()
-            {
-                "rps-off"
-            } else {
-                "rps-threshold"
-            };
-            return Err(at(
-                key,
+        if self.rps_off >= self.rps_threshold {
+            at(
+                &named("rps-threshold", "rps-off"),
                 format!(
-                    "{}% must be below rps-threshold ({}%)",
-                    config.rps_off, config.rps_threshold
+                    "rps-off {}% must be below rps-threshold ({}%)",
+                    self.rps_off, self.rps_threshold
                 ),
+            );
+        }
+        // A target must end under load-limit: far below threshold, an overloaded CPU's IRQs
+        // fit only on nearly idle CPUs and overloads go unrelieved. birq's 99/95 passes.
+        if self.load_limit < self.threshold / 2.0 {
+            at(
+                &named("threshold", "load-limit"),
+                format!(
+                    "load-limit {}% is below half of threshold ({}%): IRQs from an overloaded \
+                     CPU could only go to nearly idle CPUs",
+                    self.load_limit, self.threshold
+                ),
+            );
+        }
+        problems
+    }
+
+    /// The configuration against the machine: CPUs and IRQs it names that do not exist are
+    /// warnings (a file shared by machines of different sizes); no CPU left to take IRQs is
+    /// an error.
+    pub fn check_machine(&self, m: &MachineFacts) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        let missing = self.exclude_cpus.difference(&m.cpus);
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "exclude-cpus names CPU(s) {missing} that this machine does not have (it has \
+                 {})",
+                m.cpus
             ));
         }
-        Ok(config)
+        let missing: Vec<String> = self
+            .banned_irqs
+            .iter()
+            .filter(|n| !m.irqs.contains(n))
+            .map(u32::to_string)
+            .collect();
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "banned-irqs names IRQ(s) {} that /proc/interrupts does not list",
+                missing.join(", ")
+            ));
+        }
+        let left = m
+            .online
+            .difference(&self.exclude_cpus)
+            .difference(&m.banned_by_kernel());
+        if left.is_empty() {
+            return Err(format!(
+                "no online CPU may take IRQs: exclude-cpus {}, isolated {}, nohz_full {} \
+                 cover every online CPU ({})",
+                list_or_none(&self.exclude_cpus),
+                list_or_none(&m.isolated),
+                list_or_none(&m.nohz_full),
+                m.online
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// One line naming the CPUs that take no IRQs and why, for logs and `plan`.
+    pub fn banned_cpus_text(&self, m: &MachineFacts) -> String {
+        format!(
+            "CPUs taking no IRQs: excluded {}, isolated {}, nohz_full {}",
+            list_or_none(&self.exclude_cpus),
+            list_or_none(&m.isolated),
+            list_or_none(&m.nohz_full)
+        )
     }
 
     pub fn threshold_frac(&self) -> f64 {
@@ -273,9 +471,17 @@ fn clean_message(m: &str) -> String {
     m.trim().replace('\n', "; ")
 }
 
-/// The 1-based line of a byte span, and the key written on that line (the text before `=`),
-/// when there is one.
-fn locate(text: &str, span: &Range<usize>) -> (usize, Option<String>) {
+fn list_or_none(set: &CpuSet) -> String {
+    if set.is_empty() {
+        "none".into()
+    } else {
+        set.to_list_string()
+    }
+}
+
+/// A problem at a byte span: its 1-based line, and the key written on that line (the text
+/// before `=`), when there is one.
+fn problem_at(text: &str, span: Range<usize>, message: &str) -> Problem {
     let start = span.start.min(text.len());
     let line = text[..start].matches('\n').count() + 1;
     let line_text = text.lines().nth(line - 1).unwrap_or("");
@@ -283,7 +489,11 @@ fn locate(text: &str, span: &Range<usize>) -> (usize, Option<String>) {
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_string())
         .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
-    (line, key)
+    Problem {
+        line,
+        key,
+        message: clean_message(message),
+    }
 }
 
 /// The line where `key = ...` is set, if it is.
@@ -306,24 +516,65 @@ fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(v)
 }
 
+/// The one range of every duration, on the command line (`--duration`, `--interval`) and in
+/// the file (`short-interval`, `long-interval`): 0.1 s to a day.
+pub const SECONDS: std::ops::RangeInclusive<f64> = 0.1..=86_400.0;
+
+fn check_seconds(v: f64) -> Result<f64, String> {
+    if v.is_finite() && SECONDS.contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be between {} and {} seconds, got {v}",
+            SECONDS.start(),
+            SECONDS.end()
+        ))
+    }
+}
+
+/// clap value parser for `--top`: a count of at least 1 (0 would print empty tables).
+pub fn parse_top(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (leave --top out for the default)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a count")),
+    }
+}
+
+/// clap value parser for durations in seconds (fractions allowed), in [`SECONDS`].
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    check_seconds(v)
+}
+
 fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
-        return Err(D::Error::custom(format!(
-            "must be between 0.1 and 3600 seconds, got {v}"
-        )));
+    check_seconds(f64::deserialize(d)?).map_err(D::Error::custom)
+}
+
+fn cpu_set<'de, D: Deserializer<'de>>(d: D) -> Result<CpuSet, D::Error> {
+    let s = String::deserialize(d)?;
+    CpuSet::parse_config(&s).map_err(|e| {
+        D::Error::custom(format!(
+            "{e} (want a cpu list like \"0-3,8\" or a hex mask like \"0xf0\")"
+        ))
+    })
+}
+
+fn ser_cpu_set<S: serde::Serializer>(set: &CpuSet, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&set.to_list_string())
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v == 0 {
+        return Err(D::Error::custom(
+            "must be at least 1 (to turn RPS off set rps = false)",
+        ));
     }
     Ok(v)
-}
-
-fn hex_mask<'de, D: Deserializer<'de>>(d: D) -> Result<CpuSet, D::Error> {
-    let s = String::deserialize(d)?;
-    CpuSet::parse_mask(&s)
-        .map_err(|e| D::Error::custom(format!("{e} (want a hex mask like \"f0\")")))
-}
-
-fn ser_mask<S: serde::Serializer>(set: &CpuSet, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&set.to_mask_string(0))
 }
 
 fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -354,7 +605,7 @@ mod tests {
         assert_eq!(Config::parse("", "b.toml").unwrap(), Config::default());
         let c = Config::parse(
             "threshold = 99\nload-limit = 95.5\nshort-interval = 2\nlong-interval = 5\n\
-             strategy = \"rnd\"\nexclude-cpus = \"f0\"\nht = false\nnon-local-cpus = true\n\
+             strategy = \"rnd\"\nexclude-cpus = \"4-7\"\nht = false\nnon-local-cpus = true\n\
              proximity = \"/etc/balancer/pxm\"\nbanned-irqs = [1, 9]\n\
              banned-devices = [\"eth0\", \"0000:00:1f.2\"]\nmetrics = \"127.0.0.1:9717\"\n",
             "b.toml",
@@ -392,7 +643,14 @@ mod tests {
         );
         let e = err("ht = true\nexclude-cpus = \"xz\"\n");
         assert!(
-            e.starts_with("b.toml:2: key `exclude-cpus`: invalid hex digit"),
+            e.starts_with("b.toml:2: key `exclude-cpus`: invalid cpu number"),
+            "{e}"
+        );
+        let e = err("exclude-cpus = \"f0\"\n");
+        assert!(e.contains("a hex mask needs its prefix: \"0xf0\""), "{e}");
+        let e = err("rps-max-cpus = 0\n");
+        assert!(
+            e.starts_with("b.toml:1: key `rps-max-cpus`: must be at least 1"),
             "{e}"
         );
         let e = err("metrics = \"0.0.0.0:9717\"\n");
@@ -422,6 +680,93 @@ mod tests {
         assert!(e.starts_with("b.toml:1: key `rps-threshold`"), "{e}");
         let e = err("rps-threshold = 40\nrps-off = 60\n");
         assert!(e.starts_with("b.toml:2: key `rps-off`"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = err("threshold = 150\nbanned-irqs = [\n  1,\n  \"x\",\n]\nbogus = 1\nht = 2\n");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 4, "{e}");
+        assert!(
+            lines[0].starts_with("b.toml:1: key `threshold`: must be a percentage"),
+            "{e}"
+        );
+        // Inside a multi-line array: the element's line, and the key.
+        assert!(lines[1].starts_with("b.toml:4: key `banned-irqs`:"), "{e}");
+        assert!(
+            lines[2].starts_with("b.toml:6: key `bogus`: unknown field"),
+            "{e}"
+        );
+        assert!(lines[3].starts_with("b.toml:7: key `ht`:"), "{e}");
+        // Checks between keys are all reported too, also next to bad values.
+        let e = err("threshold = 99\nload-limit = 10\nrps-max-cpus = 0\n");
+        assert_eq!(e.lines().count(), 2, "{e}");
+        assert!(e.contains("b.toml:2: key `load-limit`"), "{e}");
+        let e = err("long-interval = 1\nshort-interval = 3\nrps-threshold = 40\nrps-off = 60\n");
+        assert_eq!(e.lines().count(), 2, "{e}");
+    }
+
+    #[test]
+    fn cpu_sets_are_cpulists_or_prefixed_masks() {
+        let c = Config::parse("exclude-cpus = \"0\"\n", "b.toml").unwrap();
+        assert_eq!(c.exclude_cpus, CpuSet::from_cpus([0]));
+        let c = Config::parse("exclude-cpus = \"0-1\"\n", "b.toml").unwrap();
+        assert_eq!(c.exclude_cpus, CpuSet::from_cpus([0, 1]));
+        let c = Config::parse("exclude-cpus = \"0x3\"\n", "b.toml").unwrap();
+        assert_eq!(c.exclude_cpus, CpuSet::from_cpus([0, 1]));
+    }
+
+    #[test]
+    fn threshold_and_load_limit_must_agree() {
+        let e = err("threshold = 99\nload-limit = 10\n");
+        assert!(
+            e.starts_with("b.toml:2: key `load-limit`: load-limit 10% is below half"),
+            "{e}"
+        );
+        // birq's defaults pass.
+        Config::parse("threshold = 99\nload-limit = 95\n", "b.toml").unwrap();
+    }
+
+    #[test]
+    fn the_machine_decides_what_exists() {
+        let m = MachineFacts {
+            cpus: CpuSet::first_n(4),
+            online: CpuSet::first_n(4),
+            isolated: CpuSet::from_cpus([3]),
+            nohz_full: CpuSet::new(),
+            irqs: [1, 9].into_iter().collect(),
+        };
+        let c = Config::parse(
+            "exclude-cpus = \"2-5\"\nbanned-irqs = [9, 99999]\n",
+            "b.toml",
+        )
+        .unwrap();
+        let w = c.check_machine(&m).unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("CPU(s) 4-5"), "{w:?}");
+        assert!(w[1].contains("IRQ(s) 99999"), "{w:?}");
+        let c = Config::parse("exclude-cpus = \"0-2\"\n", "b.toml").unwrap();
+        let e = c.check_machine(&m).unwrap_err();
+        assert!(e.starts_with("no online CPU may take IRQs"), "{e}");
+        assert_eq!(
+            c.banned_cpus_text(&m),
+            "CPUs taking no IRQs: excluded 0-2, isolated 3, nohz_full none"
+        );
+    }
+
+    #[test]
+    fn changed_keys_are_named() {
+        let a = Config::default();
+        let b = Config::parse(
+            "threshold = 80\nexclude-cpus = \"1\"\nmetrics = \"127.0.0.1:9\"\n",
+            "b.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            a.changed_keys(&b),
+            vec!["exclude-cpus", "metrics", "threshold"]
+        );
+        assert!(a.changed_keys(&a.clone()).is_empty());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum MaskError {
     ReversedRange(u32, u32),
     #[error("invalid stride {0:?} in cpu list")]
     BadStride(String),
+    #[error("{0:?} is not a cpu list; a hex mask needs its prefix: \"0x{0}\"")]
+    HexWithoutPrefix(String),
 }
 
 /// A set of CPU ids, stored as a bitmap.
@@ -168,6 +170,24 @@ impl CpuSet {
             }
         }
         Ok(set)
+    }
+
+    /// Parses a CPU set as written in our configuration: a cpulist (`"0-3,8"`, `"0"` is
+    /// CPU 0, `""` no CPU) unless it starts with `0x`, which makes it a hex mask
+    /// (`"0x3"`, `"0xff,00000000"`) in the form of smp_affinity. The same rule as
+    /// irqbalance's IRQBALANCE_BANNED_CPULIST vs IRQBALANCE_BANNED_CPUS, in one key: a bare
+    /// `"f0"` is refused rather than guessed at.
+    pub fn parse_config(text: &str) -> Result<CpuSet, MaskError> {
+        let text = text.trim();
+        if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            return CpuSet::parse_mask(hex);
+        }
+        CpuSet::parse_list(text).map_err(|e| match e {
+            MaskError::BadNumber(_) if text.bytes().all(|b| b.is_ascii_hexdigit() || b == b',') => {
+                MaskError::HexWithoutPrefix(text.to_string())
+            }
+            e => e,
+        })
     }
 
     /// The kernel's hex form for a bitmap of `nr_cpus` bits (see the module docs for the
@@ -390,6 +410,26 @@ mod tests {
 
     fn set(cpus: &[u32]) -> CpuSet {
         CpuSet::from_cpus(cpus.iter().copied())
+    }
+
+    #[test]
+    fn config_form_is_a_cpulist_unless_prefixed() {
+        assert_eq!(CpuSet::parse_config("0").unwrap(), set(&[0]));
+        assert_eq!(CpuSet::parse_config("0-1").unwrap(), set(&[0, 1]));
+        assert_eq!(
+            CpuSet::parse_config(" 0-3,8 ").unwrap(),
+            set(&[0, 1, 2, 3, 8])
+        );
+        assert_eq!(CpuSet::parse_config("").unwrap(), CpuSet::new());
+        assert_eq!(CpuSet::parse_config("0x3").unwrap(), set(&[0, 1]));
+        assert_eq!(CpuSet::parse_config("0xf0").unwrap(), set(&[4, 5, 6, 7]));
+        assert_eq!(CpuSet::parse_config("0x1,00000000").unwrap(), set(&[32]));
+        assert_eq!(
+            CpuSet::parse_config("f0"),
+            Err(MaskError::HexWithoutPrefix("f0".into()))
+        );
+        assert!(CpuSet::parse_config("0x").is_err());
+        assert!(CpuSet::parse_config("0-x").is_err());
     }
 
     #[test]

@@ -7,14 +7,14 @@
 //! restoring the original values when `restore-on-exit` is set. One instance at a time (flock
 //! on `lock-file`); it refuses to run beside irqbalance unless `--force`.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs,
     io::Write as _,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::mpsc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context as _;
@@ -28,16 +28,18 @@ use crate::{
     metrics,
     monitor::Monitor,
     policy::{self, FindingKind, History, Outcome, Plan, Snapshot},
-    system::{ReadOptions, proximity},
+    system::ReadOptions,
 };
 
 /// Run the balancer: measure, decide, move IRQs, repeat.
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
     /// Config file (TOML); default /etc/balancer/balancer.toml, defaults when it is absent.
+    /// The installed example there documents every key.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Measure and decide, log what would be done, change nothing.
+    /// Measure and decide, log what would be done, change nothing: takes no lock, writes no
+    /// journal, and runs beside irqbalance (with a warning) or a balancing daemon.
     #[arg(long)]
     pub dry_run: bool,
     /// Stay attached to the terminal (systemd runs it so); without it the daemon detaches.
@@ -46,7 +48,8 @@ pub struct DaemonArgs {
     /// Write the daemon's pid here.
     #[arg(long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
-    /// Start even though irqbalance runs (the two would fight over affinities).
+    /// Start even though irqbalance runs (the two would fight over affinities); without it
+    /// the daemon refuses with exit status 3.
     #[arg(long)]
     pub force: bool,
 }
@@ -54,14 +57,15 @@ pub struct DaemonArgs {
 /// Measure one interval and print what the daemon would do now, and why. Changes nothing.
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
-    /// Seconds to measure.
-    #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
+    /// Seconds to measure (0.1 to 86400, fractions allowed).
+    #[arg(short, long, default_value_t = 5.0, value_name = "SECS",
+          value_parser = crate::config::parse_seconds)]
     pub duration: f64,
     /// Config file (TOML) whose policy settings to plan with; default
     /// /etc/balancer/balancer.toml, defaults when it is absent.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print JSON (keys: plan, cpus).
+    /// Print JSON (keys: plan, cpus, no_irq_cpus).
     #[arg(long)]
     pub json: bool,
 }
@@ -105,16 +109,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn read_options(cfg: &Config) -> anyhow::Result<ReadOptions> {
-    let mut opts = ReadOptions::default();
-    if let Some(path) = &cfg.proximity {
-        let (prox, errors) = proximity::Proximity::read(path)
-            .map_err(|e| Fatal::new(Fatal::USAGE, format!("proximity file: {e}")))?;
-        if let Some(e) = errors.first() {
-            return Err(Fatal::new(Fatal::USAGE, format!("{}: {e}", path.display())).into());
-        }
-        opts.proximity = Some(prox);
-    }
-    Ok(opts)
+    crate::report::read_options(cfg.proximity.as_deref())
 }
 
 /// Logs to stderr with levels; with `<N>` syslog priority prefixes when stderr goes to the
@@ -326,41 +321,111 @@ fn trim_heap() {
     }
 }
 
+/// A subject logged once is quiet for this long; repeats meanwhile are counted and the
+/// count goes with its next line.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
+
+/// What a finding is about: its kind, IRQ and CPU.
+type Subject = (FindingKind, Option<u32>, Option<u32>);
+
 /// Logs the findings that are new since the last interval (a stuck IRQ is one line when it
-/// starts and one when it ends, not one per interval).
+/// starts and one when it ends, not one per interval), each subject at most once per
+/// [`REPEAT_WINDOW`]: a finding that comes and goes (two CPUs taking turns at being
+/// overloaded) would otherwise repeat every few intervals.
 #[derive(Default)]
 struct FindingLog {
-    seen: BTreeSet<(String, Option<u32>, Option<u32>)>,
+    seen: BTreeSet<Subject>,
+    /// When each subject was last logged, and how many repeats were not logged since.
+    logged: BTreeMap<Subject, (Instant, u64)>,
 }
 
 impl FindingLog {
-    fn log(&mut self, plan: &Plan) {
-        let mut now = BTreeSet::new();
+    /// The lines to log now, with their level.
+    fn lines(&mut self, plan: &Plan, now: Instant) -> Vec<(log::Level, String)> {
+        let mut out = Vec::new();
+        let mut present = BTreeSet::new();
         for f in &plan.findings {
-            let key = (format!("{:?}", f.kind), f.irq, f.cpu);
-            if !self.seen.contains(&key) {
-                match f.kind {
-                    FindingKind::Stuck | FindingKind::NoRelief | FindingKind::NotFollowed => {
-                        log::warn!("{}", f.message)
-                    }
-                    _ => log::info!("{}", f.message),
-                }
+            let key = (f.kind, f.irq, f.cpu);
+            if !present.insert(key) || self.seen.contains(&key) {
+                continue;
             }
-            now.insert(key);
+            match self.logged.get_mut(&key) {
+                Some((at, suppressed)) if now.duration_since(*at) < REPEAT_WINDOW => {
+                    *suppressed += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let suppressed = self.logged.get(&key).map_or(0, |(_, n)| *n);
+            let level = match f.kind {
+                FindingKind::Stuck | FindingKind::NoRelief | FindingKind::NotFollowed => {
+                    log::Level::Warn
+                }
+                _ => log::Level::Info,
+            };
+            let mut line = f.message.clone();
+            if suppressed > 0 {
+                line.push_str(&format!(
+                    " (again: {suppressed} more time(s) since it was last logged, not logged)"
+                ));
+            }
+            out.push((level, line));
+            self.logged.insert(key, (now, 0));
         }
-        self.seen = now;
+        self.seen = present;
+        // Forget quiet subjects whose window passed: nothing left to count for them.
+        self.logged
+            .retain(|_, (at, n)| *n > 0 || now.duration_since(*at) < REPEAT_WINDOW);
+        out
+    }
+
+    fn log(&mut self, plan: &Plan) {
+        for (level, line) in self.lines(plan, Instant::now()) {
+            log::log!(level, "{line}");
+        }
     }
 }
 
-pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
-    let config_path = args.config.clone();
-    let mut cfg = load_config(config_path.as_deref())?;
-    init_logging(&cfg);
-    if !args.force
-        && let Some(pid) = running("irqbalance").first()
-    {
+/// Applies a reloaded config: every key takes effect except [`Config::RESTART_KEYS`], which
+/// keep their running values. Returns (applied keys, keys that need a restart).
+fn reload_into(cfg: &mut Config, new: Config) -> (Vec<String>, Vec<String>) {
+    let changed = cfg.changed_keys(&new);
+    let (restart, applied): (Vec<String>, Vec<String>) = changed
+        .into_iter()
+        .partition(|k| Config::RESTART_KEYS.contains(&k.as_str()));
+    let (journal, lock_file) = (cfg.journal.clone(), cfg.lock_file.clone());
+    *cfg = new;
+    cfg.journal = journal;
+    cfg.lock_file = lock_file;
+    (applied, restart)
+}
+
+/// Checks a config against the machine: no CPU left for IRQs is [`Fatal::USAGE`]; returns
+/// the warnings.
+pub fn machine_warnings(
+    cfg: &Config,
+    model: &crate::system::SystemModel,
+) -> anyhow::Result<Vec<String>> {
+    let facts = config::MachineFacts::of(model);
+    Ok(cfg
+        .check_machine(&facts)
+        .map_err(|e| Fatal::new(Fatal::USAGE, e))?)
+}
+
+/// [`machine_warnings`], logged.
+fn check_machine(cfg: &Config, model: &crate::system::SystemModel) -> anyhow::Result<()> {
+    for w in machine_warnings(cfg, model)? {
+        log::warn!("{w}");
+    }
+    Ok(())
+}
+
+/// Refuses to balance beside irqbalance (the two would fight over affinities) unless
+/// `force`: for the daemon and `top --balance`.
+pub fn refuse_beside_irqbalance(force: bool) -> anyhow::Result<()> {
+    if !force && let Some(pid) = running("irqbalance").first() {
         return Err(Fatal::new(
-            1,
+            Fatal::BUSY,
             format!(
                 "irqbalance runs (pid {pid}); stop it first (systemctl disable --now irqbalance) \
                  or pass --force"
@@ -368,11 +433,33 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    Ok(())
+}
+
+pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+    let config_path = args.config.clone();
+    let mut cfg = load_config(config_path.as_deref())?;
+    init_logging(&cfg);
+    // A dry run writes nothing: beside irqbalance it shows what balancer would do instead,
+    // and it takes no lock (a production daemon or restore may run meanwhile).
+    if args.dry_run {
+        if let Some(pid) = running("irqbalance").first() {
+            log::warn!("irqbalance runs (pid {pid}): the dry run's figures include its moves");
+        }
+    } else {
+        refuse_beside_irqbalance(args.force)?;
+    }
     crate::probe::check_privileges()?;
-    let lock = lock(&cfg.lock_file)?;
+    let lock = if args.dry_run {
+        None
+    } else {
+        Some(lock(&cfg.lock_file)?)
+    };
     if !args.foreground {
         detach()?;
-        let _ = lock.record_pid();
+        if let Some(lock) = &lock {
+            let _ = lock.record_pid();
+        }
     }
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
@@ -394,6 +481,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
 
     let root = PathBuf::from("/");
     let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;
+    check_machine(&cfg, monitor.model())?;
     // Loading the probes parses the kernel's BTF (megabytes, freed after): hand it back.
     trim_heap();
     let mut actuator = if args.dry_run {
@@ -421,6 +509,10 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         cfg.short_interval,
         cfg.long_interval
     );
+    log::info!(
+        "{}",
+        cfg.banned_cpus_text(&config::MachineFacts::of(monitor.model()))
+    );
 
     let mut history = History::default();
     let mut findings = FindingLog::default();
@@ -431,22 +523,34 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             Ok(SIGHUP) => {
                 match load_config(config_path.as_deref()).and_then(|c| {
                     let opts = read_options(&c)?;
+                    check_machine(&c, monitor.model())?;
                     Ok((c, opts))
                 }) {
                     Ok((c, opts)) => {
                         log::set_max_level(c.log_level.filter());
-                        if c.journal != cfg.journal && !args.dry_run {
-                            log::warn!(
-                                "journal path changes only at restart; still {}",
-                                cfg.journal.display()
-                            );
-                        }
-                        let journal = cfg.journal.clone();
-                        cfg = c;
-                        cfg.journal = journal;
+                        let (applied, restart) = reload_into(&mut cfg, c);
                         monitor.set_read_options(opts);
                         count(&|m| m.count_reload(true));
-                        log::info!("config reloaded");
+                        if applied.is_empty() {
+                            log::info!("config reloaded: nothing changed");
+                        } else {
+                            log::info!("config reloaded: applied {}", applied.join(", "));
+                        }
+                        if !restart.is_empty() {
+                            log::warn!(
+                                "config reloaded: {} change(s) only at restart; still journal \
+                                 {}, lock-file {}",
+                                restart.join(", "),
+                                cfg.journal.display(),
+                                cfg.lock_file.display()
+                            );
+                        }
+                        if applied.iter().any(|k| k == "exclude-cpus") {
+                            log::info!(
+                                "{}",
+                                cfg.banned_cpus_text(&config::MachineFacts::of(monitor.model()))
+                            );
+                        }
                         let serving = endpoint.local_addr();
                         match endpoint.set(cfg.metrics) {
                             Ok(Some(local)) => log::info!("metrics on http://{local}/metrics"),
@@ -551,6 +655,15 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
 struct PlanJson<'a> {
     plan: &'a Plan,
     cpus: Vec<CpuJson>,
+    /// CPUs that take no IRQs, by reason (cpulists).
+    no_irq_cpus: NoIrqJson,
+}
+
+#[derive(Serialize)]
+struct NoIrqJson {
+    excluded: crate::cpumask::CpuSet,
+    isolated: crate::cpumask::CpuSet,
+    nohz_full: crate::cpumask::CpuSet,
 }
 
 #[derive(Clone, Serialize)]
@@ -562,19 +675,12 @@ struct CpuJson {
 }
 
 pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0) {
-        return Err(Fatal::new(
-            Fatal::USAGE,
-            format!(
-                "--duration must be between 0 and 3600 seconds, got {}",
-                args.duration
-            ),
-        )
-        .into());
-    }
     let cfg = load_config(args.config.as_deref())?;
     let root = PathBuf::from("/");
     let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;
+    for w in machine_warnings(&cfg, monitor.model())? {
+        log_line(&format!("warning: {w}"));
+    }
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     let tick = monitor.tick()?;
     let snap = Snapshot::build(monitor.model(), &tick.attribution);
@@ -598,6 +704,11 @@ pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             &PlanJson {
                 plan: &plan,
                 cpus: cpus.clone(),
+                no_irq_cpus: NoIrqJson {
+                    excluded: cfg.exclude_cpus.clone(),
+                    isolated: monitor.model().isolated.clone(),
+                    nohz_full: monitor.model().nohz_full.clone(),
+                },
             },
         )?;
         writeln!(out)?;
@@ -610,6 +721,11 @@ pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         cfg.strategy.as_str(),
         cfg.threshold,
         cfg.load_limit
+    )?;
+    writeln!(
+        out,
+        "{}",
+        cfg.banned_cpus_text(&config::MachineFacts::of(monitor.model()))
     )?;
     writeln!(out, "\n  CPU  NODE  BUSY%  IRQ%")?;
     for c in &cpus {
@@ -716,4 +832,89 @@ pub fn run_restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 /// One line on stderr; not eprintln!, which panics when stderr is gone.
 fn log_line(line: &str) {
     let _ = writeln!(std::io::stderr(), "balancer: {line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Finding;
+
+    fn no_relief(cpu: u32) -> Finding {
+        Finding {
+            kind: FindingKind::NoRelief,
+            irq: None,
+            cpu: Some(cpu),
+            message: format!("CPU {cpu} is 95% busy"),
+        }
+    }
+
+    fn plan_with(findings: Vec<Finding>) -> Plan {
+        Plan {
+            actions: Vec::new(),
+            findings,
+            overloaded: Vec::new(),
+            tick: 0,
+            balancing: false,
+        }
+    }
+
+    #[test]
+    fn alternating_findings_are_logged_once_per_window_with_a_count() {
+        let mut log = FindingLog::default();
+        let t0 = Instant::now();
+        let step = Duration::from_secs(5);
+        let mut logged = Vec::new();
+        // CPUs 0 and 1 take turns for 10 minutes: 120 intervals.
+        for i in 0..120u32 {
+            let p = plan_with(vec![no_relief(i % 2)]);
+            for (level, line) in log.lines(&p, t0 + step * i) {
+                assert_eq!(level, log::Level::Warn);
+                logged.push(line);
+            }
+        }
+        assert_eq!(logged, vec!["CPU 0 is 95% busy", "CPU 1 is 95% busy"]);
+        // After the window the next one says how many were not logged (CPU 0 came back 59
+        // times after its first line).
+        let p = plan_with(vec![no_relief(0)]);
+        let lines = log.lines(&p, t0 + REPEAT_WINDOW + step * 2);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0]
+                .1
+                .ends_with("(again: 59 more time(s) since it was last logged, not logged)"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_lasting_finding_is_one_line() {
+        let mut log = FindingLog::default();
+        let t0 = Instant::now();
+        let mut n = 0;
+        for i in 0..500u32 {
+            n += log
+                .lines(
+                    &plan_with(vec![no_relief(3)]),
+                    t0 + Duration::from_secs(i.into()) * 5,
+                )
+                .len();
+        }
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn reload_applies_every_key_but_journal_and_lock() {
+        let mut cfg = Config::default();
+        let new = Config::parse(
+            "threshold = 80\nexclude-cpus = \"0\"\njournal = \"/tmp/j\"\nlog-level = \"debug\"\n",
+            "b.toml",
+        )
+        .unwrap();
+        let (applied, restart) = reload_into(&mut cfg, new);
+        assert_eq!(applied, vec!["exclude-cpus", "log-level", "threshold"]);
+        assert_eq!(restart, vec!["journal"]);
+        assert_eq!(cfg.threshold, 80.0);
+        assert_eq!(cfg.exclude_cpus, crate::cpumask::CpuSet::from_cpus([0]));
+        assert_eq!(cfg.journal, PathBuf::from(config::DEFAULT_JOURNAL));
+    }
 }

@@ -24,8 +24,8 @@ enum Command {
     /// Print the machine as the balancer sees it: CPUs by NUMA node, devices, netdevs, IRQs
     /// with their device, queue, node and affinity.
     Topology(balancer::system::topology::TopologyArgs),
-    /// Balance IRQs on measured CPU time: measure, decide, move, repeat (see
-    /// balancer/packaging/balancer.toml in the source for the config).
+    /// Balance IRQs on measured CPU time: measure, decide, move, repeat (config:
+    /// /etc/balancer/balancer.toml, whose installed example documents every key).
     Daemon(balancer::daemon::DaemonArgs),
     /// Measure one interval and print what the daemon would do now and why; changes nothing.
     Plan(balancer::daemon::PlanArgs),

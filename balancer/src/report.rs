@@ -33,17 +33,19 @@ use crate::{
 /// NET_RX softirq time of the NAPI instances it schedules, next to its share of interrupts.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// How long to sample, in seconds (fractions allowed). Ctrl-C ends early and reports what
-    /// was measured so far.
-    #[arg(short, long, default_value_t = 5.0, value_name = "SECS")]
+    /// How long to sample, in seconds (0.1 to 86400, fractions allowed). Ctrl-C ends early
+    /// and reports what was measured so far.
+    #[arg(short, long, default_value_t = 5.0, value_name = "SECS",
+          value_parser = crate::config::parse_seconds)]
     pub duration: f64,
     /// Print one JSON object (keys: meta, cpus, irqs, softirqs, napi, unattributed) instead
     /// of tables.
     #[arg(long)]
     pub json: bool,
-    /// Show only the N IRQs and NAPI instances with the most CPU time (text: default 20;
-    /// JSON: default all).
-    #[arg(long, value_name = "N")]
+    /// Show only the N IRQs and NAPI instances with the most CPU time, N at least 1 (text:
+    /// default 20; JSON: default all).
+    #[arg(long, value_name = "N",
+          value_parser = crate::config::parse_top)]
     pub top: Option<usize>,
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
@@ -52,16 +54,6 @@ pub struct ReportArgs {
 
 /// Runs the command.
 pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
-        return Err(Fatal::new(
-            Fatal::USAGE,
-            format!(
-                "--duration must be between 0 and 86400 seconds, got {}",
-                args.duration
-            ),
-        )
-        .into());
-    }
     let root = PathBuf::from("/");
     let opts = read_options(args.proximity.as_deref())?;
     let mut monitor = Monitor::start(&root, opts)?;
@@ -97,15 +89,20 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Options with the proximity file loaded the same way for every command: a missing file or
+/// any bad line is [`Fatal::USAGE`], every problem listed.
 pub(crate) fn read_options(proximity: Option<&std::path::Path>) -> anyhow::Result<ReadOptions> {
+    read_options_under(proximity, std::path::Path::new("/"))
+}
+
+pub(crate) fn read_options_under(
+    proximity: Option<&std::path::Path>,
+    root: &std::path::Path,
+) -> anyhow::Result<ReadOptions> {
     let mut opts = ReadOptions::default();
     if let Some(path) = proximity {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading proximity file {}", path.display()))?;
-        let (prox, errors) = system::proximity::parse(&text);
-        if let Some(e) = errors.first() {
-            return Err(Fatal::new(Fatal::USAGE, format!("{}: {e}", path.display())).into());
-        }
+        let prox = system::proximity::load(path, root)
+            .map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()))?;
         opts.proximity = Some(prox);
     }
     Ok(opts)

@@ -365,8 +365,8 @@ fn restore_skips_a_vanished_irq_once() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// A second daemon on the same lock file refuses to start (the first holds the lock while
-/// it measures in dry-run mode); the pidfile names the first; SIGHUP with a broken config
+/// A dry-run daemon takes no lock, and a writing daemon refuses to start on a held lock;
+/// the pidfile names the dry run; SIGHUP with a broken config
 /// keeps the old one, with a good one reloads; the loopback metrics endpoint serves the
 /// text format, counts the reloads, and moves to a new address on SIGHUP (keeping the
 /// current one when the new one is taken); SIGTERM stops it cleanly.
@@ -430,14 +430,17 @@ fn one_instance_at_a_time() {
         false
     };
     assert!(wait_for("started"), "{}", log.lock().unwrap());
+    // The dry run holds no lock: the test can take it, as a writing balancer would, and a
+    // second writer then refuses (before it measures or writes anything).
+    let held = hold_lock(&dir.join("lock"));
     let o = balancer(&[
         "daemon",
-        "--dry-run",
         "--foreground",
         "--force",
         "--config",
         cfg.to_str().unwrap(),
     ]);
+    drop(held);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("another balancer (daemon or top --balance) holds"),
@@ -446,7 +449,7 @@ fn one_instance_at_a_time() {
     );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains(&format!("(pid {})", first.id())),
+        stderr(&o).contains(&format!("(pid {})", std::process::id())),
         "{}",
         stderr(&o)
     );
@@ -466,6 +469,11 @@ fn one_instance_at_a_time() {
     // SAFETY: as above.
     unsafe { libc::kill(first.id() as i32, libc::SIGHUP) };
     assert!(wait_for("config reloaded"), "{}", log.lock().unwrap());
+    assert!(
+        wait_for("config reloaded: nothing changed"),
+        "{}",
+        log.lock().unwrap()
+    );
     // The metrics endpoint (loopback) serves the text format once an interval is measured.
     let addr = {
         let text = log.lock().unwrap().clone();
@@ -585,25 +593,84 @@ fn plan_prints_json_and_changes_nothing() {
     assert_eq!(a0, affinities(), "plan changed an affinity");
 }
 
-/// With a process named irqbalance running, the daemon refuses to start unless --force.
+/// Holds `path` as a running balancer would (flock, pid inside) while alive: a command that
+/// writes must refuse on it, so a test can never reach the machine's own /proc/irq.
+/// (The file is only kept open: closing it drops the lock.)
+struct HeldLock(#[allow(dead_code)] fs::File);
+
+fn hold_lock(path: &Path) -> HeldLock {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // SAFETY: a valid fd.
+    assert_eq!(
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        },
+        0,
+        "the lock {} is free",
+        path.display()
+    );
+    fs::write(path, format!("{}\n", std::process::id())).unwrap();
+    HeldLock(f)
+}
+
+/// With a process named irqbalance running, the daemon and `top --balance` refuse to write
+/// unless --force (exit 3); a dry run starts beside it with a warning. The lock is held
+/// throughout, so that nothing could write even if the check failed.
 #[test]
 fn refuses_to_run_beside_irqbalance() {
     let dir = tempfile_dir();
     let fake = dir.join("irqbalance");
     fs::copy("/bin/sleep", &fake).unwrap();
     let mut child = std::process::Command::new(&fake).arg("30").spawn().unwrap();
+    let lock = dir.join("lock");
+    let _held = hold_lock(&lock);
     let cfg = dir.join("b.toml");
-    fs::write(
-        &cfg,
-        format!("lock-file = \"{}\"\n", dir.join("lock").display()),
-    )
-    .unwrap();
-    let o = balancer(&["daemon", "--dry-run", "--config", cfg.to_str().unwrap()]);
+    fs::write(&cfg, format!("lock-file = \"{}\"\n", lock.display())).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let refused = [
+        balancer(&["daemon", "--config", cfg_s]),
+        balancer(&["top", "--balance"]),
+    ];
+    for o in &refused {
+        let err = stderr(o);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(err.contains("irqbalance runs (pid"), "{err}");
+        assert!(err.contains("--force"), "{err}");
+    }
+    if root_or_skip("refuses_to_run_beside_irqbalance (dry run)") {
+        // The dry run takes no lock (the test holds it) and starts beside irqbalance.
+        let mut dry = std::process::Command::new(balancer_tests::balancer_bin())
+            .args(["daemon", "--dry-run", "--foreground", "--config", cfg_s])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = dry.stderr.take().unwrap();
+        let mut log = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut buf = [0u8; 4096];
+        while !log.contains("CPUs taking no IRQs") && std::time::Instant::now() < deadline {
+            match std::io::Read::read(&mut err, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => log.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(dry.id() as i32, libc::SIGTERM) };
+        let _ = dry.wait();
+        assert!(log.contains("started (dry run)"), "{log}");
+        assert!(log.contains("irqbalance runs (pid"), "{log}");
+        assert!(log.contains("CPUs taking no IRQs: excluded none"), "{log}");
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("irqbalance runs (pid"), "{err}");
-    assert!(err.contains("--force"), "{err}");
     let _ = fs::remove_dir_all(&dir);
 }

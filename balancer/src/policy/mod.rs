@@ -14,8 +14,10 @@
 //!    to the IRQ.
 //! 2. **RPS** for a queue that alone needs more than a CPU: its packets are spread over idle
 //!    CPUs local to the device; taken back when the queue's load falls.
-//! 3. **Locality.** An active IRQ on a CPU outside its device's node (or on an excluded CPU)
-//!    goes to a local CPU with room.
+//! 3. **Bans.** Every IRQ that may move leaves excluded, isolated, nohz_full and offline
+//!    CPUs, whatever its weight (every strategy does this).
+//!    **Locality.** An active IRQ on a CPU outside its device's node (or, without `ht`, on
+//!    a second thread) goes to a local CPU with room.
 //! 4. **Overload.** From each CPU above `threshold`, or whose IRQ time exceeds the mean by
 //!    `imbalance`, the (IRQ, target) pair that leaves the lower maximum of the two CPUs is
 //!    moved, repeatedly, while a move lowers that maximum by `min-gain` and keeps the target
@@ -24,7 +26,7 @@
 //! `min`, `max` and `rnd` reproduce birq (one IRQ per overloaded CPU and interval, chosen by
 //! interrupt count or at random, to the least loaded local CPU); `count` reproduces
 //! irqbalance's estimate (a CPU's IRQ time shared out by interrupt counts). They report
-//! sticking but do not act on it: they are there for comparison.
+//! sticking but do not act on it: they are there for comparison. Bans hold for them too.
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -141,7 +143,7 @@ pub struct Finding {
     pub message: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
     /// A NAPI instance polls outside its IRQ's affinity with interrupts off.
@@ -162,6 +164,8 @@ struct Work<'a> {
     cfg: &'a Config,
     hist: &'a History,
     eligible: CpuSet,
+    /// Excluded, isolated, nohz_full or offline: no IRQ may stay there.
+    banned: CpuSet,
     load: BTreeMap<u32, f64>,
     irq_load: BTreeMap<u32, f64>,
     /// IRQs that may not move this interval, with why.
@@ -180,6 +184,10 @@ pub fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
     let stuck = w.sticking();
     if cfg.strategy == Strategy::Weight {
         w.book_stuck_at_home(&stuck);
+    }
+    // Whatever the strategy: a CPU that takes no IRQs keeps none.
+    w.bans();
+    if cfg.strategy == Strategy::Weight {
         w.unstick(&stuck);
         if cfg.rps {
             w.rps();
@@ -249,8 +257,10 @@ fn pct(x: f64) -> String {
 impl<'a> Work<'a> {
     fn new(s: &'a Snapshot, cfg: &'a Config, hist: &'a History) -> Work<'a> {
         let mut eligible = CpuSet::new();
+        let mut banned = CpuSet::new();
         for c in s.cpus.values() {
             if !c.online || c.isolated || cfg.exclude_cpus.contains(c.id) {
+                banned.insert(c.id);
                 continue;
             }
             // Without ht, only the first thread of each core takes IRQs.
@@ -281,6 +291,7 @@ impl<'a> Work<'a> {
             cfg,
             hist,
             eligible,
+            banned,
             load,
             irq_load,
             frozen,
@@ -717,6 +728,98 @@ impl<'a> Work<'a> {
         }
     }
 
+    /// Every IRQ that may move and sits on a CPU that takes no IRQs (excluded, isolated,
+    /// nohz_full, offline) leaves it, whatever its weight and even if idle: a ban that only
+    /// held for busy IRQs would not be one. Cooldown does not hold it back (a reload may
+    /// just have excluded its CPU); only what may never move (banned, managed) stays.
+    /// Local CPUs with room first, then any local CPU, then (with `non-local-cpus`, or when
+    /// no local CPU may take IRQs) any CPU, least loaded.
+    fn bans(&mut self) {
+        if self.banned.is_empty() || self.eligible.is_empty() {
+            return;
+        }
+        let mut todo: Vec<(&'a IrqSnap, f64)> = Vec::new();
+        for irq in self.s.irqs.values() {
+            let home = irq.home();
+            if home.is_empty() || !home.intersects(&self.banned) || self.moved.contains(&irq.number)
+            {
+                continue;
+            }
+            if self
+                .frozen
+                .get(&irq.number)
+                .is_some_and(|why| matches!(*why, "banned" | "device banned" | "managed"))
+            {
+                continue;
+            }
+            todo.push((irq, self.weight(irq, &[])));
+        }
+        todo.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.number.cmp(&b.0.number)));
+        for (irq, _) in todo {
+            if self.moved.contains(&irq.number) {
+                continue;
+            }
+            let companions = self.companions(irq);
+            let w = self.weight(irq, &companions);
+            let home = irq.home();
+            let mut targets = self.targets(irq, &home, w);
+            if targets.is_empty() {
+                targets = self.any_target(irq, &home, w);
+            }
+            let Some(&(to, after)) = targets.first() else {
+                continue;
+            };
+            let on = home.intersection(&self.banned);
+            let why: Vec<&str> = [
+                (self.cfg.exclude_cpus.intersects(&on), "excluded"),
+                (
+                    on.iter()
+                        .any(|c| self.s.cpus.get(&c).is_some_and(|c| c.isolated)),
+                    "isolated or nohz_full",
+                ),
+                (
+                    on.iter()
+                        .any(|c| self.s.cpus.get(&c).is_some_and(|c| !c.online)),
+                    "offline",
+                ),
+            ]
+            .into_iter()
+            .filter(|(hit, _)| *hit)
+            .map(|(_, w)| w)
+            .collect();
+            let reason = format!(
+                "IRQ {} ({}, {} of a CPU) runs on {home}; CPU {on} takes no IRQs ({}): to CPU \
+                 {to} (ends at {})",
+                irq.number,
+                irq.name,
+                pct(w),
+                why.join(", "),
+                pct(after)
+            );
+            // A reload that bans a CPU frees its IRQs from cooldown; the move starts a new one.
+            let cands = targets.iter().map(|(c, _)| *c).take(4).collect();
+            self.push_move(irq, companions, cands, w, reason);
+        }
+    }
+
+    /// Targets when none has room under load-limit: every eligible CPU (local ones first),
+    /// least loaded first. Only for bans, which hold even on a loaded machine.
+    fn any_target(&self, irq: &IrqSnap, from: &CpuSet, weight: f64) -> Vec<(u32, f64)> {
+        let local = irq
+            .local_cpus
+            .as_ref()
+            .map(|l| l.intersection(&self.eligible))
+            .unwrap_or_default();
+        let mut v: Vec<(bool, u32, f64)> = self
+            .eligible
+            .iter()
+            .filter(|c| !from.contains(*c) && !self.full(*c))
+            .map(|c| (!local.contains(c), c, self.load_of(c) + weight))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.total_cmp(&b.2)).then(a.1.cmp(&b.1)));
+        v.into_iter().map(|(_, c, after)| (c, after)).collect()
+    }
+
     /// Active IRQs on CPUs of another node than their device's, or on CPUs that may not
     /// take IRQs, go to a good CPU with room.
     fn locality(&mut self) {
@@ -735,7 +838,7 @@ impl<'a> Work<'a> {
                 continue;
             }
             let why = if !home.intersects(&self.eligible) {
-                "CPU that may not take IRQs (excluded, isolated or offline)"
+                "CPU that may not take IRQs (a second thread without ht)"
             } else if let Some(local) = irq.local_cpus.as_ref().filter(|l| {
                 let l = l.intersection(&self.eligible);
                 !l.is_empty() && l != self.eligible

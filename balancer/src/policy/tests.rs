@@ -540,3 +540,104 @@ fn a_busy_isolated_cpu_without_irqs_is_not_overloaded() {
     assert!(p.overloaded.is_empty(), "{p:#?}");
     assert!(p.findings.is_empty(), "{p:#?}");
 }
+
+#[test]
+fn bans_hold_for_light_idle_and_cooling_irqs_under_every_strategy() {
+    let mut s = machine(&[(0, 0, 0.02), (1, 0, 0.10), (2, 0, 0.0), (3, 0, 0.0)]);
+    s.cpus.get_mut(&2).unwrap().isolated = true; // isolated or nohz_full
+    // Light (0.1% of a CPU), idle, and just moved: all sit on CPUs that take no IRQs.
+    rx(&mut s, 10, "eth0", 0, 0, 0.001, 3, &all4());
+    rx(&mut s, 11, "eth0", 1, 0, 0.0, 0, &all4());
+    rx(&mut s, 12, "eth0", 2, 2, 0.0, 0, &all4());
+    // A banned IRQ and a managed one stay where they are.
+    rx(&mut s, 13, "eth0", 3, 0, 0.0, 0, &all4());
+    rx(&mut s, 14, "eth0", 4, 0, 0.0, 0, &all4());
+    s.irqs.get_mut(&14).unwrap().managed = true;
+    // One already on an eligible CPU is left alone.
+    rx(&mut s, 15, "eth0", 5, 3, 0.0, 0, &all4());
+    let mut hist = History {
+        tick: 5,
+        ..History::default()
+    };
+    hist.last_move.insert(
+        11,
+        MoveRecord {
+            tick: 4,
+            to: 0,
+            from: CpuSet::from_cpus([1]),
+        },
+    );
+    for strategy in [
+        Strategy::Weight,
+        Strategy::Min,
+        Strategy::Max,
+        Strategy::Rnd,
+        Strategy::Count,
+    ] {
+        let cfg = Config {
+            strategy,
+            exclude_cpus: CpuSet::from_cpus([0]),
+            banned_irqs: vec![13],
+            ..Config::default()
+        };
+        let p = plan(&s, &cfg, &hist);
+        let mut m = moves(&p);
+        m.sort();
+        let moved: Vec<u32> = m.iter().map(|(irq, _)| *irq).collect();
+        assert_eq!(moved, vec![10, 11, 12], "{strategy:?}: {p:#?}");
+        assert!(
+            m.iter().all(|(_, to)| *to == 1 || *to == 3),
+            "{strategy:?}: {m:?}"
+        );
+        let reasons: Vec<&str> = p.actions.iter().map(|a| a.reason.as_str()).collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("takes no IRQs (excluded)")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("takes no IRQs (isolated or nohz_full)")),
+            "{reasons:?}"
+        );
+    }
+}
+
+#[test]
+fn bans_hold_when_every_allowed_cpu_is_above_load_limit() {
+    let mut s = machine(&[(0, 0, 0.10), (1, 0, 0.97), (2, 0, 0.98)]);
+    rx(&mut s, 10, "eth0", 0, 0, 0.05, 100, &[0, 1, 2]);
+    let cfg = Config {
+        exclude_cpus: CpuSet::from_cpus([0]),
+        ..Config::default()
+    };
+    let p = plan(&s, &cfg, &History::default());
+    assert_eq!(moves(&p), vec![(10, 1)], "{p:#?}");
+}
+
+#[test]
+fn plans_are_deterministic_with_bans() {
+    let mut s = machine(&[(0, 0, 0.5), (1, 0, 0.2), (2, 1, 0.1), (3, 1, 0.0)]);
+    for n in 0..6 {
+        rx(
+            &mut s,
+            20 + n,
+            "eth0",
+            n,
+            n % 2,
+            0.001 * f64::from(n),
+            1,
+            &all4(),
+        );
+    }
+    let cfg = Config {
+        exclude_cpus: CpuSet::from_cpus([0, 1]),
+        ..Config::default()
+    };
+    let a = plan(&s, &cfg, &History::default());
+    let b = plan(&s, &cfg, &History::default());
+    assert_eq!(a, b);
+    assert_eq!(moves(&a).len(), 6, "{a:#?}");
+}

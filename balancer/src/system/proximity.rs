@@ -8,9 +8,11 @@
 //! ```
 //!
 //! `#` starts a comment, blank lines are ignored, addresses may be prefixes and the longest
-//! matching prefix wins (case-insensitive). Bad lines are reported with their line number and
-//! skipped; a repeated prefix replaces the earlier rule and is reported too.
-use std::path::Path;
+//! matching prefix wins (case-insensitive). [`parse`] reports bad lines with their line number
+//! and skips them; a repeated prefix replaces the earlier rule and is reported too. Every
+//! command reads the file through [`load`], which refuses a file with any bad line (all of
+//! them listed in one error) or naming a node or CPU the machine lacks.
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -70,6 +72,87 @@ impl Proximity {
     pub fn read(path: &Path) -> Result<(Proximity, Vec<ProximityError>), SystemError> {
         let text = std::fs::read_to_string(path).map_err(|e| SystemError::io(path, e))?;
         Ok(parse(&text))
+    }
+}
+
+/// Why [`load`] refused a proximity file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("proximity file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every problem, one `FILE:LINE: message: "text"` line each.
+    #[error("{}", render(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<ProximityError>,
+    },
+}
+
+fn render(path: &Path, problems: &[ProximityError]) -> String {
+    problems
+        .iter()
+        .map(|e| format!("{}:{}: {}: {:?}", path.display(), e.line, e.message, e.text))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads, parses and checks a proximity file against the machine under `root`: nodes must
+/// exist (`sys/devices/system/node/nodeN`) and a cpumask must name present CPUs
+/// (`sys/devices/system/cpu/present`). What cannot be read from the machine is not checked.
+pub fn load(path: &Path, root: &Path) -> Result<Proximity, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (prox, mut problems) = parse(&text);
+    let nodes_dir = root.join("sys/devices/system/node");
+    let nodes: Option<std::collections::BTreeSet<u32>> =
+        std::fs::read_dir(&nodes_dir).ok().map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok())
+                .collect()
+        });
+    let present = std::fs::read_to_string(root.join("sys/devices/system/cpu/present"))
+        .ok()
+        .and_then(|t| CpuSet::parse_list(&t).ok());
+    let lines: Vec<&str> = text.lines().collect();
+    for rule in prox.rules() {
+        let message = match &rule.target {
+            ProximityTarget::Node(n) => nodes.as_ref().filter(|ns| !ns.contains(n)).map(|ns| {
+                let have: Vec<String> = ns.iter().map(u32::to_string).collect();
+                format!("node {n} does not exist (nodes: {})", have.join(", "))
+            }),
+            ProximityTarget::CpuMask(mask) => present
+                .as_ref()
+                .map(|p| mask.difference(p))
+                .filter(|missing| !missing.is_empty())
+                .map(|missing| {
+                    format!(
+                        "cpumask names CPU(s) {missing} that do not exist (present: {})",
+                        present.clone().unwrap_or_default()
+                    )
+                }),
+        };
+        if let Some(message) = message {
+            problems.push(ProximityError {
+                line: rule.line,
+                text: lines.get(rule.line - 1).copied().unwrap_or("").to_string(),
+                message,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(prox)
+    } else {
+        problems.sort_by_key(|e| e.line);
+        Err(LoadError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
     }
 }
 
@@ -168,6 +251,44 @@ mod tests {
         );
         assert_eq!(p.lookup("0001:00:00.0"), None);
         assert_eq!(p.lookup("0000:08:00.0").unwrap().line, 2);
+    }
+
+    #[test]
+    fn load_lists_every_problem_and_checks_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sys/devices/system/node/node0")).unwrap();
+        std::fs::create_dir_all(root.join("sys/devices/system/cpu")).unwrap();
+        std::fs::write(root.join("sys/devices/system/cpu/present"), "0-3\n").unwrap();
+        let file = root.join("pxm");
+        std::fs::write(
+            &file,
+            "0000: node 0\nzz node 1\n0000:01 node 1\n0000:02 cpumask f0\n0000:03 color 1\n",
+        )
+        .unwrap();
+        let e = load(&file, root).unwrap_err().to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 4, "{e}");
+        let f = file.display().to_string();
+        assert!(lines[0].starts_with(&format!("{f}:2: the address")), "{e}");
+        assert!(
+            lines[1].starts_with(&format!("{f}:3: node 1 does not exist (nodes: 0)")),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with(&format!("{f}:4: cpumask names CPU(s) 4-7")),
+            "{e}"
+        );
+        assert!(
+            lines[3].starts_with(&format!("{f}:5: expected `node`")),
+            "{e}"
+        );
+        std::fs::write(&file, "0000: node 0\n0000:02 cpumask 3\n").unwrap();
+        assert_eq!(load(&file, root).unwrap().rules().len(), 2);
+        assert!(matches!(
+            load(&root.join("missing"), root),
+            Err(LoadError::Read { .. })
+        ));
     }
 
     #[test]

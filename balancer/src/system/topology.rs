@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{NodeSource, QueueKind, ReadOptions, SystemModel, proximity};
-use crate::Fatal;
+use super::{NodeSource, QueueKind, ReadOptions, SystemModel};
 use crate::cpumask::CpuSet;
 
 /// Print the machine as the balancer sees it: CPUs by node, devices, IRQs and where each one's
@@ -27,19 +26,10 @@ pub struct TopologyArgs {
 }
 
 pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = ReadOptions::default();
-    let mut extra_warnings = Vec::new();
-    if let Some(path) = &args.proximity {
-        let (prox, errors) = proximity::Proximity::read(path)
-            .map_err(|e| Fatal::new(Fatal::USAGE, format!("proximity file: {e}")))?;
-        for e in errors {
-            extra_warnings.push(format!("proximity file {}: {e}", path.display()));
-        }
-        opts.proximity = Some(prox);
-    }
-    let mut model = SystemModel::read(&args.root, &opts)
+    let opts: ReadOptions =
+        crate::report::read_options_under(args.proximity.as_deref(), &args.root)?;
+    let model = SystemModel::read(&args.root, &opts)
         .with_context(|| format!("reading the system under {}", args.root.display()))?;
-    model.warnings.extend(extra_warnings);
     let out = if args.json {
         serde_json::to_string_pretty(&model)? + "\n"
     } else {

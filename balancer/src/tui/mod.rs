@@ -43,8 +43,10 @@ use balance::{BalanceLog, PolicyBalancer};
 /// where they poll, refreshed every interval. `?` inside lists the keys.
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
-    /// Refresh interval in seconds (fractions allowed); `+` and `-` change it while running.
-    #[arg(short, long, default_value_t = 1.0, value_name = "SECS")]
+    /// Refresh interval in seconds (0.1 to 86400, fractions allowed); `+` and `-` change it
+    /// while running.
+    #[arg(short, long, default_value_t = 1.0, value_name = "SECS",
+          value_parser = crate::config::parse_seconds)]
     pub interval: f64,
     /// Run the balancer policy in-process each interval and show its decisions and the
     /// sticking IRQs it finds. Writes IRQ affinities unless --dry-run.
@@ -53,6 +55,10 @@ pub struct TopArgs {
     /// With --balance: plan and show, write nothing.
     #[arg(long, requires = "balance")]
     pub dry_run: bool,
+    /// With --balance: write even though irqbalance runs (the two would fight over
+    /// affinities); without it top refuses with exit status 3, as the daemon does.
+    #[arg(long, requires = "balance")]
+    pub force: bool,
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
     pub proximity: Option<PathBuf>,
@@ -60,15 +66,8 @@ pub struct TopArgs {
 
 /// Runs the command.
 pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
-    if !(args.interval.is_finite() && (0.1..=3600.0).contains(&args.interval)) {
-        return Err(Fatal::new(
-            Fatal::USAGE,
-            format!(
-                "--interval must be between 0.1 and 3600 seconds, got {}",
-                args.interval
-            ),
-        )
-        .into());
+    if args.balance && !args.dry_run {
+        crate::daemon::refuse_beside_irqbalance(args.force)?;
     }
     if !std::io::stdout().is_terminal() {
         return Err(Fatal::new(
@@ -92,6 +91,14 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let proximity = args.proximity.clone().or_else(|| config.proximity.clone());
     let opts = report::read_options(proximity.as_deref())?;
     let mut monitor = Monitor::start(&root, opts)?;
+    if args.balance {
+        for w in crate::daemon::machine_warnings(&config, monitor.model())? {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("balancer: warning: {w}\n").as_bytes(),
+            );
+        }
+    }
     // Whether /proc/stat counts IRQ time at all is a property of the kernel: read it once.
     let stat_irq_time = system::stat::read(&root)?
         .values()

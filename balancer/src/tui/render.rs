@@ -571,35 +571,37 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
     f.render_widget(block, area);
     let page = (inner.height as usize).saturating_sub(1);
 
-    // Below 80 columns the SHARE column goes and AFFINITY narrows.
+    // INTR% next to TIME% is the product's point (interrupt counts against measured time):
+    // both stay at every width. Below 80 columns HARD% and SOFT% go.
     let narrow = inner.width < 80;
     let mut cols = vec![
         Col::Fixed("IRQ", 4, true),
         Col::Flex("NAME", 10, 3),
-        Col::Flex("DEVICE/QUEUE", 7, 2),
+        // Under WIDE the name (which says the queue) gets the room first.
+        Col::Flex("DEVICE/QUEUE", 7, if wide { 2 } else { 1 }),
         Col::Fixed("ND", 2, true),
         if wide {
             Col::Flex("AFFINITY", 8, 1)
         } else {
-            Col::Fixed("AFFINITY", if narrow { 5 } else { 8 }, false)
+            Col::Fixed("AFFINITY", 5, false)
         },
         Col::Fixed("EFF", if wide { 6 } else { 3 }, false),
         Col::Fixed("IRQ/s", 6, true),
-        Col::Fixed("HARD%", 5, true),
-        Col::Fixed("SOFT%", 5, true),
     ];
+    if !narrow {
+        cols.extend([Col::Fixed("HARD%", 5, true), Col::Fixed("SOFT%", 5, true)]);
+    }
+    if wide {
+        cols.push(Col::Fixed("TOTAL%", 6, true));
+    }
+    cols.extend([Col::Fixed("INTR%", 5, true), Col::Fixed("TIME%", 5, true)]);
     if wide {
         cols.extend([
-            Col::Fixed("TOTAL%", 6, true),
-            Col::Fixed("INTR%", 5, true),
-            Col::Fixed("TIME%", 5, true),
             Col::Fixed("STUCK", 6, false),
             Col::Flex("NAPI POLLS ON CPU", 10, 2),
         ]);
-    } else if narrow {
-        cols.push(Col::Fixed("STK", 4, false));
     } else {
-        cols.extend([Col::Fixed("SHARE", 5, true), Col::Fixed("STK", 4, false)]);
+        cols.push(Col::Fixed("STK", 4, false));
     }
     let w = widths(&cols, inner.width);
     let sel = app.selected_index(&rows);
@@ -625,28 +627,25 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
                 r.smp_affinity.clone().unwrap_or_else(|| "-".into()),
                 r.effective_affinity.clone().unwrap_or_else(|| "-".into()),
                 si(r.interrupts_per_s),
-                pct(r.hardirq_pct),
-                pct(r.softirq_pct),
             ];
+            if !narrow {
+                values.extend([pct(r.hardirq_pct), pct(r.softirq_pct)]);
+            }
+            if wide {
+                values.push(pct(r.weight_pct));
+            }
+            values.extend([
+                format!("{:.1}", r.interrupt_share * 100.0),
+                format!("{:.1}", r.time_share * 100.0),
+            ]);
             if wide {
                 let polls: Vec<String> = napi_of
                     .get(&r.irq)
                     .map(|v| v.iter().map(|n| poll_cpus(n)).collect())
                     .unwrap_or_default();
-                values.extend([
-                    pct(r.weight_pct),
-                    format!("{:.1}", r.interrupt_share * 100.0),
-                    format!("{:.1}", r.time_share * 100.0),
-                    sticking_label(stuck),
-                    polls.join(" | "),
-                ]);
-            } else if narrow {
-                values.push(sticking_label(stuck));
+                values.extend([sticking_label(stuck), polls.join(" | ")]);
             } else {
-                values.extend([
-                    format!("{:.1}", r.time_share * 100.0),
-                    sticking_label(stuck),
-                ]);
+                values.push(sticking_label(stuck));
             }
             let mut style = if stuck.is_some() {
                 STICKING
@@ -1083,7 +1082,7 @@ const HELP: &[(&str, &str)] = &[
         "measured handler and NET_RX poll time, % of one CPU",
     ),
     (
-        "SHARE, TIME%",
+        "TIME%",
         "share of all IRQ time (what balancing should weigh)",
     ),
     (
