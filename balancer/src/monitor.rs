@@ -17,7 +17,7 @@ use balancer_common::{IrqStat, SoftirqStat};
 
 use crate::{
     attribution::{self, Attribution, Linker},
-    probe::{self, Probe, ProbeOptions, ProbeStatus},
+    probe::{self, Counters, Probe, ProbeOptions, ProbeStatus},
     sample::{Interval, Snapshot},
     system::{
         ReadOptions, SystemModel,
@@ -88,13 +88,22 @@ impl Monitor {
     }
 
     fn tick_then(&mut self, pause: bool) -> anyhow::Result<Tick> {
-        let end = Snapshot::take(&self.probe, &self.root);
-        if pause && let Err(e) = self.pause() {
-            // Detached even when the snapshot failed: the window is over either way. What
-            // stays attached is detached at the next pause, attached again at the next resume.
-            log::warn!("{e:#}");
-        }
-        let (mut interval, measured_ns) = self.windows.end(end?);
+        let end = if pause {
+            // /proc first, then detach, then the maps, which stand still once detached: the
+            // programs stay attached only for the window, not for the map reads.
+            let end = Snapshot::from_parts(&self.root, Counters::default());
+            if let Err(e) = self.pause() {
+                // What stays attached is detached at the next pause, attached again at the
+                // next resume.
+                log::warn!("{e:#}");
+            }
+            let mut end = end?;
+            end.counters = self.probe.read().context("reading the eBPF maps")?;
+            end
+        } else {
+            Snapshot::take(&self.probe, &self.root)?
+        };
+        let (mut interval, measured_ns) = self.windows.end(end);
         self.model =
             SystemModel::read(&self.root, &self.opts).context("reading the system model")?;
         self.refresh_netdev();
@@ -121,11 +130,13 @@ impl Monitor {
         self.probe.detach().context("detaching the eBPF programs")
     }
 
-    /// Attaches the programs again and starts a window: the snapshot taken now is its start,
-    /// and what /proc counted while detached is left out of every interval.
+    /// Attaches the programs again and starts a window: /proc read now is its start, and
+    /// what /proc counted while detached is left out of every interval. The maps did not
+    /// move while detached: the window starts from the counters read at the last pause.
     pub fn resume(&mut self) -> anyhow::Result<()> {
         self.probe.attach().context("attaching the eBPF programs")?;
-        let start = Snapshot::take(&self.probe, &self.root)?;
+        let counters = self.windows.counters().clone();
+        let start = Snapshot::from_parts(&self.root, counters)?;
         self.windows.restart(start);
         Ok(())
     }
@@ -198,6 +209,11 @@ impl Windows {
             since: first.at,
             start: first,
         }
+    }
+
+    /// The probe counters the current window starts from.
+    pub fn counters(&self) -> &Counters {
+        &self.start.counters
     }
 
     /// A window starts at `snap` (taken right after attaching); the interval it ends still
@@ -396,7 +412,7 @@ mod tests {
     use balancer_common::NapiKey;
 
     use super::*;
-    use crate::{cpumask::CpuSet, probe::Counters, system::interrupts};
+    use crate::{cpumask::CpuSet, system::interrupts};
 
     const S: u64 = 1_000_000_000;
 
