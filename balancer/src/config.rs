@@ -139,6 +139,11 @@ pub struct Config {
     pub log_level: LogLevel,
     /// Single-instance lock file.
     pub lock_file: PathBuf,
+    /// Share of each interval the daemon measures (0 < share <= 1; 1 = continuously): the
+    /// probes cost CPU time on the CPUs they measure, so the daemon detaches them between
+    /// windows and extrapolates the window to the interval.
+    #[serde(deserialize_with = "share")]
+    pub measure_share: f64,
 }
 
 impl Default for Config {
@@ -169,6 +174,7 @@ impl Default for Config {
             seed: 0,
             log_level: LogLevel::Info,
             lock_file: PathBuf::from(DEFAULT_LOCK),
+            measure_share: 0.1,
         }
     }
 }
@@ -577,6 +583,16 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     Ok(v)
 }
 
+fn share<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+        return Err(D::Error::custom(format!(
+            "must be a share above 0 and at most 1, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
 fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
     let addr: SocketAddr = s.parse().map_err(|_| {
@@ -664,6 +680,18 @@ mod tests {
         assert!(
             e.starts_with("b.toml:1: key `short-interval`: must be between"),
             "{e}"
+        );
+        let e = err("measure-share = 0\n");
+        assert!(
+            e.starts_with("b.toml:1: key `measure-share`: must be a share"),
+            "{e}"
+        );
+        assert!(err("measure-share = 1.5\n").contains("key `measure-share`"));
+        assert_eq!(
+            Config::parse("measure-share = 1\n", "b.toml")
+                .unwrap()
+                .measure_share,
+            1.0
         );
         let e = err("cooldown = -1\n");
         assert!(e.starts_with("b.toml:1: key `cooldown`:"), "{e}");

@@ -2,7 +2,10 @@
 //! policy and actuation.
 //!
 //! The daemon measures one interval, plans, applies, and sleeps for `short-interval` after a
-//! move or while a CPU is overloaded, `long-interval` when calm (birq's 2 s / 5 s). SIGHUP
+//! move or while a CPU is overloaded, `long-interval` when calm (birq's 2 s / 5 s). It
+//! measures only the last `measure-share` of each interval, detached before it (see
+//! [`crate::monitor`]): the probes cost the measured CPUs about as much as what they measure.
+//! SIGHUP
 //! reloads the config (a bad one is logged and the old one kept); SIGTERM and SIGINT stop it,
 //! restoring the original values when `restore-on-exit` is set. One instance at a time (flock
 //! on `lock-file`); it refuses to run beside irqbalance unless `--force`.
@@ -26,7 +29,7 @@ use crate::{
     actuation::{self, Actuator, RealSys},
     config::{self, Config},
     metrics,
-    monitor::Monitor,
+    monitor::{Due, DutyCycle, Monitor, Schedule},
     policy::{self, FindingKind, History, Outcome, Plan, Snapshot},
     system::ReadOptions,
 };
@@ -518,8 +521,10 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     let mut findings = FindingLog::default();
     let mut last_dry: Vec<String> = Vec::new();
     let mut interval = Duration::from_secs_f64(cfg.long_interval);
+    // The probes are attached while a window runs, a `measure-share` of each interval.
+    let mut schedule = Schedule::start(Instant::now(), DutyCycle::new(cfg.measure_share), interval);
     loop {
-        match rx.recv_timeout(interval) {
+        match rx.recv_timeout(schedule.wait(Instant::now())) {
             Ok(SIGHUP) => {
                 match load_config(config_path.as_deref()).and_then(|c| {
                     let opts = read_options(&c)?;
@@ -529,6 +534,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
                     Ok((c, opts)) => {
                         log::set_max_level(c.log_level.filter());
                         let (applied, restart) = reload_into(&mut cfg, c);
+                        schedule.set_duty(DutyCycle::new(cfg.measure_share));
                         monitor.set_read_options(opts);
                         count(&|m| m.count_reload(true));
                         if applied.is_empty() {
@@ -573,14 +579,38 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        let tick = match monitor.tick() {
+        if schedule.due() == Due::Resume {
+            match monitor.resume() {
+                Ok(()) => schedule.resumed(Instant::now()),
+                Err(e) => {
+                    count(&|m| m.count_error(metrics::Stage::Measure));
+                    log::error!("measuring: {e:#}");
+                    // Another pause, then another try.
+                    schedule.ticked(Instant::now(), interval);
+                }
+            }
+            continue;
+        }
+        let measured = if schedule.pauses() {
+            monitor.tick_and_pause()
+        } else {
+            monitor.tick()
+        };
+        let tick = match measured {
             Ok(t) => t,
             Err(e) => {
                 count(&|m| m.count_error(metrics::Stage::Measure));
                 log::error!("measuring: {e:#}");
+                schedule.ticked(Instant::now(), interval);
                 continue;
             }
         };
+        log::debug!(
+            "interval {}: measured {:.2} s of {:.2} s",
+            history.tick,
+            tick.measured_ns as f64 / 1e9,
+            tick.interval.duration_ns as f64 / 1e9
+        );
         for ev in &tick.attribution.events {
             log::info!("{ev}");
         }
@@ -631,6 +661,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         } else {
             cfg.long_interval
         });
+        schedule.ticked(Instant::now(), interval);
     }
 
     if cfg.restore_on_exit && !args.dry_run {

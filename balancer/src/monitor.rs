@@ -1,27 +1,44 @@
 //! The measuring loop every front end shares (report, top, daemon): probe + system model +
-//! sampler + netdev netlink dump + NAPI link learning, one [`Tick`] per interval.
-use std::path::{Path, PathBuf};
+//! snapshots + netdev netlink dump + NAPI link learning, one [`Tick`] per interval.
+//!
+//! `report` and `top` measure continuously. The daemon measures in windows, a share of each
+//! interval ([`DutyCycle`]): the programs are detached between windows, a snapshot right after
+//! attaching starts a window and discards what came before it (the pause, when nothing was
+//! timed), and the window's interval is extrapolated to the whole interval since the previous
+//! window ended ([`Windows`], [`extrapolate`]). Shares come out as measured; totals (ns, runs,
+//! interrupts, polls, /proc/stat times) stand for the whole interval.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
+use balancer_common::{IrqStat, SoftirqStat};
 
 use crate::{
     attribution::{self, Attribution, Linker},
-    probe::{self, Probe, ProbeOptions, ProbeStatus},
-    sample::{Interval, Sampler},
+    probe::{self, Counters, Probe, ProbeOptions, ProbeStatus},
+    sample::{Interval, Snapshot},
     system::{
         ReadOptions, SystemModel,
         netdev::{self, Netdev, NetdevDump, NetdevStatus},
+        stat::CpuTimes,
     },
 };
 
 /// One interval, measured and attributed.
 pub struct Tick {
+    /// Extrapolated to the whole interval: `duration_ns` is the time since the previous tick.
     pub interval: Interval,
     pub attribution: Attribution,
+    /// The time measured (attached) within it; equal to `interval.duration_ns` when the
+    /// measurement is continuous.
+    pub measured_ns: u64,
 }
 
 pub struct Monitor {
-    sampler: Sampler,
+    probe: Probe,
+    windows: Windows,
     linker: Linker,
     root: PathBuf,
     opts: ReadOptions,
@@ -44,8 +61,10 @@ impl Monitor {
             max_irqs: (model.irqs.len() as u32 * 2).max(1024),
             ..ProbeOptions::default()
         })?;
+        let first = Snapshot::take(&probe, root)?;
         let mut m = Monitor {
-            sampler: Sampler::new(probe, root)?,
+            probe,
+            windows: Windows::new(first),
             linker: Linker::default(),
             root: root.to_path_buf(),
             opts,
@@ -68,23 +87,50 @@ impl Monitor {
         netlink: &std::collections::BTreeMap<u32, attribution::Link>,
     ) -> anyhow::Result<()> {
         match attribution::linked_exactly(&self.netdev, &self.model, netlink) {
-            Ok(()) => self.sampler.probe_mut().set_raise_counting(
+            Ok(()) => self.probe.set_raise_counting(
                 false,
                 "every NIC queue is linked exactly (netdev netlink), so co-occurrence is not \
                  needed; raises are not counted",
             ),
-            Err(_) => self.sampler.probe_mut().set_raise_counting(true, ""),
+            Err(_) => self.probe.set_raise_counting(true, ""),
         }
     }
 
-    /// Ends the current interval and starts the next. The model is read again each time:
-    /// affinities change, IRQs and CPUs come and go.
+    /// Ends the current interval and starts the next, the programs staying attached. The
+    /// model is read again each time: affinities change, IRQs and CPUs come and go.
     pub fn tick(&mut self) -> anyhow::Result<Tick> {
-        let mut interval = self.sampler.sample()?;
+        self.tick_then(false)
+    }
+
+    /// Ends the current window and detaches the programs until [`Monitor::resume`]; the
+    /// model, netlink and attribution work is done detached.
+    pub fn tick_and_pause(&mut self) -> anyhow::Result<Tick> {
+        self.tick_then(true)
+    }
+
+    fn tick_then(&mut self, pause: bool) -> anyhow::Result<Tick> {
+        let end = if pause {
+            // /proc first, then detach, then the maps, which stand still once detached: the
+            // programs stay attached only for the window, not for the map reads.
+            let end = Snapshot::from_parts(&self.root, Counters::default());
+            if let Err(e) = self.pause() {
+                // What stays attached is detached at the next pause, attached again at the
+                // next resume.
+                log::warn!("{e:#}");
+            }
+            let mut end = end?;
+            end.counters = self.probe.read().context("reading the eBPF maps")?;
+            end
+        } else {
+            Snapshot::take(&self.probe, &self.root)?
+        };
+        let (mut interval, measured_ns) = self.windows.end(end);
         self.model =
             SystemModel::read(&self.root, &self.opts).context("reading the system model")?;
         self.refresh_netdev();
         interval.add_netdev(&self.netdev);
+        // Evidence is counted as observed (pairs are never extrapolated), so links learned
+        // over many short windows weigh what was seen.
         self.linker.observe(&interval);
         self.linker
             .retain(|napi| interval.napi_identity.contains_key(&napi));
@@ -97,7 +143,29 @@ impl Monitor {
         Ok(Tick {
             interval,
             attribution,
+            measured_ns,
         })
+    }
+
+    /// Detaches the programs (the maps keep their counts).
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        self.probe.detach().context("detaching the eBPF programs")
+    }
+
+    /// Attaches the programs again and starts a window: /proc read now is its start, and
+    /// what /proc counted while detached is left out of every interval. The maps did not
+    /// move while detached: the window starts from the counters read at the last pause.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        self.probe.attach().context("attaching the eBPF programs")?;
+        let counters = self.windows.counters().clone();
+        let start = Snapshot::from_parts(&self.root, counters)?;
+        self.windows.restart(start);
+        Ok(())
+    }
+
+    /// Whether the programs are attached (between [`Monitor::resume`] and the next pause).
+    pub fn is_attached(&self) -> bool {
+        self.probe.is_attached()
     }
 
     /// Dumps napi-get and queue-get again (two small dumps, once per interval: NAPI
@@ -135,18 +203,18 @@ impl Monitor {
     }
 
     pub fn status(&self) -> &ProbeStatus {
-        &self.sampler.probe().status
+        &self.probe.status
     }
 
     /// The kernel's figures per attached program (run time with `kernel.bpf_stats_enabled`,
     /// recursion misses always), since the probes were loaded.
     pub fn program_stats(&self) -> anyhow::Result<Vec<probe::ProgramStats>> {
-        self.sampler.probe().program_stats()
+        self.probe.program_stats()
     }
 
     /// NAPI instances the probe pruned after they stopped polling.
     pub fn napi_pruned(&self) -> u64 {
-        self.sampler.probe().napi_pruned()
+        self.probe.napi_pruned()
     }
 
     pub fn root(&self) -> &Path {
@@ -156,5 +224,386 @@ impl Monitor {
     /// Replaces the proximity overrides (config reload); takes effect at the next tick.
     pub fn set_read_options(&mut self, opts: ReadOptions) {
         self.opts = opts;
+    }
+}
+
+/// Window bookkeeping, apart from the I/O: the snapshot that started the current window and
+/// when the current interval began (the previous window's end).
+#[derive(Debug)]
+pub struct Windows {
+    start: Snapshot,
+    since: Instant,
+}
+
+impl Windows {
+    /// The first interval and its window start at `first`.
+    pub fn new(first: Snapshot) -> Windows {
+        Windows {
+            since: first.at,
+            start: first,
+        }
+    }
+
+    /// The probe counters the current window starts from.
+    pub fn counters(&self) -> &Counters {
+        &self.start.counters
+    }
+
+    /// A window starts at `snap` (taken right after attaching); the interval it ends still
+    /// begins where the previous window ended.
+    pub fn restart(&mut self, snap: Snapshot) {
+        self.start = snap;
+    }
+
+    /// The window ends at `end`: its interval, extrapolated to the whole interval since the
+    /// previous end, and the time measured. `end` starts the next window and interval (the
+    /// continuous case, when no [`Windows::restart`] follows).
+    pub fn end(&mut self, end: Snapshot) -> (Interval, u64) {
+        let mut iv = Interval::between(&self.start, &end);
+        let measured = iv.duration_ns;
+        let whole = end.at.saturating_duration_since(self.since).as_nanos() as u64;
+        extrapolate(&mut iv, whole);
+        self.since = end.at;
+        self.start = end;
+        (iv, measured)
+    }
+}
+
+/// Scales an interval measured over `iv.duration_ns` to stand for `whole_ns`: every count
+/// and time is multiplied by whole/measured, so shares (ns over duration) stay as measured
+/// and totals are those of the whole interval. Left as observed: the NAPI-IRQ pairs
+/// (evidence for the link learner) and the probe's error counts (real events). A window
+/// longer than the whole, or an empty one, is left alone.
+pub fn extrapolate(iv: &mut Interval, whole_ns: u64) {
+    let measured = iv.duration_ns;
+    if measured == 0 || whole_ns <= measured {
+        return;
+    }
+    let s = |v: &mut u64| *v = scale(*v, whole_ns, measured);
+    let irq = |v: &mut IrqStat| {
+        s(&mut v.runs);
+        s(&mut v.ns);
+    };
+    iv.hardirq.values_mut().for_each(irq);
+    iv.sysvec.values_mut().for_each(irq);
+    iv.softirq.values_mut().for_each(|v: &mut SoftirqStat| {
+        s(&mut v.raises);
+        s(&mut v.runs);
+        s(&mut v.ns);
+    });
+    for v in iv.napi.values_mut() {
+        for f in [
+            &mut v.polls,
+            &mut v.work,
+            &mut v.budget_exhausted,
+            &mut v.ns,
+            &mut v.untimed_polls,
+            &mut v.untimed_work,
+        ] {
+            s(f);
+        }
+    }
+    iv.interrupts.values_mut().for_each(s);
+    iv.named_interrupts.values_mut().for_each(s);
+    iv.stat.values_mut().for_each(|t: &mut CpuTimes| {
+        for f in [
+            &mut t.user,
+            &mut t.nice,
+            &mut t.system,
+            &mut t.idle,
+            &mut t.iowait,
+            &mut t.irq,
+            &mut t.softirq,
+            &mut t.steal,
+        ] {
+            s(f);
+        }
+    });
+    iv.duration_ns = whole_ns;
+}
+
+/// `v * num / den`, rounded to nearest, without overflow.
+fn scale(v: u64, num: u64, den: u64) -> u64 {
+    let r = (u128::from(v) * u128::from(num) + u128::from(den) / 2) / u128::from(den);
+    u64::try_from(r).unwrap_or(u64::MAX)
+}
+
+/// What share of each interval the daemon measures (`measure-share`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DutyCycle {
+    share: f64,
+}
+
+/// A window shorter than this measures too little to act on (a few ticks of /proc/stat).
+pub const MIN_WINDOW: Duration = Duration::from_millis(100);
+
+impl DutyCycle {
+    /// `share` in (0, 1]; out-of-range values are clamped (the config checks them).
+    pub fn new(share: f64) -> DutyCycle {
+        DutyCycle {
+            share: if share.is_finite() {
+                share.clamp(f64::EPSILON, 1.0)
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// Measuring all the time: the programs are never detached.
+    pub fn continuous(&self) -> bool {
+        self.share >= 1.0
+    }
+
+    /// The measured window of an interval of `period`: its share, at least [`MIN_WINDOW`],
+    /// at most the period.
+    pub fn window(&self, period: Duration) -> Duration {
+        if self.continuous() {
+            return period;
+        }
+        period.mul_f64(self.share).max(MIN_WINDOW).min(period)
+    }
+
+    /// The time detached before the window.
+    pub fn pause(&self, period: Duration) -> Duration {
+        period.saturating_sub(self.window(period))
+    }
+}
+
+/// What the daemon's loop does when [`Schedule::deadline`] passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// The pause is over: attach and start a window.
+    Resume,
+    /// The window is over: take the interval (and pause, unless continuous).
+    Tick,
+}
+
+/// The daemon's duty cycle over time: a pause, then a window, each interval. Pure; the
+/// caller passes the time in.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    duty: DutyCycle,
+    period: Duration,
+    next: Due,
+    deadline: Instant,
+}
+
+impl Schedule {
+    /// At start the programs are attached: the first window runs now.
+    pub fn start(now: Instant, duty: DutyCycle, period: Duration) -> Schedule {
+        Schedule {
+            duty,
+            period,
+            next: Due::Tick,
+            deadline: now + duty.window(period),
+        }
+    }
+
+    /// How long to wait from `now` for the next step.
+    pub fn wait(&self, now: Instant) -> Duration {
+        self.deadline.saturating_duration_since(now)
+    }
+
+    /// The step due at the deadline.
+    pub fn due(&self) -> Due {
+        self.next
+    }
+
+    /// Whether the tick due now should detach after it.
+    pub fn pauses(&self) -> bool {
+        !self.duty.continuous()
+    }
+
+    /// A window started at `now`.
+    pub fn resumed(&mut self, now: Instant) {
+        self.next = Due::Tick;
+        self.deadline = now + self.duty.window(self.period);
+    }
+
+    /// An interval ended at `now` (or a resume failed); the next is `period` long.
+    pub fn ticked(&mut self, now: Instant, period: Duration) {
+        self.period = period;
+        if self.duty.continuous() {
+            self.next = Due::Tick;
+            self.deadline = now + period;
+        } else {
+            self.next = Due::Resume;
+            self.deadline = now + self.duty.pause(period);
+        }
+    }
+
+    /// A new share (config reload), from the next step on.
+    pub fn set_duty(&mut self, duty: DutyCycle) {
+        self.duty = duty;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use balancer_common::NapiKey;
+
+    use super::*;
+    use crate::{cpumask::CpuSet, system::interrupts};
+
+    const S: u64 = 1_000_000_000;
+
+    /// A snapshot at `at` where IRQ 30 has run `runs` times for `ns` in the probe and has
+    /// `count` interrupts in /proc/interrupts on CPU 0, and CPU 0 has been idle for `idle`.
+    fn snap(at: Instant, runs: u64, ns: u64, count: u64, idle: u64) -> Snapshot {
+        let mut counters = Counters::default();
+        counters.irqs.insert((30, 0), IrqStat { runs, ns });
+        counters.pairs.insert((NapiKey::new(7, 0), 30), runs);
+        let text = format!(
+            "       CPU0\n  30: {count:>10}  PCI-MSIX-0000:00:03.0   1-edge      virtio2-input.0\n"
+        );
+        Snapshot {
+            at,
+            counters,
+            interrupts: interrupts::parse(&text),
+            stat: BTreeMap::from([(
+                0,
+                CpuTimes {
+                    idle,
+                    ..CpuTimes::default()
+                },
+            )]),
+            online: CpuSet::from_cpus([0]),
+        }
+    }
+
+    #[test]
+    fn scaling_rounds_and_saturates() {
+        assert_eq!(scale(3, 10, 4), 8);
+        assert_eq!(scale(5, 10, 4), 13);
+        assert_eq!(scale(7, 1, 1), 7);
+        assert_eq!(scale(u64::MAX / 2, 10, 1), u64::MAX);
+    }
+
+    #[test]
+    fn extrapolation_keeps_shares_and_scales_totals() {
+        let mut iv = Interval {
+            duration_ns: S / 2,
+            hardirq: BTreeMap::from([(
+                (30, 0),
+                IrqStat {
+                    runs: 40,
+                    ns: S / 10,
+                },
+            )]),
+            interrupts: BTreeMap::from([((30, 0), 50)]),
+            named_interrupts: BTreeMap::from([("LOC".to_string(), 125)]),
+            pairs: BTreeMap::from([((NapiKey::new(7, 0), 30), 9)]),
+            ..Interval::default()
+        };
+        iv.probe_errors[0] = 2;
+        let share = |iv: &Interval| iv.hardirq[&(30, 0)].ns as f64 / iv.duration_ns as f64;
+        let before = share(&iv);
+        extrapolate(&mut iv, 5 * S);
+        assert_eq!(iv.duration_ns, 5 * S);
+        assert_eq!(iv.hardirq[&(30, 0)], IrqStat { runs: 400, ns: S });
+        assert_eq!(share(&iv), before);
+        assert_eq!(iv.interrupts[&(30, 0)], 500);
+        assert_eq!(iv.named_interrupts["LOC"], 1250);
+        // Evidence and errors are what was seen.
+        assert_eq!(iv.pairs[&(NapiKey::new(7, 0), 30)], 9);
+        assert_eq!(iv.probe_errors[0], 2);
+        // Nothing to extrapolate to: left alone.
+        let copy = iv.clone();
+        extrapolate(&mut iv, S);
+        assert_eq!(iv.duration_ns, copy.duration_ns);
+        assert_eq!(iv.hardirq, copy.hardirq);
+    }
+
+    #[test]
+    fn a_window_leaves_out_the_pause_and_stands_for_the_interval() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = Windows::new(snap(at(0), 100, 1_000, 1_000, 0));
+        // Detached from 0.5 s to 4.5 s: the probe counted nothing, /proc went on counting
+        // (3000 interrupts, 4 s idle).
+        w.restart(snap(at(4_500), 100, 1_000, 4_000, 4 * S));
+        // The window: 20 runs, 0.1 s of handler time, 30 interrupts, 0.3 s idle.
+        let (iv, measured) = w.end(snap(
+            at(5_000),
+            120,
+            1_000 + S / 10,
+            4_030,
+            4 * S + 3 * S / 10,
+        ));
+        assert_eq!(measured, S / 2);
+        assert_eq!(iv.duration_ns, 5 * S);
+        assert_eq!(iv.hardirq[&(30, 0)], IrqStat { runs: 200, ns: S });
+        assert_eq!(iv.interrupts[&(30, 0)], 300);
+        assert_eq!(iv.stat[&0].idle, 3 * S);
+        // Observed, not extrapolated: the learner adds up what it saw.
+        assert_eq!(iv.pairs[&(NapiKey::new(7, 0), 30)], 20);
+
+        // No restart: the next interval is continuous from the end, factor 1.
+        let (iv, measured) = w.end(snap(at(6_000), 130, 2_000 + S / 10, 4_040, 4 * S));
+        assert_eq!((iv.duration_ns, measured), (S, S));
+        assert_eq!(
+            iv.hardirq[&(30, 0)],
+            IrqStat {
+                runs: 10,
+                ns: 1_000
+            }
+        );
+        assert_eq!(iv.interrupts[&(30, 0)], 10);
+    }
+
+    #[test]
+    fn duty_cycle_splits_the_interval() {
+        let d = DutyCycle::new(0.1);
+        let p = Duration::from_secs(5);
+        assert_eq!(d.window(p), Duration::from_millis(500));
+        assert_eq!(d.pause(p), Duration::from_millis(4_500));
+        // Short intervals still measure MIN_WINDOW, never more than the interval.
+        assert_eq!(d.window(Duration::from_millis(500)), MIN_WINDOW);
+        assert_eq!(
+            d.window(Duration::from_millis(50)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(d.pause(Duration::from_millis(50)), Duration::ZERO);
+        assert!(!d.continuous());
+        let c = DutyCycle::new(1.0);
+        assert!(c.continuous());
+        assert_eq!(c.window(p), p);
+        assert_eq!(c.pause(p), Duration::ZERO);
+        assert!(DutyCycle::new(f64::NAN).continuous());
+    }
+
+    #[test]
+    fn schedule_alternates_pause_and_window() {
+        let t0 = Instant::now();
+        let long = Duration::from_secs(5);
+        let short = Duration::from_secs(2);
+        let mut s = Schedule::start(t0, DutyCycle::new(0.1), long);
+        // The programs are attached at start: a window first.
+        assert_eq!(
+            (s.due(), s.wait(t0)),
+            (Due::Tick, Duration::from_millis(500))
+        );
+        assert!(s.pauses());
+        let t1 = t0 + Duration::from_millis(510);
+        s.ticked(t1, short);
+        assert_eq!(
+            (s.due(), s.wait(t1)),
+            (Due::Resume, Duration::from_millis(1_800))
+        );
+        assert_eq!(s.wait(t1 + Duration::from_secs(3)), Duration::ZERO);
+        let t2 = t1 + Duration::from_millis(1_800);
+        s.resumed(t2);
+        assert_eq!(
+            (s.due(), s.wait(t2)),
+            (Due::Tick, Duration::from_millis(200))
+        );
+        // Continuous from the next step on: no pause, one tick per interval.
+        s.set_duty(DutyCycle::new(1.0));
+        let t3 = t2 + Duration::from_millis(200);
+        s.ticked(t3, long);
+        assert!(!s.pauses());
+        assert_eq!((s.due(), s.wait(t3)), (Due::Tick, long));
     }
 }
