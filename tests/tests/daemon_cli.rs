@@ -751,3 +751,64 @@ fn detached_start_waits_for_readiness() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Under systemd (`Type=notify`): READY=1 on the notify socket once started, then watchdog
+/// keep-alives while it waits (WATCHDOG_USEC = 1 s: one at least every half second), and
+/// STOPPING=1 on SIGTERM. The socket is the test's own.
+#[test]
+fn notifies_systemd_when_ready_and_keeps_the_watchdog_fed() {
+    if !root_or_skip("notifies_systemd_when_ready_and_keeps_the_watchdog_fed") {
+        return;
+    }
+    let dir = tempfile_dir();
+    let cfg = daemon_config(&dir, None);
+    let sock_path = dir.join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut child = std::process::Command::new(balancer_tests::balancer_bin())
+        .args(["daemon", "--dry-run", "--foreground", "--force", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline
+        && got
+            .iter()
+            .filter(|m: &&String| m.as_str() == "WATCHDOG=1\n")
+            .count()
+            < 3
+    {
+        match sock.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Keep-alives already sent may come first.
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if got.last().is_some_and(|m| m == "STOPPING=1\n") {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        got.first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=measuring (dry run)")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().filter(|m| m.as_str() == "WATCHDOG=1\n").count() >= 3,
+        "{got:?}"
+    );
+    assert!(got.iter().any(|m| m == "STOPPING=1\n"), "{got:?}");
+    let _ = fs::remove_dir_all(&dir);
+}
