@@ -18,8 +18,9 @@ use crate::cpumask::CpuSet;
 
 /// Where the daemon keeps the original values it changed.
 pub const DEFAULT_JOURNAL: &str = "/var/lib/balancer/journal.json";
-/// The single-instance lock.
-pub const DEFAULT_LOCK: &str = "/run/balancer.lock";
+/// The single-instance lock, in the directory systemd's `RuntimeDirectory=balancer` makes
+/// (the only place under /run the hardened unit can write).
+pub const DEFAULT_LOCK: &str = "/run/balancer/balancer.lock";
 /// Where the daemon looks when `--config` is not given (a missing file means defaults).
 pub const DEFAULT_CONFIG: &str = "/etc/balancer/balancer.toml";
 

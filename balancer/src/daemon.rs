@@ -9,11 +9,18 @@
 //! reloads the config (a bad one is logged and the old one kept); SIGTERM and SIGINT stop it,
 //! restoring the original values when `restore-on-exit` is set. One instance at a time (flock
 //! on `lock-file`); it refuses to run beside irqbalance unless `--force`.
+//!
+//! Start-up ends when the probes are loaded and the first snapshot is taken (and the metrics
+//! endpoint is bound): then it tells systemd (`READY=1`, for `Type=notify`) and, when it
+//! detached, the parent waiting on a pipe, which exits 0 only then. Anything that fails
+//! before (pidfile, metrics port, probes) ends the daemon with its error, and the detached
+//! parent with the same exit code. `--oneshot` measures one interval, applies once and
+//! exits: what distributions run at boot instead of a daemon.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     io::Write as _,
-    os::fd::AsRawFd as _,
+    os::fd::{AsRawFd as _, FromRawFd as _},
     path::{Path, PathBuf},
     process::ExitCode,
     sync::mpsc,
@@ -45,9 +52,16 @@ pub struct DaemonArgs {
     /// journal, and runs beside irqbalance (with a warning) or a balancing daemon.
     #[arg(long)]
     pub dry_run: bool,
-    /// Stay attached to the terminal (systemd runs it so); without it the daemon detaches.
+    /// Stay attached to the terminal (systemd runs it so); without it the daemon detaches,
+    /// and the command returns once the daemon is ready (exit 0) or has failed (its exit
+    /// code, its error on stderr).
     #[arg(long)]
     pub foreground: bool,
+    /// Measure one interval (`long-interval`), place IRQs once, and exit (implies
+    /// --foreground): exit 0 when every action applied or there was nothing to do, 1 when
+    /// measuring or an action failed. With --dry-run it logs what it would do.
+    #[arg(long)]
+    pub oneshot: bool,
     /// Write the daemon's pid here.
     #[arg(long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
@@ -252,18 +266,38 @@ pub fn lock(path: &Path) -> anyhow::Result<Lock> {
     })
 }
 
-/// Forks into the background (parent exits), new session, stdin and stdout on /dev/null;
-/// stderr stays for the logs. Done before any thread or probe exists.
-fn detach() -> anyhow::Result<()> {
-    // SAFETY: single-threaded at this point; the child only continues Rust code.
-    unsafe {
-        match libc::fork() {
-            -1 => return Err(std::io::Error::last_os_error()).context("fork"),
-            0 => {}
-            _ => libc::_exit(0),
-        }
-        libc::setsid();
+/// Forks into the background, new session, stdin and stdout on /dev/null; stderr stays for
+/// the logs (and for the child's error, if it fails before it is ready). The parent waits
+/// until the child is ready and exits 0, or until it exits and exits with its code. Done
+/// before any thread or probe exists. Returns the child's end of the readiness pipe.
+fn detach() -> anyhow::Result<fs::File> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid array of two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the readiness pipe");
     }
+    // SAFETY: pipe2 just returned these; each is owned once.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: single-threaded at this point; the child only continues Rust code and the
+    // parent only reads the pipe and waits before _exit.
+    match unsafe { libc::fork() } {
+        -1 => return Err(std::io::Error::last_os_error()).context("fork"),
+        0 => {}
+        child => {
+            drop(write);
+            let code = wait_ready(fs::File::from(read), child);
+            // SAFETY: leaves without running the child's share of destructors twice.
+            unsafe { libc::_exit(code) }
+        }
+    }
+    drop(read);
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
     let null = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -273,7 +307,96 @@ fn detach() -> anyhow::Result<()> {
         libc::dup2(null.as_raw_fd(), 0);
         libc::dup2(null.as_raw_fd(), 1);
     }
-    Ok(())
+    Ok(fs::File::from(write))
+}
+
+/// The detached parent: `READY_LINE` from the child means it is up (0); end of file means
+/// it exited first, and its exit code is ours (it printed its error on our shared stderr).
+fn wait_ready(mut pipe: fs::File, child: libc::pid_t) -> i32 {
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut pipe, &mut got);
+    if got == READY_LINE {
+        return 0;
+    }
+    let mut status = 0;
+    // SAFETY: our own child; status is a valid pointer.
+    if unsafe { libc::waitpid(child, &mut status, 0) } != child {
+        log_line("the daemon's process vanished before it was ready");
+        return 1;
+    }
+    if libc::WIFEXITED(status) {
+        // A child that exits 0 without being ready stopped on a signal during start-up.
+        return libc::WEXITSTATUS(status);
+    }
+    log_line(&format!(
+        "the daemon (pid {child}) was killed by signal {} before it was ready",
+        libc::WTERMSIG(status)
+    ));
+    1
+}
+
+const READY_LINE: &[u8] = b"ready\n";
+
+/// Tells whoever started the daemon that start-up is over: systemd (`READY=1`, watchdog
+/// keep-alives, `STOPPING=1`; nothing without NOTIFY_SOCKET) and the detached parent.
+struct Readiness {
+    /// The detached parent's pipe, until it is told.
+    parent: Option<fs::File>,
+    /// Keep-alive period: half of systemd's `WatchdogSec`, when set for this process.
+    watchdog: Option<Duration>,
+}
+
+impl Readiness {
+    fn new(parent: Option<fs::File>) -> Readiness {
+        Readiness {
+            parent,
+            watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
+        }
+    }
+
+    fn ready(&mut self, status: &str) {
+        if let Err(e) = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(status),
+        ]) {
+            log::warn!("telling systemd we are ready: {e}");
+        }
+        if let Some(mut p) = self.parent.take()
+            && let Err(e) = p.write_all(READY_LINE)
+        {
+            log::warn!("telling the parent we are ready: {e}");
+        }
+    }
+
+    fn alive(&self) {
+        if self.watchdog.is_some() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+
+    fn stopping(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
+
+    /// Waits for a signal up to `timeout`, sending watchdog keep-alives meanwhile.
+    fn recv(
+        &self,
+        rx: &mpsc::Receiver<i32>,
+        timeout: Duration,
+    ) -> Result<i32, mpsc::RecvTimeoutError> {
+        let Some(period) = self.watchdog else {
+            return rx.recv_timeout(timeout);
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.alive();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left.min(period)) {
+                Err(mpsc::RecvTimeoutError::Timeout) if left > period => {}
+                r => return r,
+            }
+        }
+    }
 }
 
 /// Debug: each CPU's busy and IRQ share, and the heaviest IRQs with the CPUs their time
@@ -458,12 +581,16 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(lock(&cfg.lock_file)?)
     };
-    if !args.foreground {
-        detach()?;
+    let parent = if args.foreground || args.oneshot {
+        None
+    } else {
+        let pipe = detach()?;
         if let Some(lock) = &lock {
             let _ = lock.record_pid();
         }
-    }
+        Some(pipe)
+    };
+    let mut readiness = Readiness::new(parent);
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .context("installing signal handlers")?;
@@ -504,8 +631,9 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         }
     };
     log::info!(
-        "started{}: strategy {}, threshold {}%, load-limit {}%, intervals {}/{} s",
+        "started{}{}: strategy {}, threshold {}%, load-limit {}%, intervals {}/{} s",
         if args.dry_run { " (dry run)" } else { "" },
+        if args.oneshot { " (one interval)" } else { "" },
         cfg.strategy.as_str(),
         cfg.threshold,
         cfg.load_limit,
@@ -516,15 +644,23 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         "{}",
         cfg.banned_cpus_text(&config::MachineFacts::of(monitor.model()))
     );
+    // The probes are loaded and the first snapshot taken: what could fail at start-up has.
+    readiness.ready(if args.dry_run {
+        "measuring (dry run)"
+    } else {
+        "balancing"
+    });
 
     let mut history = History::default();
     let mut findings = FindingLog::default();
     let mut last_dry: Vec<String> = Vec::new();
     let mut interval = Duration::from_secs_f64(cfg.long_interval);
-    // The probes are attached while a window runs, a `measure-share` of each interval.
-    let mut schedule = Schedule::start(Instant::now(), DutyCycle::new(cfg.measure_share), interval);
+    // The probes are attached while a window runs, a `measure-share` of each interval; a
+    // one-shot placement measures its whole interval.
+    let share = |cfg: &Config| if args.oneshot { 1.0 } else { cfg.measure_share };
+    let mut schedule = Schedule::start(Instant::now(), DutyCycle::new(share(&cfg)), interval);
     loop {
-        match rx.recv_timeout(schedule.wait(Instant::now())) {
+        match readiness.recv(&rx, schedule.wait(Instant::now())) {
             Ok(SIGHUP) => {
                 match load_config(config_path.as_deref()).and_then(|c| {
                     let opts = read_options(&c)?;
@@ -534,7 +670,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
                     Ok((c, opts)) => {
                         log::set_max_level(c.log_level.filter());
                         let (applied, restart) = reload_into(&mut cfg, c);
-                        schedule.set_duty(DutyCycle::new(cfg.measure_share));
+                        schedule.set_duty(DutyCycle::new(share(&cfg)));
                         monitor.set_read_options(opts);
                         count(&|m| m.count_reload(true));
                         if applied.is_empty() {
@@ -591,6 +727,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             }
             continue;
         }
+        readiness.alive();
         let measured = if schedule.pauses() {
             monitor.tick_and_pause()
         } else {
@@ -598,6 +735,10 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         };
         let tick = match measured {
             Ok(t) => t,
+            Err(e) if args.oneshot => {
+                remove_pidfile(args);
+                return Err(e.context("measuring"));
+            }
             Err(e) => {
                 count(&|m| m.count_error(metrics::Stage::Measure));
                 log::error!("measuring: {e:#}");
@@ -655,6 +796,9 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
                 at: SystemTime::now(),
             })
         });
+        if args.oneshot {
+            return Ok(oneshot_exit(&plan, &outcomes, args));
+        }
         trim_heap();
         interval = Duration::from_secs_f64(if plan.busy() {
             cfg.short_interval
@@ -664,6 +808,11 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         schedule.ticked(Instant::now(), interval);
     }
 
+    readiness.stopping();
+    if args.oneshot {
+        remove_pidfile(args);
+        return Err(Fatal::new(1, "stopped by a signal before the interval was measured").into());
+    }
     if cfg.restore_on_exit && !args.dry_run {
         match actuation::restore(&root, &cfg.journal, &mut RealSys, false) {
             Ok(r) => {
@@ -675,11 +824,34 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
             Err(e) => log::error!("restoring: {e}"),
         }
     }
+    remove_pidfile(args);
+    log::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove_pidfile(args: &DaemonArgs) {
     if let Some(p) = &args.pidfile {
         let _ = fs::remove_file(p);
     }
-    log::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `--oneshot`'s exit: 0 when every action applied (or was only logged in a dry run, or
+/// there was none), 1 when one failed. What it changed stays (no restore-on-exit: placing
+/// once is the point); the journal keeps the originals for `balancer restore`.
+fn oneshot_exit(plan: &Plan, outcomes: &[Outcome], args: &DaemonArgs) -> ExitCode {
+    remove_pidfile(args);
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    let applied = outcomes.iter().filter(|o| o.applied).count();
+    log::info!(
+        "one interval done: {} action(s) planned, {applied} applied, {failed} failed{}",
+        plan.actions.len(),
+        if args.dry_run { " (dry run)" } else { "" }
+    );
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[derive(Serialize)]

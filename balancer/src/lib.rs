@@ -11,6 +11,7 @@ use std::fmt;
 
 pub mod actuation;
 pub mod attribution;
+pub mod cli;
 pub mod config;
 pub mod cpumask;
 pub mod daemon;

@@ -1,40 +1,12 @@
 //! The `balancer` command line.
 use std::{io::Write as _, process::ExitCode};
 
-use balancer::{Fatal, output};
-use clap::{Parser, Subcommand};
-
-/// IRQ observability and balancing on measured CPU time.
-///
-/// Interrupt counts stopped meaning load when NAPI arrived: a busy NIC queue polls with its
-/// interrupt off. balancer measures the real CPU time of every IRQ and of the softirq work it
-/// causes with eBPF, and balances on that.
-#[derive(Debug, Parser)]
-#[command(name = "balancer", version, propagate_version = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Sample for a while and print each IRQ's real CPU time (hardirq + the softirq time it
-    /// causes) next to its share of interrupts.
-    Report(balancer::report::ReportArgs),
-    /// Print the machine as the balancer sees it: CPUs by NUMA node, devices, netdevs, IRQs
-    /// with their device, queue, node and affinity.
-    Topology(balancer::system::topology::TopologyArgs),
-    /// Balance IRQs on measured CPU time: measure, decide, move, repeat (config:
-    /// /etc/balancer/balancer.toml, whose installed example documents every key).
-    Daemon(balancer::daemon::DaemonArgs),
-    /// Measure one interval and print what the daemon would do now and why; changes nothing.
-    Plan(balancer::daemon::PlanArgs),
-    /// Put back every affinity and rps_cpus value the daemon changed, from its journal.
-    Restore(balancer::daemon::RestoreArgs),
-    /// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time with sticking flags,
-    /// NAPI instances and where they poll.
-    Top(balancer::tui::TopArgs),
-}
+use balancer::{
+    Fatal,
+    cli::{Cli, Command},
+    output,
+};
+use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -46,6 +46,7 @@ fn help_lists_the_commands_and_options() {
         "--foreground",
         "--pidfile",
         "--force",
+        "--oneshot",
     ] {
         assert!(text.contains(opt), "daemon --help lacks {opt}:\n{text}");
     }
@@ -672,5 +673,209 @@ fn refuses_to_run_beside_irqbalance() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A config whose lock, journal (and, when given, metrics address) are in `dir`, measuring
+/// one-second intervals.
+fn daemon_config(dir: &Path, metrics: Option<&str>) -> std::path::PathBuf {
+    let cfg = dir.join("daemon.toml");
+    let mut text = format!(
+        "lock-file = \"{}\"\njournal = \"{}\"\nshort-interval = 0.5\nlong-interval = 1\n",
+        dir.join("lock").display(),
+        dir.join("journal.json").display()
+    );
+    if let Some(m) = metrics {
+        text.push_str(&format!("metrics = \"{m}\"\n"));
+    }
+    fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// `--oneshot --dry-run` measures one interval, logs the plan, exits 0 and writes nothing
+/// (no journal, so no change was even prepared); a start-up failure exits non-zero.
+#[test]
+fn oneshot_measures_once_and_exits() {
+    if !root_or_skip("oneshot_measures_once_and_exits") {
+        return;
+    }
+    let dir = tempfile_dir();
+    let cfg = daemon_config(&dir, None);
+    let pidfile = dir.join("pid");
+    let started = std::time::Instant::now();
+    let o = balancer(&[
+        "daemon",
+        "--oneshot",
+        "--dry-run",
+        "--force",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("started (dry run) (one interval)"), "{err}");
+    assert!(
+        err.contains("one interval done:") && err.contains("0 failed (dry run)"),
+        "{err}"
+    );
+    assert_eq!(err.matches("one interval done").count(), 1, "{err}");
+    // It waited for the interval (long-interval = 1 s) before measuring.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert!(
+        !dir.join("journal.json").exists(),
+        "a dry run journals nothing"
+    );
+    assert!(!pidfile.exists(), "pidfile removed on exit");
+
+    let o = balancer(&[
+        "daemon",
+        "--oneshot",
+        "--dry-run",
+        "--force",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--pidfile",
+        dir.join("no/such/dir/pid").to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing the pidfile"), "{err}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Runs the daemon detached (no --foreground), stderr to a file: the child keeps it open,
+/// so a pipe would not see its end while the daemon runs.
+fn detached(cfg: &Path, pidfile: &Path, log: &Path) -> std::process::ExitStatus {
+    std::process::Command::new(balancer_tests::balancer_bin())
+        .args(["daemon", "--dry-run", "--force", "--config"])
+        .arg(cfg)
+        .arg("--pidfile")
+        .arg(pidfile)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .status()
+        .unwrap()
+}
+
+/// Detached, the command returns only once the daemon is ready (exit 0, the pidfile names
+/// the running daemon), or with the daemon's own exit code and error when it fails at
+/// start-up (a pidfile it cannot write, a metrics port that is taken).
+#[test]
+fn detached_start_waits_for_readiness() {
+    if !root_or_skip("detached_start_waits_for_readiness") {
+        return;
+    }
+    let dir = tempfile_dir();
+    let log = dir.join("log");
+
+    let cfg = daemon_config(&dir, None);
+    let status = detached(&cfg, &dir.join("no/such/dir/pid"), &log);
+    let err = fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("writing the pidfile"), "{err}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = daemon_config(&dir, Some(&taken.local_addr().unwrap().to_string()));
+    let pidfile = dir.join("pid");
+    let status = detached(&cfg, &pidfile, &log);
+    let err = fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("for metrics"), "{err}");
+    drop(taken);
+
+    let cfg = daemon_config(&dir, None);
+    let status = detached(&cfg, &pidfile, &log);
+    let err = fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{err}");
+    // Ready means started: the log says so and the pidfile names a live daemon.
+    assert!(err.contains("started (dry run)"), "{err}");
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only checks the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "daemon {pid} runs");
+    // SAFETY: the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pidfile.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !pidfile.exists(),
+        "stopped on SIGTERM and removed its pidfile"
+    );
+    // Give it the moment between removing the pidfile and exiting before cleaning up.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        fs::read_to_string(&log).unwrap().contains("stopped"),
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Under systemd (`Type=notify`): READY=1 on the notify socket once started, then watchdog
+/// keep-alives while it waits (WATCHDOG_USEC = 1 s: one at least every half second), and
+/// STOPPING=1 on SIGTERM. The socket is the test's own.
+#[test]
+fn notifies_systemd_when_ready_and_keeps_the_watchdog_fed() {
+    if !root_or_skip("notifies_systemd_when_ready_and_keeps_the_watchdog_fed") {
+        return;
+    }
+    let dir = tempfile_dir();
+    let cfg = daemon_config(&dir, None);
+    let sock_path = dir.join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut child = std::process::Command::new(balancer_tests::balancer_bin())
+        .args(["daemon", "--dry-run", "--foreground", "--force", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline
+        && got
+            .iter()
+            .filter(|m: &&String| m.as_str() == "WATCHDOG=1\n")
+            .count()
+            < 3
+    {
+        match sock.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Keep-alives already sent may come first.
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if got.last().is_some_and(|m| m == "STOPPING=1\n") {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        got.first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=measuring (dry run)")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().filter(|m| m.as_str() == "WATCHDOG=1\n").count() >= 3,
+        "{got:?}"
+    );
+    assert!(got.iter().any(|m| m == "STOPPING=1\n"), "{got:?}");
     let _ = fs::remove_dir_all(&dir);
 }

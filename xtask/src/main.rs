@@ -17,10 +17,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what is missing (nightly rust-src, bpf-linker, Debian packages), idempotently.
+    /// Install what is missing (nightly rust-src, bpf-linker, cargo-deb, Debian packages),
+    /// idempotently.
     Setup(setup::SetupArgs),
     /// Set up, build balancer (release) and run it: `cargo xtask run -- report`.
     Run(tasks::RunArgs),
+    /// Set up, build the release binary and the Debian package (target/debian/*.deb).
+    Package,
     /// Set up and run every test: fmt, clippy, unit, host integration (root), kernel VMs.
     Test(tasks::TestArgs),
     /// Run a benchmark and print its figures.
@@ -35,6 +38,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(args) => setup::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => tasks::run(&args),
+        Command::Package => tasks::package().map(|deb| {
+            println!("{}", deb.display());
+            ExitCode::SUCCESS
+        }),
         Command::Test(args) => tasks::test(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Vm(args) => vm::run(args),

@@ -8,6 +8,8 @@ use anyhow::{Context as _, bail};
 /// bpf-linker must match the LLVM of the machine's nightly (LLVM 22): see DESIGN.md.
 const BPF_LINKER_VERSION: &str = "0.10.4";
 const NIGHTLY: &str = "nightly";
+/// cargo-deb builds the .deb of `cargo xtask package`; 3.8.0 builds on rustc 1.85+.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Debian packages and the command that proves each is there.
 const PACKAGES: &[(&str, &str)] = &[
@@ -34,6 +36,7 @@ pub struct SetupArgs {
 pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
     if !args.no_packages {
         packages()?;
     }
@@ -103,6 +106,23 @@ fn bpf_linker() -> anyhow::Result<()> {
     run_checked(Command::new("cargo").args([
         "install",
         &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--force",
+    ]))
+}
+
+fn cargo_deb() -> anyhow::Result<()> {
+    // `cargo deb --version` prints `cargo-deb 3.8.0`.
+    let have = output(Command::new("cargo").args(["deb", "--version"])).unwrap_or_default();
+    if have.split_whitespace().any(|w| w == CARGO_DEB_VERSION) {
+        return Ok(());
+    }
+    step(&format!(
+        "installing cargo-deb {CARGO_DEB_VERSION} (a few minutes)"
+    ));
+    run_checked(Command::new("cargo").args([
+        "install",
+        &format!("cargo-deb@{CARGO_DEB_VERSION}"),
         "--locked",
         "--force",
     ]))

@@ -43,6 +43,62 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// Builds the Debian package (release binary, unit, config as a conffile, man pages and
+/// completions generated from the CLI) with cargo-deb and returns its path.
+pub fn package() -> anyhow::Result<PathBuf> {
+    build_release()?;
+    let docs = target_dir().join("release/package-docs");
+    // Stale pages of a removed subcommand must not be packaged.
+    if docs.exists() {
+        std::fs::remove_dir_all(&docs).with_context(|| format!("removing {}", docs.display()))?;
+    }
+    step("generating man pages and shell completions from the CLI");
+    run_checked(
+        cargo()
+            // Debug profile: the text is the same, and `cargo test` builds this lib with
+            // the dev-dependencies' features anyway (in release it would be built twice).
+            .args(["run", "--quiet", "-p", "balancer", "--example", "gen-docs"])
+            .arg("--")
+            .arg(&docs),
+    )?;
+    // Debian policy: man pages gzipped, without a name or time stamp (-n: reproducible).
+    let man = docs.join("man");
+    let pages: Vec<PathBuf> = std::fs::read_dir(&man)
+        .with_context(|| format!("reading {}", man.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "8"))
+        .collect();
+    if pages.is_empty() {
+        bail!("gen-docs wrote no man pages into {}", man.display());
+    }
+    run_checked(Command::new("gzip").args(["-9nf"]).args(&pages))?;
+    step("building the .deb (cargo deb)");
+    let out_dir = target_dir().join("debian");
+    let out = cargo()
+        .args(["deb", "-p", "balancer", "--no-build", "--output"])
+        .arg(&out_dir)
+        .output()
+        .context("starting cargo deb (cargo xtask setup installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "cargo deb failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // It prints the path of the package it wrote, last.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let deb = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.ends_with(".deb"))
+        .map(PathBuf::from)
+        .with_context(|| format!("cargo deb named no .deb: {stdout}"))?;
+    Ok(deb)
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Arguments for balancer, after `--`, e.g. `cargo xtask run -- report --duration 5`.
@@ -94,12 +150,18 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
                 .env("CARGO_TARGET_DIR", target_dir().join("ebpf-clippy")),
         )?;
     }
+    // The package test installs the real .deb into a scratch root: build it first (a
+    // release build, too slow for the test itself).
+    let deb = package()?;
     // Integration tests in the tests crate run the binary: build it first.
     step("building balancer");
     run_checked(cargo().args(["build", "-p", "balancer"]))?;
     step("cargo test (unit, fixtures, host integration)");
     let mut test = cargo();
     test.args(["test", "--workspace", "--exclude", "balancer-ebpf"]);
+    // Without BALANCER_DEB the package test fails here instead of skipping.
+    test.env("BALANCER_DEB", &deb)
+        .env("BALANCER_REQUIRE_PACKAGE_TEST", "1");
     if setup::is_root() {
         // As root the host tests must run, not skip.
         test.env("BALANCER_REQUIRE_ROOT_TESTS", "1");
