@@ -292,6 +292,10 @@ pub struct CpuLoad {
     pub softirq_ns: [u64; NR_SOFTIRQS],
     pub softirq_raises: [u64; NR_SOFTIRQS],
     pub softirq_runs: [u64; NR_SOFTIRQS],
+    /// Poll time in NAPI kthreads and in busy-poll loops on this CPU: task time, not part
+    /// of `softirq_ns` (the kernel charges it to the polling task).
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
     /// What /proc/stat says for the same interval, in ns; `None` when it has no row for the
     /// CPU.
     pub stat_irq_ns: Option<u64>,
@@ -322,6 +326,10 @@ pub struct IrqCpu {
     pub hardirq_ns: u64,
     /// NET_RX poll time of its NAPI instances on this CPU.
     pub softirq_ns: u64,
+    /// Poll time of its NAPI instances in their kthreads and in busy-poll loops on this
+    /// CPU: task time, shown apart and not in [`IrqLoad::weight_ns`].
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
 }
 
 /// One IRQ over the interval.
@@ -331,13 +339,18 @@ pub struct IrqLoad {
     pub interrupts: u64,
     pub hardirq_ns: u64,
     pub softirq_ns: u64,
+    /// Poll time of its instances in NAPI kthreads and busy-poll loops (task time).
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
     pub per_cpu: BTreeMap<u32, IrqCpu>,
     /// NAPI instances linked to it.
     pub napi: Vec<NapiKey>,
 }
 
 impl IrqLoad {
-    /// Real CPU time this IRQ cost: its handlers plus the polls it caused.
+    /// Real CPU time this IRQ cost: its handlers plus the polls it caused in softirq. Its
+    /// threaded and busy polls are left out: they run where their task runs, not where the
+    /// IRQ goes, so moving the IRQ does not move them.
     pub fn weight_ns(&self) -> u64 {
         self.hardirq_ns + self.softirq_ns
     }
@@ -349,8 +362,29 @@ pub struct NapiCpu {
     pub polls: u64,
     pub packets: u64,
     pub budget_exhausted: u64,
+    /// Poll time in NET_RX softirqs.
     pub ns: u64,
+    /// Polls outside NET_RX softirq that got no time (no start mark: a kthread before it was
+    /// listed, a busy loop that rescheduled, a kernel without the programs).
     pub untimed_polls: u64,
+    /// Timed polls in the instance's NAPI kthread, and their time (task time).
+    pub threaded_polls: u64,
+    pub threaded_ns: u64,
+    /// Timed busy polls, by tasks in a busy-poll loop, and their time (task time).
+    pub busy_polls: u64,
+    pub busy_poll_ns: u64,
+}
+
+impl NapiCpu {
+    /// Every poll: in softirq, in a kthread, busy, untimed.
+    pub fn all_polls(&self) -> u64 {
+        self.polls + self.threaded_polls + self.busy_polls + self.untimed_polls
+    }
+
+    /// Every timed poll's time.
+    pub fn all_ns(&self) -> u64 {
+        self.ns + self.threaded_ns + self.busy_poll_ns
+    }
 }
 
 /// One NAPI instance over the interval.
@@ -377,6 +411,10 @@ impl NapiLoad {
                 budget_exhausted: a.budget_exhausted + c.budget_exhausted,
                 ns: a.ns + c.ns,
                 untimed_polls: a.untimed_polls + c.untimed_polls,
+                threaded_polls: a.threaded_polls + c.threaded_polls,
+                threaded_ns: a.threaded_ns + c.threaded_ns,
+                busy_polls: a.busy_polls + c.busy_polls,
+                busy_poll_ns: a.busy_poll_ns + c.busy_poll_ns,
             })
     }
 }
@@ -469,6 +507,9 @@ impl Attribution {
         }
 
         let mut polled: BTreeMap<u32, u64> = BTreeMap::new();
+        // (CPU, threaded ns, busy-poll ns) per NAPI delta: task time, kept off the softirq
+        // split.
+        let mut task_ns: Vec<(u32, u64, u64)> = Vec::new();
         let mut napi: BTreeMap<NapiKey, NapiLoad> = BTreeMap::new();
         for ((id, cpu), d) in &iv.napi {
             let ident = iv.napi_identity.get(id).cloned().unwrap_or_default();
@@ -489,15 +530,29 @@ impl Attribution {
             c.packets += d.work + d.untimed_work;
             c.budget_exhausted += d.budget_exhausted;
             c.ns += d.ns;
-            c.untimed_polls += d.untimed_polls;
+            // The kernel counts every poll outside NET_RX as untimed and the timed ones again
+            // as threaded or busy; here each poll is in one count.
+            c.untimed_polls += d
+                .untimed_polls
+                .saturating_sub(d.threaded_polls + d.busy_polls);
+            c.threaded_polls += d.threaded_polls;
+            c.threaded_ns += d.threaded_ns;
+            c.busy_polls += d.busy_polls;
+            c.busy_poll_ns += d.busy_ns;
             *polled.entry(*cpu).or_default() += d.ns;
+            task_ns.push((*cpu, d.threaded_ns, d.busy_ns));
 
             let bucket = match (link.method, link.irq) {
                 (LinkMethod::Backlog, _) => Some(Bucket::RpsBacklog),
                 (_, Some(n)) => {
                     let l = irq(&mut a, n);
                     l.softirq_ns += d.ns;
-                    l.per_cpu.entry(*cpu).or_default().softirq_ns += d.ns;
+                    l.threaded_ns += d.threaded_ns;
+                    l.busy_poll_ns += d.busy_ns;
+                    let c = l.per_cpu.entry(*cpu).or_default();
+                    c.softirq_ns += d.ns;
+                    c.threaded_ns += d.threaded_ns;
+                    c.busy_poll_ns += d.busy_ns;
                     if !l.napi.contains(id) {
                         l.napi.push(*id);
                     }
@@ -512,6 +567,12 @@ impl Attribution {
             }
         }
         a.napi = napi.into_values().collect();
+        for (cpu, threaded, busy) in task_ns {
+            if let Some(c) = a.cpus.iter_mut().find(|c| c.cpu == cpu) {
+                c.threaded_ns += threaded;
+                c.busy_poll_ns += busy;
+            }
+        }
 
         for ((cpu, vec), s) in &iv.softirq {
             if s.ns == 0 || *vec as usize >= NR_SOFTIRQS {
@@ -811,6 +872,8 @@ pub(crate) mod testdata {
             napi: on("napi"),
             napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
             system_vectors: on("irq_vectors: local_timer"),
+            threaded_napi: on("sched:sched_switch (tp_btf)"),
+            busy_poll: on("fentry/fexit __napi_busy_loop"),
             program_types: BTreeMap::from([(
                 "irq:softirq_entry".to_string(),
                 crate::probe::ProgramType::BtfTracePoint,
