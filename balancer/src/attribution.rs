@@ -1250,3 +1250,66 @@ mod tests {
         assert!(a.events.iter().any(|e| e.contains("map was full")));
     }
 }
+
+#[cfg(test)]
+mod task_poll_tests {
+    use super::{testdata::*, *};
+    use crate::sample::NapiDelta;
+
+    /// Threaded and busy poll time goes to the instance's IRQ apart from its softirq time,
+    /// into the CPU's task figures, never into its softirq split; each poll is in one count.
+    #[test]
+    fn task_polls_go_to_the_irq_apart_from_softirq() {
+        let model = vm_model();
+        let plain = interval();
+        let mut iv = plain.clone();
+        // X (IRQ 36) also polled 300 times on CPU 1 outside NET_RX: 200 in its kthread,
+        // 60 busy, 40 with no mark.
+        iv.napi.insert(
+            (X, 1),
+            NapiDelta {
+                untimed_polls: 300,
+                untimed_work: 900,
+                threaded_polls: 200,
+                threaded_ns: 7_000_000,
+                busy_polls: 60,
+                busy_ns: 1_500_000,
+                ..NapiDelta::default()
+            },
+        );
+        let links = Linker::default().links(&iv.napi_identity, &model);
+        let a = Attribution::build(&iv, &model, &links);
+        let b = Attribution::build(&plain, &model, &links);
+
+        let irq = &a.irqs[&36];
+        assert_eq!((irq.threaded_ns, irq.busy_poll_ns), (7_000_000, 1_500_000));
+        assert_eq!(irq.softirq_ns, b.irqs[&36].softirq_ns);
+        assert_eq!(irq.weight_ns(), b.irqs[&36].weight_ns());
+        assert_eq!(irq.per_cpu[&1].threaded_ns, 7_000_000);
+        assert_eq!(irq.per_cpu[&1].softirq_ns, 0);
+
+        let x = a.napi.iter().find(|n| n.id == X).unwrap();
+        let c = x.per_cpu[&1];
+        assert_eq!(
+            (c.polls, c.threaded_polls, c.busy_polls, c.untimed_polls),
+            (0, 200, 60, 40)
+        );
+        assert_eq!(c.all_polls(), 300);
+        assert_eq!(c.all_ns(), 8_500_000);
+        assert_eq!(c.packets, 900);
+
+        for (cpu, before) in a.cpus.iter().zip(&b.cpus) {
+            assert_eq!(cpu.softirq_total_ns(), before.softirq_total_ns());
+            assert_eq!(a.unattributed_ns(cpu.cpu), b.unattributed_ns(cpu.cpu));
+            assert_eq!(
+                a.attributed_softirq_ns(cpu.cpu),
+                b.attributed_softirq_ns(cpu.cpu)
+            );
+        }
+        let cpu1 = a.cpus.iter().find(|c| c.cpu == 1).unwrap();
+        assert_eq!(
+            (cpu1.threaded_ns, cpu1.busy_poll_ns),
+            (7_000_000, 1_500_000)
+        );
+    }
+}
