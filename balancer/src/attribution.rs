@@ -879,6 +879,7 @@ pub(crate) mod testdata {
                 crate::probe::ProgramType::BtfTracePoint,
             )]),
             programs: "tp_btf".to_string(),
+            napi_map_entries: 1024,
             field_reads: "no classic programs: arguments, no records".to_string(),
         }
     }

@@ -222,3 +222,65 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
         );
     }
 }
+
+/// A UDP socket with SO_BUSY_POLL (the socket option; the host's net.core.busy_read is not
+/// touched) receiving over the veth busy-polls its instance from the receiving task: those
+/// polls are timed (from `__napi_busy_loop`'s entry or the previous poll in the loop) and
+/// shown as busy-poll, not as softirq time.
+#[test]
+#[ignore = "fentry programs fail to load with EPERM on this host; run with --ignored where fentry loads"]
+fn busy_polls_are_timed_and_shown_as_busy_poll() {
+    if !root_or_skip("busy_polls_are_timed_and_shown_as_busy_poll") {
+        return;
+    }
+    let root = Path::new("/");
+    let model = SystemModel::read(root, &ReadOptions::default()).expect("system model");
+    let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
+    assert!(
+        probe.status.busy_poll.active,
+        "{:?}",
+        probe.status.busy_poll
+    );
+    let pair = VethPair::create().expect("creating the veth pair");
+    let mut sampler = Sampler::new(probe, root).expect("first snapshot");
+    let got = udp_flood(&pair, 200_000, Some(200)).expect("traffic between the namespaces");
+    let iv = sampler.sample().expect("second snapshot");
+    let mut linker = Linker::default();
+    linker.observe(&iv);
+    let a = Attribution::build(&iv, &model, &linker.links(&iv.napi_identity, &model));
+    let t = a
+        .napi
+        .iter()
+        .filter(|n| n.device == pair.dev_b)
+        .map(|n| n.total())
+        .fold((0, 0, 0), |acc, t| {
+            (
+                acc.0 + t.busy_polls,
+                acc.1 + t.busy_poll_ns,
+                acc.2 + t.untimed_polls,
+            )
+        });
+    eprintln!(
+        "received {got}; busy polls {} ({} ns), untimed {}",
+        t.0, t.1, t.2
+    );
+    assert!(t.0 > 0 && t.1 > 0, "no timed busy polls: {t:?}");
+    let report = balancer::report::Report::build(
+        &a,
+        &model,
+        &sampler.probe().status,
+        &balancer::system::netdev::NetdevStatus::inactive("not asked"),
+        false,
+        None,
+    );
+    let v = serde_json::to_value(&report).expect("report JSON");
+    let row = v["napi"]
+        .as_array()
+        .expect("napi rows")
+        .iter()
+        .find(|n| n["device"] == pair.dev_b.as_str())
+        .expect("the receiving veth's row");
+    assert!(row["busy_polls"].as_u64() > Some(0), "{row}");
+    assert!(row["busy_poll_ns"].as_u64() > Some(0), "{row}");
+    assert_eq!(v["meta"]["methods"]["probe"]["busy_poll"]["active"], true);
+}

@@ -46,6 +46,22 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ba
 /// kernel map: instances of deleted devices stop polling, and their slots are needed.
 pub const NAPI_PRUNE_AFTER: u32 = 3;
 
+/// Headroom of the NAPI map over the machine's queues: devices and queues come and go
+/// (veths of containers, ethtool -L), and pruned instances free their slot only after
+/// [`NAPI_PRUNE_AFTER`] reads.
+pub const NAPI_HEADROOM: u32 = 4;
+/// The smallest NAPI map: small machines still get room for short-lived devices.
+pub const NAPI_MAP_FLOOR: u32 = 1024;
+
+/// Size of the NAPI map for a machine with `queues` netdev queues (rx + tx: a driver may
+/// give each its own instance) and `cpus` possible CPUs (one backlog instance each).
+pub fn napi_map_size(queues: u32, cpus: u32) -> u32 {
+    queues
+        .saturating_mul(NAPI_HEADROOM)
+        .saturating_add(cpus)
+        .max(NAPI_MAP_FLOOR)
+}
+
 /// What the caller can tune.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -170,6 +186,9 @@ pub struct ProbeStatus {
     pub program_types: BTreeMap<String, ProgramType>,
     /// One line: the type every event uses, or which ones differ and why.
     pub programs: String,
+    /// Entries of the NAPI map (instances x CPUs it can hold); past it polls are counted
+    /// in the events as lost.
+    pub napi_map_entries: u32,
     /// How the classic programs read record fields: "direct", or why not; "no classic
     /// programs" when none is attached.
     pub field_reads: String,
@@ -547,6 +566,7 @@ impl Probe {
             busy_poll,
             program_types,
             programs,
+            napi_map_entries: opts.max_napi.max(64),
             field_reads: if classic {
                 field_reads(&offsets)
             } else {
@@ -1087,9 +1107,7 @@ fn load_extras(
                         "fentry/fexit {BUSY_LOOP_FN}: busy polls timed from the loop's entry"
                     ))
                 }
-                (Err(e), _) | (_, Err(e)) => Feature::off(format!(
-                    "{BUSY_LOOP_FN}: {e:#}; busy polls counted, not timed"
-                )),
+                (Err(e), _) | (_, Err(e)) => Feature::off(format!("fentry {BUSY_LOOP_FN}: {e:#}")),
             }
         }
     };
@@ -1143,6 +1161,10 @@ fn verifier(e: ProgramError) -> anyhow::Error {
         } => {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            if tail.iter().all(|l| l.trim().is_empty()) {
+                // Refused before the verifier ran (EPERM from lockdown or an LSM, ...).
+                return anyhow!("{io_error}");
+            }
             anyhow!(
                 "{io_error}; verifier: {}",
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -1254,6 +1276,15 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn napi_map_is_sized_from_queues_and_cpus() {
+        // A small VM: the floor.
+        assert_eq!(napi_map_size(4, 2), NAPI_MAP_FLOOR);
+        // 4 NICs x 64 rx + 64 tx queues on 128 CPUs.
+        assert_eq!(napi_map_size(512, 128), 512 * NAPI_HEADROOM + 128);
+        assert_eq!(napi_map_size(u32::MAX, 8), u32::MAX);
+    }
 
     #[test]
     fn cap_eff_is_parsed() {
