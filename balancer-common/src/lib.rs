@@ -58,6 +58,15 @@ pub struct Offsets {
     /// straight from the record; otherwise, and always when zero, with
     /// `bpf_probe_read_kernel` at the offset above.
     pub direct_loads: u32,
+    /// `pid` in struct task_struct (BTF), or [`NO_OFFSET`]: raw and BTF-typed `sched_switch`
+    /// programs get the next task, not a record with its pid.
+    pub task_struct_pid: u32,
+    /// `nvcsw` and `nivcsw` in struct task_struct (BTF), or [`NO_OFFSET`]: a busy-poll loop
+    /// whose task was switched out between two polls must not time the time away.
+    pub task_struct_nvcsw: u32,
+    pub task_struct_nivcsw: u32,
+    /// `next_pid` in sched:sched_switch (classic program).
+    pub sched_switch_next_pid: u32,
 }
 
 /// Where the tracepoint fields sit on the kernels balancer is tested on (6.1, 6.12, 6.18; any
@@ -95,6 +104,10 @@ impl Offsets {
         net_device_name: NO_OFFSET,
         max_irqs: 0,
         direct_loads: 0,
+        task_struct_pid: NO_OFFSET,
+        task_struct_nvcsw: NO_OFFSET,
+        task_struct_nivcsw: NO_OFFSET,
+        sched_switch_next_pid: NO_OFFSET,
     };
 }
 
@@ -127,9 +140,10 @@ pub struct NapiStat {
     pub budget_exhausted: u64,
     /// Nanoseconds in measured polls, hardirq time inside them excluded.
     pub ns: u64,
-    /// Polls outside NET_RX softirq (threaded NAPI, busy polling): counted, not timed.
+    /// Polls outside NET_RX softirq (threaded NAPI, busy polling), timed or not; those timed
+    /// are also counted in `threaded_*` or `busy_*`.
     pub untimed_polls: u64,
-    /// Packets of the untimed polls.
+    /// Packets of the polls outside NET_RX.
     pub untimed_work: u64,
     /// `napi_struct.irq` as read on first sight; -1 where the kernel lacks the field.
     pub irq: i32,
@@ -137,6 +151,16 @@ pub struct NapiStat {
     pub napi_id: u32,
     /// `dev_name` of the poll event, NUL-padded; "(no_device)" for the backlog NAPI.
     pub dev_name: [u8; DEV_NAME_LEN],
+    /// Polls in a NAPI kthread (threaded NAPI) that were timed: from the later of the
+    /// kthread's switch-in and its previous poll, hardirq and softirq time inside excluded.
+    pub threaded_polls: u64,
+    pub threaded_work: u64,
+    pub threaded_ns: u64,
+    /// Busy polls (process context, inside `__napi_busy_loop`) that were timed: from the
+    /// loop's entry or the task's previous poll in it, hardirq and softirq time excluded.
+    pub busy_polls: u64,
+    pub busy_work: u64,
+    pub busy_ns: u64,
 }
 
 impl NapiStat {
@@ -151,6 +175,12 @@ impl NapiStat {
         irq: -1,
         napi_id: 0,
         dev_name: [0; DEV_NAME_LEN],
+        threaded_polls: 0,
+        threaded_work: 0,
+        threaded_ns: 0,
+        busy_polls: 0,
+        busy_work: 0,
+        busy_ns: 0,
     };
 }
 
@@ -231,7 +261,36 @@ pub struct CpuState {
     /// NAPI instances already counted for `netrx_cause` in this softirq: a pair counts
     /// softirqs, not polls, so an instance repolled within one softirq counts once.
     pub counted: [u64; COUNTED_SLOTS],
+    /// Where the time of the next poll by task `task_pid` starts: the NAPI kthread's
+    /// switch-in, a busy-poll loop's entry, or that task's previous poll; 0 for none.
+    pub task_mark: u64,
+    /// `hardirq_ns` and the CPU's softirq total at `task_mark`: softirqs run inside the
+    /// task (at `local_bh_enable`) are their own time, not the poll's.
+    pub task_hardirq_base: u64,
+    pub task_softirq_base: u64,
+    /// The busy-polling task's context switches (`nvcsw + nivcsw`) at `task_mark`.
+    pub task_switches: u64,
+    pub task_pid: u32,
+    /// [`TASK_THREADED`], [`TASK_BUSY`] or 0.
+    pub task_kind: u32,
+    /// A kthread's mark: the generation of its `NAPI_THREADS` entry when it was made. The
+    /// entry's generation changes each time userspace attaches `sched_switch`, so a mark
+    /// from before a detach times nothing.
+    pub task_gen: u32,
+    /// `napi_id` of `task_napi`.
+    pub task_napi_id: u32,
+    /// The instance the marked NAPI kthread last polled here, 0 for none: a kthread serves
+    /// one instance, so its time from that poll to its switch-out (GRO flush, freeing, going
+    /// to sleep) is that instance's too.
+    pub task_napi: u64,
 }
+
+/// `CpuState::task_kind`: a NAPI kthread was switched in.
+pub const TASK_THREADED: u32 = 1;
+/// `CpuState::task_kind`: a task entered a busy-poll loop.
+pub const TASK_BUSY: u32 = 2;
+/// Size of the `NAPI_THREADS` map (pids of NAPI kthreads, filled by userspace).
+pub const MAX_NAPI_THREADS: u32 = 4096;
 
 /// Instances [`CpuState`] remembers per NET_RX softirq.
 pub const COUNTED_SLOTS: usize = 4;

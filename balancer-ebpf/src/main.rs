@@ -9,6 +9,13 @@
 //! Hardirq time (device handlers and system vectors) that interrupts a softirq or a poll is
 //! subtracted from it, so a CPU's times add up without counting anything twice.
 //!
+//! Polls outside a NET_RX softirq run in a task: a NAPI kthread (threaded NAPI) or a task in a
+//! busy-poll loop. Their time runs from the task's mark on the CPU (the kthread's switch-in
+//! from `sched_switch`, attached only while userspace lists NAPI kthreads; the loop's entry
+//! from an fentry program) or the task's previous poll, less the hardirqs and softirqs that
+//! ran in between (softirqs run inside the task at `local_bh_enable` and are counted as
+//! softirq time already).
+//!
 //! Every event has three programs with one body: a BTF-typed tracepoint (`btf_*`), a raw
 //! tracepoint (`raw_*`) and a classic one (`tp_*`). The loader attaches the cheapest this
 //! kernel takes. BTF-typed and raw programs get the tracepoint's arguments, not a record built
@@ -21,15 +28,21 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
-    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
+    },
+    macros::{btf_tracepoint, fentry, fexit, map, raw_tracepoint, tracepoint},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    programs::{
+        BtfTracePointContext, FEntryContext, FExitContext, RawTracePointContext, TracePointContext,
+    },
 };
 use balancer_common::{
     COUNTED_SLOTS, CompiledLayout, CpuState, DEV_NAME_LEN, ERR_AMBIGUOUS_RAISE, ERR_IRQ_RANGE,
-    ERR_NAPI_FULL, ERR_PAIRS_FULL, ERR_READ, IrqStat, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
-    NR_SOFTIRQS, NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, SoftirqStat,
+    ERR_NAPI_FULL, ERR_PAIRS_FULL, ERR_READ, IrqStat, MAX_NAPI_THREADS, NET_RX_SOFTIRQ, NO_OFFSET,
+    NR_ERRORS, NR_SOFTIRQS, NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, SoftirqStat,
+    TASK_BUSY, TASK_THREADED,
 };
 
 /// Overridden by the loader with offsets read from tracefs and BTF.
@@ -54,6 +67,10 @@ static NAPI_IRQ_PAIRS: PerCpuHashMap<PairKey, u64> = PerCpuHashMap::with_max_ent
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_ERRORS, 0);
 #[map]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+/// Pids of NAPI kthreads (`napi/<dev>-<id>`), filled by userspace, to the generation of
+/// the `sched_switch` attach they belong to (`CpuState::task_gen`).
+#[map]
+static NAPI_THREADS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_NAPI_THREADS, 0);
 
 /// IRQ slots in [`CpuState`] hold the IRQ number plus one, so the zeroed initial state
 /// means "none" rather than IRQ 0.
@@ -237,6 +254,13 @@ fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
         st.poll_mark = t;
         st.poll_hardirq_base = st.hardirq_ns;
     }
+    // Outside NET_RX: a NAPI kthread's or a busy-polling task's poll, timed when its task
+    // has a start mark on this CPU.
+    let task = if timed { 0 } else { task_poll(st, &mut ns) };
+    if task == TASK_THREADED {
+        st.task_napi = napi;
+        st.task_napi_id = nkey.napi_id;
+    }
     let cause = if timed && st.netrx_cause != NO_IRQ && first_in_softirq(st, napi) {
         st.netrx_cause
     } else {
@@ -244,15 +268,15 @@ fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
     };
 
     if let Some(s) = NAPI_STATS.get_ptr_mut(nkey) {
-        unsafe { add_poll(&mut *s, timed, work, exhausted, ns) };
+        unsafe { add_poll(&mut *s, timed, task, work, exhausted, ns) };
     } else {
         let mut fresh = NapiStat::EMPTY;
-        add_poll(&mut fresh, timed, work, exhausted, ns);
+        add_poll(&mut fresh, timed, task, work, exhausted, ns);
         read_identity(o, napi, nkey.napi_id, dev, &mut fresh);
         if NAPI_STATS.insert(nkey, fresh, BPF_NOEXIST).is_err() {
             // Another CPU created the key first, or the map is full.
             match NAPI_STATS.get_ptr_mut(nkey) {
-                Some(s) => unsafe { add_poll(&mut *s, timed, work, exhausted, ns) },
+                Some(s) => unsafe { add_poll(&mut *s, timed, task, work, exhausted, ns) },
                 None => count_error(ERR_NAPI_FULL),
             }
         }
@@ -294,7 +318,7 @@ fn first_in_softirq(st: &mut CpuState, napi: u64) -> bool {
 }
 
 #[inline(always)]
-fn add_poll(s: &mut NapiStat, timed: bool, work: u64, exhausted: u64, ns: u64) {
+fn add_poll(s: &mut NapiStat, timed: bool, task: u32, work: u64, exhausted: u64, ns: u64) {
     if timed {
         s.polls += 1;
         s.work += work;
@@ -302,8 +326,152 @@ fn add_poll(s: &mut NapiStat, timed: bool, work: u64, exhausted: u64, ns: u64) {
     } else {
         s.untimed_polls += 1;
         s.untimed_work += work;
+        if task == TASK_THREADED {
+            s.threaded_polls += 1;
+            s.threaded_work += work;
+            s.threaded_ns += ns;
+        } else if task == TASK_BUSY {
+            s.busy_polls += 1;
+            s.busy_work += work;
+            s.busy_ns += ns;
+        }
     }
     s.budget_exhausted += exhausted;
+}
+
+// ---- Polls in task context: threaded NAPI and busy polling. ----
+
+/// Softirq nanoseconds run on this CPU so far (all vectors, hardirq time inside excluded).
+/// Read only where a task's poll is timed, never in the softirq path.
+#[inline(always)]
+fn softirq_total() -> u64 {
+    let mut t = 0u64;
+    for vec in 0..NR_SOFTIRQS as u32 {
+        if let Some(s) = SOFTIRQ_STATS.get_ptr(vec) {
+            t += unsafe { (*s).ns };
+        }
+    }
+    t
+}
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+/// Context switches of the current task, or 0 where BTF lacks the fields.
+#[inline(always)]
+fn current_switches() -> u64 {
+    let o = &OFFSETS;
+    let task = unsafe { bpf_get_current_task() };
+    let v = read_struct::<u64>(task, off(&o.task_struct_nvcsw)).unwrap_or(0);
+    let iv = read_struct::<u64>(task, off(&o.task_struct_nivcsw)).unwrap_or(0);
+    v.wrapping_add(iv)
+}
+
+/// Starts timing polls of `pid` on this CPU now.
+#[inline(always)]
+fn task_mark(st: &mut CpuState, pid: u32, kind: u32, switches: u64) {
+    st.task_pid = pid;
+    st.task_gen = 0;
+    st.task_napi = 0;
+    st.task_kind = kind;
+    st.task_mark = now();
+    st.task_hardirq_base = st.hardirq_ns;
+    st.task_softirq_base = softirq_total();
+    st.task_switches = switches;
+}
+
+/// A poll outside NET_RX by the current task: when that task has a mark on this CPU, the
+/// poll's time (into `ns`) runs from the mark to now less the hardirqs and softirqs that ran
+/// in between, and the mark moves here. Returns the kind of the task, or 0 when untimed.
+#[inline(always)]
+fn task_poll(st: &mut CpuState, ns: &mut u64) -> u32 {
+    if st.task_mark == 0 || st.task_pid != current_tid() {
+        return 0;
+    }
+    let kind = st.task_kind;
+    if kind == TASK_THREADED {
+        // A kthread no longer listed, or a mark from before `sched_switch` was detached.
+        let listed = unsafe { NAPI_THREADS.get(st.task_pid) }.copied();
+        if listed != Some(st.task_gen) {
+            st.task_mark = 0;
+            st.task_kind = 0;
+            st.task_pid = 0;
+            return 0;
+        }
+    }
+    if kind == TASK_BUSY {
+        // Switched out since the mark (a loop that rescheduled): the time away is not the
+        // poll's. This poll stays untimed; the next one in the loop is timed from here.
+        let sw = current_switches();
+        if sw != st.task_switches {
+            task_mark(st, st.task_pid, kind, sw);
+            return 0;
+        }
+    }
+    let t = now();
+    let soft = softirq_total();
+    let away = st
+        .hardirq_ns
+        .wrapping_sub(st.task_hardirq_base)
+        .wrapping_add(soft.wrapping_sub(st.task_softirq_base));
+    *ns = t.wrapping_sub(st.task_mark).saturating_sub(away);
+    st.task_mark = t;
+    st.task_hardirq_base = st.hardirq_ns;
+    st.task_softirq_base = soft;
+    kind
+}
+
+/// A context switch to `next_pid`: a NAPI kthread switched in gets a mark; any other task
+/// ends the kthread's.
+#[inline(always)]
+fn on_sched_switch(next_pid: u32) {
+    let Some(st) = state() else { return };
+    // A mark is cleared at every switch away, so a kthread mark here is the outgoing task's:
+    // its tail since its last poll goes to the instance it polled.
+    if st.task_kind == TASK_THREADED && st.task_mark != 0 && st.task_napi != 0 {
+        let mut tail = 0;
+        if task_poll(st, &mut tail) == TASK_THREADED {
+            let key = NapiKey {
+                napi: st.task_napi,
+                napi_id: st.task_napi_id,
+                _pad: 0,
+            };
+            if let Some(s) = NAPI_STATS.get_ptr_mut(key) {
+                unsafe { (*s).threaded_ns += tail };
+            }
+        }
+    }
+    if let Some(generation) = unsafe { NAPI_THREADS.get(next_pid) }.copied() {
+        task_mark(st, next_pid, TASK_THREADED, 0);
+        st.task_gen = generation;
+    } else if st.task_kind == TASK_THREADED {
+        st.task_mark = 0;
+        st.task_kind = 0;
+        st.task_pid = 0;
+    }
+}
+
+#[inline(always)]
+fn on_busy_loop_entry() {
+    let Some(st) = state() else { return };
+    let pid = current_tid();
+    // A NAPI kthread's polls are timed from its switch-in.
+    if st.task_kind == TASK_THREADED && st.task_pid == pid {
+        return;
+    }
+    task_mark(st, pid, TASK_BUSY, current_switches());
+}
+
+#[inline(always)]
+fn on_busy_loop_exit() {
+    let Some(st) = state() else { return };
+    if st.task_kind == TASK_BUSY && st.task_pid == current_tid() {
+        st.task_mark = 0;
+        st.task_kind = 0;
+        st.task_pid = 0;
+    }
 }
 
 /// A field of a kernel struct at an offset from BTF.
@@ -476,6 +644,39 @@ macro_rules! arg_programs {
     };
 }
 
+// sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...):
+// attached only while NAPI_THREADS has pids.
+arg_programs!("sched_switch", raw_sched_switch, btf_sched_switch, |a| {
+    if let Some(pid) = read_struct::<u32>(a(2), off(&OFFSETS.task_struct_pid)) {
+        on_sched_switch(pid)
+    }
+});
+
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn tp_sched_switch(ctx: TracePointContext) -> u32 {
+    let o = off(&OFFSETS.sched_switch_next_pid);
+    if o != NO_OFFSET
+        && let Ok(pid) = unsafe { ctx.read_at::<u32>(o as usize) }
+    {
+        on_sched_switch(pid);
+    }
+    0
+}
+
+/// `__napi_busy_loop`, under both `napi_busy_loop` and `napi_busy_loop_rcu` (sockets with
+/// SO_BUSY_POLL, epoll, io_uring): its entry is where the loop's first poll starts.
+#[fentry(function = "__napi_busy_loop")]
+pub fn busy_loop_entry(_ctx: FEntryContext) -> u32 {
+    on_busy_loop_entry();
+    0
+}
+
+#[fexit(function = "__napi_busy_loop")]
+pub fn busy_loop_exit(_ctx: FExitContext) -> u32 {
+    on_busy_loop_exit();
+    0
+}
+
 /// Programs that do nothing, one per event: the probe benchmark's floor, what attaching a
 /// BTF-typed program to these events costs before any work (`ProbeOptions::empty`).
 macro_rules! empty_programs {
@@ -496,6 +697,7 @@ empty_programs!(
     "softirq_entry" => empty_softirq_entry,
     "softirq_exit" => empty_softirq_exit,
     "napi_poll" => empty_napi_poll,
+    "sched_switch" => empty_sched_switch,
     "local_timer_entry" => empty_local_timer_entry,
     "local_timer_exit" => empty_local_timer_exit,
     "reschedule_entry" => empty_reschedule_entry,

@@ -342,6 +342,10 @@ pub struct CpuLoad {
     pub softirq_ns: [u64; NR_SOFTIRQS],
     pub softirq_raises: [u64; NR_SOFTIRQS],
     pub softirq_runs: [u64; NR_SOFTIRQS],
+    /// Poll time in NAPI kthreads and in busy-poll loops on this CPU: task time, not part
+    /// of `softirq_ns` (the kernel charges it to the polling task).
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
     /// What /proc/stat says for the same interval, in ns; `None` when it has no row for the
     /// CPU.
     pub stat_irq_ns: Option<u64>,
@@ -372,6 +376,10 @@ pub struct IrqCpu {
     pub hardirq_ns: u64,
     /// NET_RX poll time of its NAPI instances on this CPU.
     pub softirq_ns: u64,
+    /// Poll time of its NAPI instances in their kthreads and in busy-poll loops on this
+    /// CPU: task time, shown apart and not in [`IrqLoad::weight_ns`].
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
 }
 
 /// One IRQ over the interval.
@@ -381,13 +389,18 @@ pub struct IrqLoad {
     pub interrupts: u64,
     pub hardirq_ns: u64,
     pub softirq_ns: u64,
+    /// Poll time of its instances in NAPI kthreads and busy-poll loops (task time).
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
     pub per_cpu: BTreeMap<u32, IrqCpu>,
     /// NAPI instances linked to it.
     pub napi: Vec<NapiKey>,
 }
 
 impl IrqLoad {
-    /// Real CPU time this IRQ cost: its handlers plus the polls it caused.
+    /// Real CPU time this IRQ cost: its handlers plus the polls it caused in softirq. Its
+    /// threaded and busy polls are left out: they run where their task runs, not where the
+    /// IRQ goes, so moving the IRQ does not move them.
     pub fn weight_ns(&self) -> u64 {
         self.hardirq_ns + self.softirq_ns
     }
@@ -399,8 +412,29 @@ pub struct NapiCpu {
     pub polls: u64,
     pub packets: u64,
     pub budget_exhausted: u64,
+    /// Poll time in NET_RX softirqs.
     pub ns: u64,
+    /// Polls outside NET_RX softirq that got no time (no start mark: a kthread before it was
+    /// listed, a busy loop that rescheduled, a kernel without the programs).
     pub untimed_polls: u64,
+    /// Timed polls in the instance's NAPI kthread, and their time (task time).
+    pub threaded_polls: u64,
+    pub threaded_ns: u64,
+    /// Timed busy polls, by tasks in a busy-poll loop, and their time (task time).
+    pub busy_polls: u64,
+    pub busy_poll_ns: u64,
+}
+
+impl NapiCpu {
+    /// Every poll: in softirq, in a kthread, busy, untimed.
+    pub fn all_polls(&self) -> u64 {
+        self.polls + self.threaded_polls + self.busy_polls + self.untimed_polls
+    }
+
+    /// Every timed poll's time.
+    pub fn all_ns(&self) -> u64 {
+        self.ns + self.threaded_ns + self.busy_poll_ns
+    }
 }
 
 /// One NAPI instance over the interval.
@@ -427,6 +461,10 @@ impl NapiLoad {
                 budget_exhausted: a.budget_exhausted + c.budget_exhausted,
                 ns: a.ns + c.ns,
                 untimed_polls: a.untimed_polls + c.untimed_polls,
+                threaded_polls: a.threaded_polls + c.threaded_polls,
+                threaded_ns: a.threaded_ns + c.threaded_ns,
+                busy_polls: a.busy_polls + c.busy_polls,
+                busy_poll_ns: a.busy_poll_ns + c.busy_poll_ns,
             })
     }
 }
@@ -519,6 +557,9 @@ impl Attribution {
         }
 
         let mut polled: BTreeMap<u32, u64> = BTreeMap::new();
+        // (CPU, threaded ns, busy-poll ns) per NAPI delta: task time, kept off the softirq
+        // split.
+        let mut task_ns: Vec<(u32, u64, u64)> = Vec::new();
         let mut napi: BTreeMap<NapiKey, NapiLoad> = BTreeMap::new();
         for ((id, cpu), d) in &iv.napi {
             let ident = iv.napi_identity.get(id).cloned().unwrap_or_default();
@@ -539,15 +580,29 @@ impl Attribution {
             c.packets += d.work + d.untimed_work;
             c.budget_exhausted += d.budget_exhausted;
             c.ns += d.ns;
-            c.untimed_polls += d.untimed_polls;
+            // The kernel counts every poll outside NET_RX as untimed and the timed ones again
+            // as threaded or busy; here each poll is in one count.
+            c.untimed_polls += d
+                .untimed_polls
+                .saturating_sub(d.threaded_polls + d.busy_polls);
+            c.threaded_polls += d.threaded_polls;
+            c.threaded_ns += d.threaded_ns;
+            c.busy_polls += d.busy_polls;
+            c.busy_poll_ns += d.busy_ns;
             *polled.entry(*cpu).or_default() += d.ns;
+            task_ns.push((*cpu, d.threaded_ns, d.busy_ns));
 
             let bucket = match (link.method, link.irq) {
                 (LinkMethod::Backlog, _) => Some(Bucket::RpsBacklog),
                 (_, Some(n)) => {
                     let l = irq(&mut a, n);
                     l.softirq_ns += d.ns;
-                    l.per_cpu.entry(*cpu).or_default().softirq_ns += d.ns;
+                    l.threaded_ns += d.threaded_ns;
+                    l.busy_poll_ns += d.busy_ns;
+                    let c = l.per_cpu.entry(*cpu).or_default();
+                    c.softirq_ns += d.ns;
+                    c.threaded_ns += d.threaded_ns;
+                    c.busy_poll_ns += d.busy_ns;
                     if !l.napi.contains(id) {
                         l.napi.push(*id);
                     }
@@ -562,6 +617,12 @@ impl Attribution {
             }
         }
         a.napi = napi.into_values().collect();
+        for (cpu, threaded, busy) in task_ns {
+            if let Some(c) = a.cpus.iter_mut().find(|c| c.cpu == cpu) {
+                c.threaded_ns += threaded;
+                c.busy_poll_ns += busy;
+            }
+        }
 
         for ((cpu, vec), s) in &iv.softirq {
             if s.ns == 0 || *vec as usize >= NR_SOFTIRQS {
@@ -861,11 +922,14 @@ pub(crate) mod testdata {
             napi: on("napi"),
             napi_irq_exact: on("napi_struct.irq at byte 416 (BTF)"),
             system_vectors: on("irq_vectors: local_timer"),
+            threaded_napi: on("sched:sched_switch (tp_btf)"),
+            busy_poll: on("fentry/fexit __napi_busy_loop"),
             program_types: BTreeMap::from([(
                 "irq:softirq_entry".to_string(),
                 crate::probe::ProgramType::BtfTracePoint,
             )]),
             programs: "tp_btf".to_string(),
+            napi_map_entries: 1024,
             field_reads: "no classic programs: arguments, no records".to_string(),
         }
     }
@@ -1273,5 +1337,68 @@ mod tests {
         assert!(a.events.iter().any(|e| e.contains("IRQs vanished: 31")));
         assert!(a.events.iter().any(|e| e.contains("CPUs went offline: 3")));
         assert!(a.events.iter().any(|e| e.contains("map was full")));
+    }
+}
+
+#[cfg(test)]
+mod task_poll_tests {
+    use super::{testdata::*, *};
+    use crate::sample::NapiDelta;
+
+    /// Threaded and busy poll time goes to the instance's IRQ apart from its softirq time,
+    /// into the CPU's task figures, never into its softirq split; each poll is in one count.
+    #[test]
+    fn task_polls_go_to_the_irq_apart_from_softirq() {
+        let model = vm_model();
+        let plain = interval();
+        let mut iv = plain.clone();
+        // X (IRQ 36) also polled 300 times on CPU 1 outside NET_RX: 200 in its kthread,
+        // 60 busy, 40 with no mark.
+        iv.napi.insert(
+            (X, 1),
+            NapiDelta {
+                untimed_polls: 300,
+                untimed_work: 900,
+                threaded_polls: 200,
+                threaded_ns: 7_000_000,
+                busy_polls: 60,
+                busy_ns: 1_500_000,
+                ..NapiDelta::default()
+            },
+        );
+        let links = Linker::default().links(&iv.napi_identity, &model);
+        let a = Attribution::build(&iv, &model, &links);
+        let b = Attribution::build(&plain, &model, &links);
+
+        let irq = &a.irqs[&36];
+        assert_eq!((irq.threaded_ns, irq.busy_poll_ns), (7_000_000, 1_500_000));
+        assert_eq!(irq.softirq_ns, b.irqs[&36].softirq_ns);
+        assert_eq!(irq.weight_ns(), b.irqs[&36].weight_ns());
+        assert_eq!(irq.per_cpu[&1].threaded_ns, 7_000_000);
+        assert_eq!(irq.per_cpu[&1].softirq_ns, 0);
+
+        let x = a.napi.iter().find(|n| n.id == X).unwrap();
+        let c = x.per_cpu[&1];
+        assert_eq!(
+            (c.polls, c.threaded_polls, c.busy_polls, c.untimed_polls),
+            (0, 200, 60, 40)
+        );
+        assert_eq!(c.all_polls(), 300);
+        assert_eq!(c.all_ns(), 8_500_000);
+        assert_eq!(c.packets, 900);
+
+        for (cpu, before) in a.cpus.iter().zip(&b.cpus) {
+            assert_eq!(cpu.softirq_total_ns(), before.softirq_total_ns());
+            assert_eq!(a.unattributed_ns(cpu.cpu), b.unattributed_ns(cpu.cpu));
+            assert_eq!(
+                a.attributed_softirq_ns(cpu.cpu),
+                b.attributed_softirq_ns(cpu.cpu)
+            );
+        }
+        let cpu1 = a.cpus.iter().find(|c| c.cpu == 1).unwrap();
+        assert_eq!(
+            (cpu1.threaded_ns, cpu1.busy_poll_ns),
+            (7_000_000, 1_500_000)
+        );
     }
 }

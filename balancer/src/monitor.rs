@@ -56,9 +56,24 @@ impl Monitor {
     pub fn start(root: &Path, opts: ReadOptions) -> anyhow::Result<Monitor> {
         probe::check_privileges()?;
         let model = SystemModel::read(root, &opts).context("reading the system model")?;
+        // Every netdev's rx and tx queues (tx from sysfs: the model lists rx only).
+        let queues: usize = model
+            .netdevs
+            .values()
+            .map(|d| {
+                let tx = std::fs::read_dir(root.join("sys/class/net").join(&d.name).join("queues"))
+                    .map_or(0, |dir| {
+                        dir.filter_map(Result::ok)
+                            .filter(|e| e.file_name().to_string_lossy().starts_with("tx-"))
+                            .count()
+                    });
+                d.rx_queues.len() + tx
+            })
+            .sum();
         let probe = Probe::load(&ProbeOptions {
             // Room for IRQs that appear later (hotplug, new queues).
             max_irqs: (model.irqs.len() as u32 * 2).max(1024),
+            max_napi: probe::napi_map_size(queues as u32, model.nr_cpu_ids),
             ..ProbeOptions::default()
         })?;
         let first = Snapshot::take(&probe, root)?;

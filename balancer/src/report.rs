@@ -242,6 +242,10 @@ pub struct CpuRow {
     pub stat_hardirq_pct: Option<f64>,
     pub stat_softirq_pct: Option<f64>,
     pub busy_pct: Option<f64>,
+    /// Poll time in NAPI kthreads and busy-poll loops on this CPU, % of the CPU: task time,
+    /// in none of the softirq figures above.
+    pub threaded_pct: f64,
+    pub busy_poll_pct: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -250,6 +254,9 @@ pub struct IrqCpuRow {
     pub interrupts: u64,
     pub hardirq_ns: u64,
     pub softirq_ns: u64,
+    /// Its instances' polls in NAPI kthreads and busy-poll loops (task time, not softirq).
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -269,6 +276,10 @@ pub struct IrqRow {
     pub interrupts_per_s: f64,
     pub hardirq_ns: u64,
     pub softirq_ns: u64,
+    /// Poll time of its instances in NAPI kthreads and busy-poll loops: task time, apart
+    /// from `softirq_ns` and not in `weight_ns` (moving the IRQ does not move it).
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
     pub weight_ns: u64,
     /// Time as % of one CPU over the interval.
     pub hardirq_pct: f64,
@@ -332,6 +343,8 @@ pub struct NapiCpuRow {
     pub cpu: u32,
     pub polls: u64,
     pub ns: u64,
+    pub threaded_ns: u64,
+    pub busy_poll_ns: u64,
     /// Share of the instance's poll time (of its polls when no time was measured).
     pub share: f64,
 }
@@ -353,10 +366,20 @@ pub struct NapiRow {
     pub packets: u64,
     pub packets_per_s: f64,
     pub budget_exhausted_share: f64,
-    /// Polls outside NET_RX softirq (threaded NAPI, busy polling): counted, not timed.
+    /// Polls that got no time: outside NET_RX softirq with no start mark (see meta's
+    /// threaded_napi and busy_poll).
     pub untimed_polls: u64,
+    /// Poll time in NET_RX softirqs.
     pub ns: u64,
     pub pct: f64,
+    /// Polls in the instance's NAPI kthread, and their time (task time, not softirq).
+    pub threaded_polls: u64,
+    pub threaded_ns: u64,
+    pub threaded_pct: f64,
+    /// Busy polls by tasks in a busy-poll loop, and their time (task time, not softirq).
+    pub busy_polls: u64,
+    pub busy_poll_ns: u64,
+    pub busy_poll_pct: f64,
     pub cpus: Vec<NapiCpuRow>,
 }
 
@@ -391,6 +414,22 @@ pub struct Report {
 pub struct Omitted {
     pub irqs: usize,
     pub napi: usize,
+}
+
+/// The TASK% cell: threaded (T) and busy-poll (B) time, `-` for none.
+fn task_pct(n: &NapiRow) -> String {
+    let mut cell = Vec::new();
+    if n.threaded_ns > 0 {
+        cell.push(format!("{:.1}T", n.threaded_pct));
+    }
+    if n.busy_poll_ns > 0 {
+        cell.push(format!("{:.1}B", n.busy_poll_pct));
+    }
+    if cell.is_empty() {
+        "-".to_string()
+    } else {
+        cell.join("+")
+    }
 }
 
 fn pct(ns: u64, of: u64) -> f64 {
@@ -445,6 +484,8 @@ impl Report {
                     stat_hardirq_pct: stat_pct(c.stat_irq_ns),
                     stat_softirq_pct: stat_pct(c.stat_softirq_ns),
                     busy_pct: stat_pct(c.stat_busy_ns),
+                    threaded_pct: pct(c.threaded_ns, dur),
+                    busy_poll_pct: pct(c.busy_poll_ns, dur),
                 }
             })
             .collect();
@@ -489,6 +530,8 @@ impl Report {
                     interrupts_per_s: per_s(l.interrupts),
                     hardirq_ns: l.hardirq_ns,
                     softirq_ns: l.softirq_ns,
+                    threaded_ns: l.threaded_ns,
+                    busy_poll_ns: l.busy_poll_ns,
                     weight_ns: l.weight_ns(),
                     hardirq_pct: pct(l.hardirq_ns, dur),
                     softirq_pct: pct(l.softirq_ns, dur),
@@ -504,6 +547,8 @@ impl Report {
                             interrupts: c.interrupts,
                             hardirq_ns: c.hardirq_ns,
                             softirq_ns: c.softirq_ns,
+                            threaded_ns: c.threaded_ns,
+                            busy_poll_ns: c.busy_poll_ns,
                         })
                         .collect(),
                 }
@@ -524,31 +569,39 @@ impl Report {
                     link_evidence: n.link.evidence,
                     link_confidence: n.link.confidence,
                     thread_pid: n.thread_pid,
-                    polls: t.polls + t.untimed_polls,
+                    polls: t.all_polls(),
                     packets: t.packets,
                     packets_per_s: per_s(t.packets),
-                    budget_exhausted_share: share(t.budget_exhausted, t.polls + t.untimed_polls),
+                    budget_exhausted_share: share(t.budget_exhausted, t.all_polls()),
                     untimed_polls: t.untimed_polls,
                     ns: t.ns,
                     pct: pct(t.ns, dur),
+                    threaded_polls: t.threaded_polls,
+                    threaded_ns: t.threaded_ns,
+                    threaded_pct: pct(t.threaded_ns, dur),
+                    busy_polls: t.busy_polls,
+                    busy_poll_ns: t.busy_poll_ns,
+                    busy_poll_pct: pct(t.busy_poll_ns, dur),
                     cpus: n
                         .per_cpu
                         .iter()
                         .map(|(cpu, c)| NapiCpuRow {
                             cpu: *cpu,
-                            polls: c.polls + c.untimed_polls,
+                            polls: c.all_polls(),
                             ns: c.ns,
-                            share: if t.ns > 0 {
-                                share(c.ns, t.ns)
+                            threaded_ns: c.threaded_ns,
+                            busy_poll_ns: c.busy_poll_ns,
+                            share: if t.all_ns() > 0 {
+                                share(c.all_ns(), t.all_ns())
                             } else {
-                                share(c.polls + c.untimed_polls, t.polls + t.untimed_polls)
+                                share(c.all_polls(), t.all_polls())
                             },
                         })
                         .collect(),
                 }
             })
             .collect();
-        napi.sort_by_key(|n| std::cmp::Reverse((n.ns, n.polls)));
+        napi.sort_by_key(|n| std::cmp::Reverse((n.ns + n.threaded_ns + n.busy_poll_ns, n.polls)));
 
         let mut omitted = Omitted::default();
         if let Some(n) = top {
@@ -866,9 +919,10 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5} {:>6}  CPUS",
-            "NAPI_ID", "DEVICE", "IRQ", "LINK", "PKT/s", "POLLS/s", "FULL%", "CPU%"
+            "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5} {:>6} {:>6}  CPUS",
+            "NAPI_ID", "DEVICE", "IRQ", "LINK", "PKT/s", "POLLS/s", "FULL%", "CPU%", "TASK%"
         );
+        let mut task_time = false;
         let secs = self.meta.duration_s;
         for n in &self.napi {
             let cpus: Vec<String> = n
@@ -879,7 +933,7 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 o,
-                "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5.1} {:>6.2}  {}",
+                "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5.1} {:>6.2} {:>6}  {}",
                 n.napi_id.map_or("-".to_string(), |i| i.to_string()),
                 fit(&n.device, 12),
                 n.irq.map_or("-".to_string(), |i| i.to_string()),
@@ -892,7 +946,17 @@ impl Report {
                 }),
                 n.budget_exhausted_share * 100.0,
                 n.pct,
+                task_pct(n),
                 fit(&cpus.join(" "), 30)
+            );
+            task_time |= n.threaded_ns + n.busy_poll_ns > 0;
+        }
+        if task_time {
+            let _ = writeln!(
+                o,
+                "TASK%: poll time in NAPI kthreads (T) and busy-poll loops (B), % of one CPU: \
+                 task time, counted to the instance's IRQ apart from its softirq time and in \
+                 no CPU's softirq split"
             );
         }
     }
@@ -1074,6 +1138,54 @@ mod tests {
         assert_eq!(r.meta.methods.napi_irq_link, vec!["exact"]);
         // napi_poll reported missing in the status shows up in meta.missing.
         assert!(r.meta.missing.iter().any(|m| m.starts_with("napi:")));
+    }
+
+    /// Threaded and busy poll time is in the NAPI row, the IRQ row and the CPU row apart
+    /// from softirq time, marked T and B in the text with a line saying where it went.
+    #[test]
+    fn task_poll_time_is_shown_apart() {
+        let model = testdata::vm_model();
+        let mut iv = testdata::interval();
+        iv.napi.insert(
+            (testdata::X, 1),
+            crate::sample::NapiDelta {
+                untimed_polls: 10,
+                threaded_polls: 6,
+                threaded_ns: iv.duration_ns / 50,
+                busy_polls: 4,
+                busy_ns: iv.duration_ns / 100,
+                ..Default::default()
+            },
+        );
+        let links = crate::attribution::Linker::default().links(&iv.napi_identity, &model);
+        let a = Attribution::build(&iv, &model, &links);
+        let r = Report::build(
+            &a,
+            &model,
+            &status(),
+            &testdata::netlink_status(),
+            false,
+            None,
+        );
+        let x = r.napi.iter().find(|n| n.irq == Some(36)).unwrap();
+        assert_eq!((x.threaded_polls, x.busy_polls, x.untimed_polls), (6, 4, 0));
+        assert!((x.threaded_pct - 2.0).abs() < 1e-9 && (x.busy_poll_pct - 1.0).abs() < 1e-9);
+        assert_eq!(task_pct(x), "2.0T+1.0B");
+        let irq = r.irqs.iter().find(|i| i.irq == 36).unwrap();
+        assert_eq!(irq.threaded_ns, iv.duration_ns / 50);
+        let cpu1 = r.cpus.iter().find(|c| c.cpu == 1).unwrap();
+        assert!((cpu1.busy_poll_pct - 1.0).abs() < 1e-9);
+        let text = r.to_text();
+        assert!(text.contains("2.0T+1.0B"), "{text}");
+        assert!(text.contains("in no CPU's softirq split"), "{text}");
+        let v = serde_json::to_value(&r).unwrap();
+        let row = v["napi"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["irq"] == 36)
+            .unwrap();
+        assert_eq!(row["busy_poll_ns"], iv.duration_ns / 100);
     }
 
     /// Links netlink made are named for their method and counted as used; a threaded

@@ -19,6 +19,7 @@ use crate::{
     probe::{Counters, Probe},
     system::{
         interrupts::{self, Interrupts, RowId},
+        kthreads,
         netdev::NetdevDump,
         stat::{self, CpuTimes},
     },
@@ -83,8 +84,15 @@ pub struct NapiDelta {
     pub work: u64,
     pub budget_exhausted: u64,
     pub ns: u64,
+    /// Polls outside NET_RX softirq, timed or not; the timed ones are also counted below.
     pub untimed_polls: u64,
     pub untimed_work: u64,
+    /// Timed polls in a NAPI kthread: task time, not softirq time.
+    pub threaded_polls: u64,
+    pub threaded_ns: u64,
+    /// Timed busy polls (process context): task time, not softirq time.
+    pub busy_polls: u64,
+    pub busy_ns: u64,
 }
 
 impl NapiDelta {
@@ -311,6 +319,10 @@ fn napi_delta(p: &NapiStat, c: &NapiStat) -> NapiDelta {
         ns: delta64(p.ns, c.ns),
         untimed_polls: delta64(p.untimed_polls, c.untimed_polls),
         untimed_work: delta64(p.untimed_work, c.untimed_work),
+        threaded_polls: delta64(p.threaded_polls, c.threaded_polls),
+        threaded_ns: delta64(p.threaded_ns, c.threaded_ns),
+        busy_polls: delta64(p.busy_polls, c.busy_polls),
+        busy_ns: delta64(p.busy_ns, c.busy_ns),
     }
 }
 
@@ -356,6 +368,17 @@ fn stat_delta(p: &CpuTimes, c: &CpuTimes) -> CpuTimes {
     }
 }
 
+/// Lists the machine's NAPI kthreads to the probe, which times their polls while there are
+/// any. A failure only leaves threaded polls untimed, so it is logged, not raised.
+fn sync_napi_threads(probe: &mut Probe, root: &Path) {
+    if !probe.status.threaded_napi.active {
+        return;
+    }
+    if let Err(e) = probe.set_napi_threads(&kthreads::napi_kthreads(root)) {
+        log::warn!("threaded NAPI polls not timed: {e:#}");
+    }
+}
+
 /// Reads snapshots from a probe and the machine and hands out intervals.
 pub struct Sampler {
     probe: Probe,
@@ -365,7 +388,8 @@ pub struct Sampler {
 
 impl Sampler {
     /// Takes the first snapshot; the first interval starts now.
-    pub fn new(probe: Probe, root: &Path) -> anyhow::Result<Sampler> {
+    pub fn new(mut probe: Probe, root: &Path) -> anyhow::Result<Sampler> {
+        sync_napi_threads(&mut probe, root);
         let prev = Snapshot::take(&probe, root)?;
         Ok(Sampler {
             probe,
@@ -385,6 +409,8 @@ impl Sampler {
     /// The interval since the previous call (or since `new`).
     pub fn sample(&mut self) -> anyhow::Result<Interval> {
         let cur = Snapshot::take(&self.probe, &self.root)?;
+        // After the read: a kthread that appeared in this interval is timed from the next.
+        sync_napi_threads(&mut self.probe, &self.root);
         let iv = Interval::between(&self.prev, &cur);
         self.prev = cur;
         Ok(iv)

@@ -22,6 +22,13 @@ pub struct NapiOffsets {
     pub dev: Option<u32>,
     /// `char name[IFNAMSIZ]` in `struct net_device`.
     pub dev_name: Option<u32>,
+    /// `pid_t pid` in `struct task_struct`: the next task of raw and BTF-typed
+    /// `sched_switch` programs.
+    pub task_pid: Option<u32>,
+    /// `unsigned long nvcsw, nivcsw` in `struct task_struct`: a busy-poll loop's context
+    /// switches.
+    pub task_nvcsw: Option<u32>,
+    pub task_nivcsw: Option<u32>,
 }
 
 /// Reads the offsets from a BTF file; `Err` carries a one-line reason for the report.
@@ -34,11 +41,16 @@ pub fn napi_offsets(path: &Path) -> Result<NapiOffsets, String> {
     let dev_name = btf
         .struct_named("net_device")
         .and_then(|d| btf.member_offset(d, "name", Member::CharArray(16)));
+    let task = btf.struct_named("task_struct");
+    let task_member = |name, want| task.and_then(|t| btf.member_offset(t, name, want));
     Ok(NapiOffsets {
         irq: btf.member_offset(napi, "irq", Member::Int(4)),
         napi_id: btf.member_offset(napi, "napi_id", Member::Int(4)),
         dev: btf.member_offset(napi, "dev", Member::Pointer),
         dev_name,
+        task_pid: task_member("pid", Member::Int(4)),
+        task_nvcsw: task_member("nvcsw", Member::Int(8)),
+        task_nivcsw: task_member("nivcsw", Member::Int(8)),
     })
 }
 
@@ -370,5 +382,9 @@ mod tests {
         if let Some(irq) = offs.irq {
             assert!(irq > 0 && irq % 4 == 0, "{offs:?}");
         }
+        // sched_switch and busy-poll timing read these from task_struct.
+        assert!(offs.task_pid.is_some_and(|p| p % 4 == 0), "{offs:?}");
+        let (v, iv) = (offs.task_nvcsw.unwrap(), offs.task_nivcsw.unwrap());
+        assert_eq!(iv, v + 8, "nivcsw follows nvcsw: {offs:?}");
     }
 }

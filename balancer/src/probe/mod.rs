@@ -23,16 +23,16 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
-        BtfTracePoint, ProgramError, RawTracePoint, TracePoint,
-        raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId,
-        trace_point::TracePointLinkId,
+        BtfTracePoint, FEntry, FExit, ProgramError, RawTracePoint, TracePoint,
+        fentry::FEntryLinkId, fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId,
+        tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
     },
 };
 use balancer_common::{
-    CompiledLayout, CpuState, IrqStat, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NR_SYSVECS, NapiKey,
-    NapiStat, Offsets, PairKey, SYSVEC_NAMES, SoftirqStat,
+    CompiledLayout, CpuState, IrqStat, MAX_NAPI_THREADS, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS,
+    NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, SYSVEC_NAMES, SoftirqStat,
 };
 use serde::Serialize;
 
@@ -59,6 +59,22 @@ pub fn calibrated_ns_per_event(t: ProgramType) -> f64 {
 
 /// Per NET_RX softirq (4 events) end to end, divided by 4: tp_btf, raw_tp, tracepoint.
 const CALIBRATED_NS: [f64; 3] = [0.0, 0.0, 0.0];
+
+/// Headroom of the NAPI map over the machine's queues: devices and queues come and go
+/// (veths of containers, ethtool -L), and pruned instances free their slot only after
+/// [`NAPI_PRUNE_AFTER`] reads.
+pub const NAPI_HEADROOM: u32 = 4;
+/// The smallest NAPI map: small machines still get room for short-lived devices.
+pub const NAPI_MAP_FLOOR: u32 = 1024;
+
+/// Size of the NAPI map for a machine with `queues` netdev queues (rx + tx: a driver may
+/// give each its own instance) and `cpus` possible CPUs (one backlog instance each).
+pub fn napi_map_size(queues: u32, cpus: u32) -> u32 {
+    queues
+        .saturating_mul(NAPI_HEADROOM)
+        .saturating_add(cpus)
+        .max(NAPI_MAP_FLOOR)
+}
 
 /// What the caller can tune.
 #[derive(Clone, Debug)]
@@ -176,10 +192,17 @@ pub struct ProbeStatus {
     /// irq_vectors:*_entry/_exit (x86): time in the local timer, IPIs and other system
     /// vectors, which never pass through irq_handler_entry.
     pub system_vectors: Feature,
+    /// sched:sched_switch, attached while NAPI kthreads exist: poll time of threaded NAPI.
+    pub threaded_napi: Feature,
+    /// fentry/fexit on `__napi_busy_loop`: poll time of busy polling.
+    pub busy_poll: Feature,
     /// The program type of each attached event, e.g. `"napi:napi_poll": "tp_btf"`.
     pub program_types: BTreeMap<String, ProgramType>,
     /// One line: the type every event uses, or which ones differ and why.
     pub programs: String,
+    /// Entries of the NAPI map (instances x CPUs it can hold); past it polls are counted
+    /// in the events as lost.
+    pub napi_map_entries: u32,
     /// How the classic programs read record fields: "direct", or why not; "no classic
     /// programs" when none is attached.
     pub field_reads: String,
@@ -195,6 +218,8 @@ impl ProbeStatus {
             ("napi", &self.napi),
             ("napi_irq_exact", &self.napi_irq_exact),
             ("system_vectors", &self.system_vectors),
+            ("threaded_napi", &self.threaded_napi),
+            ("busy_poll", &self.busy_poll),
         ]
         .into_iter()
         .filter(|(_, f)| !f.active)
@@ -310,6 +335,38 @@ enum LinkId {
     Btf(BtfTracePointLinkId),
     Raw(RawTracePointLinkId),
     Classic(TracePointLinkId),
+    FEntry(FEntryLinkId),
+    FExit(FExitLinkId),
+}
+
+/// How a program outside the per-event set attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExtraKind {
+    Event(ProgramType),
+    FEntry,
+    FExit,
+}
+
+/// A program timing task-context polls: `sched_switch` (attached only while NAPI kthreads
+/// exist, so machines without threaded NAPI pay nothing per context switch) and the busy-poll
+/// loop's fentry/fexit (which cost only when a loop runs).
+struct Extra {
+    program: String,
+    /// What [`ProgramStats::event`] calls it.
+    event: String,
+    kind: ExtraKind,
+    link: Option<LinkId>,
+    /// Attached while the probe is; `sched_switch` only while it has pids.
+    wanted: bool,
+}
+
+/// The NAPI kthreads `NAPI_THREADS` holds, and the generation they were written with: the
+/// programs time a kthread's poll only from a mark made under the generation its map entry
+/// has, so a mark left from before `sched_switch` was detached is never used.
+#[derive(Default)]
+struct Threads {
+    pids: BTreeSet<u32>,
+    generation: u32,
 }
 
 /// A program attached to one event.
@@ -334,6 +391,8 @@ struct NapiSeen {
 pub struct Probe {
     ebpf: Ebpf,
     attached: Vec<Attached>,
+    extras: Vec<Extra>,
+    threads: Threads,
     seen: Mutex<NapiSeen>,
     max_irqs: u32,
     /// Whether the softirq_raise program is wanted (see [`Probe::set_raise_counting`]).
@@ -370,6 +429,11 @@ impl Probe {
         offsets.napi_poll_dev_name = field("napi_poll", "napi", "dev_name", 4)?;
         offsets.napi_poll_work = field("napi_poll", "napi", "work", 4)?;
         offsets.napi_poll_budget = field("napi_poll", "napi", "budget", 4)?;
+        let sched_switch = tracefs.format("sched", "sched_switch")?;
+        if let Some(f) = &sched_switch {
+            offsets.sched_switch_next_pid =
+                tracefs.offset(f, "sched", "sched_switch", "next_pid", 4)?;
+        }
         offsets.direct_loads = opts.direct_loads.into();
         offsets.max_irqs = opts.max_irqs.max(64);
 
@@ -378,6 +442,9 @@ impl Probe {
                 offsets.napi_struct_napi_id = n.napi_id.unwrap_or(NO_OFFSET);
                 offsets.napi_struct_dev = n.dev.unwrap_or(NO_OFFSET);
                 offsets.net_device_name = n.dev_name.unwrap_or(NO_OFFSET);
+                offsets.task_struct_pid = n.task_pid.unwrap_or(NO_OFFSET);
+                offsets.task_struct_nvcsw = n.task_nvcsw.unwrap_or(NO_OFFSET);
+                offsets.task_struct_nivcsw = n.task_nivcsw.unwrap_or(NO_OFFSET);
                 let exact = match n.irq {
                     Some(off) => {
                         offsets.napi_struct_irq = off;
@@ -477,6 +544,18 @@ impl Probe {
                 }
             }
         }
+        let (extras, threaded_napi, busy_poll) = if opts.empty {
+            let off = || Feature::off("empty programs (benchmark floor)");
+            (Vec::new(), off(), off())
+        } else {
+            load_extras(
+                &mut ebpf,
+                opts.program_type,
+                kernel_btf.as_ref(),
+                &offsets,
+                sched_switch.is_some(),
+            )
+        };
         drop(kernel_btf);
 
         let program_types: BTreeMap<String, ProgramType> =
@@ -499,28 +578,45 @@ impl Probe {
             napi: part_feature(&events, &absent, Part::Napi, "poll time per NAPI instance"),
             napi_irq_exact,
             system_vectors: sysvec_feature(&events, &absent),
+            threaded_napi,
+            busy_poll,
             program_types,
             programs,
+            napi_map_entries: opts.max_napi.max(64),
             field_reads: if classic {
                 field_reads(&offsets)
             } else {
                 "no classic programs: arguments, no records".to_string()
             },
         };
-        Ok(Probe {
+        let mut probe = Probe {
             ebpf,
             attached,
+            extras,
+            threads: Threads::default(),
             seen: Mutex::new(NapiSeen::default()),
             max_irqs: offsets.max_irqs,
             raise_counting: true,
             status,
-        })
+        };
+        for i in 0..probe.extras.len() {
+            if probe.extras[i].wanted {
+                probe
+                    .attach_extra(i)
+                    .with_context(|| format!("attaching {}", probe.extras[i].event))?;
+            }
+        }
+        Ok(probe)
     }
 
     /// Detaches every program; the maps and their counts stay. The daemon measures in
     /// windows and pays nothing between them.
     pub fn detach(&mut self) -> anyhow::Result<()> {
-        self.detach_where(|_| true)
+        self.detach_where(|_| true)?;
+        for i in 0..self.extras.len() {
+            self.detach_extra(i)?;
+        }
+        Ok(())
     }
 
     /// Attaches again what [`Probe::detach`] detached (except events switched off with
@@ -529,7 +625,13 @@ impl Probe {
     pub fn attach(&mut self) -> anyhow::Result<()> {
         self.reset_cpu_state()?;
         let raise = self.raise_counting;
-        self.attach_where(|a| raise || a.event.part != Part::SoftirqRaise)
+        self.attach_where(|a| raise || a.event.part != Part::SoftirqRaise)?;
+        for i in 0..self.extras.len() {
+            if self.extras[i].wanted {
+                self.attach_extra(i)?;
+            }
+        }
+        Ok(())
     }
 
     /// Counts NET_RX raises (and learns co-occurrence links) or not. Where every NIC queue
@@ -572,6 +674,7 @@ impl Probe {
                 LinkId::Btf(l) => <&mut BtfTracePoint>::try_from(prog)?.detach(l)?,
                 LinkId::Raw(l) => <&mut RawTracePoint>::try_from(prog)?.detach(l)?,
                 LinkId::Classic(l) => <&mut TracePoint>::try_from(prog)?.detach(l)?,
+                _ => anyhow::bail!("{}: not a tracepoint link", a.program),
             }
         }
         Ok(())
@@ -599,6 +702,109 @@ impl Probe {
             });
         }
         Ok(())
+    }
+
+    fn detach_extra(&mut self, i: usize) -> anyhow::Result<()> {
+        let x = &mut self.extras[i];
+        let Some(link) = x.link.take() else {
+            return Ok(());
+        };
+        let prog = self
+            .ebpf
+            .program_mut(&x.program)
+            .ok_or_else(|| anyhow!("program {} missing", x.program))?;
+        match link {
+            LinkId::Btf(l) => <&mut BtfTracePoint>::try_from(prog)?.detach(l)?,
+            LinkId::Raw(l) => <&mut RawTracePoint>::try_from(prog)?.detach(l)?,
+            LinkId::Classic(l) => <&mut TracePoint>::try_from(prog)?.detach(l)?,
+            LinkId::FEntry(l) => <&mut FEntry>::try_from(prog)?.detach(l)?,
+            LinkId::FExit(l) => <&mut FExit>::try_from(prog)?.detach(l)?,
+        }
+        Ok(())
+    }
+
+    fn attach_extra(&mut self, i: usize) -> anyhow::Result<()> {
+        let x = &mut self.extras[i];
+        if x.link.is_some() {
+            return Ok(());
+        }
+        let prog = self
+            .ebpf
+            .program_mut(&x.program)
+            .ok_or_else(|| anyhow!("program {} missing", x.program))?;
+        x.link = Some(match x.kind {
+            ExtraKind::Event(ProgramType::BtfTracePoint) => {
+                LinkId::Btf(<&mut BtfTracePoint>::try_from(prog)?.attach()?)
+            }
+            ExtraKind::Event(ProgramType::RawTracePoint) => {
+                LinkId::Raw(<&mut RawTracePoint>::try_from(prog)?.attach(SCHED_SWITCH)?)
+            }
+            ExtraKind::Event(ProgramType::TracePoint) => {
+                LinkId::Classic(<&mut TracePoint>::try_from(prog)?.attach("sched", SCHED_SWITCH)?)
+            }
+            ExtraKind::FEntry => LinkId::FEntry(<&mut FEntry>::try_from(prog)?.attach()?),
+            ExtraKind::FExit => LinkId::FExit(<&mut FExit>::try_from(prog)?.attach()?),
+        });
+        Ok(())
+    }
+
+    /// Tells the programs which pids are NAPI kthreads, and attaches `sched_switch` while
+    /// there are any (detached, a context switch costs nothing). Cheap when nothing changed.
+    pub fn set_napi_threads(&mut self, pids: &BTreeSet<u32>) -> anyhow::Result<()> {
+        let Some(i) = self.extras.iter().position(|x| x.event == SCHED_SWITCH_ID) else {
+            return Ok(());
+        };
+        let mut pids = pids.clone();
+        if pids.len() > MAX_NAPI_THREADS as usize {
+            log::warn!(
+                "{} NAPI kthreads, timing the first {MAX_NAPI_THREADS}",
+                pids.len()
+            );
+            pids = pids.into_iter().take(MAX_NAPI_THREADS as usize).collect();
+        }
+        let attaching = !pids.is_empty() && self.extras[i].link.is_none() && self.is_attached();
+        if pids == self.threads.pids && !attaching {
+            return Ok(());
+        }
+        let mut map: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("NAPI_THREADS")
+                .ok_or_else(|| anyhow!("map NAPI_THREADS missing from the eBPF object"))?,
+        )?;
+        for gone in self.threads.pids.difference(&pids) {
+            // Already gone is fine: only this code writes the map.
+            let _ = map.remove(gone);
+        }
+        if attaching {
+            // A new generation: marks made before this attach no longer time anything.
+            self.threads.generation = self.threads.generation.wrapping_add(1).max(1);
+            for pid in &pids {
+                map.insert(pid, self.threads.generation, 0)
+                    .context("writing NAPI_THREADS")?;
+            }
+        } else {
+            for pid in pids.difference(&self.threads.pids) {
+                map.insert(pid, self.threads.generation.max(1), 0)
+                    .context("writing NAPI_THREADS")?;
+            }
+        }
+        self.threads.pids = pids;
+        self.extras[i].wanted = !self.threads.pids.is_empty();
+        if self.extras[i].wanted && self.is_attached() {
+            self.attach_extra(i)?;
+        } else if !self.extras[i].wanted {
+            self.detach_extra(i)?;
+        }
+        Ok(())
+    }
+
+    /// NAPI kthreads the programs know of, and whether `sched_switch` is attached now.
+    pub fn napi_threads(&self) -> (usize, bool) {
+        let on = self
+            .extras
+            .iter()
+            .any(|x| x.event == SCHED_SWITCH_ID && x.link.is_some());
+        (self.threads.pids.len(), on)
     }
 
     /// Whether the programs are attached now (the raise program aside, which
@@ -815,6 +1021,20 @@ impl Probe {
                 recursion_misses: recursion_misses(fd.as_fd().as_raw_fd()).unwrap_or(0),
             });
         }
+        for x in self.extras.iter().filter(|x| x.link.is_some()) {
+            let prog = self
+                .ebpf
+                .program(&x.program)
+                .ok_or_else(|| anyhow!("program {} missing", x.program))?;
+            let info = prog.info()?;
+            let fd = prog.fd()?;
+            out.push(ProgramStats {
+                event: x.event.clone(),
+                run_count: info.run_count(),
+                run_time_ns: info.run_time().as_nanos() as u64,
+                recursion_misses: recursion_misses(fd.as_fd().as_raw_fd()).unwrap_or(0),
+            });
+        }
         Ok(out)
     }
 }
@@ -910,6 +1130,131 @@ fn recursion_misses(fd: i32) -> Option<u64> {
     (rc == 0).then_some(info.recursion_misses)
 }
 
+const SCHED_SWITCH: &str = "sched_switch";
+const SCHED_SWITCH_ID: &str = "sched:sched_switch";
+/// Under both `napi_busy_loop` and `napi_busy_loop_rcu`.
+const BUSY_LOOP_FN: &str = "__napi_busy_loop";
+
+/// Loads the task-context programs: `sched_switch` in the cheapest type the kernel takes
+/// (not attached: [`Probe::set_napi_threads`] does that while NAPI kthreads exist), and the
+/// busy-poll loop's fentry/fexit, attached at once. Failing either only turns its feature off:
+/// those polls stay counted, untimed.
+fn load_extras(
+    ebpf: &mut Ebpf,
+    least: ProgramType,
+    kernel_btf: Option<&Btf>,
+    o: &Offsets,
+    have_sched_switch: bool,
+) -> (Vec<Extra>, Feature, Feature) {
+    let mut extras = Vec::new();
+    let mut tried = Vec::new();
+    let threaded = 'found: {
+        if !have_sched_switch {
+            break 'found Feature::off(
+                "no sched:sched_switch tracepoint: threaded NAPI polls counted, not timed",
+            );
+        }
+        for kind in [
+            ProgramType::BtfTracePoint,
+            ProgramType::RawTracePoint,
+            ProgramType::TracePoint,
+        ] {
+            if kind < least {
+                continue;
+            }
+            if kind != ProgramType::TracePoint && o.task_struct_pid == NO_OFFSET {
+                tried.push(format!("{}: task_struct.pid not in BTF", kind.as_str()));
+                continue;
+            }
+            let program = format!("{}{SCHED_SWITCH}", kind.prefix());
+            let loaded = (|| -> anyhow::Result<()> {
+                let prog = ebpf
+                    .program_mut(&program)
+                    .ok_or_else(|| anyhow!("program {program} missing from the object"))?;
+                match kind {
+                    ProgramType::BtfTracePoint => {
+                        let btf = kernel_btf.ok_or_else(|| anyhow!("no kernel BTF"))?;
+                        let p: &mut BtfTracePoint = prog.try_into()?;
+                        p.load(SCHED_SWITCH, btf).map_err(verifier)?;
+                    }
+                    ProgramType::RawTracePoint => {
+                        let p: &mut RawTracePoint = prog.try_into()?;
+                        p.load().map_err(verifier)?;
+                    }
+                    ProgramType::TracePoint => {
+                        let p: &mut TracePoint = prog.try_into()?;
+                        p.load().map_err(verifier)?;
+                    }
+                }
+                Ok(())
+            })();
+            match loaded {
+                Ok(()) => {
+                    extras.push(Extra {
+                        program,
+                        event: SCHED_SWITCH_ID.to_string(),
+                        kind: ExtraKind::Event(kind),
+                        link: None,
+                        wanted: false,
+                    });
+                    break 'found Feature::on(format!(
+                        "{SCHED_SWITCH_ID} ({}), attached while NAPI kthreads exist: poll time \
+                         of threaded NAPI from the kthread's switch-in",
+                        kind.as_str()
+                    ));
+                }
+                Err(e) => tried.push(format!("{}: {e:#}", kind.as_str())),
+            }
+        }
+        Feature::off(format!(
+            "{SCHED_SWITCH_ID}: {}; threaded NAPI polls counted, not timed",
+            tried.join("; ")
+        ))
+    };
+
+    let busy = match kernel_btf {
+        None => Feature::off("fentry needs kernel BTF: busy polls counted, not timed"),
+        Some(btf) => {
+            let mut load = |program: &str, kind: ExtraKind| -> anyhow::Result<Extra> {
+                let prog = ebpf
+                    .program_mut(program)
+                    .ok_or_else(|| anyhow!("program {program} missing from the object"))?;
+                let end = if kind == ExtraKind::FEntry {
+                    let p: &mut FEntry = prog.try_into()?;
+                    p.load(BUSY_LOOP_FN, btf).map_err(verifier)?;
+                    "fentry"
+                } else {
+                    let p: &mut FExit = prog.try_into()?;
+                    p.load(BUSY_LOOP_FN, btf).map_err(verifier)?;
+                    "fexit"
+                };
+                Ok(Extra {
+                    program: program.to_string(),
+                    event: format!("{end}:{BUSY_LOOP_FN}"),
+                    kind,
+                    link: None,
+                    wanted: true,
+                })
+            };
+            // Both or neither: an entry without its exit would leave marks that never end.
+            match (
+                load("busy_loop_entry", ExtraKind::FEntry),
+                load("busy_loop_exit", ExtraKind::FExit),
+            ) {
+                (Ok(entry), Ok(exit)) => {
+                    extras.push(entry);
+                    extras.push(exit);
+                    Feature::on(format!(
+                        "fentry/fexit {BUSY_LOOP_FN}: busy polls timed from the loop's entry"
+                    ))
+                }
+                (Err(e), _) | (_, Err(e)) => Feature::off(format!("fentry {BUSY_LOOP_FN}: {e:#}")),
+            }
+        }
+    };
+    (extras, threaded, busy)
+}
+
 fn attach_one(
     ebpf: &mut Ebpf,
     ev: &Event,
@@ -957,6 +1302,10 @@ fn verifier(e: ProgramError) -> anyhow::Error {
         } => {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            if tail.iter().all(|l| l.trim().is_empty()) {
+                // Refused before the verifier ran (EPERM from lockdown or an LSM, ...).
+                return anyhow!("{io_error}");
+            }
             anyhow!(
                 "{io_error}; verifier: {}",
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -1068,6 +1417,15 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn napi_map_is_sized_from_queues_and_cpus() {
+        // A small VM: the floor.
+        assert_eq!(napi_map_size(4, 2), NAPI_MAP_FLOOR);
+        // 4 NICs x 64 rx + 64 tx queues on 128 CPUs.
+        assert_eq!(napi_map_size(512, 128), 512 * NAPI_HEADROOM + 128);
+        assert_eq!(napi_map_size(u32::MAX, 8), u32::MAX);
+    }
 
     #[test]
     fn cap_eff_is_parsed() {

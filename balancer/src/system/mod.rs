@@ -20,6 +20,7 @@ mod cpu;
 mod fsutil;
 pub mod interrupts;
 mod irq;
+pub mod kthreads;
 pub mod naming;
 pub mod netdev;
 mod pci;
