@@ -665,16 +665,8 @@ impl Probe {
 
     fn detach_where(&mut self, pick: impl Fn(&Attached) -> bool) -> anyhow::Result<()> {
         for a in self.attached.iter_mut().filter(|a| pick(a)) {
-            let Some(link) = a.link.take() else { continue };
-            let prog = self
-                .ebpf
-                .program_mut(&a.program)
-                .ok_or_else(|| anyhow!("program {} missing", a.program))?;
-            match link {
-                LinkId::Btf(l) => <&mut BtfTracePoint>::try_from(prog)?.detach(l)?,
-                LinkId::Raw(l) => <&mut RawTracePoint>::try_from(prog)?.detach(l)?,
-                LinkId::Classic(l) => <&mut TracePoint>::try_from(prog)?.detach(l)?,
-                _ => anyhow::bail!("{}: not a tracepoint link", a.program),
+            if let Some(link) = a.link.take() {
+                detach_link(&mut self.ebpf, &a.program, link)?;
             }
         }
         Ok(())
@@ -706,21 +698,10 @@ impl Probe {
 
     fn detach_extra(&mut self, i: usize) -> anyhow::Result<()> {
         let x = &mut self.extras[i];
-        let Some(link) = x.link.take() else {
-            return Ok(());
-        };
-        let prog = self
-            .ebpf
-            .program_mut(&x.program)
-            .ok_or_else(|| anyhow!("program {} missing", x.program))?;
-        match link {
-            LinkId::Btf(l) => <&mut BtfTracePoint>::try_from(prog)?.detach(l)?,
-            LinkId::Raw(l) => <&mut RawTracePoint>::try_from(prog)?.detach(l)?,
-            LinkId::Classic(l) => <&mut TracePoint>::try_from(prog)?.detach(l)?,
-            LinkId::FEntry(l) => <&mut FEntry>::try_from(prog)?.detach(l)?,
-            LinkId::FExit(l) => <&mut FExit>::try_from(prog)?.detach(l)?,
+        match x.link.take() {
+            Some(link) => detach_link(&mut self.ebpf, &x.program, link),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn attach_extra(&mut self, i: usize) -> anyhow::Result<()> {
@@ -1037,6 +1018,21 @@ impl Probe {
         }
         Ok(out)
     }
+}
+
+/// Detaches one link of `program`, whatever its kind.
+fn detach_link(ebpf: &mut Ebpf, program: &str, link: LinkId) -> anyhow::Result<()> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing"))?;
+    match link {
+        LinkId::Btf(l) => <&mut BtfTracePoint>::try_from(prog)?.detach(l)?,
+        LinkId::Raw(l) => <&mut RawTracePoint>::try_from(prog)?.detach(l)?,
+        LinkId::Classic(l) => <&mut TracePoint>::try_from(prog)?.detach(l)?,
+        LinkId::FEntry(l) => <&mut FEntry>::try_from(prog)?.detach(l)?,
+        LinkId::FExit(l) => <&mut FExit>::try_from(prog)?.detach(l)?,
+    }
+    Ok(())
 }
 
 /// What the kernel counts for one attached program.
