@@ -59,3 +59,30 @@ impl Write for Stdout {
 pub fn flush() {
     let _ = stdout().flush();
 }
+
+/// The narrowest width text tables are laid out for; narrower terminals get 80 columns.
+pub const MIN_COLUMNS: usize = 80;
+
+/// Columns the text output of `report` and `topology` may use: `COLUMNS` when set, else the
+/// terminal's width when standard output is one; `None` (the full layout) with `--wide` or
+/// when standard output is a pipe or file, so what scripts read does not change with the
+/// terminal they ran from.
+pub fn columns(wide: bool) -> Option<usize> {
+    use io::IsTerminal as _;
+    if wide {
+        return None;
+    }
+    // A COLUMNS that is no number is ignored, as by other tools.
+    let from_env = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let width = from_env.or_else(|| {
+        io::stdout()
+            .is_terminal()
+            .then(crossterm::terminal::size)
+            .and_then(Result::ok)
+            .map(|(w, _)| usize::from(w))
+    })?;
+    Some(width.max(MIN_COLUMNS))
+}

@@ -50,6 +50,10 @@ pub struct ReportArgs {
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
     pub proximity: Option<PathBuf>,
+    /// Text: the full layout whatever the terminal's width (as when piped); else the tables
+    /// fit `COLUMNS` or the terminal, 80 columns at least.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 /// Runs the command.
@@ -84,7 +88,8 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        out.write_all(report.to_text().as_bytes())?;
+        let width = crate::output::columns(args.wide).unwrap_or(FULL_WIDTH);
+        out.write_all(report.to_text_width(width).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -703,16 +708,26 @@ impl Report {
         }
     }
 
-    /// Text tables, at most 100 columns wide.
+    /// Text tables in the full layout, at most 100 columns wide.
     pub fn to_text(&self) -> String {
+        self.to_text_width(FULL_WIDTH)
+    }
+
+    /// Text tables within `width` columns (80 at least): below [`FULL_WIDTH`] the tables
+    /// narrow their columns, and prose breaks between words.
+    pub fn to_text_width(&self, width: usize) -> String {
+        let width = width.max(crate::output::MIN_COLUMNS);
         let mut o = String::new();
         let m = &self.meta;
-        let _ = writeln!(
-            o,
-            "balancer report: {:.1} s on kernel {}, CPUs {}",
-            m.duration_s,
-            m.kernel.as_deref().unwrap_or("?"),
-            m.cpus_online
+        para(
+            &mut o,
+            &format!(
+                "balancer report: {:.1} s on kernel {}, CPUs {}",
+                m.duration_s,
+                m.kernel.as_deref().unwrap_or("?"),
+                m.cpus_online
+            ),
+            width,
         );
         let on: Vec<&str> = [
             ("hardirq", &m.methods.probe.hardirq),
@@ -723,59 +738,66 @@ impl Report {
         .filter(|(_, f)| f.active)
         .map(|(n, _)| *n)
         .collect();
-        let _ = writeln!(
-            o,
-            "measured: {}; NAPI->IRQ links used: {}",
-            if on.is_empty() {
-                "nothing".to_string()
-            } else {
-                on.join(", ")
-            },
-            if m.methods.napi_irq_link.is_empty() {
-                "none".to_string()
-            } else {
-                m.methods.napi_irq_link.join(", ")
-            }
+        para(
+            &mut o,
+            &format!(
+                "measured: {}; NAPI->IRQ links used: {}",
+                if on.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    on.join(", ")
+                },
+                if m.methods.napi_irq_link.is_empty() {
+                    "none".to_string()
+                } else {
+                    m.methods.napi_irq_link.join(", ")
+                }
+            ),
+            width,
         );
         for line in &m.missing {
-            let _ = writeln!(o, "not measured: {line}");
+            para(&mut o, &format!("not measured: {line}"), width);
         }
         if !m.stat_irq_time {
-            let _ = writeln!(
-                o,
+            para(
+                &mut o,
                 "/proc/stat counts no IRQ or softirq time on this kernel (no \
-                 IRQ_TIME_ACCOUNTING): STAT"
-            );
-            let _ = writeln!(
-                o,
-                "columns stay 0 and the measured columns are the only measure."
+                 IRQ_TIME_ACCOUNTING): STAT columns stay 0 and the measured columns are the \
+                 only measure.",
+                width,
             );
         }
         let c = &m.coverage;
         let misses: u64 = c.recursion_misses.values().sum();
-        let _ = writeln!(
-            o,
-            "coverage: {}; {misses} events skipped by the kernel (BPF recursion)",
-            c.interrupts_measured.map_or_else(
-                || "no IRQ fired".to_string(),
-                |f| format!("measured {:.1}% of interrupts", f * 100.0)
+        para(
+            &mut o,
+            &format!(
+                "coverage: {}; {misses} events skipped by the kernel (BPF recursion)",
+                c.interrupts_measured.map_or_else(
+                    || "no IRQ fired".to_string(),
+                    |f| format!("measured {:.1}% of interrupts", f * 100.0)
+                ),
             ),
+            width,
         );
-        let _ = writeln!(
-            o,
-            "probe cost: {:.2}% of one CPU; {}",
-            c.probe_cost.cpu_pct, c.probe_cost.method
+        para(
+            &mut o,
+            &format!(
+                "probe cost: {:.2}% of one CPU; {}",
+                c.probe_cost.cpu_pct, c.probe_cost.method
+            ),
+            width,
         );
         for e in &m.events {
-            let _ = writeln!(o, "event: {e}");
+            para(&mut o, &format!("event: {e}"), width);
         }
         for w in &m.warnings {
-            let _ = writeln!(o, "warning: {w}");
+            para(&mut o, &format!("warning: {w}"), width);
         }
 
-        self.cpu_table(&mut o);
-        self.irq_table(&mut o);
-        self.napi_table(&mut o);
+        self.cpu_table(&mut o, width);
+        self.irq_table(&mut o, width);
+        self.napi_table(&mut o, width);
         self.unattributed_table(&mut o);
         self.sysvec_table(&mut o);
         o
@@ -807,7 +829,10 @@ impl Report {
         }
     }
 
-    fn cpu_table(&self, o: &mut String) {
+    fn cpu_table(&self, o: &mut String, width: usize) {
+        if width < FULL_WIDTH {
+            return self.cpu_table_narrow(o);
+        }
         let _ = writeln!(o, "\nCPUs: % of each CPU's time");
         let _ = writeln!(
             o,
@@ -852,7 +877,48 @@ impl Report {
         }
     }
 
-    fn irq_table(&self, o: &mut String) {
+    /// The CPU table in 80 columns: TIMER, SCHED and RCU go into OTHER.
+    fn cpu_table_narrow(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "\nCPUs: % of each CPU's time (OTHER: softirqs but NET_RX and NET_TX)"
+        );
+        let _ = writeln!(
+            o,
+            "{:>4} {:>2} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}",
+            "CPU",
+            "ND",
+            "HARDIRQ",
+            "SOFTIRQ",
+            "NET_RX",
+            "NET_TX",
+            "OTHER",
+            "STATIRQ",
+            "STATSI",
+            "BUSY"
+        );
+        for c in &self.cpus {
+            let v = |name: &str| c.softirq_pct.get(name).copied().unwrap_or(0.0);
+            let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                o,
+                "{:>4} {:>2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6.2} | {:>7} {:>7} {:>6}{}",
+                c.cpu,
+                c.node.map_or("-".to_string(), |n| n.to_string()),
+                c.hardirq_pct,
+                c.softirq_total_pct,
+                v("NET_RX"),
+                v("NET_TX"),
+                (c.softirq_total_pct - v("NET_RX") - v("NET_TX")).max(0.0),
+                opt(c.stat_hardirq_pct),
+                opt(c.stat_softirq_pct),
+                opt(c.busy_pct),
+                if c.online { "" } else { " offline" }
+            );
+        }
+    }
+
+    fn irq_table(&self, o: &mut String, width: usize) {
         let _ = writeln!(
             o,
             "\nIRQs by real CPU time (% of one CPU){}",
@@ -862,6 +928,20 @@ impl Report {
                 String::new()
             }
         );
+        if width < FULL_WIDTH {
+            self.irq_rows_narrow(o, width);
+        } else {
+            self.irq_rows_full(o);
+        }
+        para(
+            o,
+            "INTR% is each IRQ's share of interrupts, what a count-based balancer weighs; \
+             TIME% its share of real IRQ time: handler plus the NET_RX softirq time it caused.",
+            width,
+        );
+    }
+
+    fn irq_rows_full(&self, o: &mut String) {
         let _ = writeln!(
             o,
             "{:>4} {:<16} {:<19} {:>2} {:<9} {:<4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}",
@@ -897,14 +977,57 @@ impl Report {
                 r.time_share * 100.0
             );
         }
-        let _ = writeln!(
-            o,
-            "INTR% is each IRQ's share of interrupts, what a count-based balancer weighs; \
-             TIME% its share\nof real IRQ time: handler plus the NET_RX softirq time it caused."
-        );
     }
 
-    fn napi_table(&self, o: &mut String) {
+    /// IRQ rows in `width` columns, as `balancer top` narrows them: INTR% and TIME% stay,
+    /// TOTAL% (HARD% + SOFT%) goes, affinities narrow, NAME and DEVICE share what is left
+    /// and DEVICE shows only the queue where the whole label does not fit.
+    fn irq_rows_narrow(&self, o: &mut String, width: usize) {
+        // IRQ ND AFF EFF IRQ/s HARD% SOFT% INTR% TIME% and the 10 spaces between 11 columns.
+        const FIXED: usize = 4 + 2 + 5 + 3 + 6 + 6 + 6 + 5 + 6 + 10;
+        let flex = width.saturating_sub(FIXED).max(2);
+        let name_w = flex * 3 / 5;
+        let dev_w = flex - name_w;
+        let _ = writeln!(
+            o,
+            "{:>4} {:<name_w$} {:<dev_w$} {:>2} {:<5} {:<3} {:>6} {:>6} {:>6} {:>5} {:>6}",
+            "IRQ",
+            "NAME",
+            fit("DEVICE", dev_w),
+            "ND",
+            "AFF",
+            "EFF",
+            "IRQ/s",
+            "HARD%",
+            "SOFT%",
+            "INTR%",
+            "TIME%"
+        );
+        for r in &self.irqs {
+            let mut dev = device_label(r);
+            if dev.chars().count() > dev_w && r.netdev.is_some() {
+                // device_label puts the queue after the PCI address.
+                dev = dev.rsplit(' ').next().unwrap_or(&dev).to_string();
+            }
+            let _ = writeln!(
+                o,
+                "{:>4} {:<name_w$} {:<dev_w$} {:>2} {:<5} {:<3} {:>6} {:>6.2} {:>6.2} {:>5.1} {:>6.1}",
+                r.irq,
+                fit(&r.name, name_w),
+                fit(&dev, dev_w),
+                fit(&r.node.map_or("-".to_string(), |n| n.to_string()), 2),
+                fit(r.smp_affinity.as_deref().unwrap_or("-"), 5),
+                fit(r.effective_affinity.as_deref().unwrap_or("-"), 3),
+                si(r.interrupts_per_s),
+                r.hardirq_pct,
+                r.softirq_pct,
+                r.interrupt_share * 100.0,
+                r.time_share * 100.0
+            );
+        }
+    }
+
+    fn napi_table(&self, o: &mut String, width: usize) {
         if self.napi.is_empty() {
             return;
         }
@@ -917,9 +1040,12 @@ impl Report {
                 String::new()
             }
         );
+        // Narrow: shorter id, device and link columns; CPUS takes the rest of the line.
+        let narrow = width < FULL_WIDTH;
+        let (id_w, dev_w, link_w) = if narrow { (6, 10, 9) } else { (8, 12, 13) };
         let _ = writeln!(
             o,
-            "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5} {:>6} {:>6}  CPUS",
+            "{:>id_w$} {:<dev_w$} {:>4} {:<link_w$} {:>7} {:>7} {:>5} {:>6} {:>6}  CPUS",
             "NAPI_ID", "DEVICE", "IRQ", "LINK", "PKT/s", "POLLS/s", "FULL%", "CPU%", "TASK%"
         );
         let mut task_time = false;
@@ -931,13 +1057,12 @@ impl Report {
                 .filter(|c| c.share >= 0.005)
                 .map(|c| format!("{}:{:.0}%", c.cpu, c.share * 100.0))
                 .collect();
-            let _ = writeln!(
-                o,
-                "{:>8} {:<12} {:>4} {:<13} {:>7} {:>7} {:>5.1} {:>6.2} {:>6}  {}",
-                n.napi_id.map_or("-".to_string(), |i| i.to_string()),
-                fit(&n.device, 12),
+            let row = format!(
+                "{:>id_w$} {:<dev_w$} {:>4} {:<link_w$} {:>7} {:>7} {:>5.1} {:>6.2} {:>6}  ",
+                fit(&n.napi_id.map_or("-".to_string(), |i| i.to_string()), id_w),
+                fit(&n.device, dev_w),
                 n.irq.map_or("-".to_string(), |i| i.to_string()),
-                n.link,
+                fit(n.link, link_w),
                 si(n.packets_per_s),
                 si(if secs > 0.0 {
                     n.polls as f64 / secs
@@ -947,16 +1072,22 @@ impl Report {
                 n.budget_exhausted_share * 100.0,
                 n.pct,
                 task_pct(n),
-                fit(&cpus.join(" "), 30)
             );
+            let cpus_w = if narrow {
+                width.saturating_sub(row.chars().count())
+            } else {
+                30
+            };
+            let _ = writeln!(o, "{row}{}", fit(&cpus.join(" "), cpus_w));
             task_time |= n.threaded_ns + n.busy_poll_ns > 0;
         }
         if task_time {
-            let _ = writeln!(
+            para(
                 o,
                 "TASK%: poll time in NAPI kthreads (T) and busy-poll loops (B), % of one CPU: \
                  task time, counted to the instance's IRQ apart from its softirq time and in \
-                 no CPU's softirq split"
+                 no CPU's softirq split",
+                width,
             );
         }
     }
@@ -1045,6 +1176,26 @@ fn kind_prefix(kind: QueueKind) -> &'static str {
         QueueKind::RxTx => "q",
         _ => "",
     }
+}
+
+/// The width of the full text layout, the one piped output and `--wide` get.
+pub const FULL_WIDTH: usize = 100;
+
+/// Writes `text` as lines of at most `width` columns, broken between words (a word longer
+/// than a line is cut).
+fn para(o: &mut String, text: &str, width: usize) {
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            let _ = writeln!(o, "{}", fit(&line, width));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    let _ = writeln!(o, "{}", fit(&line, width));
 }
 
 /// Cuts `s` to `width` characters, marking the cut.
@@ -1178,6 +1329,9 @@ mod tests {
         let text = r.to_text();
         assert!(text.contains("2.0T+1.0B"), "{text}");
         assert!(text.contains("in no CPU's softirq split"), "{text}");
+        let narrow = r.to_text_width(80);
+        assert!(narrow.contains("2.0T+1.0B"), "{narrow}");
+        assert!(narrow.lines().all(|l| l.chars().count() <= 80), "{narrow}");
         let v = serde_json::to_value(&r).unwrap();
         let row = v["napi"]
             .as_array()
@@ -1323,6 +1477,62 @@ mod tests {
         assert!(irq_line.contains("virtio1-input.0"), "{irq_line}");
         assert!(irq_line.contains("81:00.0 eth1/rx0"), "{irq_line}");
         assert!(text.contains("(whole vector)") && text.contains("net-rx-overhead"));
+    }
+
+    /// At 80 columns (and between 80 and the full width) every line fits and the IRQ table
+    /// keeps INTR% and TIME%, whose values are the full layout's.
+    #[test]
+    fn text_fits_80_columns_with_both_shares() {
+        let r = report(None);
+        let full = r.to_text();
+        for width in [80, 90, 99] {
+            let text = r.to_text_width(width);
+            for line in text.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line:?}");
+            }
+            let head = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("IRQ "))
+                .unwrap();
+            assert!(head.ends_with("INTR%  TIME%"), "{head}");
+            let row = |t: &str| {
+                t.lines()
+                    .find(|l| l.trim_start().starts_with("36 "))
+                    .unwrap()
+                    .split_whitespace()
+                    .rev()
+                    .take(2)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                row(&text),
+                row(&full),
+                "{width}: INTR% and TIME% as in full"
+            );
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("36 "))
+                .unwrap();
+            assert!(
+                line.contains("eth1/rx0"),
+                "{width}: the queue stays: {line}"
+            );
+            assert!(text.contains("(whole vector)") && text.contains("INTR% is each"));
+        }
+        // Below 80 the layout stays at 80.
+        assert_eq!(r.to_text_width(40), r.to_text_width(80));
+        assert_eq!(r.to_text_width(FULL_WIDTH), full);
+    }
+
+    #[test]
+    fn para_breaks_between_words() {
+        let mut o = String::new();
+        para(&mut o, "aaa bbb ccc", 7);
+        assert_eq!(o, "aaa bbb\nccc\n");
+        let mut o = String::new();
+        para(&mut o, "abcdefghij x", 5);
+        assert_eq!(o, "abcd~\nx\n");
     }
 
     #[test]

@@ -237,3 +237,40 @@ fn missing_btf_falls_back_to_cooccurrence() {
     let detail = exact["detail"].as_str().unwrap();
     assert!(detail.contains("co-occurrence") && detail.contains("/nonexistent/vmlinux"));
 }
+
+fn topology_text(columns: Option<&str>, extra: &[&str]) -> String {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vm-4cpu-2node");
+    let mut cmd = Command::new(balancer_bin());
+    cmd.arg("topology").arg("--root").arg(&fixture).args(extra);
+    match columns {
+        Some(c) => cmd.env("COLUMNS", c),
+        None => cmd.env_remove("COLUMNS"),
+    };
+    let o = cmd.output().expect("running balancer");
+    assert!(o.status.success(), "topology failed: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// COLUMNS narrows the text to the terminal's width (80 at least); piped without COLUMNS,
+/// or with --wide, the full layout.
+#[test]
+fn topology_text_fits_columns_and_is_full_when_piped() {
+    let full = topology_text(None, &[]);
+    assert!(
+        full.lines().any(|l| l.chars().count() > 80),
+        "the full layout is wider than 80:\n{full}"
+    );
+    assert!(full.contains("AFFINITY    EFFECTIVE ACTIONS"), "{full}");
+    assert_eq!(topology_text(Some("80"), &["--wide"]), full);
+
+    for columns in ["80", "40"] {
+        let text = topology_text(Some(columns), &[]);
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "COLUMNS={columns}: {line:?}");
+        }
+        for section in ["CPUs by node", "PCI devices", "Netdevs", "IRQs (node:"] {
+            assert!(text.contains(section), "no {section} in:\n{text}");
+        }
+        assert!(text.contains("AFFINITY EFF   ACTIONS"), "{text}");
+    }
+}

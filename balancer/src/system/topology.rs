@@ -23,6 +23,10 @@ pub struct TopologyArgs {
     /// Print the model as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Text: the full layout whatever the terminal's width (as when piped); else the tables
+    /// fit `COLUMNS` or the terminal, 80 columns at least.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
@@ -33,12 +37,13 @@ pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
     let out = if args.json {
         serde_json::to_string_pretty(&model)? + "\n"
     } else {
-        render(&model)
+        render_width(&model, crate::output::columns(args.wide).unwrap_or(WIDTH))
     };
     crate::output::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The full layout's width, what piped output and `--wide` get.
 const WIDTH: usize = 100;
 
 /// Cuts a field to `width` columns, marking the cut.
@@ -69,8 +74,16 @@ fn node_text(node: Option<u32>, source: NodeSource) -> String {
     }
 }
 
-/// The text form, every line within 100 columns.
+/// The text form in the full layout, every line within 100 columns.
 pub fn render(m: &SystemModel) -> String {
+    render_width(m, WIDTH)
+}
+
+/// The text form with every line within `width` columns (80 at least): below the full
+/// width the PCI and IRQ tables narrow their columns; lines longer than `width` are cut.
+pub fn render_width(m: &SystemModel, width: usize) -> String {
+    let width = width.max(crate::output::MIN_COLUMNS);
+    let narrow = width < WIDTH;
     let mut o = String::new();
     let online = m.online_cpus();
     let _ = writeln!(
@@ -85,7 +98,7 @@ pub fn render(m: &SystemModel) -> String {
                 online,
                 m.nr_cpu_ids
             ),
-            WIDTH
+            width
         )
     );
     let offline = m.present_cpus().difference(&online);
@@ -95,7 +108,7 @@ pub fn render(m: &SystemModel) -> String {
         list_or_dash(Some(&m.isolated)),
         list_or_dash(Some(&m.nohz_full))
     );
-    let _ = writeln!(o, "{}", fit(&line, WIDTH));
+    let _ = writeln!(o, "{}", fit(&line, width));
 
     let _ = writeln!(o, "\nCPUs by node");
     let mut groups: Vec<(Option<u32>, CpuSet)> = m
@@ -138,7 +151,7 @@ pub fn render(m: &SystemModel) -> String {
             }
             None => format!("  no node: cpus {}", list_or_dash(Some(&cpus))),
         };
-        let _ = writeln!(o, "{}", fit(&head, WIDTH));
+        let _ = writeln!(o, "{}", fit(&head, width));
         // One line per core: its threads, package and last-level cache.
         let mut seen = CpuSet::new();
         for cpu in cpus.iter() {
@@ -169,14 +182,20 @@ pub fn render(m: &SystemModel) -> String {
                 opt(c.core),
                 threads.to_list_string()
             );
-            let _ = writeln!(o, "{}", fit(&line, WIDTH));
+            let _ = writeln!(o, "{}", fit(&line, width));
         }
     }
 
     let _ = writeln!(o, "\nPCI devices with IRQs or netdevs");
+    // Narrow: shorter DRIVER, NODE, LOCAL CPUS and NETDEVS columns.
+    let (drv_w, node_w, cpus_w, nd_w) = if narrow {
+        (10, 4, 14, 12)
+    } else {
+        (14, 8, 16, 16)
+    };
     let _ = writeln!(
         o,
-        "  {:<12} {:<14} {:<8} {:>4} {:<8} {:<16} {:<16} {:>4}",
+        "  {:<12} {:<drv_w$} {:<node_w$} {:>4} {:<8} {:<cpus_w$} {:<nd_w$} {:>4}",
         "ADDRESS", "DRIVER", "NODE", "FW", "SOURCE", "LOCAL CPUS", "NETDEVS", "IRQS"
     );
     for d in m.pci.values() {
@@ -194,17 +213,17 @@ pub fn render(m: &SystemModel) -> String {
             NodeSource::Unknown => "unknown",
         };
         let line = format!(
-            "  {:<12} {:<14} {:<8} {:>4} {:<8} {:<16} {:<16} {:>4}",
+            "  {:<12} {:<drv_w$} {:<node_w$} {:>4} {:<8} {:<cpus_w$} {:<nd_w$} {:>4}",
             fit(&d.address, 12),
-            fit(d.driver.as_deref().unwrap_or("-"), 14),
+            fit(d.driver.as_deref().unwrap_or("-"), drv_w),
             d.node.map_or("-".into(), |n| n.to_string()),
             d.numa_node.map_or("-".into(), |n| n.to_string()),
             source,
-            fit(&list_or_dash(d.node_cpus.as_ref()), 16),
-            fit(&d.netdevs.join(","), 16),
+            fit(&list_or_dash(d.node_cpus.as_ref()), cpus_w),
+            fit(&d.netdevs.join(","), nd_w),
             nirqs
         );
-        let _ = writeln!(o, "{}", fit(&line, WIDTH));
+        let _ = writeln!(o, "{}", fit(&line, width));
     }
 
     let _ = writeln!(o, "\nNetdevs");
@@ -241,17 +260,23 @@ pub fn render(m: &SystemModel) -> String {
                 rps.join(" ")
             }
         );
-        let _ = writeln!(o, "{}", fit(&line, WIDTH));
+        let _ = writeln!(o, "{}", fit(&line, width));
     }
 
     let _ = writeln!(
         o,
         "\nIRQs (node: fw = firmware, ovr = proximity override; M = managed)"
     );
+    // Narrow: shorter DRIVER, NETDEV, NODE and affinity columns, so ACTIONS keeps some room.
+    let (drv_w, net_w, node_w, aff_w, eff_w, eff) = if narrow {
+        (8, 8, 5, 8, 5, "EFF")
+    } else {
+        (11, 10, 6, 11, 9, "EFFECTIVE")
+    };
     let _ = writeln!(
         o,
-        "  {:>5} {:<12} {:<11} {:<10} {:<7} {:<6} {:<11} {:<9} ACTIONS",
-        "IRQ", "DEVICE", "DRIVER", "NETDEV", "QUEUE", "NODE", "AFFINITY", "EFFECTIVE"
+        "  {:>5} {:<12} {:<drv_w$} {:<net_w$} {:<7} {:<node_w$} {:<aff_w$} {:<eff_w$} ACTIONS",
+        "IRQ", "DEVICE", "DRIVER", "NETDEV", "QUEUE", "NODE", "AFFINITY", eff
     );
     for irq in m.irqs.values() {
         let queue = irq.queue.map_or("-".to_string(), |q| {
@@ -266,24 +291,25 @@ pub fn render(m: &SystemModel) -> String {
         let managed = if irq.managed == Some(true) { "M " } else { "" };
         let device = irq.device.clone().unwrap_or_else(|| irq.chip.clone());
         let line = format!(
-            "  {:>5} {:<12} {:<11} {:<10} {:<7} {:<6} {:<11} {:<9} {managed}{}",
+            "  {:>5} {:<12} {:<drv_w$} {:<net_w$} {:<7} {:<node_w$} {:<aff_w$} {:<eff_w$} \
+             {managed}{}",
             irq.number,
             fit(&device, 12),
-            fit(irq.driver.as_deref().unwrap_or("-"), 11),
-            fit(irq.netdev.as_deref().unwrap_or("-"), 10),
+            fit(irq.driver.as_deref().unwrap_or("-"), drv_w),
+            fit(irq.netdev.as_deref().unwrap_or("-"), net_w),
             queue,
             node_text(irq.node, irq.node_source),
-            fit(&list_or_dash(irq.smp_affinity.as_ref()), 11),
-            fit(&list_or_dash(irq.effective_affinity.as_ref()), 9),
+            fit(&list_or_dash(irq.smp_affinity.as_ref()), aff_w),
+            fit(&list_or_dash(irq.effective_affinity.as_ref()), eff_w),
             irq.actions.join(", ")
         );
-        let _ = writeln!(o, "{}", fit(&line, WIDTH));
+        let _ = writeln!(o, "{}", fit(&line, width));
     }
 
     if !m.warnings.is_empty() {
         let _ = writeln!(o, "\nWarnings");
         for w in &m.warnings {
-            let _ = writeln!(o, "  {}", fit(w, WIDTH - 2));
+            let _ = writeln!(o, "  {}", fit(w, width - 2));
         }
     }
     o
