@@ -741,12 +741,13 @@ impl Report {
         para(
             &mut o,
             &format!(
-                "measured: {}; NAPI->IRQ links used: {}",
+                "measured: {} ({} programs); NAPI->IRQ links used: {}",
                 if on.is_empty() {
                     "nothing".to_string()
                 } else {
                     on.join(", ")
                 },
+                m.methods.probe.programs,
                 if m.methods.napi_irq_link.is_empty() {
                     "none".to_string()
                 } else {
