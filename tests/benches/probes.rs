@@ -40,6 +40,8 @@ tracepoint:irq:softirq_exit /@start[cpu]/ {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Set {
+    /// As shipped where netlink links every NIC queue exactly: no raise program.
+    NoRaise,
     Balancer(ProgramType),
     Empty,
     Bpftrace,
@@ -48,6 +50,7 @@ enum Set {
 impl Set {
     fn name(self) -> String {
         match self {
+            Set::NoRaise => "balancer, no raise".into(),
             Set::Balancer(ProgramType::BtfTracePoint) => "balancer".into(),
             Set::Balancer(t) => format!("balancer/{}", t.as_str()),
             Set::Empty => "empty tp_btf".into(),
@@ -84,6 +87,11 @@ fn load_probe(set: Set) -> anyhow::Result<Option<Probe>> {
             empty: true,
             ..ProbeOptions::default()
         },
+        Set::NoRaise => {
+            let mut p = Probe::load(&ProbeOptions::default())?;
+            p.set_raise_counting(false, "benchmark")?;
+            return Ok(Some(p));
+        }
         Set::Bpftrace => return Ok(None),
     };
     Ok(Some(Probe::load(&opts)?))
@@ -91,7 +99,7 @@ fn load_probe(set: Set) -> anyhow::Result<Option<Probe>> {
 
 fn attach(set: Set) -> anyhow::Result<Attached> {
     Ok(match set {
-        Set::Balancer(_) | Set::Empty => match load_probe(set)? {
+        Set::Balancer(_) | Set::Empty | Set::NoRaise => match load_probe(set)? {
             Some(p) => Attached::Probe(Box::new(p)),
             None => Attached::None,
         },
@@ -234,6 +242,7 @@ fn main() -> anyhow::Result<()> {
     // switched that way: it starts and stops around each of its blocks.
     let sets = [
         Set::Balancer(ProgramType::BtfTracePoint),
+        Set::NoRaise,
         Set::Balancer(ProgramType::RawTracePoint),
         Set::Balancer(ProgramType::TracePoint),
         Set::Empty,
