@@ -252,10 +252,11 @@ pub struct CpuState {
     pub irq: u32,
     pub sysvec: u32,
     pub softirq_vec: u32,
-    /// IRQ (+1) whose handler raised NET_RX here, until a NET_RX softirq takes it;
-    /// `u32::MAX` when two IRQs did.
+    /// IRQ (+1) whose handler raised NET_RX here, until a NET_RX softirq takes it; a second
+    /// IRQ raising before the softirq runs is `raiser_irq2`, a third marks the softirq
+    /// `u32::MAX` (ambiguous: its polls pair with none).
     pub raiser_irq: u32,
-    /// IRQ (+1) that raised the NET_RX softirq now running, or 0.
+    /// IRQ (+1) that raised the NET_RX softirq now running, or 0; `netrx_cause2` the second.
     pub netrx_cause: u32,
     pub ncounted: u32,
     /// NAPI instances already counted for `netrx_cause` in this softirq: a pair counts
@@ -283,6 +284,9 @@ pub struct CpuState {
     /// one instance, so its time from that poll to its switch-out (GRO flush, freeing, going
     /// to sleep) is that instance's too.
     pub task_napi: u64,
+    /// See `raiser_irq` and `netrx_cause`.
+    pub raiser_irq2: u32,
+    pub netrx_cause2: u32,
 }
 
 /// `CpuState::task_kind`: a NAPI kthread was switched in.
@@ -304,7 +308,7 @@ pub const ERR_READ: u32 = 1;
 pub const ERR_IRQ_RANGE: u32 = 2;
 /// Co-occurrence pairs that found no room in `NAPI_IRQ_PAIRS`.
 pub const ERR_PAIRS_FULL: u32 = 3;
-/// NET_RX softirqs raised by more than one IRQ: their polls pair with none of them.
+/// NET_RX softirqs raised by more than two IRQs: their polls pair with none of them.
 pub const ERR_AMBIGUOUS_RAISE: u32 = 4;
 pub const NR_ERRORS: u32 = 5;
 

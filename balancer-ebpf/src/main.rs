@@ -174,12 +174,16 @@ fn on_softirq_raise(vec: u32) {
         && st.irq_start != 0
     {
         let me = st.irq.wrapping_add(1);
-        // Two IRQs raising before one softirq: its polls cannot say whose they are.
-        st.raiser_irq = if st.raiser_irq == NO_IRQ || st.raiser_irq == me {
-            me
+        // Every raiser is kept (two of them): an instance polled in the softirq pairs with
+        // both, and the link's rules (the IRQ's device must be the instance's, the dominant
+        // pair wins, ties say nothing) sort them out. A third raiser: ambiguous.
+        if st.raiser_irq == NO_IRQ || st.raiser_irq == me {
+            st.raiser_irq = me;
+        } else if st.raiser_irq != AMBIGUOUS && (st.raiser_irq2 == NO_IRQ || st.raiser_irq2 == me) {
+            st.raiser_irq2 = me;
         } else {
-            AMBIGUOUS
-        };
+            st.raiser_irq = AMBIGUOUS;
+        }
     }
 }
 
@@ -191,14 +195,15 @@ fn on_softirq_entry(vec: u32) {
     st.softirq_start = t;
     st.softirq_hardirq_base = st.hardirq_ns;
     if vec == NET_RX_SOFTIRQ {
-        st.netrx_cause = match st.raiser_irq {
+        (st.netrx_cause, st.netrx_cause2) = match st.raiser_irq {
             AMBIGUOUS => {
                 count_error(ERR_AMBIGUOUS_RAISE);
-                NO_IRQ
+                (NO_IRQ, NO_IRQ)
             }
-            r => r,
+            r => (r, st.raiser_irq2),
         };
         st.raiser_irq = NO_IRQ;
+        st.raiser_irq2 = NO_IRQ;
         st.ncounted = 0;
         st.poll_mark = t;
         st.poll_hardirq_base = st.hardirq_ns;
@@ -211,6 +216,7 @@ fn on_softirq_exit(vec: u32) {
     let start = st.softirq_start;
     st.softirq_start = 0;
     st.netrx_cause = NO_IRQ;
+    st.netrx_cause2 = NO_IRQ;
     if start == 0 || st.softirq_vec != vec || vec >= NR_SOFTIRQS as u32 {
         return;
     }
@@ -261,10 +267,10 @@ fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
         st.task_napi = napi;
         st.task_napi_id = nkey.napi_id;
     }
-    let cause = if timed && st.netrx_cause != NO_IRQ && first_in_softirq(st, napi) {
-        st.netrx_cause
+    let (cause, cause2) = if timed && st.netrx_cause != NO_IRQ && first_in_softirq(st, napi) {
+        (st.netrx_cause, st.netrx_cause2)
     } else {
-        NO_IRQ
+        (NO_IRQ, NO_IRQ)
     };
 
     if let Some(s) = NAPI_STATS.get_ptr_mut(nkey) {
@@ -282,19 +288,27 @@ fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
         }
     }
 
-    if cause != NO_IRQ {
-        let key = PairKey {
-            napi,
-            irq: cause - 1,
-            napi_id: nkey.napi_id,
-        };
-        if let Some(c) = NAPI_IRQ_PAIRS.get_ptr_mut(key) {
-            unsafe { *c += 1 };
-        } else if NAPI_IRQ_PAIRS.insert(key, 1, BPF_NOEXIST).is_err() {
-            match NAPI_IRQ_PAIRS.get_ptr_mut(key) {
-                Some(c) => unsafe { *c += 1 },
-                None => count_error(ERR_PAIRS_FULL),
-            }
+    count_pair(napi, nkey.napi_id, cause);
+    count_pair(napi, nkey.napi_id, cause2);
+}
+
+/// One more NET_RX softirq that IRQ `cause - 1` raised and in which the instance polled.
+#[inline(always)]
+fn count_pair(napi: u64, napi_id: u32, cause: u32) {
+    if cause == NO_IRQ {
+        return;
+    }
+    let key = PairKey {
+        napi,
+        irq: cause - 1,
+        napi_id,
+    };
+    if let Some(c) = NAPI_IRQ_PAIRS.get_ptr_mut(key) {
+        unsafe { *c += 1 };
+    } else if NAPI_IRQ_PAIRS.insert(key, 1, BPF_NOEXIST).is_err() {
+        match NAPI_IRQ_PAIRS.get_ptr_mut(key) {
+            Some(c) => unsafe { *c += 1 },
+            None => count_error(ERR_PAIRS_FULL),
         }
     }
 }

@@ -327,7 +327,7 @@ pub struct Coverage {
     /// Per event, runs the kernel skipped since the probes were attached because a BPF
     /// program was already running on that CPU (`bpf_prog_info.recursion_misses`).
     pub recursion_misses: BTreeMap<String, u64>,
-    /// NET_RX softirqs raised by more than one IRQ: their polls paired with none.
+    /// NET_RX softirqs raised by more than two IRQs: their polls paired with none.
     pub ambiguous_netrx_raises: u64,
     /// NAPI instances deleted from the probe's map after they stopped polling.
     pub napi_pruned: u64,
