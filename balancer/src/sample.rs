@@ -180,26 +180,8 @@ impl Interval {
         };
         let (p, c) = (&prev.counters, &cur.counters);
 
-        for (key, now) in &c.irqs {
-            let before = p.irqs.get(key).copied().unwrap_or_default();
-            let d = IrqStat {
-                runs: delta64(before.runs, now.runs),
-                ns: delta64(before.ns, now.ns),
-            };
-            if d.runs != 0 || d.ns != 0 {
-                iv.hardirq.insert(*key, d);
-            }
-        }
-        for (key, now) in &c.sysvecs {
-            let before = p.sysvecs.get(key).copied().unwrap_or_default();
-            let d = IrqStat {
-                runs: delta64(before.runs, now.runs),
-                ns: delta64(before.ns, now.ns),
-            };
-            if d.runs != 0 || d.ns != 0 {
-                iv.sysvec.insert(*key, d);
-            }
-        }
+        iv.hardirq = irq_deltas(&p.irqs, &c.irqs);
+        iv.sysvec = irq_deltas(&p.sysvecs, &c.sysvecs);
         for (key, now) in &c.softirqs {
             let before = p.softirqs.get(key).copied().unwrap_or_default();
             let d = SoftirqStat {
@@ -307,6 +289,23 @@ fn per_cpu_counts(ints: &Interrupts) -> BTreeMap<RowKey, BTreeMap<u32, u64>> {
                 .map(|(cpu, n)| (*cpu, *n))
                 .collect();
             (key, counts)
+        })
+        .collect()
+}
+
+/// Handler (or system vector) runs and time between two reads, zero entries left out.
+fn irq_deltas(
+    prev: &BTreeMap<(u32, u32), IrqStat>,
+    cur: &BTreeMap<(u32, u32), IrqStat>,
+) -> BTreeMap<(u32, u32), IrqStat> {
+    cur.iter()
+        .filter_map(|(key, now)| {
+            let before = prev.get(key).copied().unwrap_or_default();
+            let d = IrqStat {
+                runs: delta64(before.runs, now.runs),
+                ns: delta64(before.ns, now.ns),
+            };
+            (d.runs != 0 || d.ns != 0).then_some((*key, d))
         })
         .collect()
 }

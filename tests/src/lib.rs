@@ -221,3 +221,22 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
 }
 
 pub mod sim;
+
+/// Sets `threaded` of one of the test's own veth devices inside its namespace.
+pub fn set_threaded(ns: &str, dev: &str, on: bool) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c"])
+        .arg(format!(
+            "echo {} > /sys/class/net/{dev}/threaded",
+            u8::from(on)
+        ))
+        .output()
+        .context("running ip netns exec")?;
+    if !out.status.success() {
+        bail!(
+            "setting {dev}/threaded: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

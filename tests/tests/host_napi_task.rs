@@ -3,7 +3,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    process::Command,
 };
 
 use anyhow::{Context as _, bail};
@@ -13,26 +12,7 @@ use balancer::{
     sample::Sampler,
     system::{ReadOptions, SystemModel, kthreads},
 };
-use balancer_tests::{VethPair, root_or_skip};
-
-/// Sets `threaded` of one of the test's own veth devices inside its namespace.
-fn set_threaded(ns: &str, dev: &str, on: bool) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c"])
-        .arg(format!(
-            "echo {} > /sys/class/net/{dev}/threaded",
-            u8::from(on)
-        ))
-        .output()
-        .context("running ip netns exec")?;
-    if !out.status.success() {
-        bail!(
-            "setting {dev}/threaded: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
+use balancer_tests::{VethPair, root_or_skip, set_threaded};
 
 /// The NAPI kthreads of `dev` (comm `napi/<dev>-<id>`, cut at 15 bytes).
 fn kthreads_of(dev: &str) -> BTreeSet<u32> {

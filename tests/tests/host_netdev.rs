@@ -1,14 +1,14 @@
 //! Host integration tests of the netdev generic netlink family, as root on the running kernel
 //! (6.8+), on a veth pair between two namespaces the test creates.
-use std::{collections::BTreeSet, ffi::CString, path::Path, process::Command};
+use std::{collections::BTreeSet, ffi::CString, path::Path};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use balancer::{
     probe::{Probe, ProbeOptions},
     sample::Sampler,
     system::netdev::{self, Netdev, NetdevDump, QueueType},
 };
-use balancer_tests::{VethPair, enter_netns, root_or_skip};
+use balancer_tests::{VethPair, enter_netns, root_or_skip, set_threaded};
 
 /// The dump and the ifindex of `dev`, both as seen inside namespace `ns` (netlink answers
 /// for the namespace of the thread that asks, so ask from a thread inside it).
@@ -32,26 +32,6 @@ fn dump_in(ns: &str, dev: &str) -> anyhow::Result<(NetdevDump, u32)> {
     })
     .join()
     .map_err(|_| anyhow::anyhow!("netlink thread panicked"))?
-}
-
-/// Sets `threaded` of a device inside its namespace (`ip netns exec` mounts that
-/// namespace's sysfs); the device is the test's own veth.
-fn set_threaded(ns: &str, dev: &str, on: bool) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c"])
-        .arg(format!(
-            "echo {} > /sys/class/net/{dev}/threaded",
-            u8::from(on)
-        ))
-        .output()
-        .context("running ip netns exec")?;
-    if !out.status.success() {
-        bail!(
-            "setting {dev}/threaded: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// napi-get lists the veth's NAPI instance with the veth's ifindex and no IRQ, queue-get its
