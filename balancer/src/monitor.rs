@@ -140,6 +140,7 @@ impl Monitor {
             Snapshot::take(&self.probe, &self.root)?
         };
         let (mut interval, measured_ns) = self.windows.end(end);
+        self.probe.checkpoint();
         self.model =
             SystemModel::read(&self.root, &self.opts).context("reading the system model")?;
         self.refresh_netdev();
@@ -160,6 +161,17 @@ impl Monitor {
             attribution,
             measured_ns,
         })
+    }
+
+    /// Reads the maps between ticks so that NAPI instances that stopped polling are pruned
+    /// (their counts kept for the interval): a long interval with devices coming and going
+    /// (a `report` over minutes of container churn) then needs map room only for the
+    /// instances alive at once. Nothing to do while detached: the maps stand still.
+    pub fn maintain(&mut self) -> anyhow::Result<()> {
+        if self.probe.is_attached() {
+            self.probe.read().context("reading the eBPF maps")?;
+        }
+        Ok(())
     }
 
     /// Detaches the programs (the maps keep their counts).

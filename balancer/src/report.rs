@@ -67,7 +67,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing the signal handler")?;
     }
-    wait(Duration::from_secs_f64(args.duration), &stop);
+    wait(Duration::from_secs_f64(args.duration), &stop, &mut monitor)?;
 
     let tick = monitor.tick()?;
     let (model, status, attribution) = (monitor.model(), monitor.status(), &tick.attribution);
@@ -176,15 +176,22 @@ fn coverage(
 }
 
 /// Sleeps until `total` passed or `stop` is set, with a progress line on a terminal.
-fn wait(total: Duration, stop: &AtomicBool) {
+/// Waits out the sampling window, reading the maps once a second so that NAPI instances
+/// that came and went inside it are pruned from the kernel map, not overflow it.
+fn wait(total: Duration, stop: &AtomicBool, monitor: &mut Monitor) -> anyhow::Result<()> {
     let start = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let step = Duration::from_millis(100);
     let mut last_shown = u64::MAX;
+    let mut last_read = 0;
     while !stop.load(Ordering::Relaxed) {
         let elapsed = start.elapsed();
         if elapsed >= total {
             break;
+        }
+        if elapsed.as_secs() != last_read {
+            last_read = elapsed.as_secs();
+            monitor.maintain()?;
         }
         if tty && elapsed.as_secs() != last_shown {
             last_shown = elapsed.as_secs();
@@ -199,6 +206,7 @@ fn wait(total: Duration, stop: &AtomicBool) {
     if tty {
         eprint!("\r\x1b[K");
     }
+    Ok(())
 }
 
 /// Methods and conditions of the measurement.

@@ -411,6 +411,7 @@ impl Sampler {
         // After the read: a kthread that appeared in this interval is timed from the next.
         sync_napi_threads(&mut self.probe, &self.root);
         let iv = Interval::between(&self.prev, &cur);
+        self.probe.checkpoint();
         self.prev = cur;
         Ok(iv)
     }

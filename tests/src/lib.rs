@@ -222,6 +222,35 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
 
 pub mod sim;
 
+/// Waits until `child` (a `balancer` command) holds the links of its attached tracepoint
+/// programs (at least the four irq ones): the moment its sampling window is open.
+pub fn wait_attached(child: &mut std::process::Child, timeout: Duration) -> anyhow::Result<()> {
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("balancer (pid {pid}) ended before attaching its probes: {status}");
+        }
+        let links = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|t| {
+                        let t = t.to_string_lossy();
+                        t.contains("bpf_link") || t.contains("perf_event")
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if links >= 4 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("balancer (pid {pid}) attached no probes within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sets `threaded` of one of the test's own veth devices inside its namespace.
 pub fn set_threaded(ns: &str, dev: &str, on: bool) -> anyhow::Result<()> {
     let out = std::process::Command::new("ip")

@@ -246,6 +246,30 @@ pub struct Counters {
     pub errors: [u64; NR_ERRORS as usize],
 }
 
+/// Counts of `a` and `b` added; the identity of `b` where it has one (the newer entry), else
+/// `a`'s.
+fn napi_sum(a: &NapiStat, b: &NapiStat) -> NapiStat {
+    let named = b.dev_name[0] != 0;
+    let id = if named { b } else { a };
+    NapiStat {
+        polls: a.polls + b.polls,
+        work: a.work + b.work,
+        budget_exhausted: a.budget_exhausted + b.budget_exhausted,
+        ns: a.ns + b.ns,
+        untimed_polls: a.untimed_polls + b.untimed_polls,
+        untimed_work: a.untimed_work + b.untimed_work,
+        irq: id.irq,
+        napi_id: id.napi_id,
+        dev_name: id.dev_name,
+        threaded_polls: a.threaded_polls + b.threaded_polls,
+        threaded_work: a.threaded_work + b.threaded_work,
+        threaded_ns: a.threaded_ns + b.threaded_ns,
+        busy_polls: a.busy_polls + b.busy_polls,
+        busy_work: a.busy_work + b.busy_work,
+        busy_ns: a.busy_ns + b.busy_ns,
+    }
+}
+
 /// Says how the classic programs read record fields with these offsets.
 fn field_reads(o: &Offsets) -> String {
     if o.direct_loads == 0 {
@@ -386,6 +410,80 @@ struct NapiSeen {
     polls: BTreeMap<NapiKey, (u64, u32)>,
     /// Instances deleted from the kernel map, over the probe's life.
     pruned: u64,
+    /// Final per-CPU counts of pruned instances, added to every read until the interval that
+    /// holds them has started ([`Probe::checkpoint`]); an instance that polls again after its
+    /// prune keeps them as a base under its new kernel entry, so its counters never go back.
+    retired_napi: BTreeMap<(NapiKey, u32), NapiStat>,
+    retired_pairs: BTreeMap<(NapiKey, u32), u64>,
+}
+
+impl NapiSeen {
+    /// Instances of `c` (the kernel map's contents) whose polls did not move for
+    /// [`NAPI_PRUNE_AFTER`] reads; the rest are remembered for the next read.
+    fn idle_out(&mut self, c: &Counters) -> BTreeSet<NapiKey> {
+        let mut totals: BTreeMap<NapiKey, u64> = BTreeMap::new();
+        for ((key, _), v) in &c.napi {
+            *totals.entry(*key).or_default() += v.polls + v.untimed_polls;
+        }
+        let mut dead = BTreeSet::new();
+        let mut next = BTreeMap::new();
+        for (key, polls) in totals {
+            let idle = match self.polls.get(&key) {
+                Some(&(before, idle)) if before == polls => idle + 1,
+                _ => 0,
+            };
+            if idle >= NAPI_PRUNE_AFTER {
+                dead.insert(key);
+            } else {
+                next.insert(key, (polls, idle));
+            }
+        }
+        self.polls = next;
+        self.pruned += dead.len() as u64;
+        dead
+    }
+
+    /// Moves the counts of `dead` instances out of `c` into the kept counts: what the
+    /// kernel forgets is kept here, so nothing an interval counted is lost.
+    fn retire(&mut self, c: &mut Counters, dead: &BTreeSet<NapiKey>) {
+        let (napi, pairs) = (std::mem::take(&mut c.napi), std::mem::take(&mut c.pairs));
+        for ((key, cpu), v) in napi {
+            if dead.contains(&key) {
+                let base = self
+                    .retired_napi
+                    .entry((key, cpu))
+                    .or_insert(NapiStat::EMPTY);
+                *base = napi_sum(base, &v);
+            } else {
+                c.napi.insert((key, cpu), v);
+            }
+        }
+        for ((key, irq), n) in pairs {
+            if dead.contains(&key) {
+                *self.retired_pairs.entry((key, irq)).or_default() += n;
+            } else {
+                c.pairs.insert((key, irq), n);
+            }
+        }
+    }
+
+    /// Adds the kept counts to `c`, under any new kernel entry of the same instance.
+    fn add_retired(&self, c: &mut Counters) {
+        for (k, base) in &self.retired_napi {
+            let v = c.napi.entry(*k).or_insert(NapiStat::EMPTY);
+            *v = napi_sum(base, v);
+        }
+        for (k, base) in &self.retired_pairs {
+            *c.pairs.entry(*k).or_default() += base;
+        }
+    }
+
+    /// Forgets the kept counts of instances that are not in the kernel map any more.
+    fn checkpoint(&mut self) {
+        let polls = &self.polls;
+        self.retired_napi.retain(|(k, _), _| polls.contains_key(k));
+        self.retired_pairs.retain(|(k, _), _| polls.contains_key(k));
+    }
 }
 
 /// The loaded, attached programs. Dropping it detaches them.
@@ -811,7 +909,8 @@ impl Probe {
     }
 
     /// Reads every counter, and prunes NAPI instances that stopped polling. Cheap enough for
-    /// once per interval: one pass over each map.
+    /// once a second: one pass over each map. Pruned instances' counts stay in what it
+    /// returns until [`Probe::checkpoint`].
     pub fn read(&self) -> anyhow::Result<Counters> {
         let mut c = Counters::default();
 
@@ -903,45 +1002,34 @@ impl Probe {
     }
 
     /// Deletes NAPI instances whose counters did not move for [`NAPI_PRUNE_AFTER`] reads, and
-    /// their pairs, and leaves them out of `c`. A deleted instance that polls again starts a
-    /// new entry from zero, which the next interval counts in full (it was left out of this
-    /// snapshot); only polls between this read and the delete are lost.
+    /// their pairs, from the kernel maps, and keeps their counts in the probe until the next
+    /// [`Probe::checkpoint`], so that an interval spanning many reads (a long `report`) still
+    /// counts instances that came and went inside it. A deleted instance that polls again
+    /// starts a new kernel entry from zero on top of its kept counts; only polls between this
+    /// read and the delete are lost.
     fn prune(&self, c: &mut Counters) -> anyhow::Result<()> {
-        let mut totals: BTreeMap<NapiKey, u64> = BTreeMap::new();
-        for ((key, _), v) in &c.napi {
-            *totals.entry(*key).or_default() += v.polls + v.untimed_polls;
-        }
         let mut seen = self
             .seen
             .lock()
             .map_err(|_| anyhow!("NAPI prune state poisoned"))?;
-        let mut dead = Vec::new();
-        let mut next = BTreeMap::new();
-        for (key, polls) in totals {
-            let idle = match seen.polls.get(&key) {
-                Some(&(before, idle)) if before == polls => idle + 1,
-                _ => 0,
-            };
-            if idle >= NAPI_PRUNE_AFTER {
-                dead.push(key);
-            } else {
-                next.insert(key, (polls, idle));
-            }
+        let dead = seen.idle_out(c);
+        if !dead.is_empty() {
+            self.delete_napi(&dead)?;
+            seen.retire(c, &dead);
         }
-        seen.polls = next;
-        if dead.is_empty() {
-            return Ok(());
-        }
-        seen.pruned += dead.len() as u64;
-        drop(seen);
+        seen.add_retired(c);
+        Ok(())
+    }
+
+    /// Deletes instances and their pairs from the kernel maps.
+    fn delete_napi(&self, dead: &BTreeSet<NapiKey>) -> anyhow::Result<()> {
         // Deleting needs the maps mutably; they are shared kernel objects, so a second
         // handle from the same fd is as good.
         let mut napi: PerCpuHashMap<MapData, NapiKey, NapiStat> =
             PerCpuHashMap::try_from(self.owned_map("NAPI_STATS")?)?;
         let mut pairs: PerCpuHashMap<MapData, PairKey, u64> =
             PerCpuHashMap::try_from(self.owned_map("NAPI_IRQ_PAIRS")?)?;
-        let dead_set: BTreeSet<NapiKey> = dead.iter().copied().collect();
-        for key in &dead {
+        for key in dead {
             // Already gone is fine: nothing else deletes, but a failed delete only delays.
             let _ = napi.remove(key);
         }
@@ -949,7 +1037,7 @@ impl Probe {
             .keys()
             .filter_map(Result::ok)
             .filter(|k| {
-                dead_set.contains(&NapiKey {
+                dead.contains(&NapiKey {
                     napi: k.napi,
                     napi_id: k.napi_id,
                     _pad: 0,
@@ -959,9 +1047,27 @@ impl Probe {
         for k in &pair_keys {
             let _ = pairs.remove(k);
         }
-        c.napi.retain(|(key, _), _| !dead_set.contains(key));
-        c.pairs.retain(|(key, _), _| !dead_set.contains(key));
         Ok(())
+    }
+
+    /// The last [`Probe::read`] starts an interval: the counts of instances pruned before it,
+    /// and not polling again, are in that interval's start and leave the probe's memory (an
+    /// interval's delta of an instance absent at its end is nothing, as it should be).
+    pub fn checkpoint(&self) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.checkpoint();
+        }
+    }
+
+    /// Pruned instances whose counts the probe still holds (until the next checkpoint).
+    pub fn napi_retired(&self) -> usize {
+        self.seen.lock().map_or(0, |s| {
+            s.retired_napi
+                .keys()
+                .map(|(k, _)| *k)
+                .collect::<BTreeSet<_>>()
+                .len()
+        })
     }
 
     /// NAPI instances deleted from the kernel map because they stopped polling.
@@ -1414,6 +1520,82 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(id: u32) -> NapiKey {
+        NapiKey {
+            napi: 0xffff_0000,
+            napi_id: id,
+            _pad: 0,
+        }
+    }
+
+    fn polled(polls: u64, name: &[u8]) -> NapiStat {
+        let mut v = NapiStat::EMPTY;
+        v.polls = polls;
+        v.work = polls * 2;
+        v.dev_name[..name.len()].copy_from_slice(name);
+        v
+    }
+
+    /// One read of the kernel map as `prune` does it, without the map.
+    fn read(seen: &mut NapiSeen, kernel: &[(NapiKey, u64)]) -> Counters {
+        let mut c = Counters::default();
+        for (k, n) in kernel {
+            c.napi.insert((*k, 0), polled(*n, b"veth0"));
+            c.pairs.insert((*k, 30), *n);
+        }
+        let dead = seen.idle_out(&c);
+        seen.retire(&mut c, &dead);
+        seen.add_retired(&mut c);
+        c
+    }
+
+    /// An instance that stops polling leaves the kernel map after NAPI_PRUNE_AFTER idle
+    /// reads, but its counts stay in every read until the next checkpoint: a report whose
+    /// interval spans those reads still counts it. After the checkpoint it is gone.
+    #[test]
+    fn pruned_instances_keep_their_counts_until_the_checkpoint() {
+        let mut seen = NapiSeen::default();
+        let (a, b) = (key(1), key(2));
+        read(&mut seen, &[(a, 5), (b, 1)]);
+        for _ in 0..NAPI_PRUNE_AFTER - 1 {
+            read(&mut seen, &[(a, 9), (b, 1)]);
+        }
+        assert_eq!(seen.pruned, 0);
+        let c = read(&mut seen, &[(a, 12), (b, 1)]);
+        assert_eq!(seen.pruned, 1, "b idle for {NAPI_PRUNE_AFTER} reads");
+        assert_eq!(c.napi[&(b, 0)].polls, 1, "b's counts kept");
+        assert_eq!(c.pairs[&(b, 30)], 1);
+        // Gone from the kernel map, still in the reads.
+        let c = read(&mut seen, &[(a, 13)]);
+        assert_eq!(c.napi[&(b, 0)].polls, 1);
+        assert_eq!(&c.napi[&(b, 0)].dev_name[..5], b"veth0");
+        seen.checkpoint();
+        let c = read(&mut seen, &[(a, 14)]);
+        assert!(!c.napi.contains_key(&(b, 0)));
+        assert!(!c.pairs.contains_key(&(b, 30)));
+        assert_eq!(c.napi[&(a, 0)].polls, 14);
+    }
+
+    /// A pruned instance that polls again counts on from its kept counts: never backwards,
+    /// and the base survives checkpoints while it lives.
+    #[test]
+    fn an_instance_polling_after_its_prune_counts_on() {
+        let mut seen = NapiSeen::default();
+        let a = key(1);
+        for _ in 0..=NAPI_PRUNE_AFTER {
+            read(&mut seen, &[(a, 4)]);
+        }
+        assert_eq!(seen.pruned, 1);
+        // The kernel entry starts again from zero.
+        let c = read(&mut seen, &[(a, 3)]);
+        assert_eq!(c.napi[&(a, 0)].polls, 7);
+        assert_eq!(c.napi[&(a, 0)].work, 14);
+        seen.checkpoint();
+        let c = read(&mut seen, &[(a, 5)]);
+        assert_eq!(c.napi[&(a, 0)].polls, 9);
+        assert_eq!(c.pairs[&(a, 30)], 9);
+    }
 
     #[test]
     fn napi_map_is_sized_from_queues_and_cpus() {
