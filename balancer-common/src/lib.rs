@@ -20,29 +20,13 @@ pub const NO_OFFSET: u32 = u32::MAX;
 
 /// Where the programs find their inputs. Tracepoint field offsets come from the tracefs
 /// `format` files and struct offsets from the kernel's BTF, both read at start-up: the same
-/// object runs on kernels whose layouts differ. ([`CompiledLayout`] only picks a cheaper
-/// instruction when a field is where it expects; it never supplies an offset.)
+/// object runs on kernels whose layouts differ.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offsets {
-    /// `irq` in irq:irq_handler_entry.
-    pub handler_entry_irq: u32,
-    /// `irq` in irq:irq_handler_exit.
-    pub handler_exit_irq: u32,
-    /// `vec` in irq:softirq_raise.
-    pub softirq_raise_vec: u32,
-    /// `vec` in irq:softirq_entry.
-    pub softirq_entry_vec: u32,
-    /// `vec` in irq:softirq_exit.
-    pub softirq_exit_vec: u32,
-    /// `napi` (struct napi_struct *) in napi:napi_poll.
-    pub napi_poll_napi: u32,
-    /// `dev_name` (__data_loc char[]) in napi:napi_poll.
-    pub napi_poll_dev_name: u32,
-    /// `work` in napi:napi_poll.
-    pub napi_poll_work: u32,
-    /// `budget` in napi:napi_poll.
-    pub napi_poll_budget: u32,
+    /// Offset in its record of each of [`RECORD_FIELDS`] (from tracefs), or [`NO_OFFSET`]
+    /// where the tracepoint is absent.
+    pub record: [u32; NR_RECORD_FIELDS],
     /// `irq` in struct napi_struct (kernel 6.8+), or [`NO_OFFSET`].
     pub napi_struct_irq: u32,
     /// `napi_id` in struct napi_struct, or [`NO_OFFSET`].
@@ -54,7 +38,7 @@ pub struct Offsets {
     pub net_device_name: u32,
     /// Size of `IRQ_STATS` (IRQ numbers at or above it are counted in `ERR_IRQ_RANGE`).
     pub max_irqs: u32,
-    /// Non-zero: a tracepoint field whose offset equals the one in [`CompiledLayout`] is loaded
+    /// Non-zero: a record field whose offset equals its [`RecordField::compiled_at`] is loaded
     /// straight from the record; otherwise, and always when zero, with
     /// `bpf_probe_read_kernel` at the offset above.
     pub direct_loads: u32,
@@ -65,39 +49,80 @@ pub struct Offsets {
     /// whose task was switched out between two polls must not time the time away.
     pub task_struct_nvcsw: u32,
     pub task_struct_nivcsw: u32,
-    /// `next_pid` in sched:sched_switch (classic program).
-    pub sched_switch_next_pid: u32,
 }
 
-/// Where the tracepoint fields sit on the kernels balancer is tested on (6.1, 6.12, 6.18; any
-/// kernel without `common_padding` in its records). The verifier lets a program load from its
-/// context only at an offset fixed in the instruction, so the programs carry a direct load at
-/// these offsets and take it only when tracefs says the field is there; another layout takes
-/// the generic path, one `bpf_probe_read_kernel` per field (about 40 ns more each, see
-/// docs/benchmarks.md).
-pub struct CompiledLayout;
-
-impl CompiledLayout {
-    pub const HANDLER_IRQ: u32 = 8;
-    pub const SOFTIRQ_VEC: u32 = 8;
-    pub const NAPI_POLL_NAPI: u32 = 8;
-    pub const NAPI_POLL_DEV_NAME: u32 = 16;
-    pub const NAPI_POLL_WORK: u32 = 20;
-    pub const NAPI_POLL_BUDGET: u32 = 24;
+/// A field of a classic tracepoint's record that the programs read, declared once for the
+/// loader (which looks its offset up in the tracefs `format` file) and the programs (which
+/// load it).
+#[derive(Clone, Copy, Debug)]
+pub struct RecordField {
+    pub category: &'static str,
+    pub event: &'static str,
+    pub field: &'static str,
+    /// Bytes the program loads; the format file must say the same.
+    pub size: u32,
+    /// Where the field sits on the kernels balancer is tested on (6.1, 6.12, 6.18; any
+    /// kernel without `common_padding` in its records), or [`NO_OFFSET`] for a field always
+    /// read the generic way. The verifier lets a program load from its context only at an
+    /// offset fixed in the instruction, so the programs carry a direct load at this offset
+    /// and take it only when tracefs says the field is there; another layout takes the
+    /// generic path, one `bpf_probe_read_kernel` per field (about 40 ns more each, see
+    /// docs/benchmarks.md). It never supplies an offset.
+    pub compiled_at: u32,
 }
+
+/// Indexes of [`RECORD_FIELDS`] (and of [`Offsets::record`]).
+pub mod field {
+    pub const HANDLER_ENTRY_IRQ: usize = 0;
+    pub const HANDLER_EXIT_IRQ: usize = 1;
+    pub const SOFTIRQ_RAISE_VEC: usize = 2;
+    pub const SOFTIRQ_ENTRY_VEC: usize = 3;
+    pub const SOFTIRQ_EXIT_VEC: usize = 4;
+    /// `struct napi_struct *`.
+    pub const NAPI_POLL_NAPI: usize = 5;
+    /// `__data_loc char[]`: offset and length of the name inside the record.
+    pub const NAPI_POLL_DEV_NAME: usize = 6;
+    pub const NAPI_POLL_WORK: usize = 7;
+    pub const NAPI_POLL_BUDGET: usize = 8;
+    pub const SCHED_SWITCH_NEXT_PID: usize = 9;
+}
+
+pub const NR_RECORD_FIELDS: usize = 10;
+
+const fn record_field(
+    category: &'static str,
+    event: &'static str,
+    field: &'static str,
+    size: u32,
+    compiled_at: u32,
+) -> RecordField {
+    RecordField {
+        category,
+        event,
+        field,
+        size,
+        compiled_at,
+    }
+}
+
+/// Every record field the classic programs read, in [`field`] order.
+pub const RECORD_FIELDS: [RecordField; NR_RECORD_FIELDS] = [
+    record_field("irq", "irq_handler_entry", "irq", 4, 8),
+    record_field("irq", "irq_handler_exit", "irq", 4, 8),
+    record_field("irq", "softirq_raise", "vec", 4, 8),
+    record_field("irq", "softirq_entry", "vec", 4, 8),
+    record_field("irq", "softirq_exit", "vec", 4, 8),
+    record_field("napi", "napi_poll", "napi", 8, 8),
+    record_field("napi", "napi_poll", "dev_name", 4, 16),
+    record_field("napi", "napi_poll", "work", 4, 20),
+    record_field("napi", "napi_poll", "budget", 4, 24),
+    record_field("sched", "sched_switch", "next_pid", 4, NO_OFFSET),
+];
 
 impl Offsets {
     /// Placeholder compiled into the object; the loader always overrides it.
     pub const UNSET: Offsets = Offsets {
-        handler_entry_irq: NO_OFFSET,
-        handler_exit_irq: NO_OFFSET,
-        softirq_raise_vec: NO_OFFSET,
-        softirq_entry_vec: NO_OFFSET,
-        softirq_exit_vec: NO_OFFSET,
-        napi_poll_napi: NO_OFFSET,
-        napi_poll_dev_name: NO_OFFSET,
-        napi_poll_work: NO_OFFSET,
-        napi_poll_budget: NO_OFFSET,
+        record: [NO_OFFSET; NR_RECORD_FIELDS],
         napi_struct_irq: NO_OFFSET,
         napi_struct_napi_id: NO_OFFSET,
         napi_struct_dev: NO_OFFSET,
@@ -107,7 +132,6 @@ impl Offsets {
         task_struct_pid: NO_OFFSET,
         task_struct_nvcsw: NO_OFFSET,
         task_struct_nivcsw: NO_OFFSET,
-        sched_switch_next_pid: NO_OFFSET,
     };
 }
 

@@ -39,10 +39,10 @@ use aya_ebpf::{
     },
 };
 use balancer_common::{
-    COUNTED_SLOTS, CompiledLayout, CpuState, DEV_NAME_LEN, ERR_AMBIGUOUS_RAISE, ERR_IRQ_RANGE,
-    ERR_NAPI_FULL, ERR_PAIRS_FULL, ERR_READ, IrqStat, MAX_NAPI_THREADS, NET_RX_SOFTIRQ, NO_OFFSET,
-    NR_ERRORS, NR_SOFTIRQS, NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, SoftirqStat,
-    TASK_BUSY, TASK_THREADED,
+    COUNTED_SLOTS, CpuState, DEV_NAME_LEN, ERR_AMBIGUOUS_RAISE, ERR_IRQ_RANGE, ERR_NAPI_FULL,
+    ERR_PAIRS_FULL, ERR_READ, IrqStat, MAX_NAPI_THREADS, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
+    NR_SOFTIRQS, NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, RECORD_FIELDS, SoftirqStat,
+    TASK_BUSY, TASK_THREADED, field,
 };
 
 /// Overridden by the loader with offsets read from tracefs and BTF.
@@ -83,6 +83,16 @@ const BPF_NOEXIST: u64 = 1;
 fn off(field: &u32) -> u32 {
     // Volatile: the value is patched at load time, the compiler must not fold the placeholder.
     unsafe { read_volatile(field) }
+}
+
+/// `record!(ctx, T, FIELD)`: one of [`RECORD_FIELDS`] of the record, by its [`field`] index.
+macro_rules! record {
+    ($ctx:expr, $t:ty, $f:ident) => {
+        read_field::<$t, { RECORD_FIELDS[field::$f].compiled_at }>(
+            $ctx,
+            off(&OFFSETS.record[field::$f]),
+        )
+    };
 }
 
 #[inline(always)]
@@ -511,9 +521,7 @@ fn read_identity(o: &Offsets, napi: u64, napi_id: u32, dev: DevName, s: &mut Nap
     s.napi_id = napi_id;
     match dev {
         DevName::Record(ctx) => {
-            if let Some(loc) =
-                read_u32::<{ CompiledLayout::NAPI_POLL_DEV_NAME }>(ctx, off(&o.napi_poll_dev_name))
-            {
+            if let Some(loc) = record!(ctx, u32, NAPI_POLL_DEV_NAME) {
                 // __data_loc: low 16 bits are the offset in the record, high 16 bits the length.
                 let at = (loc & 0xffff) as usize;
                 let src = unsafe { (ctx.as_ptr() as *const u8).add(at) };
@@ -549,8 +557,8 @@ fn read_identity(o: &Offsets, napi: u64, napi_id: u32, dev: DevName, s: &mut Nap
 
 // ---- Classic tracepoints: fields from the record. ----
 
-/// Reads a tracepoint field at `offset` (from tracefs). `AT` is where [`CompiledLayout`] puts
-/// it: when the two agree the field is loaded straight from the record, which the verifier
+/// Reads a tracepoint field at `offset` (from tracefs). `AT` is its
+/// [`balancer_common::RecordField::compiled_at`]: when the two agree the field is loaded straight from the record, which the verifier
 /// allows only at an offset fixed in the instruction; it knows `OFFSETS` (frozen read-only
 /// data), so it drops whichever path this kernel does not take.
 #[inline(always)]
@@ -570,15 +578,9 @@ fn read_field<T: Copy, const AT: u32>(ctx: &TracePointContext, offset: u32) -> O
     }
 }
 
-#[inline(always)]
-fn read_u32<const AT: u32>(ctx: &TracePointContext, offset: u32) -> Option<u32> {
-    read_field::<u32, AT>(ctx, offset)
-}
-
 #[tracepoint(category = "irq", name = "irq_handler_entry")]
 pub fn tp_irq_handler_entry(ctx: TracePointContext) -> u32 {
-    let o = off(&OFFSETS.handler_entry_irq);
-    if let Some(irq) = read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, o) {
+    if let Some(irq) = record!(&ctx, u32, HANDLER_ENTRY_IRQ) {
         on_handler_entry(irq);
     }
     0
@@ -586,8 +588,7 @@ pub fn tp_irq_handler_entry(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "irq_handler_exit")]
 pub fn tp_irq_handler_exit(ctx: TracePointContext) -> u32 {
-    let o = off(&OFFSETS.handler_exit_irq);
-    if let Some(irq) = read_u32::<{ CompiledLayout::HANDLER_IRQ }>(&ctx, o) {
+    if let Some(irq) = record!(&ctx, u32, HANDLER_EXIT_IRQ) {
         on_handler_exit(irq);
     }
     0
@@ -595,8 +596,7 @@ pub fn tp_irq_handler_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "softirq_raise")]
 pub fn tp_softirq_raise(ctx: TracePointContext) -> u32 {
-    let o = off(&OFFSETS.softirq_raise_vec);
-    if let Some(vec) = read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, o) {
+    if let Some(vec) = record!(&ctx, u32, SOFTIRQ_RAISE_VEC) {
         on_softirq_raise(vec);
     }
     0
@@ -604,8 +604,7 @@ pub fn tp_softirq_raise(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "softirq_entry")]
 pub fn tp_softirq_entry(ctx: TracePointContext) -> u32 {
-    let o = off(&OFFSETS.softirq_entry_vec);
-    if let Some(vec) = read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, o) {
+    if let Some(vec) = record!(&ctx, u32, SOFTIRQ_ENTRY_VEC) {
         on_softirq_entry(vec);
     }
     0
@@ -613,8 +612,7 @@ pub fn tp_softirq_entry(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "irq", name = "softirq_exit")]
 pub fn tp_softirq_exit(ctx: TracePointContext) -> u32 {
-    let o = off(&OFFSETS.softirq_exit_vec);
-    if let Some(vec) = read_u32::<{ CompiledLayout::SOFTIRQ_VEC }>(&ctx, o) {
+    if let Some(vec) = record!(&ctx, u32, SOFTIRQ_EXIT_VEC) {
         on_softirq_exit(vec);
     }
     0
@@ -622,17 +620,12 @@ pub fn tp_softirq_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "napi", name = "napi_poll")]
 pub fn tp_napi_poll(ctx: TracePointContext) -> u32 {
-    let o = &OFFSETS;
-    let Some(napi) =
-        read_field::<u64, { CompiledLayout::NAPI_POLL_NAPI }>(&ctx, off(&o.napi_poll_napi))
-    else {
+    let Some(napi) = record!(&ctx, u64, NAPI_POLL_NAPI) else {
         return 0;
     };
-    let work = read_u32::<{ CompiledLayout::NAPI_POLL_WORK }>(&ctx, off(&o.napi_poll_work))
-        .unwrap_or(0) as i32;
-    let budget = read_u32::<{ CompiledLayout::NAPI_POLL_BUDGET }>(&ctx, off(&o.napi_poll_budget))
-        .unwrap_or(0) as i32;
-    let napi_id = read_struct::<u32>(napi, off(&o.napi_struct_napi_id)).unwrap_or(0);
+    let work = record!(&ctx, u32, NAPI_POLL_WORK).unwrap_or(0) as i32;
+    let budget = record!(&ctx, u32, NAPI_POLL_BUDGET).unwrap_or(0) as i32;
+    let napi_id = read_struct::<u32>(napi, off(&OFFSETS.napi_struct_napi_id)).unwrap_or(0);
     on_napi_poll(napi, napi_id, work, budget, DevName::Record(&ctx));
     0
 }
@@ -668,10 +661,7 @@ arg_programs!("sched_switch", raw_sched_switch, btf_sched_switch, |a| {
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn tp_sched_switch(ctx: TracePointContext) -> u32 {
-    let o = off(&OFFSETS.sched_switch_next_pid);
-    if o != NO_OFFSET
-        && let Ok(pid) = unsafe { ctx.read_at::<u32>(o as usize) }
-    {
+    if let Some(pid) = record!(&ctx, u32, SCHED_SWITCH_NEXT_PID) {
         on_sched_switch(pid);
     }
     0

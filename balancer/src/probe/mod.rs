@@ -31,8 +31,8 @@ use aya::{
     },
 };
 use balancer_common::{
-    CompiledLayout, CpuState, IrqStat, MAX_NAPI_THREADS, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS,
-    NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, SYSVEC_NAMES, SoftirqStat,
+    CpuState, IrqStat, MAX_NAPI_THREADS, NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NR_SYSVECS, NapiKey,
+    NapiStat, Offsets, PairKey, RECORD_FIELDS, SYSVEC_NAMES, SoftirqStat,
 };
 use serde::Serialize;
 
@@ -87,7 +87,7 @@ pub struct ProbeOptions {
     /// Size of the NAPI map: instances (netdev queues, per-CPU backlogs) with headroom.
     pub max_napi: u32,
     /// Load tracepoint fields straight from the record where the kernel's layout allows
-    /// (see [`CompiledLayout`]); off, every field costs a `bpf_probe_read_kernel`. Tests and
+    /// (see [`balancer_common::RecordField::compiled_at`]); off, every field costs a `bpf_probe_read_kernel`. Tests and
     /// the probe benchmark turn it off to exercise and measure the generic path.
     pub direct_loads: bool,
     /// The most capable program type to try; tests and the benchmark force lesser ones.
@@ -275,26 +275,12 @@ fn field_reads(o: &Offsets) -> String {
     if o.direct_loads == 0 {
         return "bpf_probe_read_kernel (direct loads turned off)".to_string();
     }
-    type L = CompiledLayout;
-    let off_layout: Vec<String> = [
-        ("irq_handler_entry.irq", o.handler_entry_irq, L::HANDLER_IRQ),
-        ("irq_handler_exit.irq", o.handler_exit_irq, L::HANDLER_IRQ),
-        ("softirq_raise.vec", o.softirq_raise_vec, L::SOFTIRQ_VEC),
-        ("softirq_entry.vec", o.softirq_entry_vec, L::SOFTIRQ_VEC),
-        ("softirq_exit.vec", o.softirq_exit_vec, L::SOFTIRQ_VEC),
-        ("napi_poll.napi", o.napi_poll_napi, L::NAPI_POLL_NAPI),
-        (
-            "napi_poll.dev_name",
-            o.napi_poll_dev_name,
-            L::NAPI_POLL_DEV_NAME,
-        ),
-        ("napi_poll.work", o.napi_poll_work, L::NAPI_POLL_WORK),
-        ("napi_poll.budget", o.napi_poll_budget, L::NAPI_POLL_BUDGET),
-    ]
-    .into_iter()
-    .filter(|&(_, at, want)| at != NO_OFFSET && at != want)
-    .map(|(name, at, want)| format!("{name} at {at}, not {want}"))
-    .collect();
+    let off_layout: Vec<String> = RECORD_FIELDS
+        .iter()
+        .zip(o.record)
+        .filter(|&(f, at)| f.compiled_at != NO_OFFSET && at != NO_OFFSET && at != f.compiled_at)
+        .map(|(f, at)| format!("{}.{} at {at}, not {}", f.event, f.field, f.compiled_at))
+        .collect();
     if off_layout.is_empty() {
         "direct".to_string()
     } else {
@@ -512,26 +498,13 @@ impl Probe {
         for ev in &events {
             formats.insert(ev.name.clone(), tracefs.format(ev.category, &ev.name)?);
         }
+        let sched_switch = tracefs.format("sched", SCHED_SWITCH)?;
+        formats.insert(SCHED_SWITCH.to_string(), sched_switch.clone());
         let mut offsets = Offsets::UNSET;
-        let field = |tp: &str, cat: &str, name: &str, size: u32| -> anyhow::Result<u32> {
-            match formats.get(tp).and_then(Option::as_ref) {
-                Some(f) => Ok(tracefs.offset(f, cat, tp, name, size)?),
-                None => Ok(NO_OFFSET),
+        for (slot, f) in offsets.record.iter_mut().zip(RECORD_FIELDS) {
+            if let Some(format) = formats.get(f.event).and_then(Option::as_ref) {
+                *slot = tracefs.offset(format, f.category, f.event, f.field, f.size)?;
             }
-        };
-        offsets.handler_entry_irq = field("irq_handler_entry", "irq", "irq", 4)?;
-        offsets.handler_exit_irq = field("irq_handler_exit", "irq", "irq", 4)?;
-        offsets.softirq_raise_vec = field("softirq_raise", "irq", "vec", 4)?;
-        offsets.softirq_entry_vec = field("softirq_entry", "irq", "vec", 4)?;
-        offsets.softirq_exit_vec = field("softirq_exit", "irq", "vec", 4)?;
-        offsets.napi_poll_napi = field("napi_poll", "napi", "napi", 8)?;
-        offsets.napi_poll_dev_name = field("napi_poll", "napi", "dev_name", 4)?;
-        offsets.napi_poll_work = field("napi_poll", "napi", "work", 4)?;
-        offsets.napi_poll_budget = field("napi_poll", "napi", "budget", 4)?;
-        let sched_switch = tracefs.format("sched", "sched_switch")?;
-        if let Some(f) = &sched_switch {
-            offsets.sched_switch_next_pid =
-                tracefs.offset(f, "sched", "sched_switch", "next_pid", 4)?;
         }
         offsets.direct_loads = opts.direct_loads.into();
         offsets.max_irqs = opts.max_irqs.max(64);
@@ -1520,6 +1493,7 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balancer_common::field;
 
     fn key(id: u32) -> NapiKey {
         NapiKey {
@@ -1631,39 +1605,35 @@ mod tests {
 
     /// Offsets as tracefs gives them on 6.1 to 6.18.
     fn current() -> Offsets {
-        Offsets {
-            handler_entry_irq: 8,
-            handler_exit_irq: 8,
-            softirq_raise_vec: 8,
-            softirq_entry_vec: 8,
-            softirq_exit_vec: 8,
-            napi_poll_napi: 8,
-            napi_poll_dev_name: 16,
-            napi_poll_work: 20,
-            napi_poll_budget: 24,
+        let mut o = Offsets {
             direct_loads: 1,
             ..Offsets::UNSET
+        };
+        for (slot, f) in o.record.iter_mut().zip(RECORD_FIELDS) {
+            *slot = f.compiled_at;
         }
+        o.record[field::SCHED_SWITCH_NEXT_PID] = 56;
+        o
     }
 
     #[test]
     fn field_reads_say_which_fields_take_the_generic_path() {
         assert_eq!(field_reads(&current()), "direct");
         // A kernel without napi:napi_poll: absent fields are not "off layout".
-        let no_napi = Offsets {
-            napi_poll_napi: NO_OFFSET,
-            napi_poll_dev_name: NO_OFFSET,
-            napi_poll_work: NO_OFFSET,
-            napi_poll_budget: NO_OFFSET,
-            ..current()
-        };
+        let mut no_napi = current();
+        for f in [
+            field::NAPI_POLL_NAPI,
+            field::NAPI_POLL_DEV_NAME,
+            field::NAPI_POLL_WORK,
+            field::NAPI_POLL_BUDGET,
+        ] {
+            no_napi.record[f] = NO_OFFSET;
+        }
         assert_eq!(field_reads(&no_napi), "direct");
         // Records with a 4-byte common_padding (old kernels) move every field by 4.
-        let padded = Offsets {
-            softirq_entry_vec: 12,
-            napi_poll_work: 24,
-            ..current()
-        };
+        let mut padded = current();
+        padded.record[field::SOFTIRQ_ENTRY_VEC] = 12;
+        padded.record[field::NAPI_POLL_WORK] = 24;
         assert_eq!(
             field_reads(&padded),
             "direct, except bpf_probe_read_kernel for softirq_entry.vec at 12, not 8; \
