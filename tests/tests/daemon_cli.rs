@@ -258,7 +258,7 @@ fn restore_cli(cfg: &Path, root: &Path, extra: &[&str]) -> std::process::Output 
 fn restore_refuses_while_a_balancer_runs() {
     let dir = tempfile_dir();
     let (root, journal, cfg) = moved_fixture(&dir);
-    let held = balancer::daemon::try_lock(&dir.join("lock")).unwrap();
+    let held = balancer::actuation::try_lock(&dir.join("lock")).unwrap();
     let o = restore_cli(&cfg, &root, &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");

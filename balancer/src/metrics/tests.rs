@@ -13,7 +13,7 @@ use crate::{attribution::testdata, config::Config, policy};
 fn record(m: &mut Metrics, a: &Attribution, model: &SystemModel, history: &History) {
     let snap = Snapshot::build(model, a);
     let plan = policy::plan(&snap, &Config::default(), history);
-    let outcomes = vec![Outcome::skipped(); plan.actions.len()];
+    let outcomes = vec![Outcome::Skipped; plan.actions.len()];
     let after = history.after(&plan, &outcomes);
     m.record(&IntervalView {
         model,
