@@ -143,7 +143,7 @@ fn restore_puts_a_fixture_root_back() {
         balancing: false,
     };
     let out = act.apply(&plan, 4);
-    assert!(out.iter().all(|o| o.applied), "{out:?}");
+    assert!(out.iter().all(|o| o.is_applied()), "{out:?}");
     assert_eq!(fs::read_to_string(&rps).unwrap(), "4");
 
     let cfg = scratch_config(&dir, &journal);
@@ -235,7 +235,7 @@ fn moved_fixture(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pa
         },
         4,
     );
-    assert!(out[0].applied, "{out:?}");
+    assert!(out[0].is_applied(), "{out:?}");
     let cfg = scratch_config(dir, &journal);
     (root, journal, cfg)
 }
