@@ -7,7 +7,7 @@
 //! through the same [`Engine`] and actuation as the daemon.
 use std::{
     io::{IsTerminal as _, Stdout},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{
         Arc, Once,
@@ -25,8 +25,9 @@ use ratatui::{Terminal, backend::CrosstermBackend};
 
 use crate::{
     Fatal,
+    actuation::Lock,
     config::Config,
-    engine::{self, Engine},
+    engine::{self, Applier, Engine},
     monitor::Monitor,
     policy::{self, Snapshot},
     report::{self, Report},
@@ -102,22 +103,14 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let stat_irq_time = system::stat::read(&root)?
         .values()
         .any(|t| t.irq + t.softirq > 0);
-    // Written with the daemon's lock held, so the two never fight; the originals are
-    // journaled for `balancer restore`.
-    let lock = if args.balance && !args.dry_run {
-        Some(startup::lock(&config.lock_file)?)
-    } else {
-        None
-    };
-    let mut engine = if args.balance {
-        let applier = engine::machine_applier(&root, &config, args.dry_run)?;
-        Some(Engine::new(config, applier))
+    let mut balancing = if args.balance {
+        Some(Balancing::start(&root, config, args.dry_run)?)
     } else {
         None
     };
 
     let mut app = App::new(Duration::from_secs_f64(args.interval));
-    app.balance = engine.as_ref().map(|_| BalanceLog::new(args.dry_run));
+    app.balance = balancing.as_ref().map(|_| BalanceLog::new(args.dry_run));
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
@@ -144,8 +137,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             // The policy's input: the engine plans on it, and the table shows the policy's
             // sticking verdict on it.
             let snap = Snapshot::build(monitor.model(), &tick.attribution);
-            if let (Some(e), Some(log)) = (engine.as_mut(), app.balance.as_mut()) {
-                let step = e.step(&snap);
+            if let (Some(b), Some(log)) = (balancing.as_mut(), app.balance.as_mut()) {
+                let step = b.engine.step(&snap);
                 log.record(started.elapsed().as_secs_f64(), StepOutcome::of(&step));
             }
             app.ingest(report, &policy::stuck(&snap));
@@ -154,21 +147,45 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     };
     let result = event_loop(&mut term.terminal, &mut app, &stop, &mut sampler);
     drop(term);
-    drop(lock);
-    let journal = engine
-        .as_ref()
-        .filter(|_| !args.dry_run)
-        .map(|e| &e.config().journal);
-    if let Some(journal) = journal
-        && journal.exists()
-    {
-        eprintln!(
-            "balancer top: affinities were changed; `balancer restore` puts the originals \
-             back (journal {})",
-            journal.display()
-        );
+    if let Some(b) = balancing {
+        b.stop();
     }
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// `--balance`: the daemon's engine in-process, and unless dry run the daemon's lock, held
+/// while writing so the two never fight (the originals are journaled for `balancer
+/// restore`).
+struct Balancing {
+    engine: Engine<Box<dyn Applier>>,
+    lock: Option<Lock>,
+}
+
+impl Balancing {
+    fn start(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<Balancing> {
+        let lock = if dry_run {
+            None
+        } else {
+            Some(startup::lock(&config.lock_file)?)
+        };
+        let applier = engine::machine_applier(root, &config, dry_run)?;
+        Ok(Balancing {
+            engine: Engine::new(config, applier),
+            lock,
+        })
+    }
+
+    /// Lets the lock go, and says how to undo what was written.
+    fn stop(self) {
+        let journal = &self.engine.config().journal;
+        if self.lock.is_some() && journal.exists() {
+            eprintln!(
+                "balancer top: affinities were changed; `balancer restore` puts the originals \
+                 back (journal {})",
+                journal.display()
+            );
+        }
+    }
 }
 
 /// Draw, wait for a key or the next interval, repeat.
