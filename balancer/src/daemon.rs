@@ -650,8 +650,9 @@ impl Daemon<'_> {
         if log::log_enabled!(log::Level::Debug) {
             log_interval(&snap, n);
         }
-        let step = self.engine.step(&snap);
-        self.log.log(&step);
+        let findings = &mut self.log.findings;
+        let step = self.engine.step_with(&snap, |plan| findings.log(plan));
+        self.log.actions(&step);
         self.count(|m| {
             m.record(&metrics::IntervalView {
                 model: self.monitor.model(),
@@ -748,8 +749,9 @@ impl Daemon<'_> {
 }
 
 /// What the daemon logs of each step: the findings new since the last interval
-/// ([`FindingLog`]), then the actions: in a dry run `would: <reason>` whenever the list
-/// changed, else each applied action's reason and each failure.
+/// ([`FindingLog`], before the plan is applied), then the actions: in a dry run
+/// `would: <reason>` whenever the list changed, else each applied action's reason and each
+/// failure.
 struct StepLog {
     dry_run: bool,
     findings: FindingLog,
@@ -765,8 +767,7 @@ impl StepLog {
         }
     }
 
-    fn log(&mut self, step: &Step) {
-        self.findings.log(&step.plan);
+    fn actions(&mut self, step: &Step) {
         if self.dry_run {
             let lines: Vec<String> = step.plan.actions.iter().map(|a| a.reason.clone()).collect();
             if lines != self.last_dry {

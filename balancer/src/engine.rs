@@ -126,7 +126,14 @@ impl<A: Applier> Engine<A> {
 
     /// Plans for `snap`, carries the plan out, and books the outcomes in the history.
     pub fn step(&mut self, snap: &Snapshot) -> Step {
+        self.step_with(snap, |_| {})
+    }
+
+    /// [`Engine::step`], showing the plan to `planned` before it is carried out (the daemon
+    /// logs its findings ahead of what actuation logs while writing).
+    pub fn step_with(&mut self, snap: &Snapshot, planned: impl FnOnce(&Plan)) -> Step {
         let plan = policy::plan(snap, &self.config, &self.history);
+        planned(&plan);
         let outcomes = self.applier.apply_plan(&plan, snap);
         self.history = self.history.after(&plan, &outcomes);
         Step { plan, outcomes }
