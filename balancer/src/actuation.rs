@@ -12,10 +12,13 @@
 //!   that fails rolls back the ones before it, so nothing is left half-applied.
 //! - EIO (a managed IRQ) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
 //!   vectors are full) marks that CPU full and tries the next candidate.
+//! - One process at a time writes: whoever does holds the [`Lock`] (flock on the config's
+//!   `lock-file`).
 use std::{
     collections::BTreeSet,
     fs,
     io::{self, Write as _},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -23,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cpumask::CpuSet,
-    policy::{ActionKind, Outcome, Plan},
+    policy::{ActionKind, Outcome, Plan, Refusals},
 };
 
 /// How the kernel is read and written. [`RealSys`] for the machine; tests wrap it.
@@ -456,10 +459,7 @@ impl<S: Sys> Actuator<S> {
                         target: Target::Thread { pid, comm },
                         value: cpus.to_list_string(),
                     }]),
-                    None => Outcome {
-                        error: Some(format!("no thread named {comm} under /proc")),
-                        ..Outcome::default()
-                    },
+                    None => Outcome::failed(format!("no thread named {comm} under /proc")),
                 }
             }
         }
@@ -475,15 +475,12 @@ impl<S: Sys> Actuator<S> {
     fn run(&mut self, writes: &[Write]) -> Outcome {
         match self.transaction(writes) {
             Ok(()) => Outcome::applied(None),
-            Err(f) => Outcome {
-                error: Some(format!("{}: {}", writes[f.index].target, f.error)),
-                ..Outcome::default()
-            },
+            Err(f) => Outcome::failed(format!("{}: {}", writes[f.index].target, f.error)),
         }
     }
 
     fn apply_move(&mut self, irq: u32, companions: &[u32], targets: &[u32], nr: u32) -> Outcome {
-        let mut out = Outcome::default();
+        let mut refused = Refusals::default();
         let mut group: Vec<u32> = std::iter::once(irq)
             .chain(companions.iter().copied())
             .collect();
@@ -494,51 +491,60 @@ impl<S: Sys> Actuator<S> {
                 .iter()
                 .map(|n| self.affinity_write(*n, &set, nr))
                 .collect();
-            match self.transaction(&writes) {
+            let f = match self.transaction(&writes) {
                 Ok(()) => {
-                    out.applied = true;
-                    out.cpu = Some(cpu);
-                    return out;
+                    return Outcome::Applied {
+                        cpu: Some(cpu),
+                        refused,
+                    };
                 }
-                Err(f) => match f.error.raw_os_error() {
-                    Some(libc::EIO) => {
-                        let n = group[f.index];
-                        if self.logged_unmovable.insert(n) {
-                            log::warn!(
-                                "IRQ {n}: the kernel refuses affinity changes (EIO: managed \
-                                 IRQ); leaving it where it is"
-                            );
-                        }
-                        out.unmovable.push((n, f.error.to_string()));
-                        if f.index == 0 {
-                            return out;
-                        }
-                        // A managed companion stays; the rest still moves.
-                        group.remove(f.index);
-                    }
-                    Some(libc::ENOSPC) => {
-                        log::info!(
-                            "CPU {cpu} has no free interrupt vector (ENOSPC) for IRQ {}; \
-                             trying the next CPU",
-                            group[f.index]
+                Err(f) => f,
+            };
+            match f.error.raw_os_error() {
+                Some(libc::EIO) => {
+                    let n = group[f.index];
+                    if self.logged_unmovable.insert(n) {
+                        log::warn!(
+                            "IRQ {n}: the kernel refuses affinity changes (EIO: managed \
+                             IRQ); leaving it where it is"
                         );
-                        out.full_cpus.push(cpu);
-                        i += 1;
                     }
-                    _ => {
-                        out.error = Some(format!("{}: {}", writes[f.index].target, f.error));
-                        return out;
+                    refused.unmovable.push((n, f.error.to_string()));
+                    if f.index == 0 {
+                        return Outcome::NotApplied {
+                            refused,
+                            error: None,
+                        };
                     }
-                },
+                    // A managed companion stays; the rest still moves.
+                    group.remove(f.index);
+                }
+                Some(libc::ENOSPC) => {
+                    log::info!(
+                        "CPU {cpu} has no free interrupt vector (ENOSPC) for IRQ {}; \
+                         trying the next CPU",
+                        group[f.index]
+                    );
+                    refused.full_cpus.push(cpu);
+                    i += 1;
+                }
+                _ => {
+                    let error = format!("{}: {}", writes[f.index].target, f.error);
+                    return Outcome::NotApplied {
+                        refused,
+                        error: Some(error),
+                    };
+                }
             }
         }
-        if out.error.is_none() && out.unmovable.is_empty() {
-            out.error = Some(format!(
+        // A managed companion says why already; otherwise every target was full.
+        let error = refused.unmovable.is_empty().then(|| {
+            format!(
                 "IRQ {irq}: every candidate CPU refused ({})",
                 CpuSet::from_cpus(targets.iter().copied())
-            ));
-        }
-        out
+            )
+        });
+        Outcome::NotApplied { refused, error }
     }
 
     /// The write pointing IRQ `n` at `cpus`: the hex file when it exists, else the list one.
@@ -638,6 +644,69 @@ pub fn find_thread(root: &Path, name: &str) -> Option<u32> {
             fs::read_to_string(root.join(format!("proc/{pid}/comm")))
                 .is_ok_and(|c| c.trim_end() == name)
         })
+}
+
+/// Holds the single-instance lock while alive: one process at a time writes affinities (the
+/// daemon, `top --balance`, or `restore`). The file holds the holder's pid, for the message
+/// of whoever is refused.
+pub struct Lock(fs::File);
+
+impl Lock {
+    /// Writes this process's pid into the lock file (again after a fork: the child holds
+    /// the lock then).
+    pub fn record_pid(&self) -> io::Result<()> {
+        let mut f = &self.0;
+        f.set_len(0)?;
+        io::Seek::rewind(&mut f)?;
+        writeln!(f, "{}", std::process::id())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("opening the lock file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds it; `pid` as it wrote it, when it did.
+    #[error(
+        "another balancer (daemon or top --balance) holds {path}{}: one balancer at a time",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Held { path: PathBuf, pid: Option<u32> },
+}
+
+/// Takes the lock without waiting, and records our pid in it.
+pub fn try_lock(path: &Path) -> Result<Lock, LockError> {
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| LockError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    // SAFETY: a valid fd; flock has no memory effects.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        return Err(LockError::Held {
+            path: path.to_path_buf(),
+            pid,
+        });
+    }
+    let lock = Lock(f);
+    // The pid only serves messages: the flock is what excludes.
+    let _ = lock.record_pid();
+    Ok(lock)
 }
 
 /// What `restore` did.

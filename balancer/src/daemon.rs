@@ -21,7 +21,7 @@ use std::{
     fs,
     io::Write as _,
     os::fd::{AsRawFd as _, FromRawFd as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::ExitCode,
     sync::mpsc,
     time::{Duration, Instant, SystemTime},
@@ -33,11 +33,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::{
     Fatal,
-    actuation::{self, Actuator, RealSys},
+    actuation::{self, LockError, RealSys},
     config::{self, Config},
+    engine::{self, Applier, DryRun, Engine, Step},
     metrics,
-    monitor::{Due, DutyCycle, Monitor, Schedule},
-    policy::{self, FindingKind, History, Outcome, Plan, Snapshot},
+    monitor::{Due, DutyCycle, Monitor, Schedule, Tick},
+    policy::{self, FindingKind, Plan, Snapshot},
+    startup::{self, load_config},
     system::ReadOptions,
 };
 
@@ -116,15 +118,6 @@ pub struct RestoreArgs {
     pub root: PathBuf,
 }
 
-/// The config from `--config`, else the default file when it exists, else defaults.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let result = match path {
-        Some(p) => Config::read(p),
-        None => Config::read_opt(Path::new(config::DEFAULT_CONFIG)).map(Option::unwrap_or_default),
-    };
-    result.map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()).into())
-}
-
 fn read_options(cfg: &Config) -> anyhow::Result<ReadOptions> {
     crate::report::read_options(cfg.proximity.as_deref())
 }
@@ -180,90 +173,6 @@ fn init_logging(cfg: &Config) {
     // Only fails when a logger is already set (tests): keep that one.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(cfg.log_level.filter());
-}
-
-/// Pids of processes whose comm is `name`.
-fn running(name: &str) -> Vec<u32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .collect()
-}
-
-/// Holds the single-instance lock while alive: one process at a time writes affinities (the
-/// daemon, `top --balance`, or `restore`). The file holds the holder's pid, for the message
-/// of whoever is refused.
-pub struct Lock(fs::File);
-
-impl Lock {
-    /// Writes this process's pid into the lock file (again after a fork: the child holds
-    /// the lock then).
-    pub fn record_pid(&self) -> std::io::Result<()> {
-        let mut f = &self.0;
-        f.set_len(0)?;
-        std::io::Seek::rewind(&mut f)?;
-        writeln!(f, "{}", std::process::id())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("opening the lock file {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Another process holds it; `pid` as it wrote it, when it did.
-    #[error(
-        "another balancer (daemon or top --balance) holds {path}{}: one balancer at a time",
-        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-    )]
-    Held { path: PathBuf, pid: Option<u32> },
-}
-
-/// Takes the lock without waiting, and records our pid in it.
-pub fn try_lock(path: &Path) -> Result<Lock, LockError> {
-    if let Some(dir) = path.parent() {
-        let _ = fs::create_dir_all(dir);
-    }
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|source| LockError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    // SAFETY: a valid fd; flock has no memory effects.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let pid = fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.trim().parse().ok());
-        return Err(LockError::Held {
-            path: path.to_path_buf(),
-            pid,
-        });
-    }
-    let lock = Lock(f);
-    // The pid only serves messages: the flock is what excludes.
-    let _ = lock.record_pid();
-    Ok(lock)
-}
-
-/// [`try_lock`] for the commands: a held lock is [`Fatal::BUSY`].
-pub fn lock(path: &Path) -> anyhow::Result<Lock> {
-    try_lock(path).map_err(|e| match e {
-        LockError::Held { .. } => Fatal::new(Fatal::BUSY, e.to_string()).into(),
-        LockError::Open { .. } => anyhow::Error::new(e),
-    })
 }
 
 /// Forks into the background, new session, stdin and stdout on /dev/null; stderr stays for
@@ -526,60 +435,31 @@ fn reload_into(cfg: &mut Config, new: Config) -> (Vec<String>, Vec<String>) {
     (applied, restart)
 }
 
-/// Checks a config against the machine: no CPU left for IRQs is [`Fatal::USAGE`]; returns
-/// the warnings.
-pub fn machine_warnings(
-    cfg: &Config,
-    model: &crate::system::SystemModel,
-) -> anyhow::Result<Vec<String>> {
-    let facts = config::MachineFacts::of(model);
-    Ok(cfg
-        .check_machine(&facts)
-        .map_err(|e| Fatal::new(Fatal::USAGE, e))?)
-}
-
-/// [`machine_warnings`], logged.
+/// [`startup::machine_warnings`], logged.
 fn check_machine(cfg: &Config, model: &crate::system::SystemModel) -> anyhow::Result<()> {
-    for w in machine_warnings(cfg, model)? {
+    for w in startup::machine_warnings(cfg, model)? {
         log::warn!("{w}");
     }
     Ok(())
 }
 
-/// Refuses to balance beside irqbalance (the two would fight over affinities) unless
-/// `force`: for the daemon and `top --balance`.
-pub fn refuse_beside_irqbalance(force: bool) -> anyhow::Result<()> {
-    if !force && let Some(pid) = running("irqbalance").first() {
-        return Err(Fatal::new(
-            Fatal::BUSY,
-            format!(
-                "irqbalance runs (pid {pid}); stop it first (systemctl disable --now irqbalance) \
-                 or pass --force"
-            ),
-        )
-        .into());
-    }
-    Ok(())
-}
-
 pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
-    let config_path = args.config.clone();
-    let mut cfg = load_config(config_path.as_deref())?;
+    let cfg = load_config(args.config.as_deref())?;
     init_logging(&cfg);
     // A dry run writes nothing: beside irqbalance it shows what balancer would do instead,
     // and it takes no lock (a production daemon or restore may run meanwhile).
     if args.dry_run {
-        if let Some(pid) = running("irqbalance").first() {
+        if let Some(pid) = startup::irqbalance() {
             log::warn!("irqbalance runs (pid {pid}): the dry run's figures include its moves");
         }
     } else {
-        refuse_beside_irqbalance(args.force)?;
+        startup::refuse_beside_irqbalance(args.force)?;
     }
     crate::probe::check_privileges()?;
     let lock = if args.dry_run {
         None
     } else {
-        Some(lock(&cfg.lock_file)?)
+        Some(startup::lock(&cfg.lock_file)?)
     };
     let parent = if args.foreground || args.oneshot {
         None
@@ -591,18 +471,7 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         Some(pipe)
     };
     let mut readiness = Readiness::new(parent);
-    let (tx, rx) = mpsc::channel();
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .context("installing signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for s in signals.forever() {
-                if tx.send(s).is_err() {
-                    break;
-                }
-            }
-        })?;
+    let signals = signal_channel()?;
     // After the handlers: whoever reads the pidfile may signal at once.
     if let Some(p) = &args.pidfile {
         fs::write(p, format!("{}\n", std::process::id()))
@@ -610,26 +479,17 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     }
 
     let root = PathBuf::from("/");
-    let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;
+    let monitor = Monitor::start(&root, read_options(&cfg)?)?;
     check_machine(&cfg, monitor.model())?;
     // Loading the probes parses the kernel's BTF (megabytes, freed after): hand it back.
     trim_heap();
-    let mut actuator = if args.dry_run {
-        None
-    } else {
-        Some(Actuator::new(&root, &cfg.journal, RealSys)?)
-    };
+    let applier = engine::machine_applier(&root, &cfg, args.dry_run)?;
     // Fed every interval, served only while `metrics` is set (SIGHUP may set or change it).
     let shared = metrics::Metrics::new_shared(args.dry_run);
     let mut endpoint = metrics::Endpoint::new(shared.clone());
     if let Some(local) = endpoint.set(cfg.metrics)? {
         log::info!("metrics on http://{local}/metrics");
     }
-    let count = |f: &dyn Fn(&mut metrics::Metrics)| {
-        if let Ok(mut m) = shared.lock() {
-            f(&mut m);
-        }
-    };
     log::info!(
         "started{}{}: strategy {}, threshold {}%, load-limit {}%, intervals {}/{} s",
         if args.dry_run { " (dry run)" } else { "" },
@@ -650,183 +510,282 @@ pub fn run_daemon(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
     } else {
         "balancing"
     });
+    let mut daemon = Daemon {
+        args,
+        root,
+        monitor,
+        engine: Engine::new(cfg, applier),
+        shared,
+        endpoint,
+        readiness,
+        log: StepLog::new(args.dry_run),
+    };
+    let code = daemon.run(&signals);
+    drop(lock);
+    code
+}
 
-    let mut history = History::default();
-    let mut findings = FindingLog::default();
-    let mut last_dry: Vec<String> = Vec::new();
-    let mut interval = Duration::from_secs_f64(cfg.long_interval);
-    // The probes are attached while a window runs, a `measure-share` of each interval; a
-    // one-shot placement measures its whole interval.
-    let share = |cfg: &Config| if args.oneshot { 1.0 } else { cfg.measure_share };
-    let mut schedule = Schedule::start(Instant::now(), DutyCycle::new(share(&cfg)), interval);
-    loop {
-        match readiness.recv(&rx, schedule.wait(Instant::now())) {
-            Ok(SIGHUP) => {
-                match load_config(config_path.as_deref()).and_then(|c| {
-                    let opts = read_options(&c)?;
-                    check_machine(&c, monitor.model())?;
-                    Ok((c, opts))
-                }) {
-                    Ok((c, opts)) => {
-                        log::set_max_level(c.log_level.filter());
-                        let (applied, restart) = reload_into(&mut cfg, c);
-                        schedule.set_duty(DutyCycle::new(share(&cfg)));
-                        monitor.set_read_options(opts);
-                        count(&|m| m.count_reload(true));
-                        if applied.is_empty() {
-                            log::info!("config reloaded: nothing changed");
-                        } else {
-                            log::info!("config reloaded: applied {}", applied.join(", "));
-                        }
-                        if !restart.is_empty() {
-                            log::warn!(
-                                "config reloaded: {} change(s) only at restart; still journal \
-                                 {}, lock-file {}",
-                                restart.join(", "),
-                                cfg.journal.display(),
-                                cfg.lock_file.display()
-                            );
-                        }
-                        if applied.iter().any(|k| k == "exclude-cpus") {
-                            log::info!(
-                                "{}",
-                                cfg.banned_cpus_text(&config::MachineFacts::of(monitor.model()))
-                            );
-                        }
-                        let serving = endpoint.local_addr();
-                        match endpoint.set(cfg.metrics) {
-                            Ok(Some(local)) => log::info!("metrics on http://{local}/metrics"),
-                            Ok(None) => {
-                                if let (Some(old), None) = (serving, cfg.metrics) {
-                                    log::info!("metrics endpoint on {old} closed");
-                                }
-                            }
-                            // Counted by the endpoint; the old listener (if any) serves on.
-                            Err(e) => log::error!("{e}"),
-                        }
-                    }
-                    Err(e) => {
-                        count(&|m| m.count_reload(false));
-                        log::error!("config not reloaded, keeping the old one: {e:#}")
-                    }
-                }
-                continue;
-            }
-            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        if schedule.due() == Due::Resume {
-            match monitor.resume() {
-                Ok(()) => schedule.resumed(Instant::now()),
-                Err(e) => {
-                    count(&|m| m.count_error(metrics::Stage::Measure));
-                    log::error!("measuring: {e:#}");
-                    // Another pause, then another try.
-                    schedule.ticked(Instant::now(), interval);
+/// SIGHUP, SIGTERM and SIGINT, delivered on a channel by a thread of their own.
+fn signal_channel() -> anyhow::Result<mpsc::Receiver<i32>> {
+    let (tx, rx) = mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if tx.send(s).is_err() {
+                    break;
                 }
             }
-            continue;
-        }
-        readiness.alive();
-        let measured = if schedule.pauses() {
-            monitor.tick_and_pause()
+        })?;
+    Ok(rx)
+}
+
+/// The running daemon: the monitor measuring, the engine planning and applying (its config
+/// is the daemon's), and what reports on them.
+struct Daemon<'a> {
+    args: &'a DaemonArgs,
+    root: PathBuf,
+    monitor: Monitor,
+    engine: Engine<Box<dyn Applier>>,
+    shared: metrics::Shared,
+    endpoint: metrics::Endpoint,
+    readiness: Readiness,
+    log: StepLog,
+}
+
+impl Daemon<'_> {
+    fn cfg(&self) -> &Config {
+        self.engine.config()
+    }
+
+    /// The probes are attached while a window runs, a `measure-share` of each interval; a
+    /// one-shot placement measures its whole interval.
+    fn share(&self) -> f64 {
+        if self.args.oneshot {
+            1.0
         } else {
-            monitor.tick()
-        };
-        let tick = match measured {
-            Ok(t) => t,
-            Err(e) if args.oneshot => {
-                remove_pidfile(args);
-                return Err(e.context("measuring"));
+            self.cfg().measure_share
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut metrics::Metrics)) {
+        if let Ok(mut m) = self.shared.lock() {
+            f(&mut m);
+        }
+    }
+
+    /// Measures, plans and applies until a signal stops it (or, `--oneshot`, once).
+    fn run(&mut self, signals: &mpsc::Receiver<i32>) -> anyhow::Result<ExitCode> {
+        let mut interval = Duration::from_secs_f64(self.cfg().long_interval);
+        let mut schedule = Schedule::start(Instant::now(), DutyCycle::new(self.share()), interval);
+        loop {
+            match self.readiness.recv(signals, schedule.wait(Instant::now())) {
+                Ok(SIGHUP) => {
+                    self.reload(&mut schedule);
+                    continue;
+                }
+                Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            Err(e) => {
-                count(&|m| m.count_error(metrics::Stage::Measure));
-                log::error!("measuring: {e:#}");
-                schedule.ticked(Instant::now(), interval);
+            if schedule.due() == Due::Resume {
+                match self.monitor.resume() {
+                    Ok(()) => schedule.resumed(Instant::now()),
+                    Err(e) => {
+                        self.count(|m| m.count_error(metrics::Stage::Measure));
+                        log::error!("measuring: {e:#}");
+                        // Another pause, then another try.
+                        schedule.ticked(Instant::now(), interval);
+                    }
+                }
                 continue;
             }
-        };
+            self.readiness.alive();
+            let measured = if schedule.pauses() {
+                self.monitor.tick_and_pause()
+            } else {
+                self.monitor.tick()
+            };
+            let tick = match measured {
+                Ok(t) => t,
+                Err(e) if self.args.oneshot => {
+                    remove_pidfile(self.args);
+                    return Err(e.context("measuring"));
+                }
+                Err(e) => {
+                    self.count(|m| m.count_error(metrics::Stage::Measure));
+                    log::error!("measuring: {e:#}");
+                    schedule.ticked(Instant::now(), interval);
+                    continue;
+                }
+            };
+            let step = self.step(&tick);
+            if self.args.oneshot {
+                return Ok(oneshot_exit(&step, self.args));
+            }
+            trim_heap();
+            interval = Duration::from_secs_f64(if step.plan.busy() {
+                self.cfg().short_interval
+            } else {
+                self.cfg().long_interval
+            });
+            schedule.ticked(Instant::now(), interval);
+        }
+        self.stop()
+    }
+
+    /// One measured interval through the engine, logged and counted.
+    fn step(&mut self, tick: &Tick) -> Step {
+        let n = self.engine.history().tick;
         log::debug!(
-            "interval {}: measured {:.2} s of {:.2} s",
-            history.tick,
+            "interval {n}: measured {:.2} s of {:.2} s",
             tick.measured_ns as f64 / 1e9,
             tick.interval.duration_ns as f64 / 1e9
         );
         for ev in &tick.attribution.events {
             log::info!("{ev}");
         }
-        let snap = Snapshot::build(monitor.model(), &tick.attribution);
+        let snap = Snapshot::build(self.monitor.model(), &tick.attribution);
         if log::log_enabled!(log::Level::Debug) {
-            log_interval(&snap, history.tick);
+            log_interval(&snap, n);
         }
-        let plan = policy::plan(&snap, &cfg, &history);
-        findings.log(&plan);
-        let outcomes: Vec<Outcome> = match actuator.as_mut() {
-            None => {
-                let lines: Vec<String> = plan.actions.iter().map(|a| a.reason.clone()).collect();
-                if lines != last_dry {
-                    for l in &lines {
-                        log::info!("would: {l}");
-                    }
-                }
-                last_dry = lines;
-                vec![Outcome::skipped(); plan.actions.len()]
-            }
-            Some(act) => {
-                let out = act.apply(&plan, snap.nr_cpu_ids);
-                for (a, o) in plan.actions.iter().zip(&out) {
-                    if o.applied {
-                        log::info!("{}", a.reason);
-                    } else if let Some(e) = &o.error {
-                        log::error!("{}: {e}", a.reason);
-                    }
-                }
-                out
-            }
-        };
-        history = history.after(&plan, &outcomes);
-        count(&|m| {
+        let findings = &mut self.log.findings;
+        let step = self.engine.step_with(&snap, |plan| findings.log(plan));
+        self.log.actions(&step);
+        self.count(|m| {
             m.record(&metrics::IntervalView {
-                model: monitor.model(),
+                model: self.monitor.model(),
                 attribution: &tick.attribution,
                 snapshot: &snap,
-                plan: &plan,
-                outcomes: &outcomes,
-                history: &history,
+                plan: &step.plan,
+                outcomes: &step.outcomes,
+                history: self.engine.history(),
                 at: SystemTime::now(),
             })
         });
-        if args.oneshot {
-            return Ok(oneshot_exit(&plan, &outcomes, args));
-        }
-        trim_heap();
-        interval = Duration::from_secs_f64(if plan.busy() {
-            cfg.short_interval
-        } else {
-            cfg.long_interval
-        });
-        schedule.ticked(Instant::now(), interval);
+        step
     }
 
-    readiness.stopping();
-    if args.oneshot {
-        remove_pidfile(args);
-        return Err(Fatal::new(1, "stopped by a signal before the interval was measured").into());
-    }
-    if cfg.restore_on_exit && !args.dry_run {
-        match actuation::restore(&root, &cfg.journal, &mut RealSys, false) {
-            Ok(r) => {
-                log::info!("restored {} original value(s)", r.restored.len());
-                for (t, e) in &r.failed {
-                    log::error!("restoring {t}: {e}");
+    /// SIGHUP: reads the config again and applies it (see [`reload_into`]); a bad one is
+    /// logged and the old one kept.
+    fn reload(&mut self, schedule: &mut Schedule) {
+        let loaded = load_config(self.args.config.as_deref()).and_then(|c| {
+            let opts = read_options(&c)?;
+            check_machine(&c, self.monitor.model())?;
+            Ok((c, opts))
+        });
+        let (new, opts) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.count(|m| m.count_reload(false));
+                log::error!("config not reloaded, keeping the old one: {e:#}");
+                return;
+            }
+        };
+        log::set_max_level(new.log_level.filter());
+        let (applied, restart) = reload_into(self.engine.config_mut(), new);
+        schedule.set_duty(DutyCycle::new(self.share()));
+        self.monitor.set_read_options(opts);
+        self.count(|m| m.count_reload(true));
+        let cfg = self.engine.config();
+        if applied.is_empty() {
+            log::info!("config reloaded: nothing changed");
+        } else {
+            log::info!("config reloaded: applied {}", applied.join(", "));
+        }
+        if !restart.is_empty() {
+            log::warn!(
+                "config reloaded: {} change(s) only at restart; still journal {}, lock-file {}",
+                restart.join(", "),
+                cfg.journal.display(),
+                cfg.lock_file.display()
+            );
+        }
+        if applied.iter().any(|k| k == "exclude-cpus") {
+            log::info!(
+                "{}",
+                cfg.banned_cpus_text(&config::MachineFacts::of(self.monitor.model()))
+            );
+        }
+        let serving = self.endpoint.local_addr();
+        match self.endpoint.set(cfg.metrics) {
+            Ok(Some(local)) => log::info!("metrics on http://{local}/metrics"),
+            Ok(None) => {
+                if let (Some(old), None) = (serving, cfg.metrics) {
+                    log::info!("metrics endpoint on {old} closed");
                 }
             }
-            Err(e) => log::error!("restoring: {e}"),
+            // Counted by the endpoint; the old listener (if any) serves on.
+            Err(e) => log::error!("{e}"),
         }
     }
-    remove_pidfile(args);
-    log::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+
+    /// After SIGTERM or SIGINT: restores the originals when `restore-on-exit` is set.
+    fn stop(&mut self) -> anyhow::Result<ExitCode> {
+        self.readiness.stopping();
+        if self.args.oneshot {
+            remove_pidfile(self.args);
+            return Err(
+                Fatal::new(1, "stopped by a signal before the interval was measured").into(),
+            );
+        }
+        let cfg = self.engine.config();
+        if cfg.restore_on_exit && !self.args.dry_run {
+            match actuation::restore(&self.root, &cfg.journal, &mut RealSys, false) {
+                Ok(r) => {
+                    log::info!("restored {} original value(s)", r.restored.len());
+                    for (t, e) in &r.failed {
+                        log::error!("restoring {t}: {e}");
+                    }
+                }
+                Err(e) => log::error!("restoring: {e}"),
+            }
+        }
+        remove_pidfile(self.args);
+        log::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What the daemon logs of each step: the findings new since the last interval
+/// ([`FindingLog`], before the plan is applied), then the actions: in a dry run
+/// `would: <reason>` whenever the list changed, else each applied action's reason and each
+/// failure.
+struct StepLog {
+    dry_run: bool,
+    findings: FindingLog,
+    last_dry: Vec<String>,
+}
+
+impl StepLog {
+    fn new(dry_run: bool) -> StepLog {
+        StepLog {
+            dry_run,
+            findings: FindingLog::default(),
+            last_dry: Vec::new(),
+        }
+    }
+
+    fn actions(&mut self, step: &Step) {
+        if self.dry_run {
+            let lines: Vec<String> = step.plan.actions.iter().map(|a| a.reason.clone()).collect();
+            if lines != self.last_dry {
+                for l in &lines {
+                    log::info!("would: {l}");
+                }
+            }
+            self.last_dry = lines;
+            return;
+        }
+        for (a, o) in step.actions() {
+            if o.is_applied() {
+                log::info!("{}", a.reason);
+            } else if let Some(e) = o.error() {
+                log::error!("{}: {e}", a.reason);
+            }
+        }
+    }
 }
 
 fn remove_pidfile(args: &DaemonArgs) {
@@ -838,13 +797,13 @@ fn remove_pidfile(args: &DaemonArgs) {
 /// `--oneshot`'s exit: 0 when every action applied (or was only logged in a dry run, or
 /// there was none), 1 when one failed. What it changed stays (no restore-on-exit: placing
 /// once is the point); the journal keeps the originals for `balancer restore`.
-fn oneshot_exit(plan: &Plan, outcomes: &[Outcome], args: &DaemonArgs) -> ExitCode {
+fn oneshot_exit(step: &Step, args: &DaemonArgs) -> ExitCode {
     remove_pidfile(args);
-    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
-    let applied = outcomes.iter().filter(|o| o.applied).count();
+    let failed = step.failed();
     log::info!(
-        "one interval done: {} action(s) planned, {applied} applied, {failed} failed{}",
-        plan.actions.len(),
+        "one interval done: {} action(s) planned, {} applied, {failed} failed{}",
+        step.plan.actions.len(),
+        step.applied(),
         if args.dry_run { " (dry run)" } else { "" }
     );
     if failed > 0 {
@@ -881,14 +840,17 @@ pub fn run_plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(args.config.as_deref())?;
     let root = PathBuf::from("/");
     let mut monitor = Monitor::start(&root, read_options(&cfg)?)?;
-    for w in machine_warnings(&cfg, monitor.model())? {
+    for w in startup::machine_warnings(&cfg, monitor.model())? {
         log_line(&format!("warning: {w}"));
     }
     std::thread::sleep(Duration::from_secs_f64(args.duration));
     let tick = monitor.tick()?;
     let snap = Snapshot::build(monitor.model(), &tick.attribution);
-    // The journal's IRQs are not special here; history starts empty as in a fresh daemon.
-    let plan = policy::plan(&snap, &cfg, &History::default());
+    // One dry step of a fresh engine: the journal's IRQs are not special here, history
+    // starts empty as in a fresh daemon.
+    let mut engine = Engine::new(cfg, DryRun);
+    let Step { plan, .. } = engine.step(&snap);
+    let cfg = engine.config();
     let cpus: Vec<CpuJson> = snap
         .cpus
         .values()
@@ -967,7 +929,7 @@ pub fn run_restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     // A daemon keeps its journal in memory and rewrites it: restoring under it would lose
     // the originals of what it moves next. Refuse rather than wait, as a daemon runs for
     // days: stopping it (or its restore-on-exit) is the user's call.
-    let _lock = try_lock(&cfg.lock_file).map_err(|e| match e {
+    let _lock = actuation::try_lock(&cfg.lock_file).map_err(|e| match e {
         LockError::Held { path, pid } => anyhow::Error::new(Fatal::new(
             Fatal::BUSY,
             format!(

@@ -7,6 +7,8 @@
 //! system (/proc,/sys)─┼─> sample ─> attribution ─> policy (pure) ─> actuation (writes)
 //!                     │                     └────> report / tui / metrics (views)
 //! ```
+//!
+//! [`engine`] runs policy and actuation as one loop for every command that plans.
 use std::fmt;
 
 pub mod actuation;
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod cpumask;
 pub mod daemon;
+pub mod engine;
 pub mod metrics;
 pub mod monitor;
 pub mod output;
@@ -22,6 +25,7 @@ pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod sample;
+pub mod startup;
 pub mod system;
 pub mod tui;
 

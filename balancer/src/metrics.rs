@@ -279,7 +279,7 @@ impl Metrics {
         self.stuck_irqs = v.history.stuck.len() as u64;
         self.unmovable_irqs = v.history.unmovable.len() as u64;
         self.overloaded_cpus = v.plan.overloaded.len() as u64;
-        let failed = v.outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
+        let failed = v.outcomes.iter().filter(|o| o.error().is_some()).count() as u64;
         *self.errors.entry(Stage::Apply).or_default() += failed;
     }
 

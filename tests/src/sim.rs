@@ -1,8 +1,8 @@
 //! A simulated machine for the balancer's policy: CPUs with background load, NIC rx queues
 //! with NAPI, and a kernel that takes affinity writes (with ENOSPC for a CPU whose vectors are
-//! full and EIO for managed IRQs). The policy under test is the daemon's own
-//! [`balancer::policy::plan`], fed [`Snapshot`]s built here the way attribution builds them
-//! from a real interval.
+//! full and EIO for managed IRQs). The loop under test is the daemon's own
+//! [`balancer::engine::Engine`] (its policy and history), fed [`Snapshot`]s built here the way
+//! attribution builds them from a real interval, with this machine as its apply seam.
 //!
 //! The NAPI model, per 1 s interval:
 //! - a queue offers `demand` (CPU seconds per second) on the CPU where it polls; 1.5x that on
@@ -25,9 +25,10 @@ use balancer_common::NapiKey;
 use balancer::{
     config::{Config, Strategy},
     cpumask::CpuSet,
+    engine::{Applier, Engine},
     policy::{
-        self, ActionKind, CpuSnap, History, IrqCpuSnap, IrqSnap, NapiSnap, Outcome, PollSnap,
-        QueueSnap, Snapshot,
+        self, ActionKind, CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, Outcome, PollSnap, QueueSnap,
+        Refusals, Snapshot,
     },
     system::QueueKind,
 };
@@ -350,65 +351,82 @@ impl<'a> Sim<'a> {
 
     /// Carries out a plan as the kernel would, one outcome per action.
     pub fn apply(&mut self, plan: &policy::Plan) -> Vec<Outcome> {
+        // Which CPUs are saturated as the plan lands (its own moves do not change that).
         let (demand, _) = self.demands();
-        let saturated = |cpu: u32| demand[cpu as usize] + self.sc.cpus[cpu as usize].bg > 1.0;
-        let mut out = Vec::new();
-        for a in &plan.actions {
-            let o = match &a.kind {
-                ActionKind::Move { irq, targets, .. } => {
-                    let Some(i) = self.queue_of(*irq) else {
-                        out.push(Outcome::default());
-                        continue;
-                    };
-                    let mut o = Outcome::default();
-                    if self.sc.queues[i].managed {
-                        o.unmovable.push((*irq, "EIO".into()));
-                    } else {
-                        for t in targets {
-                            if self.sc.cpus[*t as usize].vectors_full {
-                                o.full_cpus.push(*t);
-                                continue;
-                            }
-                            let st = &mut self.q[i];
-                            let was_sat = saturated(st.poll);
-                            st.affinity = *t;
-                            if was_sat && self.sc.stick_intervals > 0 && st.poll != *t {
-                                st.stuck_left = self.sc.stick_intervals;
-                            } else {
-                                st.poll = *t;
-                                st.stuck_left = 0;
-                            }
-                            o.applied = true;
-                            o.cpu = Some(*t);
-                            break;
-                        }
-                    }
-                    o
-                }
-                ActionKind::SetRps {
-                    netdev,
-                    queue,
-                    cpus,
-                } => self.with_queue(netdev, *queue, |st| st.rps = cpus.clone()),
-                ActionKind::ClearRps { netdev, queue } => {
-                    self.with_queue(netdev, *queue, |st| st.rps = CpuSet::new())
-                }
-                ActionKind::PinNapiThread { irq, cpus, .. } => match self.queue_of(*irq) {
-                    Some(i) if self.sc.queues[i].threaded => {
-                        let st = &mut self.q[i];
-                        st.poll = cpus.first().unwrap_or(st.affinity);
-                        st.stuck_left = 0;
-                        Outcome::applied(None)
-                    }
-                    _ => Outcome {
-                        error: Some("no such thread".into()),
-                        ..Outcome::default()
-                    },
+        let saturated: Vec<bool> = (demand.iter().zip(&self.sc.cpus))
+            .map(|(d, c)| d + c.bg > 1.0)
+            .collect();
+        plan.actions
+            .iter()
+            .map(|a| self.apply_one(&a.kind, &saturated))
+            .collect()
+    }
+
+    fn apply_one(&mut self, kind: &ActionKind, saturated: &[bool]) -> Outcome {
+        match kind {
+            ActionKind::Move { irq, targets, .. } => match self.queue_of(*irq) {
+                Some(i) => self.move_queue(i, targets, saturated),
+                None => Outcome::NotApplied {
+                    refused: Refusals::default(),
+                    error: None,
                 },
-            };
-            out.push(o);
+            },
+            ActionKind::SetRps {
+                netdev,
+                queue,
+                cpus,
+            } => self.with_queue(netdev, *queue, |st| st.rps = cpus.clone()),
+            ActionKind::ClearRps { netdev, queue } => {
+                self.with_queue(netdev, *queue, |st| st.rps = CpuSet::new())
+            }
+            ActionKind::PinNapiThread { irq, cpus, .. } => match self.queue_of(*irq) {
+                Some(i) if self.sc.queues[i].threaded => {
+                    let st = &mut self.q[i];
+                    st.poll = cpus.first().unwrap_or(st.affinity);
+                    st.stuck_left = 0;
+                    Outcome::applied(None)
+                }
+                _ => Outcome::failed("no such thread"),
+            },
         }
-        out
+    }
+
+    /// Points queue `i`'s IRQ at the first target whose vectors are not full (EIO when it is
+    /// managed); a saturated queue keeps polling where it was.
+    fn move_queue(&mut self, i: usize, targets: &[u32], saturated: &[bool]) -> Outcome {
+        let mut refused = Refusals::default();
+        if self.sc.queues[i].managed {
+            refused
+                .unmovable
+                .push((self.sc.queues[i].irq, "EIO".into()));
+            return Outcome::NotApplied {
+                refused,
+                error: None,
+            };
+        }
+        for t in targets {
+            if self.sc.cpus[*t as usize].vectors_full {
+                refused.full_cpus.push(*t);
+                continue;
+            }
+            let st = &mut self.q[i];
+            let was_sat = saturated[st.poll as usize];
+            st.affinity = *t;
+            if was_sat && self.sc.stick_intervals > 0 && st.poll != *t {
+                st.stuck_left = self.sc.stick_intervals;
+            } else {
+                st.poll = *t;
+                st.stuck_left = 0;
+            }
+            return Outcome::Applied {
+                cpu: Some(*t),
+                refused,
+            };
+        }
+        Outcome::NotApplied {
+            refused,
+            error: None,
+        }
     }
 
     fn with_queue(&mut self, netdev: &str, index: u32, f: impl FnOnce(&mut QState)) -> Outcome {
@@ -422,10 +440,7 @@ impl<'a> Sim<'a> {
                 f(&mut self.q[i]);
                 Outcome::applied(None)
             }
-            None => Outcome {
-                error: Some("no such queue".into()),
-                ..Outcome::default()
-            },
+            None => Outcome::failed("no such queue"),
         }
     }
 
@@ -447,6 +462,13 @@ impl<'a> Sim<'a> {
     }
 }
 
+/// The simulated kernel as the engine's apply seam: the daemon's loop, on this machine.
+impl Applier for Sim<'_> {
+    fn apply_plan(&mut self, plan: &policy::Plan, _: &Snapshot) -> Vec<Outcome> {
+        self.apply(plan)
+    }
+}
+
 /// Runs a scenario under one strategy.
 pub fn run(sc: &Scenario, strategy: Strategy) -> RunResult {
     let cfg = Config {
@@ -454,8 +476,7 @@ pub fn run(sc: &Scenario, strategy: Strategy) -> RunResult {
         seed: 7,
         ..Config::default()
     };
-    let mut sim = Sim::new(sc);
-    let mut hist = History::default();
+    let mut engine = Engine::new(cfg, Sim::new(sc));
     let mut r = RunResult {
         strategy,
         max_load: Vec::new(),
@@ -476,17 +497,10 @@ pub fn run(sc: &Scenario, strategy: Strategy) -> RunResult {
         .map(|q| (q.irq, BTreeSet::from([q.cpu])))
         .collect();
     for _ in 0..sc.intervals {
+        let sim = engine.applier();
         let (snap, max) = sim.observe();
         r.max_load.push(max);
-        let plan = policy::plan(&snap, &cfg, &hist);
-        if plan
-            .findings
-            .iter()
-            .any(|f| f.kind == policy::FindingKind::Stuck)
-        {
-            r.stuck_reports += 1;
-        }
-        // IRQs whose queue is stuck right now (the simulator knows).
+        // IRQs whose queue is stuck right now (the simulator knows), before the plan lands.
         let stuck: BTreeSet<u32> = sim
             .q
             .iter()
@@ -494,11 +508,21 @@ pub fn run(sc: &Scenario, strategy: Strategy) -> RunResult {
             .filter(|(st, _)| st.stuck_left > 0)
             .map(|(_, q)| q.irq)
             .collect();
-        let outcomes = sim.apply(&plan);
-        for (a, o) in plan.actions.iter().zip(&outcomes) {
-            r.refused.0 += o.full_cpus.len() as u32;
-            r.refused.1 += o.unmovable.len() as u32;
-            if !o.applied {
+        let step = engine.step(&snap);
+        if step
+            .plan
+            .findings
+            .iter()
+            .any(|f| f.kind == policy::FindingKind::Stuck)
+        {
+            r.stuck_reports += 1;
+        }
+        for (a, o) in step.actions() {
+            if let Some(refused) = o.refusals() {
+                r.refused.0 += refused.full_cpus.len() as u32;
+                r.refused.1 += refused.unmovable.len() as u32;
+            }
+            if !o.is_applied() {
                 continue;
             }
             match &a.kind {
@@ -507,7 +531,7 @@ pub fn run(sc: &Scenario, strategy: Strategy) -> RunResult {
                     if stuck.contains(irq) {
                         r.stuck_moved += 1;
                     }
-                    if let Some(to) = o.cpu {
+                    if let Some(to) = o.cpu() {
                         let seen = visited.entry(*irq).or_default();
                         if !seen.insert(to) {
                             r.oscillations += 1;
@@ -517,10 +541,11 @@ pub fn run(sc: &Scenario, strategy: Strategy) -> RunResult {
                 _ => r.other_actions += 1,
             }
         }
-        hist = hist.after(&plan, &outcomes);
-        r.plans.push(plan);
-        sim.advance();
+        r.plans.push(step.plan);
+        engine.applier_mut().advance();
     }
+    let sim = engine.applier();
+    let hist = engine.history();
     let tail = (sc.intervals as usize / 4).max(1);
     let last = &r.max_load[r.max_load.len().saturating_sub(tail)..];
     r.converged_max = last.iter().sum::<f64>() / last.len() as f64;

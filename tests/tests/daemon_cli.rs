@@ -143,7 +143,7 @@ fn restore_puts_a_fixture_root_back() {
         balancing: false,
     };
     let out = act.apply(&plan, 4);
-    assert!(out.iter().all(|o| o.applied), "{out:?}");
+    assert!(out.iter().all(|o| o.is_applied()), "{out:?}");
     assert_eq!(fs::read_to_string(&rps).unwrap(), "4");
 
     let cfg = scratch_config(&dir, &journal);
@@ -235,7 +235,7 @@ fn moved_fixture(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pa
         },
         4,
     );
-    assert!(out[0].applied, "{out:?}");
+    assert!(out[0].is_applied(), "{out:?}");
     let cfg = scratch_config(dir, &journal);
     (root, journal, cfg)
 }
@@ -258,7 +258,7 @@ fn restore_cli(cfg: &Path, root: &Path, extra: &[&str]) -> std::process::Output 
 fn restore_refuses_while_a_balancer_runs() {
     let dir = tempfile_dir();
     let (root, journal, cfg) = moved_fixture(&dir);
-    let held = balancer::daemon::try_lock(&dir.join("lock")).unwrap();
+    let held = balancer::actuation::try_lock(&dir.join("lock")).unwrap();
     let o = restore_cli(&cfg, &root, &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");

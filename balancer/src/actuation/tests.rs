@@ -108,9 +108,11 @@ fn eio_marks_unmovable_and_writes_nothing() {
     let sys = Faults::new(RealSys).fail("irq/36/smp_affinity", libc::EIO);
     let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
     let out = act.apply(&mv(36, &[37], &[3, 2]), 4);
-    assert!(!out[0].applied);
-    assert_eq!(out[0].unmovable.len(), 1);
-    assert_eq!(out[0].unmovable[0].0, 36);
+    assert!(!out[0].is_applied());
+    assert_eq!(out[0].error(), None, "a managed IRQ is not an error");
+    let refused = out[0].refusals().unwrap();
+    assert_eq!(refused.unmovable.len(), 1);
+    assert_eq!(refused.unmovable[0].0, 36);
     assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), orig);
     assert!(act.sys_mut().log.is_empty(), "nothing written");
     // Logged once: a second refusal adds no line (the set stays at one).
@@ -142,9 +144,9 @@ fn enospc_marks_the_cpu_full_and_tries_the_next() {
     }
     let mut act = Actuator::new(&fx.root, &fx.journal, Full).unwrap();
     let out = act.apply(&mv(36, &[37], &[3, 2]), 4);
-    assert_eq!(out[0].full_cpus, vec![3]);
-    assert_eq!(out[0].cpu, Some(2));
-    assert!(out[0].applied);
+    assert_eq!(out[0].refusals().unwrap().full_cpus, vec![3]);
+    assert_eq!(out[0].cpu(), Some(2));
+    assert!(out[0].is_applied());
     assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "4");
     assert_eq!(read(&fx.root, "proc/irq/37/smp_affinity"), "4");
 }
@@ -157,11 +159,8 @@ fn a_failed_step_leaves_nothing_half_applied() {
     let sys = Faults::new(RealSys).fail("irq/37/smp_affinity", libc::EINVAL);
     let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
     let out = act.apply(&mv(36, &[37], &[3]), 4);
-    assert!(!out[0].applied);
-    assert!(
-        out[0].error.as_deref().unwrap().contains("irq/37"),
-        "{out:?}"
-    );
+    assert!(!out[0].is_applied());
+    assert!(out[0].error().unwrap().contains("irq/37"), "{out:?}");
     assert_eq!(
         read(&fx.root, "proc/irq/36/smp_affinity").trim(),
         orig36.trim(),
@@ -171,8 +170,8 @@ fn a_failed_step_leaves_nothing_half_applied() {
     let sys = Faults::new(RealSys).fail("irq/37/smp_affinity", libc::EIO);
     let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
     let out = act.apply(&mv(36, &[37], &[3]), 4);
-    assert!(out[0].applied);
-    assert_eq!(out[0].unmovable[0].0, 37);
+    assert!(out[0].is_applied());
+    assert_eq!(out[0].refusals().unwrap().unmovable[0].0, 37);
     assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "8");
 }
 
@@ -222,8 +221,8 @@ fn rps_and_thread_pinning_are_journaled_and_restored() {
         balancing: false,
     };
     let out = act.apply(&plan, 4);
-    assert!(out[0].applied && out[1].applied, "{out:?}");
-    assert!(out[2].error.as_deref().unwrap().contains("napi/eth1-9999"));
+    assert!(out[0].is_applied() && out[1].is_applied(), "{out:?}");
+    assert!(out[2].error().unwrap().contains("napi/eth1-9999"));
     assert_eq!(read(&fx.root, rps), "c");
     assert_eq!(act.sys_mut().threads[&4242], CpuSet::from_cpus([2]));
     let mut sys = Faults::new(RealSys);

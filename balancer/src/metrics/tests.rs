@@ -6,22 +6,25 @@ use std::{
 };
 
 use super::*;
-use crate::{attribution::testdata, config::Config, policy};
+use crate::{
+    attribution::testdata,
+    config::Config,
+    engine::{DryRun, Engine},
+};
 
 /// One interval of the fixture VM (IRQ 36: 100 interrupts and 0.2 ms of handlers on CPU 0,
-/// 25 ms of polls on CPU 2) recorded into `m`.
-fn record(m: &mut Metrics, a: &Attribution, model: &SystemModel, history: &History) {
+/// 25 ms of polls on CPU 2) recorded into `m`, planned by a fresh engine in a dry run.
+fn record(m: &mut Metrics, a: &Attribution, model: &SystemModel) {
     let snap = Snapshot::build(model, a);
-    let plan = policy::plan(&snap, &Config::default(), history);
-    let outcomes = vec![Outcome::skipped(); plan.actions.len()];
-    let after = history.after(&plan, &outcomes);
+    let mut engine = Engine::new(Config::default(), DryRun);
+    let step = engine.step(&snap);
     m.record(&IntervalView {
         model,
         attribution: a,
         snapshot: &snap,
-        plan: &plan,
-        outcomes: &outcomes,
-        history: &after,
+        plan: &step.plan,
+        outcomes: &step.outcomes,
+        history: engine.history(),
         at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     });
 }
@@ -105,14 +108,14 @@ fn check_format(text: &str) {
 fn counters_accumulate_in_seconds_and_quiet_irqs_keep_their_series() {
     let (a, model) = testdata::attribution();
     let mut m = Metrics::new(true);
-    record(&mut m, &a, &model, &History::default());
-    record(&mut m, &a, &model, &History::default());
+    record(&mut m, &a, &model);
+    record(&mut m, &a, &model);
     // A quiet interval: nothing measured at all.
     let quiet = Attribution {
         duration_ns: 2_000_000_000,
         ..Attribution::default()
     };
-    record(&mut m, &quiet, &model, &History::default());
+    record(&mut m, &quiet, &model);
     let text = m.render();
     check_format(&text);
     let s = samples(&text);
@@ -174,12 +177,12 @@ fn counters_accumulate_in_seconds_and_quiet_irqs_keep_their_series() {
 fn series_of_vanished_irqs_and_netdevs_go() {
     let (a, mut model) = testdata::attribution();
     let mut m = Metrics::new(false);
-    record(&mut m, &a, &model, &History::default());
+    record(&mut m, &a, &model);
     let text = m.render();
     assert!(text.contains(r#"irq="38""#) && text.contains(r#"netdev="eth1""#));
     model.irqs.remove(&38);
     model.netdevs.remove("eth1");
-    record(&mut m, &Attribution::default(), &model, &History::default());
+    record(&mut m, &Attribution::default(), &model);
     let text = m.render();
     check_format(&text);
     assert!(!text.contains(r#"irq="38""#), "{text}");
@@ -231,7 +234,7 @@ fn promtool_accepts_the_exposition() {
     let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
     let (a, model) = testdata::attribution();
     let mut m = Metrics::new(false);
-    record(&mut m, &a, &model, &History::default());
+    record(&mut m, &a, &model);
     let text = m.render();
     let child = std::process::Command::new(&promtool)
         .args(["check", "metrics"])

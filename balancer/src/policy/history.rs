@@ -43,33 +43,79 @@ pub struct StuckRecord {
     pub cpu: u32,
 }
 
-/// What actuation did with one action of a plan.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
+/// What actuation did with one action of a plan. Applied or not, never both: an applied
+/// action carries no error, a failed one no CPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not written: a dry run.
+    Skipped,
     /// Everything the action writes was written.
-    pub applied: bool,
-    /// For a move: the CPU that took it.
-    pub cpu: Option<u32>,
-    /// CPUs that refused with ENOSPC on the way.
+    Applied {
+        /// For a move: the CPU that took it.
+        cpu: Option<u32>,
+        /// What refused on the way: CPUs passed over, managed companions left behind.
+        refused: Refusals,
+    },
+    /// Nothing written (what the attempt wrote was rolled back).
+    NotApplied {
+        refused: Refusals,
+        /// Any failure beyond the refusals; None when they alone stopped it (a managed
+        /// IRQ, which the history remembers and is not an error).
+        error: Option<String>,
+    },
+}
+
+/// Refusals the kernel gave while an action was carried out: the history keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// CPUs that refused with ENOSPC.
     pub full_cpus: Vec<u32>,
     /// IRQs that refused with EIO (managed), with the message.
     pub unmovable: Vec<(u32, String)>,
-    /// Any other failure.
-    pub error: Option<String>,
 }
 
 impl Outcome {
+    /// Applied with nothing refused on the way.
     pub fn applied(cpu: Option<u32>) -> Outcome {
-        Outcome {
-            applied: true,
+        Outcome::Applied {
             cpu,
-            ..Outcome::default()
+            refused: Refusals::default(),
         }
     }
 
-    /// Not written: a dry run.
-    pub fn skipped() -> Outcome {
-        Outcome::default()
+    /// Not applied because of `error`.
+    pub fn failed(error: impl Into<String>) -> Outcome {
+        Outcome::NotApplied {
+            refused: Refusals::default(),
+            error: Some(error.into()),
+        }
+    }
+
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Outcome::Applied { .. })
+    }
+
+    /// For an applied move: the CPU that took it.
+    pub fn cpu(&self) -> Option<u32> {
+        match self {
+            Outcome::Applied { cpu, .. } => *cpu,
+            _ => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::NotApplied { error, .. } => error.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What refused on the way; None for a dry run.
+    pub fn refusals(&self) -> Option<&Refusals> {
+        match self {
+            Outcome::Skipped => None,
+            Outcome::Applied { refused, .. } | Outcome::NotApplied { refused, .. } => Some(refused),
+        }
     }
 }
 
@@ -84,15 +130,17 @@ impl History {
             let Some(o) = outcomes.get(i) else {
                 continue;
             };
-            for (irq, msg) in &o.unmovable {
-                h.unmovable.insert(*irq, msg.clone());
+            if let Some(r) = o.refusals() {
+                for (irq, msg) in &r.unmovable {
+                    h.unmovable.insert(*irq, msg.clone());
+                }
+                for cpu in &r.full_cpus {
+                    h.full_cpus.insert(*cpu, self.tick);
+                }
             }
-            for cpu in &o.full_cpus {
-                h.full_cpus.insert(*cpu, self.tick);
-            }
-            if !o.applied {
+            let Outcome::Applied { cpu, .. } = o else {
                 continue;
-            }
+            };
             match &action.kind {
                 ActionKind::Move {
                     irq,
@@ -101,7 +149,7 @@ impl History {
                     targets,
                     ..
                 } => {
-                    let to = o.cpu.or(targets.first().copied()).unwrap_or(0);
+                    let to = cpu.or(targets.first().copied()).unwrap_or(0);
                     for n in std::iter::once(irq).chain(companions) {
                         h.last_move.insert(
                             *n,

@@ -11,7 +11,7 @@
 //!    is while saturated). Its load is counted where it runs for the report, but for planning
 //!    it is booked at its IRQ's home, where it will land: the CPU it sticks to is not relieved
 //!    by moving other IRQs away. With threaded NAPI and `unstick`, its kthread is pinned next
-//!    to the IRQ.
+//!    to the IRQ. The rule is [`stuck`], which the views show as well.
 //! 2. **RPS** for a queue that alone needs more than a CPU: its packets are spread over idle
 //!    CPUs local to the device; taken back when the queue's load falls.
 //! 3. **Bans.** Every IRQ that may move leaves excluded, isolated, nohz_full and offline
@@ -39,20 +39,14 @@ use crate::{
 
 mod history;
 mod snapshot;
+mod sticking;
 
-pub use history::{History, MoveRecord, Outcome, StuckRecord};
+pub use history::{History, MoveRecord, Outcome, Refusals, StuckRecord};
 pub use snapshot::{CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, PollSnap, QueueSnap, Snapshot};
+pub use sticking::{MIN_UNTIMED_POLLS, STUCK_IRQ_PER_POLL, STUCK_SHARE, Stuck, stuck};
 
 /// An IRQ below this share of one CPU is not worth a vector on another CPU.
 pub const MIN_WEIGHT: f64 = 0.01;
-/// A NAPI instance is stuck when more than this share of its poll time is outside its IRQ's
-/// effective affinity...
-pub const STUCK_SHARE: f64 = 0.5;
-/// ...and its IRQ took fewer interrupts than this share of those polls ("none of its own":
-/// a stray interrupt from a moment the queue drained does not unstick it).
-pub const STUCK_IRQ_PER_POLL: f64 = 0.01;
-/// Untimed (threaded) polls per second outside the IRQ's CPUs that count as sticking.
-pub const MIN_UNTIMED_POLLS: f64 = 50.0;
 /// CPUs below this load can take RPS work.
 pub const RPS_IDLE: f64 = 0.5;
 /// Weight of a sibling's load when ranking targets: prefers an idle core to the sibling of
@@ -239,17 +233,6 @@ struct Candidate {
     src_load: f64,
 }
 
-/// A stuck NAPI instance.
-#[derive(Clone, Debug)]
-struct Stuck {
-    irq: u32,
-    cpu: u32,
-    ns: u64,
-    home: CpuSet,
-    napi: Option<(String, u32)>,
-    threaded: bool,
-}
-
 fn pct(x: f64) -> String {
     format!("{:.0}%", 100.0 * x)
 }
@@ -340,91 +323,47 @@ impl<'a> Work<'a> {
         }
     }
 
-    /// Finds stuck NAPI instances; reports each.
+    /// Finds stuck NAPI instances ([`stuck`]); reports each.
     fn sticking(&mut self) -> Vec<Stuck> {
-        let mut out = Vec::new();
-        for napi in &self.s.napi {
-            let Some(irq) = napi.irq.and_then(|n| self.s.irqs.get(&n)) else {
-                continue;
-            };
-            let home = irq.home();
-            if home.is_empty() {
-                continue;
-            }
-            let total_ns: u64 = napi.per_cpu.values().map(|p| p.ns).sum();
-            let total_polls: u64 = napi.per_cpu.values().map(|p| p.polls).sum();
-            let outside: Vec<(u32, PollSnap)> = napi
-                .per_cpu
-                .iter()
-                .filter(|(c, _)| !home.contains(**c))
-                .map(|(c, p)| (*c, *p))
-                .collect();
-            let out_ns: u64 = outside.iter().map(|(_, p)| p.ns).sum();
-            let out_polls: u64 = outside.iter().map(|(_, p)| p.polls).sum();
-            // Polls outside softirq (threaded NAPI) have no measured duration: judge those
-            // by their count.
-            let (share, significant) = if total_ns > 0 {
-                (
-                    out_ns as f64 / total_ns as f64,
-                    self.s.frac(out_ns) >= MIN_WEIGHT,
-                )
-            } else if total_polls > 0 {
-                (
-                    out_polls as f64 / total_polls as f64,
-                    out_polls as f64 >= MIN_UNTIMED_POLLS * self.s.duration_ns as f64 / 1e9,
-                )
-            } else {
-                continue;
-            };
-            // A threaded instance polls wherever its kthread runs, interrupts or not: away
-            // from its IRQ it is stuck in the sense that matters (its load is not where the
-            // IRQ is), and pinning the kthread is the fix.
-            let quiet =
-                napi.threaded || irq.interrupts as f64 <= STUCK_IRQ_PER_POLL * out_polls as f64;
-            if share <= STUCK_SHARE || !significant || !quiet {
-                continue;
-            }
-            let Some((cpu, _)) = outside.iter().max_by_key(|(_, p)| (p.ns, p.polls)) else {
+        let out = stuck(self.s);
+        for st in &out {
+            let Some(irq) = self.s.irqs.get(&st.irq) else {
                 continue;
             };
             let since = self
                 .hist
                 .stuck
-                .get(&irq.number)
+                .get(&st.irq)
                 .map_or(self.hist.tick, |r| r.since);
-            let threaded = napi.threaded;
+            let home = &st.home;
             self.findings.push(Finding {
                 kind: FindingKind::Stuck,
-                irq: Some(irq.number),
-                cpu: Some(*cpu),
+                irq: Some(st.irq),
+                cpu: Some(st.cpu),
                 message: format!(
-                    "IRQ {} ({}) is stuck: its NAPI instance{} polls on CPU {cpu} ({}) \
+                    "IRQ {} ({}) is stuck: its NAPI instance{} polls on CPU {} ({}) \
                      outside its effective affinity {home} with {} interrupts, for {} \
                      interval(s); its load is booked at {home}{}",
-                    irq.number,
+                    st.irq,
                     irq.name,
-                    napi.napi_id.map(|i| format!(" {i}")).unwrap_or_default(),
-                    if total_ns > 0 {
-                        format!("{} of a CPU", pct(self.s.frac(out_ns)))
+                    st.napi
+                        .as_ref()
+                        .map(|(_, i)| format!(" {i}"))
+                        .unwrap_or_default(),
+                    st.cpu,
+                    if st.timed {
+                        format!("{} of a CPU", pct(self.s.frac(st.ns)))
                     } else {
-                        format!("{out_polls} untimed polls")
+                        format!("{} untimed polls", st.polls)
                     },
                     irq.interrupts,
                     self.hist.tick - since + 1,
-                    if threaded {
+                    if st.threaded {
                         "; threaded NAPI: its kthread can be pinned"
                     } else {
                         "; no threaded NAPI: it unsticks when the queue drains"
                     }
                 ),
-            });
-            out.push(Stuck {
-                irq: irq.number,
-                cpu: *cpu,
-                ns: out_ns,
-                home,
-                napi: napi.napi_id.map(|id| (napi.device.clone(), id)),
-                threaded,
             });
         }
         for (irq, rec) in &self.hist.stuck {

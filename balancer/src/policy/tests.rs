@@ -424,19 +424,23 @@ fn eio_and_enospc_outcomes_shape_the_next_plan() {
     let p = plan(&s, &Config::default(), &History::default());
     assert_eq!(moves(&p), vec![(10, 1)]);
     // CPU 1 was full; CPU 2 took it.
-    let o = Outcome {
-        applied: true,
+    let o = Outcome::Applied {
         cpu: Some(2),
-        full_cpus: vec![1],
-        ..Outcome::default()
+        refused: Refusals {
+            full_cpus: vec![1],
+            ..Refusals::default()
+        },
     };
     let h = History::default().after(&p, &[o]);
     assert!(h.full_cpus.contains_key(&1));
     assert_eq!(h.last_move[&10].to, 2);
     assert_eq!(h.moves, 1);
-    let o = Outcome {
-        unmovable: vec![(10, "EIO".into())],
-        ..Outcome::default()
+    let o = Outcome::NotApplied {
+        refused: Refusals {
+            unmovable: vec![(10, "EIO".into())],
+            ..Refusals::default()
+        },
+        error: None,
     };
     let h = History::default().after(&p, &[o]);
     assert!(moves(&plan(&s, &Config::default(), &h)).is_empty());

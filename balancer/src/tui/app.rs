@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    cpumask::CpuSet,
+    policy::Stuck,
     report::{IrqRow, Report, device_label},
 };
 
@@ -17,9 +17,6 @@ use super::balance::BalanceLog;
 pub const INTERVAL_STEPS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0];
 /// Samples kept per IRQ for the detail view's sparklines: a 200-column terminal's worth.
 pub const HISTORY_LEN: usize = 240;
-/// A NAPI instance counts as sticking when at least this share of its polls runs on CPUs
-/// outside its IRQ's effective affinity: a stray poll right after a move is not sticking.
-pub const STICK_MIN_SHARE: f64 = 0.10;
 
 /// How the IRQ table is ordered; `s` cycles through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,39 +136,29 @@ impl History {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub report: Report,
-    /// IRQ -> CPUs outside its effective affinity where its NAPI instances poll.
+    /// IRQ -> CPUs outside its effective affinity where its stuck NAPI instances poll.
     pub sticking: BTreeMap<u32, Vec<u32>>,
 }
 
 impl Snapshot {
-    pub fn new(report: Report) -> Snapshot {
-        let sticking = sticking(&report);
-        Snapshot { report, sticking }
+    /// `stuck`: what the policy found sticking in the same interval
+    /// ([`crate::policy::stuck`]): the screen shows the policy's verdict, not its own.
+    pub fn new(report: Report, stuck: &[Stuck]) -> Snapshot {
+        Snapshot {
+            report,
+            sticking: sticking(stuck),
+        }
     }
 }
 
-/// IRQs whose NAPI instances poll on CPUs outside the IRQ's effective affinity: the interrupt
-/// goes where it was sent, the work stays where it was.
-pub fn sticking(report: &Report) -> BTreeMap<u32, Vec<u32>> {
+/// The policy's stuck NAPI instances by IRQ: the CPUs where they poll, outside the IRQ's
+/// effective affinity (the interrupt goes where it was sent, the work stays where it was).
+pub fn sticking(stuck: &[Stuck]) -> BTreeMap<u32, Vec<u32>> {
     let mut out: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for irq in &report.irqs {
-        let Some(eff) = irq
-            .effective_affinity
-            .as_deref()
-            .and_then(|s| CpuSet::parse_list(s).ok())
-            .filter(|s| !s.is_empty())
-        else {
-            continue;
-        };
-        for napi in report.napi.iter().filter(|n| n.irq == Some(irq.irq)) {
-            for c in &napi.cpus {
-                if c.share >= STICK_MIN_SHARE && !eff.contains(c.cpu) {
-                    let cpus = out.entry(irq.irq).or_default();
-                    if !cpus.contains(&c.cpu) {
-                        cpus.push(c.cpu);
-                    }
-                }
-            }
+    for st in stuck {
+        let cpus = out.entry(st.irq).or_default();
+        if !cpus.contains(&st.cpu) {
+            cpus.push(st.cpu);
         }
     }
     for cpus in out.values_mut() {
@@ -238,9 +225,10 @@ impl App {
         }
     }
 
-    /// A new interval. History always grows (so the sparklines have no holes); the tables
-    /// keep showing the frozen interval while paused.
-    pub fn ingest(&mut self, report: Report) {
+    /// A new interval, and what the policy found sticking in it. History always grows (so
+    /// the sparklines have no holes); the tables keep showing the frozen interval while
+    /// paused.
+    pub fn ingest(&mut self, report: Report, stuck: &[Stuck]) {
         self.ticks += 1;
         self.error = None;
         let secs = report.meta.duration_s;
@@ -276,7 +264,7 @@ impl App {
             self.skipped += 1;
             return;
         }
-        self.data = Some(Snapshot::new(report));
+        self.data = Some(Snapshot::new(report, stuck));
         self.clamp();
     }
 
@@ -529,12 +517,41 @@ pub(crate) mod tests {
     use super::*;
     use crate::attribution::testdata::{self, status};
 
+    /// The fixture interval with eth1's queue 0 stuck by the policy's rule: its NAPI polls
+    /// 20000 times on CPU 2 while IRQ 36 fires 100 times on CPU 0, its effective affinity
+    /// (under 1% of the polls: the IRQ is quiet).
+    fn stuck_fixture() -> (crate::attribution::Attribution, crate::system::SystemModel) {
+        let model = testdata::vm_model();
+        let mut iv = testdata::interval();
+        if let Some(p) = iv.napi.get_mut(&(testdata::X, 2)) {
+            p.polls = 20_000;
+        }
+        let links = crate::attribution::Linker::default().links(&iv.napi_identity, &model);
+        (
+            crate::attribution::Attribution::build(&iv, &model, &links),
+            model,
+        )
+    }
+
+    /// What the policy finds sticking in [`report`]'s interval.
+    pub(crate) fn stuck() -> Vec<Stuck> {
+        let (a, model) = stuck_fixture();
+        crate::policy::stuck(&crate::policy::Snapshot::build(&model, &a))
+    }
+
     /// The fixture interval, with every IRQ of the VM listed (quiet ones have no row).
     pub(crate) fn report() -> Report {
-        let (a, model) = testdata::attribution();
+        let (a, model) = stuck_fixture();
+        report_of(&a, &model)
+    }
+
+    fn report_of(
+        a: &crate::attribution::Attribution,
+        model: &crate::system::SystemModel,
+    ) -> Report {
         Report::build(
-            &a,
-            &model,
+            a,
+            model,
             &status(),
             &testdata::netlink_status(),
             false,
@@ -544,7 +561,7 @@ pub(crate) mod tests {
 
     pub(crate) fn app() -> App {
         let mut app = App::new(Duration::from_secs(1));
-        app.ingest(report());
+        app.ingest(report(), &stuck());
         app
     }
 
@@ -559,6 +576,19 @@ pub(crate) mod tests {
         let data = app.data.as_ref().unwrap();
         assert_eq!(data.sticking.get(&36), Some(&vec![2]));
         assert!(!data.sticking.contains_key(&38), "38 polls where it fires");
+    }
+
+    #[test]
+    fn an_irq_that_still_fires_is_not_sticking() {
+        // The plain fixture: IRQ 36 fires 100 times for 5000 polls on CPU 2 (2%), so its
+        // queue is not held on CPU 2 with interrupts off. The policy does not call it stuck,
+        // and neither does the screen (a count of polls outside once did).
+        let (a, model) = testdata::attribution();
+        let stuck = crate::policy::stuck(&crate::policy::Snapshot::build(&model, &a));
+        assert!(stuck.is_empty(), "{stuck:?}");
+        let mut app = App::new(Duration::from_secs(1));
+        app.ingest(report_of(&a, &model), &stuck);
+        assert!(app.data.as_ref().unwrap().sticking.is_empty());
     }
 
     #[test]
@@ -675,13 +705,13 @@ pub(crate) mod tests {
         app.apply(Command::TogglePause);
         let mut r = report();
         r.irqs.retain(|i| i.irq == 38);
-        app.ingest(r);
+        app.ingest(r, &stuck());
         assert_eq!(order(&app), vec![36, 38], "frozen");
         assert_eq!(app.skipped, 1);
         assert_eq!(app.history[&36].weight_ns_per_s.len(), 2);
         assert_eq!(app.history[&36].weight_ns_per_s[1], 0, "quiet while paused");
         app.apply(Command::TogglePause);
-        app.ingest(report());
+        app.ingest(report(), &stuck());
         assert_eq!(app.history[&36].weight_ns_per_s.len(), 3);
         assert_eq!(app.history[&36].weight_ns_per_s[2], 25_200_000);
     }
@@ -736,7 +766,7 @@ pub(crate) mod tests {
         let mut quiet = report();
         quiet.irqs.clear();
         for _ in 0..HISTORY_LEN {
-            app.ingest(quiet.clone());
+            app.ingest(quiet.clone(), &[]);
         }
         assert!(app.history.is_empty());
         assert!(app.visible_irqs().is_empty());

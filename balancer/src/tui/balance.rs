@@ -1,20 +1,14 @@
 //! The balancer panel of `top --balance`: what the in-process policy decided each interval and
 //! which IRQs it found sticking, newest first.
 //!
-//! The panel reads a [`BalanceLog`]; whatever runs the policy (see [`super::run`]) turns each
-//! interval's plan into a [`StepOutcome`] of sentences. Keeping the panel on sentences rather
+//! The panel reads a [`BalanceLog`]; each step of the engine that `top` drives (see
+//! [`super::run`]) becomes a [`StepOutcome`] of sentences. Keeping the panel on sentences rather
 //! than on the policy's own types lets it show any planner, and be tested on its own.
-use std::{
-    collections::VecDeque,
-    path::{Path, PathBuf},
-};
+use std::collections::VecDeque;
 
 use crate::{
-    actuation::{Actuator, RealSys, Sys},
-    attribution::Attribution,
-    config::Config,
-    policy::{self, Action, ActionKind, FindingKind, History, Outcome},
-    system::SystemModel,
+    engine::Step,
+    policy::{Action, ActionKind, FindingKind, Outcome},
 };
 
 /// Entries kept: more than any terminal shows.
@@ -156,77 +150,32 @@ impl BalanceLog {
     }
 }
 
-/// The balancer's policy and actuation, in-process: one plan per interval, applied unless
-/// dry-run, with the history carried from one interval to the next as the daemon does.
-pub struct PolicyBalancer<S: Sys = RealSys> {
-    pub config: Config,
-    history: History,
-    /// `None`: dry run, nothing is written.
-    actuator: Option<Actuator<S>>,
-    /// The daemon's single-instance lock, held while writing so the two never fight.
-    _lock: Option<crate::daemon::Lock>,
-}
-
-impl PolicyBalancer<RealSys> {
-    /// The daemon's config file if there is one, else the defaults; writes (and journals the
-    /// originals for `balancer restore`) under `/` unless `dry_run`.
-    pub fn new(config: Config, dry_run: bool) -> anyhow::Result<PolicyBalancer<RealSys>> {
-        if dry_run {
-            return Ok(PolicyBalancer::with_actuator(config, None));
-        }
-        let lock = crate::daemon::lock(&config.lock_file)?;
-        let actuator = Actuator::new(Path::new("/"), &config.journal, RealSys)?;
-        Ok(PolicyBalancer {
-            _lock: Some(lock),
-            ..PolicyBalancer::with_actuator(config, Some(actuator))
-        })
-    }
-}
-
-impl<S: Sys> PolicyBalancer<S> {
-    pub fn with_actuator(config: Config, actuator: Option<Actuator<S>>) -> PolicyBalancer<S> {
-        PolicyBalancer {
-            config,
-            history: History::default(),
-            actuator,
-            _lock: None,
-        }
-    }
-
-    pub fn journal_path(&self) -> Option<PathBuf> {
-        self.actuator.as_ref().map(|_| self.config.journal.clone())
-    }
-
-    /// Plans for the interval `a` measured on `model`, applies unless dry-run, and says what
-    /// happened.
-    pub fn step(&mut self, a: &Attribution, model: &SystemModel) -> StepOutcome {
-        let snap = policy::Snapshot::build(model, a);
-        let plan = policy::plan(&snap, &self.config, &self.history);
-        let outcomes: Vec<Outcome> = match self.actuator.as_mut() {
-            Some(act) => act.apply(&plan, model.nr_cpu_ids),
-            None => plan.actions.iter().map(|_| Outcome::skipped()).collect(),
-        };
-        self.history = self.history.after(&plan, &outcomes);
-
+impl StepOutcome {
+    /// One step of the engine (see [`super::run`]), in words.
+    pub fn of(step: &Step) -> StepOutcome {
         let mut out = StepOutcome::default();
-        for (action, o) in plan.actions.iter().zip(&outcomes) {
-            out.decisions.push((o.applied, describe(action, o)));
-            if let Some(e) = &o.error {
+        for (action, o) in step.actions() {
+            out.decisions.push((o.is_applied(), describe(action, o)));
+            if let Some(e) = o.error() {
                 out.errors.push(format!("{}: {e}", short(&action.kind)));
             }
-            for (irq, msg) in &o.unmovable {
+            let Some(refused) = o.refusals() else {
+                continue;
+            };
+            for (irq, msg) in &refused.unmovable {
                 out.errors.push(format!("IRQ {irq} cannot move: {msg}"));
             }
-            for cpu in &o.full_cpus {
+            for cpu in &refused.full_cpus {
                 out.errors
                     .push(format!("CPU {cpu} refused a vector (ENOSPC): marked full"));
             }
         }
-        for f in plan.findings {
+        for f in &step.plan.findings {
             let key = format!("{:?}/{:?}/{:?}", f.kind, f.irq, f.cpu);
+            let event = Event::new(key, f.message.clone());
             match f.kind {
-                FindingKind::Stuck => out.sticking.push(Event::new(key, f.message)),
-                _ => out.notes.push(Event::new(key, f.message)),
+                FindingKind::Stuck => out.sticking.push(event),
+                _ => out.notes.push(event),
             }
         }
         out
@@ -260,7 +209,7 @@ fn describe(action: &Action, o: &Outcome) -> String {
     let what = match &action.kind {
         ActionKind::Move { from, targets, .. } => {
             let to = o
-                .cpu
+                .cpu()
                 .or_else(|| targets.first().copied())
                 .map_or("-".to_string(), |c| c.to_string());
             format!(
@@ -285,7 +234,11 @@ fn describe(action: &Action, o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::testdata;
+    use crate::{
+        actuation::{Actuator, RealSys},
+        config::Config,
+        engine::{DryRun, Engine},
+    };
 
     #[test]
     fn records_newest_last_and_repeats_sticking_once() {
@@ -337,17 +290,9 @@ mod tests {
     /// under the root.
     #[test]
     fn policy_steps_dry_and_live_under_a_fixture_root() {
-        use crate::attribution::Linker;
-        let model = testdata::vm_model();
-        let mut iv = testdata::interval();
-        let polls = iv.napi.remove(&(testdata::X, 2)).unwrap();
-        iv.napi.insert((testdata::X, 0), polls);
-        let netrx = iv.softirq.remove(&(2, 3)).unwrap();
-        iv.softirq.insert((0, 3), netrx);
-        let links = Linker::default().links(&iv.napi_identity, &model);
-        let a = Attribution::build(&iv, &model, &links);
-        let mut dry = PolicyBalancer::<RealSys>::with_actuator(Config::default(), None);
-        let out = dry.step(&a, &model);
+        let snap = crate::engine::tests::remote_queue();
+        let mut dry = Engine::new(Config::default(), DryRun);
+        let out = StepOutcome::of(&dry.step(&snap));
         let (applied, text) = out
             .decisions
             .iter()
@@ -359,7 +304,7 @@ mod tests {
             text.contains("to CPU 2") || text.contains("to CPU 3"),
             "{text}"
         );
-        assert!(dry.journal_path().is_none());
+        assert!(out.errors.is_empty(), "{out:?}");
 
         let tmp = tempfile::tempdir().unwrap();
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -371,8 +316,8 @@ mod tests {
             ..Config::default()
         };
         let act = Actuator::new(tmp.path(), &journal, RealSys).unwrap();
-        let mut live = PolicyBalancer::with_actuator(config, Some(act));
-        let out = live.step(&a, &model);
+        let mut live = Engine::new(config, act);
+        let out = StepOutcome::of(&live.step(&snap));
         let (applied, text) = out
             .decisions
             .iter()

@@ -4,10 +4,10 @@
 //! two never disagree. State changes are pure ([`app`]), keys are mapped in one place
 //! ([`input`]), drawing reads the state only ([`render`]); this module owns the terminal and
 //! the loop. The view never writes to the kernel; only `--balance` without `--dry-run` does,
-//! through the balancer's own actuation.
+//! through the same [`Engine`] and actuation as the daemon.
 use std::{
     io::{IsTerminal as _, Stdout},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{
         Arc, Once,
@@ -25,10 +25,13 @@ use ratatui::{Terminal, backend::CrosstermBackend};
 
 use crate::{
     Fatal,
-    config::{self, Config},
+    actuation::Lock,
+    config::Config,
+    engine::{self, Applier, Engine},
     monitor::Monitor,
+    policy::{self, Snapshot},
     report::{self, Report},
-    system,
+    startup, system,
 };
 
 pub mod app;
@@ -37,7 +40,7 @@ pub mod input;
 pub mod render;
 
 use app::{App, Effect};
-use balance::{BalanceLog, PolicyBalancer};
+use balance::{BalanceLog, StepOutcome};
 
 /// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time, NAPI instances and
 /// where they poll, refreshed every interval. `?` inside lists the keys.
@@ -67,7 +70,7 @@ pub struct TopArgs {
 /// Runs the command.
 pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     if args.balance && !args.dry_run {
-        crate::daemon::refuse_beside_irqbalance(args.force)?;
+        startup::refuse_beside_irqbalance(args.force)?;
     }
     if !std::io::stdout().is_terminal() {
         return Err(Fatal::new(
@@ -81,10 +84,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // --balance plans with the daemon's configuration, so that top shows what the daemon
     // would do on this machine.
     let config = if args.balance {
-        let path = std::path::Path::new(config::DEFAULT_CONFIG);
-        Config::read_opt(path)
-            .map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()))?
-            .unwrap_or_default()
+        startup::load_config(None)?
     } else {
         Config::default()
     };
@@ -92,7 +92,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let opts = report::read_options(proximity.as_deref())?;
     let mut monitor = Monitor::start(&root, opts)?;
     if args.balance {
-        for w in crate::daemon::machine_warnings(&config, monitor.model())? {
+        for w in startup::machine_warnings(&config, monitor.model())? {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!("balancer: warning: {w}\n").as_bytes(),
@@ -103,14 +103,14 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let stat_irq_time = system::stat::read(&root)?
         .values()
         .any(|t| t.irq + t.softirq > 0);
-    let mut balancer = if args.balance {
-        Some(PolicyBalancer::new(config, args.dry_run)?)
+    let mut balancing = if args.balance {
+        Some(Balancing::start(&root, config, args.dry_run)?)
     } else {
         None
     };
 
     let mut app = App::new(Duration::from_secs_f64(args.interval));
-    app.balance = balancer.as_ref().map(|_| BalanceLog::new(args.dry_run));
+    app.balance = balancing.as_ref().map(|_| BalanceLog::new(args.dry_run));
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
@@ -134,27 +134,58 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
                 stat_irq_time,
                 None,
             );
-            if let (Some(b), Some(log)) = (balancer.as_mut(), app.balance.as_mut()) {
-                let outcome = b.step(&tick.attribution, monitor.model());
-                log.record(started.elapsed().as_secs_f64(), outcome);
+            // The policy's input: the engine plans on it, and the table shows the policy's
+            // sticking verdict on it.
+            let snap = Snapshot::build(monitor.model(), &tick.attribution);
+            if let (Some(b), Some(log)) = (balancing.as_mut(), app.balance.as_mut()) {
+                let step = b.engine.step(&snap);
+                log.record(started.elapsed().as_secs_f64(), StepOutcome::of(&step));
             }
-            app.ingest(report);
+            app.ingest(report, &policy::stuck(&snap));
         }
         Err(e) => app.failed(format!("{e:#}")),
     };
     let result = event_loop(&mut term.terminal, &mut app, &stop, &mut sampler);
     drop(term);
-    if let Some(b) = &balancer
-        && let Some(journal) = b.journal_path()
-        && journal.exists()
-    {
-        eprintln!(
-            "balancer top: affinities were changed; `balancer restore` puts the originals \
-             back (journal {})",
-            journal.display()
-        );
+    if let Some(b) = balancing {
+        b.stop();
     }
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// `--balance`: the daemon's engine in-process, and unless dry run the daemon's lock, held
+/// while writing so the two never fight (the originals are journaled for `balancer
+/// restore`).
+struct Balancing {
+    engine: Engine<Box<dyn Applier>>,
+    lock: Option<Lock>,
+}
+
+impl Balancing {
+    fn start(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<Balancing> {
+        let lock = if dry_run {
+            None
+        } else {
+            Some(startup::lock(&config.lock_file)?)
+        };
+        let applier = engine::machine_applier(root, &config, dry_run)?;
+        Ok(Balancing {
+            engine: Engine::new(config, applier),
+            lock,
+        })
+    }
+
+    /// Lets the lock go, and says how to undo what was written.
+    fn stop(self) {
+        let journal = &self.engine.config().journal;
+        if self.lock.is_some() && journal.exists() {
+            eprintln!(
+                "balancer top: affinities were changed; `balancer restore` puts the originals \
+                 back (journal {})",
+                journal.display()
+            );
+        }
+    }
 }
 
 /// Draw, wait for a key or the next interval, repeat.

@@ -142,7 +142,7 @@ fn detail_view_splits_per_cpu_and_draws_history() {
     let mut app = app();
     // Some history: the sparkline needs more than one sample.
     for _ in 0..5 {
-        app.ingest(super::app::tests::report());
+        app.ingest(super::app::tests::report(), &super::app::tests::stuck());
     }
     app.apply(Command::Open);
     for (w, h) in [(80, 24), (200, 60)] {
@@ -223,7 +223,7 @@ fn paused_and_missing_measurements_are_visible() {
     app.apply(Command::TogglePause);
     let mut r = super::app::tests::report();
     r.meta.missing = vec!["napi: tracepoint napi:napi_poll not in this kernel".into()];
-    app.ingest(r.clone());
+    app.ingest(r.clone(), &super::app::tests::stuck());
     let s = screen(&mut app, 80, 24);
     assert!(
         s[0].contains("PAUSED (1 intervals not shown)"),
@@ -231,7 +231,7 @@ fn paused_and_missing_measurements_are_visible() {
         dump(&s)
     );
     app.apply(Command::TogglePause);
-    app.ingest(r);
+    app.ingest(r, &super::app::tests::stuck());
     let s = screen(&mut app, 80, 24);
     assert!(
         s[1].contains("not measured: napi: tracepoint napi:napi_poll"),
@@ -253,7 +253,7 @@ fn many_cpus_fit_in_columns_or_say_what_is_left_out() {
             c
         })
         .collect();
-    app.ingest(r);
+    app.ingest(r, &super::app::tests::stuck());
     let s = screen(&mut app, 200, 60);
     let d = dump(&s);
     assert!(has(&s, " 63 ["), "all 64 CPUs at 200x60: {d}");

@@ -1,0 +1,99 @@
+//! The one sticking rule: which NAPI instances poll away from their IRQ while it is quiet.
+//! The plan reports and acts on what [`stuck`] finds, and the views (`top`) show the same
+//! list, so the two cannot disagree.
+//!
+//! While a queue is saturated its NAPI instance stays scheduled (interrupts off) on the CPU
+//! where it was scheduled, whatever `smp_affinity` now says: the IRQ's interrupts go where
+//! it was sent, and it takes almost none, while the work stays where it was. A stray poll
+//! after a move, or a queue that drained and interrupts again, is not sticking.
+use super::{MIN_WEIGHT, Snapshot};
+use crate::cpumask::CpuSet;
+
+/// A NAPI instance is stuck when more than this share of its poll time is outside its IRQ's
+/// effective affinity...
+pub const STUCK_SHARE: f64 = 0.5;
+/// ...and its IRQ took fewer interrupts than this share of those polls ("none of its own":
+/// a stray interrupt from a moment the queue drained does not unstick it).
+pub const STUCK_IRQ_PER_POLL: f64 = 0.01;
+/// Untimed (threaded) polls per second outside the IRQ's CPUs that count as sticking.
+pub const MIN_UNTIMED_POLLS: f64 = 50.0;
+
+/// A stuck NAPI instance, as [`stuck`] finds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stuck {
+    pub irq: u32,
+    /// The CPU outside `home` where it polls most.
+    pub cpu: u32,
+    /// Its poll time outside `home`.
+    pub ns: u64,
+    /// Its polls outside `home`.
+    pub polls: u64,
+    /// Whether the polls were timed (in softirq); threaded polls are judged by count.
+    pub timed: bool,
+    /// Where its IRQ's interrupts go ([`super::IrqSnap::home`]).
+    pub home: CpuSet,
+    /// Its device and `napi_id`, when known.
+    pub napi: Option<(String, u32)>,
+    pub threaded: bool,
+}
+
+/// Every stuck NAPI instance of the interval, in the snapshot's order. Pure: a function of
+/// the snapshot only.
+pub fn stuck(s: &Snapshot) -> Vec<Stuck> {
+    let mut out = Vec::new();
+    for napi in &s.napi {
+        let Some(irq) = napi.irq.and_then(|n| s.irqs.get(&n)) else {
+            continue;
+        };
+        let home = irq.home();
+        if home.is_empty() {
+            continue;
+        }
+        let total_ns: u64 = napi.per_cpu.values().map(|p| p.ns).sum();
+        let total_polls: u64 = napi.per_cpu.values().map(|p| p.polls).sum();
+        let outside: Vec<(u32, u64, u64)> = napi
+            .per_cpu
+            .iter()
+            .filter(|(c, _)| !home.contains(**c))
+            .map(|(c, p)| (*c, p.ns, p.polls))
+            .collect();
+        let out_ns: u64 = outside.iter().map(|(_, ns, _)| ns).sum();
+        let out_polls: u64 = outside.iter().map(|(_, _, polls)| polls).sum();
+        // Polls outside softirq (threaded NAPI) have no measured duration: judge those by
+        // their count.
+        let (share, significant) = if total_ns > 0 {
+            (
+                out_ns as f64 / total_ns as f64,
+                s.frac(out_ns) >= MIN_WEIGHT,
+            )
+        } else if total_polls > 0 {
+            (
+                out_polls as f64 / total_polls as f64,
+                out_polls as f64 >= MIN_UNTIMED_POLLS * s.duration_ns as f64 / 1e9,
+            )
+        } else {
+            continue;
+        };
+        // A threaded instance polls wherever its kthread runs, interrupts or not: away from
+        // its IRQ it is stuck in the sense that matters (its load is not where the IRQ is),
+        // and pinning the kthread is the fix.
+        let quiet = napi.threaded || irq.interrupts as f64 <= STUCK_IRQ_PER_POLL * out_polls as f64;
+        if share <= STUCK_SHARE || !significant || !quiet {
+            continue;
+        }
+        let Some((cpu, _, _)) = outside.iter().max_by_key(|(_, ns, polls)| (*ns, *polls)) else {
+            continue;
+        };
+        out.push(Stuck {
+            irq: irq.number,
+            cpu: *cpu,
+            ns: out_ns,
+            polls: out_polls,
+            timed: total_ns > 0,
+            home,
+            napi: napi.napi_id.map(|id| (napi.device.clone(), id)),
+            threaded: napi.threaded,
+        });
+    }
+    out
+}
