@@ -6,10 +6,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    cpumask::CpuSet,
-    report::{IrqRow, Report, device_label},
-};
+use crate::report::{IrqRow, Report, device_label};
 
 use super::balance::BalanceLog;
 
@@ -155,12 +152,7 @@ impl Snapshot {
 pub fn sticking(report: &Report) -> BTreeMap<u32, Vec<u32>> {
     let mut out: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for irq in &report.irqs {
-        let Some(eff) = irq
-            .effective_affinity
-            .as_deref()
-            .and_then(|s| CpuSet::parse_list(s).ok())
-            .filter(|s| !s.is_empty())
-        else {
+        let Some(eff) = irq.effective_affinity.as_ref().filter(|s| !s.is_empty()) else {
             continue;
         };
         for napi in report.napi.iter().filter(|n| n.irq == Some(irq.irq)) {
