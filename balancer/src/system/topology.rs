@@ -215,42 +215,9 @@ fn irq_table(o: &mut String, m: &SystemModel, width: usize) {
     o.push_str(&table.text(width, &rows));
 }
 
-/// The text form in the full layout, every line within 100 columns.
-pub fn render(m: &SystemModel) -> String {
-    render_width(m, WIDTH)
-}
-
-/// The text form with every line within `width` columns (80 at least): below the full
-/// width the PCI and IRQ tables narrow their columns; lines and cells that do not fit are
-/// cut.
-pub fn render_width(m: &SystemModel, width: usize) -> String {
-    let width = width.max(crate::output::MIN_COLUMNS);
-    let mut o = String::new();
-    let online = m.online_cpus();
-    let _ = writeln!(
-        o,
-        "{}",
-        fit(
-            &format!(
-                "Kernel {}, {} CPUs present, {} online ({}), nr_cpu_ids {}",
-                m.kernel.as_deref().unwrap_or("unknown"),
-                m.cpus.len(),
-                online.len(),
-                online,
-                m.nr_cpu_ids
-            ),
-            width
-        )
-    );
-    let offline = m.present_cpus().difference(&online);
-    let line = format!(
-        "Offline: {}   Isolated: {}   nohz_full: {}",
-        list_or_dash(Some(&offline)),
-        list_or_dash(Some(&m.isolated)),
-        list_or_dash(Some(&m.nohz_full))
-    );
-    let _ = writeln!(o, "{}", fit(&line, width));
-
+/// Per node its CPUs and distances, then one line per core: its threads, package and
+/// last-level cache.
+fn cpus_by_node(o: &mut String, m: &SystemModel, width: usize) {
     let _ = writeln!(o, "\nCPUs by node");
     let mut groups: Vec<(Option<u32>, CpuSet)> = m
         .nodes
@@ -326,7 +293,45 @@ pub fn render_width(m: &SystemModel, width: usize) -> String {
             let _ = writeln!(o, "{}", fit(&line, width));
         }
     }
+}
 
+/// The text form in the full layout, every line within 100 columns.
+pub fn render(m: &SystemModel) -> String {
+    render_width(m, WIDTH)
+}
+
+/// The text form with every line within `width` columns (80 at least): below the full
+/// width the PCI and IRQ tables narrow their columns; lines and cells that do not fit are
+/// cut.
+pub fn render_width(m: &SystemModel, width: usize) -> String {
+    let width = width.max(crate::output::MIN_COLUMNS);
+    let mut o = String::new();
+    let online = m.online_cpus();
+    let _ = writeln!(
+        o,
+        "{}",
+        fit(
+            &format!(
+                "Kernel {}, {} CPUs present, {} online ({}), nr_cpu_ids {}",
+                m.kernel.as_deref().unwrap_or("unknown"),
+                m.cpus.len(),
+                online.len(),
+                online,
+                m.nr_cpu_ids
+            ),
+            width
+        )
+    );
+    let offline = m.present_cpus().difference(&online);
+    let line = format!(
+        "Offline: {}   Isolated: {}   nohz_full: {}",
+        list_or_dash(Some(&offline)),
+        list_or_dash(Some(&m.isolated)),
+        list_or_dash(Some(&m.nohz_full))
+    );
+    let _ = writeln!(o, "{}", fit(&line, width));
+
+    cpus_by_node(&mut o, m, width);
     pci_table(&mut o, m, width);
     netdev_table(&mut o, m, width);
     irq_table(&mut o, m, width);

@@ -615,10 +615,52 @@ fn napi_table(f: &mut Frame, app: &App, napi: &[NapiRow], wide: bool, area: Rect
         return 1;
     }
     let page = (inner.height as usize).saturating_sub(1);
-    // Poll time outside softirq (TASK%: T threaded, B busy poll) from 80 columns on, and the
-    // kthread's pid where an instance is threaded.
-    let task = inner.width >= 80;
-    let pid = task && napi.iter().any(|n| n.thread_pid.is_some());
+    let secs = app.data.as_ref().map_or(0.0, |d| d.report.meta.duration_s);
+    let layout = NapiLayout::new(inner.width, wide, napi);
+    let t = napi_columns(layout);
+    let values: Vec<Vec<String>> = napi.iter().map(|n| napi_values(n, secs, layout)).collect();
+    let w = t.widths(inner.width as usize, &values);
+    let body: Vec<Row> = values
+        .iter()
+        .enumerate()
+        .skip(app.napi_offset)
+        .take(page)
+        .map(|(i, v)| {
+            let style = if app.focus == Focus::Napi && i == app.napi_selected {
+                focus_style(app, Focus::Napi)
+            } else {
+                Style::new()
+            };
+            Row::new(t.cells(&w, v)).style(style)
+        })
+        .collect();
+    f.render_widget(ratatui_table(body, header_row(&t, &w), &w), inner);
+    page
+}
+
+/// The NAPI table's optional columns.
+#[derive(Clone, Copy)]
+struct NapiLayout {
+    wide: bool,
+    /// Poll time outside softirq (TASK%: T threaded, B busy poll), from 80 columns on.
+    task: bool,
+    /// The kthread's pid, where an instance is threaded and has room.
+    pid: bool,
+}
+
+impl NapiLayout {
+    fn new(width: u16, wide: bool, napi: &[NapiRow]) -> NapiLayout {
+        let task = width >= 80;
+        NapiLayout {
+            wide,
+            task,
+            pid: task && napi.iter().any(|n| n.thread_pid.is_some()),
+        }
+    }
+}
+
+fn napi_columns(l: NapiLayout) -> table::Table {
+    let NapiLayout { wide, task, pid } = l;
     let mut cols = vec![
         Column::right("NAPI", if wide { 18 } else { 6 }),
         Column::left("DEVICE", 0).flex(8, 1),
@@ -642,61 +684,43 @@ fn napi_table(f: &mut Frame, app: &App, napi: &[NapiRow], wide: bool, area: Rect
             .flex(12, 3)
             .short(&["POLLS ON"]),
     );
-    let t = table::Table::new(cols);
-    let secs = app.data.as_ref().map_or(0.0, |d| d.report.meta.duration_s);
-    let values: Vec<Vec<String>> = napi
-        .iter()
-        .map(|n| {
-            let mut v = vec![
-                // The kernel address identifies instances without a napi_id; only wide
-                // screens have room for it.
-                match (n.napi_id, wide) {
-                    (Some(id), _) => id.to_string(),
-                    (None, true) => n.id.clone(),
-                    (None, false) => "-".into(),
-                },
-                n.device.clone(),
-                n.irq.map_or("-".into(), |i| i.to_string()),
-                if wide {
-                    n.link.as_str()
-                } else {
-                    n.link.short()
-                }
-                .to_string(),
-                si(n.packets_per_s),
-                si(per_s(n.polls, secs)),
-                pct(n.pct),
-            ];
-            if wide {
-                v.push(format!("{:.1}", n.budget_exhausted_share * 100.0));
-            }
-            if task {
-                v.push(task_pct(n));
-            }
-            if pid {
-                v.push(n.thread_pid.map_or("-".into(), |p| p.to_string()));
-            }
-            v.push(poll_cpus(n));
-            v
-        })
-        .collect();
-    let w = t.widths(inner.width as usize, &values);
-    let body: Vec<Row> = values
-        .iter()
-        .enumerate()
-        .skip(app.napi_offset)
-        .take(page)
-        .map(|(i, v)| {
-            let style = if app.focus == Focus::Napi && i == app.napi_selected {
-                focus_style(app, Focus::Napi)
-            } else {
-                Style::new()
-            };
-            Row::new(t.cells(&w, v)).style(style)
-        })
-        .collect();
-    f.render_widget(ratatui_table(body, header_row(&t, &w), &w), inner);
-    page
+    table::Table::new(cols)
+}
+
+/// One instance's cells for [`napi_columns`].
+fn napi_values(n: &NapiRow, secs: f64, l: NapiLayout) -> Vec<String> {
+    let NapiLayout { wide, task, pid } = l;
+    let mut v = vec![
+        // The kernel address identifies instances without a napi_id; only wide
+        // screens have room for it.
+        match (n.napi_id, wide) {
+            (Some(id), _) => id.to_string(),
+            (None, true) => n.id.clone(),
+            (None, false) => "-".into(),
+        },
+        n.device.clone(),
+        n.irq.map_or("-".into(), |i| i.to_string()),
+        if wide {
+            n.link.as_str()
+        } else {
+            n.link.short()
+        }
+        .to_string(),
+        si(n.packets_per_s),
+        si(per_s(n.polls, secs)),
+        pct(n.pct),
+    ];
+    if wide {
+        v.push(format!("{:.1}", n.budget_exhausted_share * 100.0));
+    }
+    if task {
+        v.push(task_pct(n));
+    }
+    if pid {
+        v.push(n.thread_pid.map_or("-".into(), |p| p.to_string()));
+    }
+    v.push(poll_cpus(n));
+    v
 }
 
 fn per_s(n: u64, secs: f64) -> f64 {
