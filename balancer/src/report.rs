@@ -1320,29 +1320,8 @@ pub(crate) mod tests {
     /// from softirq time, marked T and B in the text with a line saying where it went.
     #[test]
     fn task_poll_time_is_shown_apart() {
-        let model = testdata::vm_model();
-        let mut iv = testdata::interval();
-        iv.napi.insert(
-            (testdata::X, 1),
-            crate::sample::NapiDelta {
-                untimed_polls: 10,
-                threaded_polls: 6,
-                threaded_ns: iv.duration_ns / 50,
-                busy_polls: 4,
-                busy_ns: iv.duration_ns / 100,
-                ..Default::default()
-            },
-        );
-        let links = crate::attribution::Linker::default().links(&iv.napi_identity, &model);
-        let a = Attribution::build(&iv, &model, &links);
-        let r = Report::build(
-            &a,
-            &model,
-            &status(),
-            &testdata::netlink_status(),
-            false,
-            None,
-        );
+        let iv = testdata::interval();
+        let r = rich();
         let x = r.napi.iter().find(|n| n.irq == Some(36)).unwrap();
         assert_eq!((x.threaded_polls, x.busy_polls, x.untimed_polls), (6, 4, 0));
         assert!((x.threaded_pct - 2.0).abs() < 1e-9 && (x.busy_poll_pct - 1.0).abs() < 1e-9);
