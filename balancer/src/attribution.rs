@@ -16,7 +16,7 @@
 //! each CPU's softirq time adds up.
 use std::collections::{BTreeMap, BTreeSet};
 
-use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, NR_SYSVECS, NapiKey, SOFTIRQ_NAMES};
+use balancer_common::{NET_RX_SOFTIRQ, NR_SOFTIRQS, NR_SYSVECS, NapiKey};
 use serde::Serialize;
 
 use crate::{
@@ -25,6 +25,7 @@ use crate::{
         QueueKind, SystemModel,
         netdev::{NetdevDump, QueueType},
     },
+    vector::Softirq,
 };
 
 /// Device name the kernel gives the backlog NAPI of RPS and loopback.
@@ -68,6 +69,18 @@ impl LinkMethod {
             LinkMethod::CoOccurrence => "co-occurrence",
             LinkMethod::Backlog => "backlog",
             LinkMethod::None => "none",
+        }
+    }
+
+    /// In at most five columns, for `top`'s narrow tables.
+    pub fn short(self) -> &'static str {
+        match self {
+            LinkMethod::Exact => "exact",
+            LinkMethod::NapiGet => "nlirq",
+            LinkMethod::QueueGet => "nlq",
+            LinkMethod::CoOccurrence => "learn",
+            LinkMethod::Backlog => "rps",
+            LinkMethod::None => "-",
         }
     }
 }
@@ -497,8 +510,7 @@ impl Bucket {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Unattributed {
     pub cpu: u32,
-    /// Softirq vector name, e.g. "TIMER", "NET_RX".
-    pub vec: &'static str,
+    pub vec: Softirq,
     pub bucket: Bucket,
     pub ns: u64,
 }
@@ -613,7 +625,7 @@ impl Attribution {
             if let Some(bucket) = bucket
                 && d.ns > 0
             {
-                add_unattributed(&mut a.unattributed, *cpu, NET_RX_SOFTIRQ, bucket, d.ns);
+                add_unattributed(&mut a.unattributed, *cpu, Softirq::NetRx, bucket, d.ns);
             }
         }
         a.napi = napi.into_values().collect();
@@ -625,17 +637,20 @@ impl Attribution {
         }
 
         for ((cpu, vec), s) in &iv.softirq {
-            if s.ns == 0 || *vec as usize >= NR_SOFTIRQS {
+            let Some(vector) = Softirq::from_index(*vec as usize) else {
+                continue;
+            };
+            if s.ns == 0 {
                 continue;
             }
-            if *vec == NET_RX_SOFTIRQ {
+            if vector == Softirq::NetRx {
                 let polls = polled.get(cpu).copied().unwrap_or(0);
                 let overhead = s.ns.saturating_sub(polls);
                 if overhead > 0 {
                     add_unattributed(
                         &mut a.unattributed,
                         *cpu,
-                        *vec,
+                        vector,
                         Bucket::NetRxOverhead,
                         overhead,
                     );
@@ -644,7 +659,7 @@ impl Attribution {
                     a.netrx_excess_ns.insert(*cpu, polls - s.ns);
                 }
             } else {
-                add_unattributed(&mut a.unattributed, *cpu, *vec, Bucket::Vector, s.ns);
+                add_unattributed(&mut a.unattributed, *cpu, vector, Bucket::Vector, s.ns);
             }
         }
         // Polls on a CPU whose NET_RX softirq never ended within the interval.
@@ -653,8 +668,9 @@ impl Attribution {
                 a.netrx_excess_ns.insert(*cpu, *polls);
             }
         }
+        // Vectors by name: the order the report's rows have always had.
         a.unattributed
-            .sort_by(|x, y| (x.cpu, x.vec, x.bucket).cmp(&(y.cpu, y.vec, y.bucket)));
+            .sort_by(|x, y| (x.cpu, x.vec.name(), x.bucket).cmp(&(y.cpu, y.vec.name(), y.bucket)));
 
         a.events = events(iv);
         a
@@ -702,16 +718,15 @@ impl Attribution {
     }
 }
 
-fn add_unattributed(out: &mut Vec<Unattributed>, cpu: u32, vec: u32, bucket: Bucket, ns: u64) {
-    let name = SOFTIRQ_NAMES[vec as usize];
+fn add_unattributed(out: &mut Vec<Unattributed>, cpu: u32, vec: Softirq, bucket: Bucket, ns: u64) {
     match out
         .iter_mut()
-        .find(|u| u.cpu == cpu && u.vec == name && u.bucket == bucket)
+        .find(|u| u.cpu == cpu && u.vec == vec && u.bucket == bucket)
     {
         Some(u) => u.ns += ns,
         None => out.push(Unattributed {
             cpu,
-            vec: name,
+            vec,
             bucket,
             ns,
         }),
@@ -956,6 +971,31 @@ mod tests {
 
     use super::{testdata::*, *};
     use crate::cpumask::CpuSet;
+
+    /// The names views print are the names the JSON carries (serde's), for every variant.
+    #[test]
+    fn link_methods_and_buckets_print_as_they_serialise() {
+        for m in [
+            LinkMethod::Exact,
+            LinkMethod::NapiGet,
+            LinkMethod::QueueGet,
+            LinkMethod::CoOccurrence,
+            LinkMethod::Backlog,
+            LinkMethod::None,
+        ] {
+            let json = serde_json::to_value(m).unwrap();
+            assert_eq!(json, m.as_str(), "{m:?}");
+            assert!(m.short().len() <= 5, "{m:?}");
+        }
+        for b in [
+            Bucket::Vector,
+            Bucket::NetRxOverhead,
+            Bucket::RpsBacklog,
+            Bucket::NapiWithoutIrq,
+        ] {
+            assert_eq!(serde_json::to_value(b).unwrap(), b.as_str(), "{b:?}");
+        }
+    }
 
     #[test]
     fn exact_links_win_and_backlog_is_backlog() {

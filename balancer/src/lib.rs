@@ -27,7 +27,9 @@ pub mod report;
 pub mod sample;
 pub mod startup;
 pub mod system;
+pub mod table;
 pub mod tui;
+pub mod vector;
 
 /// An error that ends the program with a chosen exit code and a one-line message, without a
 /// backtrace or a chain of causes: for conditions the user fixes (privileges, bad input).

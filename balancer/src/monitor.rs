@@ -70,12 +70,14 @@ impl Monitor {
                 d.rx_queues.len() + tx
             })
             .sum();
-        let probe = Probe::load(&ProbeOptions {
+        let mut probe = Probe::load(&ProbeOptions {
             // Room for IRQs that appear later (hotplug, new queues).
             max_irqs: (model.irqs.len() as u32 * 2).max(1024),
             max_napi: probe::napi_map_size(queues as u32, model.nr_cpu_ids),
             ..ProbeOptions::default()
         })?;
+        // As `Sampler` does: without the kthreads listed, threaded polls go untimed.
+        crate::sample::sync_napi_threads(&mut probe, root);
         let first = Snapshot::take(&probe, root)?;
         let mut m = Monitor {
             probe,
@@ -139,6 +141,8 @@ impl Monitor {
         } else {
             Snapshot::take(&self.probe, &self.root)?
         };
+        // After the read: a kthread that appeared in this interval is timed from the next.
+        crate::sample::sync_napi_threads(&mut self.probe, &self.root);
         let (mut interval, measured_ns) = self.windows.end(end);
         self.probe.checkpoint();
         self.model =

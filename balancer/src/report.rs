@@ -16,17 +16,18 @@ use std::{
 };
 
 use anyhow::Context as _;
-use balancer_common::{
-    NET_RX_SOFTIRQ, NR_SOFTIRQS, NR_SYSVECS, NapiKey, SOFTIRQ_NAMES, SYSVEC_NAMES,
-};
+use balancer_common::NapiKey;
 use serde::Serialize;
 
 use crate::{
     Fatal,
-    attribution::{Attribution, IrqLoad, LinkMethod},
+    attribution::{Attribution, Bucket, IrqLoad, LinkMethod},
+    cpumask::CpuSet,
     monitor::Monitor,
     probe::ProbeStatus,
     system::{self, QueueKind, ReadOptions, SystemModel, netdev::NetdevStatus},
+    table::{Column, Table, fit, si},
+    vector::{PerSoftirq, Softirq, SysVector},
 };
 
 /// Sample for a while, then print each IRQ's real CPU time: its hardirq handler time plus the
@@ -235,8 +236,8 @@ pub struct Methods {
     /// The netdev generic netlink family (napi-get, queue-get): whether its exact links
     /// (and threaded NAPI's kthread pids) were available, and why not.
     pub netlink_links: NetdevStatus,
-    /// Link methods the NAPI instances of this report actually used.
-    pub napi_irq_link: Vec<&'static str>,
+    /// Link methods the NAPI instances of this report actually used, by name.
+    pub napi_irq_link: Vec<LinkMethod>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -245,8 +246,8 @@ pub struct CpuRow {
     pub node: Option<u32>,
     pub online: bool,
     pub hardirq_pct: f64,
-    /// Per softirq vector name.
-    pub softirq_pct: BTreeMap<&'static str, f64>,
+    /// Per softirq vector (an object keyed by vector name).
+    pub softirq_pct: PerSoftirq<f64>,
     pub softirq_total_pct: f64,
     /// Of the softirq time: the part attributed to IRQs and the part in named buckets.
     pub softirq_to_irqs_pct: f64,
@@ -283,8 +284,9 @@ pub struct IrqRow {
     pub queue: Option<u32>,
     pub queue_kind: Option<QueueKind>,
     pub node: Option<u32>,
-    pub smp_affinity: Option<String>,
-    pub effective_affinity: Option<String>,
+    /// As cpulists.
+    pub smp_affinity: Option<CpuSet>,
+    pub effective_affinity: Option<CpuSet>,
     pub interrupts: u64,
     pub interrupts_per_s: f64,
     pub hardirq_ns: u64,
@@ -309,7 +311,7 @@ pub struct IrqRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct SoftirqRow {
     pub cpu: u32,
-    pub vec: &'static str,
+    pub vec: Softirq,
     pub raises: u64,
     pub runs: u64,
     pub ns: u64,
@@ -319,8 +321,8 @@ pub struct SoftirqRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct SysvecRow {
     pub cpu: u32,
-    /// The `irq_vectors:` tracepoint's name, e.g. "local_timer", "call_function".
-    pub vector: &'static str,
+    /// Serialised as the `irq_vectors:` tracepoint's name.
+    pub vector: SysVector,
     pub runs: u64,
     pub ns: u64,
     pub pct: f64,
@@ -369,7 +371,7 @@ pub struct NapiRow {
     pub napi_id: Option<u32>,
     pub device: String,
     pub irq: Option<u32>,
-    pub link: &'static str,
+    pub link: LinkMethod,
     pub link_evidence: u64,
     pub link_confidence: f64,
     /// The poll kthread of threaded NAPI (netlink napi-get), when known.
@@ -399,8 +401,8 @@ pub struct NapiRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct UnattributedRow {
     pub cpu: u32,
-    pub vec: &'static str,
-    pub bucket: &'static str,
+    pub vec: Softirq,
+    pub bucket: Bucket,
     pub ns: u64,
     /// % of the CPU.
     pub pct: f64,
@@ -430,7 +432,7 @@ pub struct Omitted {
 }
 
 /// The TASK% cell: threaded (T) and busy-poll (B) time, `-` for none.
-fn task_pct(n: &NapiRow) -> String {
+pub(crate) fn task_pct(n: &NapiRow) -> String {
     let mut cell = Vec::new();
     if n.threaded_ns > 0 {
         cell.push(format!("{:.1}T", n.threaded_pct));
@@ -445,7 +447,8 @@ fn task_pct(n: &NapiRow) -> String {
     }
 }
 
-fn pct(ns: u64, of: u64) -> f64 {
+/// `ns` as % of `of` ns.
+pub(crate) fn pct(ns: u64, of: u64) -> f64 {
     if of == 0 {
         0.0
     } else {
@@ -461,6 +464,15 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// `x` with `decimals` places, the way the text tables print their figures.
+fn num(x: f64, decimals: usize) -> String {
+    format!("{x:.decimals$}")
+}
+
+fn opt_num<T: ToString>(x: Option<T>) -> String {
+    x.map_or_else(|| "-".to_string(), |x| x.to_string())
+}
+
 impl Report {
     /// Builds the report; `top` limits the IRQ and NAPI rows to the heaviest.
     /// `stat_irq_time`: whether /proc/stat counts IRQ time at all on this kernel.
@@ -472,150 +484,8 @@ impl Report {
         stat_irq_time: bool,
         top: Option<usize>,
     ) -> Report {
-        let dur = a.duration_ns;
-        let secs = dur as f64 / 1e9;
-        let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-
-        let cpus: Vec<CpuRow> = a
-            .cpus
-            .iter()
-            .map(|c| {
-                let soft = c.softirq_total_ns();
-                let to_irqs = a.attributed_softirq_ns(c.cpu);
-                let stat_pct = |v: Option<u64>| v.zip(c.stat_total_ns).map(|(v, t)| pct(v, t));
-                CpuRow {
-                    cpu: c.cpu,
-                    node: c.node,
-                    online: c.online,
-                    hardirq_pct: pct(c.hardirq_ns, dur),
-                    softirq_pct: (0..NR_SOFTIRQS)
-                        .map(|v| (SOFTIRQ_NAMES[v], pct(c.softirq_ns[v], dur)))
-                        .collect(),
-                    softirq_total_pct: pct(soft, dur),
-                    softirq_to_irqs_pct: pct(to_irqs, dur),
-                    softirq_unattributed_pct: pct(a.unattributed_ns(c.cpu), dur),
-                    stat_hardirq_pct: stat_pct(c.stat_irq_ns),
-                    stat_softirq_pct: stat_pct(c.stat_softirq_ns),
-                    busy_pct: stat_pct(c.stat_busy_ns),
-                    threaded_pct: pct(c.threaded_ns, dur),
-                    busy_poll_pct: pct(c.busy_poll_ns, dur),
-                }
-            })
-            .collect();
-
-        let total_ints = a.total_interrupts();
-        let total_weight = a.total_weight_ns();
-        let mut loads: Vec<&IrqLoad> = a
-            .irqs
-            .values()
-            .filter(|l| l.interrupts > 0 || l.weight_ns() > 0)
-            .collect();
-        loads.sort_by(|x, y| {
-            (y.weight_ns(), y.interrupts, x.irq).cmp(&(x.weight_ns(), x.interrupts, y.irq))
-        });
-        let napi_name = |id: NapiKey| {
-            a.napi
-                .iter()
-                .find(|n| n.id == id)
-                .and_then(|n| n.napi_id)
-                .map_or_else(|| format!("{:#x}", id.napi), |n| n.to_string())
-        };
-        let mut irqs: Vec<IrqRow> = loads
-            .iter()
-            .map(|l| {
-                let info = model.irqs.get(&l.irq);
-                IrqRow {
-                    irq: l.irq,
-                    name: info.map(|i| i.actions.join(",")).unwrap_or_default(),
-                    chip: info.map(|i| i.chip.clone()),
-                    device: info.and_then(|i| i.device.clone()),
-                    netdev: info.and_then(|i| i.netdev.clone()),
-                    queue: info.and_then(|i| i.queue.as_ref()).map(|q| q.index),
-                    queue_kind: info.and_then(|i| i.queue.as_ref()).map(|q| q.kind),
-                    node: info.and_then(|i| i.node),
-                    smp_affinity: info
-                        .and_then(|i| i.smp_affinity.as_ref())
-                        .map(|s| s.to_list_string()),
-                    effective_affinity: info
-                        .and_then(|i| i.effective_affinity.as_ref())
-                        .map(|s| s.to_list_string()),
-                    interrupts: l.interrupts,
-                    interrupts_per_s: per_s(l.interrupts),
-                    hardirq_ns: l.hardirq_ns,
-                    softirq_ns: l.softirq_ns,
-                    threaded_ns: l.threaded_ns,
-                    busy_poll_ns: l.busy_poll_ns,
-                    weight_ns: l.weight_ns(),
-                    hardirq_pct: pct(l.hardirq_ns, dur),
-                    softirq_pct: pct(l.softirq_ns, dur),
-                    weight_pct: pct(l.weight_ns(), dur),
-                    interrupt_share: share(l.interrupts, total_ints),
-                    time_share: share(l.weight_ns(), total_weight),
-                    napi: l.napi.iter().map(|id| napi_name(*id)).collect(),
-                    cpus: l
-                        .per_cpu
-                        .iter()
-                        .map(|(cpu, c)| IrqCpuRow {
-                            cpu: *cpu,
-                            interrupts: c.interrupts,
-                            hardirq_ns: c.hardirq_ns,
-                            softirq_ns: c.softirq_ns,
-                            threaded_ns: c.threaded_ns,
-                            busy_poll_ns: c.busy_poll_ns,
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-
-        let mut napi: Vec<NapiRow> = a
-            .napi
-            .iter()
-            .map(|n| {
-                let t = n.total();
-                NapiRow {
-                    id: format!("{:#x}", n.id.napi),
-                    napi_id: n.napi_id,
-                    device: n.device.clone(),
-                    irq: n.link.irq,
-                    link: n.link.method.as_str(),
-                    link_evidence: n.link.evidence,
-                    link_confidence: n.link.confidence,
-                    thread_pid: n.thread_pid,
-                    polls: t.all_polls(),
-                    packets: t.packets,
-                    packets_per_s: per_s(t.packets),
-                    budget_exhausted_share: share(t.budget_exhausted, t.all_polls()),
-                    untimed_polls: t.untimed_polls,
-                    ns: t.ns,
-                    pct: pct(t.ns, dur),
-                    threaded_polls: t.threaded_polls,
-                    threaded_ns: t.threaded_ns,
-                    threaded_pct: pct(t.threaded_ns, dur),
-                    busy_polls: t.busy_polls,
-                    busy_poll_ns: t.busy_poll_ns,
-                    busy_poll_pct: pct(t.busy_poll_ns, dur),
-                    cpus: n
-                        .per_cpu
-                        .iter()
-                        .map(|(cpu, c)| NapiCpuRow {
-                            cpu: *cpu,
-                            polls: c.all_polls(),
-                            ns: c.ns,
-                            threaded_ns: c.threaded_ns,
-                            busy_poll_ns: c.busy_poll_ns,
-                            share: if t.all_ns() > 0 {
-                                share(c.all_ns(), t.all_ns())
-                            } else {
-                                share(c.all_polls(), t.all_polls())
-                            },
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        napi.sort_by_key(|n| std::cmp::Reverse((n.ns + n.threaded_ns + n.busy_poll_ns, n.polls)));
-
+        let mut irqs = irq_rows(a, model);
+        let mut napi = napi_rows(a);
         let mut omitted = Omitted::default();
         if let Some(n) = top {
             omitted.irqs = irqs.len().saturating_sub(n);
@@ -623,70 +493,20 @@ impl Report {
             omitted.napi = napi.len().saturating_sub(n);
             napi.truncate(n);
         }
-
-        let softirq_of: BTreeMap<u32, u64> = a
-            .cpus
-            .iter()
-            .map(|c| (c.cpu, c.softirq_total_ns()))
-            .collect();
-        let softirqs = a
-            .cpus
-            .iter()
-            .flat_map(|c| {
-                (0..NR_SOFTIRQS)
-                    .filter(|v| c.softirq_ns[*v] + c.softirq_raises[*v] > 0)
-                    .map(move |v| (c, v))
-            })
-            .map(|(c, v)| SoftirqRow {
-                cpu: c.cpu,
-                vec: SOFTIRQ_NAMES[v],
-                raises: c.softirq_raises[v],
-                runs: c.softirq_runs[v],
-                ns: c.softirq_ns[v],
-                pct: pct(c.softirq_ns[v], dur),
-            })
-            .collect();
-        let system_vectors = a
-            .cpus
-            .iter()
-            .flat_map(|c| {
-                (0..NR_SYSVECS)
-                    .filter(|v| c.sysvec_runs[*v] > 0)
-                    .map(move |v| SysvecRow {
-                        cpu: c.cpu,
-                        vector: SYSVEC_NAMES[v],
-                        runs: c.sysvec_runs[v],
-                        ns: c.sysvec_ns[v],
-                        pct: pct(c.sysvec_ns[v], dur),
-                    })
-            })
-            .collect();
-        let unattributed = a
-            .unattributed
-            .iter()
-            .map(|u| UnattributedRow {
-                cpu: u.cpu,
-                vec: u.vec,
-                bucket: u.bucket.as_str(),
-                ns: u.ns,
-                pct: pct(u.ns, dur),
-                softirq_share: share(u.ns, softirq_of.get(&u.cpu).copied().unwrap_or(0)),
-            })
-            .collect();
-
-        let mut link_methods: Vec<&'static str> = a
+        let mut link_methods: Vec<LinkMethod> = a
             .napi
             .iter()
-            .filter(|n| n.link.method.is_exact() || n.link.method == LinkMethod::CoOccurrence)
-            .map(|n| n.link.method.as_str())
+            .map(|n| n.link.method)
+            .filter(|m| m.is_exact() || *m == LinkMethod::CoOccurrence)
             .collect();
-        link_methods.sort_unstable();
+        // By name, as the JSON has always listed them.
+        link_methods.sort_unstable_by_key(|m| m.as_str());
         link_methods.dedup();
 
         Report {
             meta: Meta {
                 kernel: model.kernel.clone(),
-                duration_s: secs,
+                duration_s: a.duration_ns as f64 / 1e9,
                 cpus_online: model.online_cpus().to_list_string(),
                 methods: Methods {
                     probe: status.clone(),
@@ -706,16 +526,224 @@ impl Report {
                     ..Coverage::default()
                 },
             },
-            cpus,
+            cpus: cpu_rows(a),
             irqs,
-            softirqs,
-            system_vectors,
+            softirqs: softirq_rows(a),
+            system_vectors: sysvec_rows(a),
             napi,
-            unattributed,
+            unattributed: unattributed_rows(a),
             omitted,
         }
     }
+}
 
+/// Per second over the interval of `a`.
+fn per_s(a: &Attribution, n: u64) -> f64 {
+    let secs = a.duration_ns as f64 / 1e9;
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+fn cpu_rows(a: &Attribution) -> Vec<CpuRow> {
+    let dur = a.duration_ns;
+    a.cpus
+        .iter()
+        .map(|c| {
+            let stat_pct = |v: Option<u64>| v.zip(c.stat_total_ns).map(|(v, t)| pct(v, t));
+            CpuRow {
+                cpu: c.cpu,
+                node: c.node,
+                online: c.online,
+                hardirq_pct: pct(c.hardirq_ns, dur),
+                softirq_pct: PerSoftirq::from_fn(|v| pct(c.softirq_ns[v.index()], dur)),
+                softirq_total_pct: pct(c.softirq_total_ns(), dur),
+                softirq_to_irqs_pct: pct(a.attributed_softirq_ns(c.cpu), dur),
+                softirq_unattributed_pct: pct(a.unattributed_ns(c.cpu), dur),
+                stat_hardirq_pct: stat_pct(c.stat_irq_ns),
+                stat_softirq_pct: stat_pct(c.stat_softirq_ns),
+                busy_pct: stat_pct(c.stat_busy_ns),
+                threaded_pct: pct(c.threaded_ns, dur),
+                busy_poll_pct: pct(c.busy_poll_ns, dur),
+            }
+        })
+        .collect()
+}
+
+/// Active IRQs, heaviest first.
+fn irq_rows(a: &Attribution, model: &SystemModel) -> Vec<IrqRow> {
+    let dur = a.duration_ns;
+    let total_ints = a.total_interrupts();
+    let total_weight = a.total_weight_ns();
+    let mut loads: Vec<&IrqLoad> = a
+        .irqs
+        .values()
+        .filter(|l| l.interrupts > 0 || l.weight_ns() > 0)
+        .collect();
+    loads.sort_by(|x, y| {
+        (y.weight_ns(), y.interrupts, x.irq).cmp(&(x.weight_ns(), x.interrupts, y.irq))
+    });
+    let napi_name = |id: NapiKey| {
+        a.napi
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.napi_id)
+            .map_or_else(|| format!("{:#x}", id.napi), |n| n.to_string())
+    };
+    loads
+        .iter()
+        .map(|l| {
+            let info = model.irqs.get(&l.irq);
+            let queue = info.and_then(|i| i.queue.as_ref());
+            IrqRow {
+                irq: l.irq,
+                name: info.map(|i| i.actions.join(",")).unwrap_or_default(),
+                chip: info.map(|i| i.chip.clone()),
+                device: info.and_then(|i| i.device.clone()),
+                netdev: info.and_then(|i| i.netdev.clone()),
+                queue: queue.map(|q| q.index),
+                queue_kind: queue.map(|q| q.kind),
+                node: info.and_then(|i| i.node),
+                smp_affinity: info.and_then(|i| i.smp_affinity.clone()),
+                effective_affinity: info.and_then(|i| i.effective_affinity.clone()),
+                interrupts: l.interrupts,
+                interrupts_per_s: per_s(a, l.interrupts),
+                hardirq_ns: l.hardirq_ns,
+                softirq_ns: l.softirq_ns,
+                threaded_ns: l.threaded_ns,
+                busy_poll_ns: l.busy_poll_ns,
+                weight_ns: l.weight_ns(),
+                hardirq_pct: pct(l.hardirq_ns, dur),
+                softirq_pct: pct(l.softirq_ns, dur),
+                weight_pct: pct(l.weight_ns(), dur),
+                interrupt_share: share(l.interrupts, total_ints),
+                time_share: share(l.weight_ns(), total_weight),
+                napi: l.napi.iter().map(|id| napi_name(*id)).collect(),
+                cpus: l
+                    .per_cpu
+                    .iter()
+                    .map(|(cpu, c)| IrqCpuRow {
+                        cpu: *cpu,
+                        interrupts: c.interrupts,
+                        hardirq_ns: c.hardirq_ns,
+                        softirq_ns: c.softirq_ns,
+                        threaded_ns: c.threaded_ns,
+                        busy_poll_ns: c.busy_poll_ns,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// NAPI instances, most poll time (in any context) first.
+fn napi_rows(a: &Attribution) -> Vec<NapiRow> {
+    let dur = a.duration_ns;
+    let mut napi: Vec<NapiRow> = a
+        .napi
+        .iter()
+        .map(|n| {
+            let t = n.total();
+            NapiRow {
+                id: format!("{:#x}", n.id.napi),
+                napi_id: n.napi_id,
+                device: n.device.clone(),
+                irq: n.link.irq,
+                link: n.link.method,
+                link_evidence: n.link.evidence,
+                link_confidence: n.link.confidence,
+                thread_pid: n.thread_pid,
+                polls: t.all_polls(),
+                packets: t.packets,
+                packets_per_s: per_s(a, t.packets),
+                budget_exhausted_share: share(t.budget_exhausted, t.all_polls()),
+                untimed_polls: t.untimed_polls,
+                ns: t.ns,
+                pct: pct(t.ns, dur),
+                threaded_polls: t.threaded_polls,
+                threaded_ns: t.threaded_ns,
+                threaded_pct: pct(t.threaded_ns, dur),
+                busy_polls: t.busy_polls,
+                busy_poll_ns: t.busy_poll_ns,
+                busy_poll_pct: pct(t.busy_poll_ns, dur),
+                cpus: n
+                    .per_cpu
+                    .iter()
+                    .map(|(cpu, c)| NapiCpuRow {
+                        cpu: *cpu,
+                        polls: c.all_polls(),
+                        ns: c.ns,
+                        threaded_ns: c.threaded_ns,
+                        busy_poll_ns: c.busy_poll_ns,
+                        share: if t.all_ns() > 0 {
+                            share(c.all_ns(), t.all_ns())
+                        } else {
+                            share(c.all_polls(), t.all_polls())
+                        },
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    napi.sort_by_key(|n| std::cmp::Reverse((n.ns + n.threaded_ns + n.busy_poll_ns, n.polls)));
+    napi
+}
+
+fn softirq_rows(a: &Attribution) -> Vec<SoftirqRow> {
+    a.cpus
+        .iter()
+        .flat_map(|c| {
+            Softirq::ALL
+                .into_iter()
+                .filter(|v| c.softirq_ns[v.index()] + c.softirq_raises[v.index()] > 0)
+                .map(move |v| SoftirqRow {
+                    cpu: c.cpu,
+                    vec: v,
+                    raises: c.softirq_raises[v.index()],
+                    runs: c.softirq_runs[v.index()],
+                    ns: c.softirq_ns[v.index()],
+                    pct: pct(c.softirq_ns[v.index()], a.duration_ns),
+                })
+        })
+        .collect()
+}
+
+fn sysvec_rows(a: &Attribution) -> Vec<SysvecRow> {
+    a.cpus
+        .iter()
+        .flat_map(|c| {
+            SysVector::ALL
+                .into_iter()
+                .filter(|v| c.sysvec_runs[v.index()] > 0)
+                .map(move |v| SysvecRow {
+                    cpu: c.cpu,
+                    vector: v,
+                    runs: c.sysvec_runs[v.index()],
+                    ns: c.sysvec_ns[v.index()],
+                    pct: pct(c.sysvec_ns[v.index()], a.duration_ns),
+                })
+        })
+        .collect()
+}
+
+fn unattributed_rows(a: &Attribution) -> Vec<UnattributedRow> {
+    let softirq_of: BTreeMap<u32, u64> = a
+        .cpus
+        .iter()
+        .map(|c| (c.cpu, c.softirq_total_ns()))
+        .collect();
+    a.unattributed
+        .iter()
+        .map(|u| UnattributedRow {
+            cpu: u.cpu,
+            vec: u.vec,
+            bucket: u.bucket,
+            ns: u.ns,
+            pct: pct(u.ns, a.duration_ns),
+            softirq_share: share(u.ns, softirq_of.get(&u.cpu).copied().unwrap_or(0)),
+        })
+        .collect()
+}
+
+impl Report {
     /// Text tables in the full layout, at most 100 columns wide.
     pub fn to_text(&self) -> String {
         self.to_text_width(FULL_WIDTH)
@@ -726,9 +754,20 @@ impl Report {
     pub fn to_text_width(&self, width: usize) -> String {
         let width = width.max(crate::output::MIN_COLUMNS);
         let mut o = String::new();
+        self.meta_text(&mut o, width);
+        self.cpu_table(&mut o, width);
+        self.irq_table(&mut o, width);
+        self.napi_table(&mut o, width);
+        self.unattributed_table(&mut o, width);
+        self.sysvec_table(&mut o, width);
+        o
+    }
+
+    /// What was measured and how, what was not, and what happened.
+    fn meta_text(&self, o: &mut String, width: usize) {
         let m = &self.meta;
         para(
-            &mut o,
+            o,
             &format!(
                 "balancer report: {:.1} s on kernel {}, CPUs {}",
                 m.duration_s,
@@ -746,8 +785,9 @@ impl Report {
         .filter(|(_, f)| f.active)
         .map(|(n, _)| *n)
         .collect();
+        let links: Vec<&str> = m.methods.napi_irq_link.iter().map(|l| l.as_str()).collect();
         para(
-            &mut o,
+            o,
             &format!(
                 "measured: {} ({} programs); NAPI->IRQ links used: {}",
                 if on.is_empty() {
@@ -756,20 +796,20 @@ impl Report {
                     on.join(", ")
                 },
                 m.methods.probe.programs,
-                if m.methods.napi_irq_link.is_empty() {
+                if links.is_empty() {
                     "none".to_string()
                 } else {
-                    m.methods.napi_irq_link.join(", ")
+                    links.join(", ")
                 }
             ),
             width,
         );
         for line in &m.missing {
-            para(&mut o, &format!("not measured: {line}"), width);
+            para(o, &format!("not measured: {line}"), width);
         }
         if !m.stat_irq_time {
             para(
-                &mut o,
+                o,
                 "/proc/stat counts no IRQ or softirq time on this kernel (no \
                  IRQ_TIME_ACCOUNTING): STAT columns stay 0 and the measured columns are the \
                  only measure.",
@@ -779,7 +819,7 @@ impl Report {
         let c = &m.coverage;
         let misses: u64 = c.recursion_misses.values().sum();
         para(
-            &mut o,
+            o,
             &format!(
                 "coverage: {}; {misses} events skipped by the kernel (BPF recursion)",
                 c.interrupts_measured.map_or_else(
@@ -790,7 +830,7 @@ impl Report {
             width,
         );
         para(
-            &mut o,
+            o,
             &format!(
                 "probe cost: {:.2}% of one CPU; {}",
                 c.probe_cost.cpu_pct, c.probe_cost.method
@@ -798,21 +838,14 @@ impl Report {
             width,
         );
         for e in &m.events {
-            para(&mut o, &format!("event: {e}"), width);
+            para(o, &format!("event: {e}"), width);
         }
         for w in &m.warnings {
-            para(&mut o, &format!("warning: {w}"), width);
+            para(o, &format!("warning: {w}"), width);
         }
-
-        self.cpu_table(&mut o, width);
-        self.irq_table(&mut o, width);
-        self.napi_table(&mut o, width);
-        self.unattributed_table(&mut o);
-        self.sysvec_table(&mut o);
-        o
     }
 
-    fn sysvec_table(&self, o: &mut String) {
+    fn sysvec_table(&self, o: &mut String, width: usize) {
         if self.system_vectors.is_empty() {
             return;
         }
@@ -820,113 +853,97 @@ impl Report {
             o,
             "\nSystem vectors (local timer, IPIs): hardirq time that is no IRQ's, % of each CPU"
         );
-        let _ = writeln!(
-            o,
-            "{:>4} {:<22} {:>10} {:>7}",
-            "CPU", "VECTOR", "RUNS/s", "CPU%"
-        );
+        let table = Table::new(vec![
+            Column::right("CPU", 4),
+            Column::left("VECTOR", 22),
+            Column::right("RUNS/s", 10),
+            Column::right("CPU%", 7),
+        ]);
         let secs = self.meta.duration_s.max(1e-9);
-        for r in &self.system_vectors {
-            let _ = writeln!(
-                o,
-                "{:>4} {:<22} {:>10.0} {:>7.3}",
-                r.cpu,
-                r.vector,
-                r.runs as f64 / secs,
-                r.pct
-            );
-        }
+        let rows: Vec<Vec<String>> = self
+            .system_vectors
+            .iter()
+            .map(|r| {
+                vec![
+                    r.cpu.to_string(),
+                    r.vector.name().to_string(),
+                    num(r.runs as f64 / secs, 0),
+                    num(r.pct, 3),
+                ]
+            })
+            .collect();
+        o.push_str(&table.text(width, &rows));
     }
 
+    /// Below the full width TIMER, SCHED and RCU go into OTHER.
     fn cpu_table(&self, o: &mut String, width: usize) {
-        if width < FULL_WIDTH {
-            return self.cpu_table_narrow(o);
-        }
-        let _ = writeln!(o, "\nCPUs: % of each CPU's time");
-        let _ = writeln!(
-            o,
-            "{:>4} {:>4} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} | {:>7} {:>7} {:>6}",
-            "CPU",
-            "NODE",
-            "HARDIRQ",
-            "SOFTIRQ",
-            "NET_RX",
-            "NET_TX",
-            "TIMER",
-            "SCHED",
-            "RCU",
-            "OTHER",
-            "STATIRQ",
-            "STATSI",
-            "BUSY"
-        );
-        for c in &self.cpus {
-            let v = |name: &str| c.softirq_pct.get(name).copied().unwrap_or(0.0);
-            let named = v("NET_RX") + v("NET_TX") + v("TIMER") + v("SCHED") + v("RCU");
-            let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+        let narrow = width < FULL_WIDTH;
+        let named: &[Softirq] = if narrow {
             let _ = writeln!(
                 o,
-                "{:>4} {:>4} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} | \
-                 {:>7} {:>7} {:>6}{}",
-                c.cpu,
-                c.node.map_or("-".to_string(), |n| n.to_string()),
-                c.hardirq_pct,
-                c.softirq_total_pct,
-                v("NET_RX"),
-                v("NET_TX"),
-                v("TIMER"),
-                v("SCHED"),
-                v("RCU"),
-                (c.softirq_total_pct - named).max(0.0),
-                opt(c.stat_hardirq_pct),
-                opt(c.stat_softirq_pct),
-                opt(c.busy_pct),
-                if c.online { "" } else { " offline" }
+                "\nCPUs: % of each CPU's time (OTHER: softirqs but NET_RX and NET_TX)"
             );
+            &[Softirq::NetRx, Softirq::NetTx]
+        } else {
+            let _ = writeln!(o, "\nCPUs: % of each CPU's time");
+            &[
+                Softirq::NetRx,
+                Softirq::NetTx,
+                Softirq::Timer,
+                Softirq::Sched,
+                Softirq::Rcu,
+            ]
+        };
+        let mut cols = vec![
+            Column::right("CPU", 4),
+            if narrow {
+                Column::right("ND", 2)
+            } else {
+                Column::right("NODE", 4)
+            },
+            Column::right("HARDIRQ", 7),
+            Column::right("SOFTIRQ", 7),
+        ];
+        for v in named {
+            let net = matches!(v, Softirq::NetRx | Softirq::NetTx);
+            cols.push(Column::right(v.name(), if net { 7 } else { 6 }));
         }
+        cols.extend([
+            Column::right("OTHER", 6),
+            Column::right("STATIRQ", 7).sep(" | "),
+            Column::right("STATSI", 7),
+            Column::right("BUSY", 6),
+            Column::left("", 0).grow(usize::MAX),
+        ]);
+        let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| num(x, 2));
+        let rows: Vec<Vec<String>> = self
+            .cpus
+            .iter()
+            .map(|c| {
+                let mut row = vec![
+                    c.cpu.to_string(),
+                    opt_num(c.node),
+                    num(c.hardirq_pct, 2),
+                    num(c.softirq_total_pct, 2),
+                ];
+                row.extend(named.iter().map(|v| num(c.softirq_pct[*v], 2)));
+                let named_sum: f64 = named.iter().map(|v| c.softirq_pct[*v]).sum();
+                row.extend([
+                    num((c.softirq_total_pct - named_sum).max(0.0), 2),
+                    opt(c.stat_hardirq_pct),
+                    opt(c.stat_softirq_pct),
+                    opt(c.busy_pct),
+                    if c.online { "" } else { "offline" }.to_string(),
+                ]);
+                row
+            })
+            .collect();
+        o.push_str(&Table::new(cols).text(width, &rows));
     }
 
-    /// The CPU table in 80 columns: TIMER, SCHED and RCU go into OTHER.
-    fn cpu_table_narrow(&self, o: &mut String) {
-        let _ = writeln!(
-            o,
-            "\nCPUs: % of each CPU's time (OTHER: softirqs but NET_RX and NET_TX)"
-        );
-        let _ = writeln!(
-            o,
-            "{:>4} {:>2} {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6}",
-            "CPU",
-            "ND",
-            "HARDIRQ",
-            "SOFTIRQ",
-            "NET_RX",
-            "NET_TX",
-            "OTHER",
-            "STATIRQ",
-            "STATSI",
-            "BUSY"
-        );
-        for c in &self.cpus {
-            let v = |name: &str| c.softirq_pct.get(name).copied().unwrap_or(0.0);
-            let opt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
-            let _ = writeln!(
-                o,
-                "{:>4} {:>2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>6.2} | {:>7} {:>7} {:>6}{}",
-                c.cpu,
-                c.node.map_or("-".to_string(), |n| n.to_string()),
-                c.hardirq_pct,
-                c.softirq_total_pct,
-                v("NET_RX"),
-                v("NET_TX"),
-                (c.softirq_total_pct - v("NET_RX") - v("NET_TX")).max(0.0),
-                opt(c.stat_hardirq_pct),
-                opt(c.stat_softirq_pct),
-                opt(c.busy_pct),
-                if c.online { "" } else { " offline" }
-            );
-        }
-    }
-
+    /// Below the full width, as `balancer top` narrows them: INTR% and TIME% stay, TOTAL%
+    /// (HARD% + SOFT%) goes, affinities narrow, NAME and DEVICE share what is left and DEVICE
+    /// shows only the queue where the whole label does not fit.
     fn irq_table(&self, o: &mut String, width: usize) {
         let _ = writeln!(
             o,
@@ -937,11 +954,67 @@ impl Report {
                 String::new()
             }
         );
-        if width < FULL_WIDTH {
-            self.irq_rows_narrow(o, width);
+        let narrow = width < FULL_WIDTH;
+        const DEVICE: usize = 2;
+        let mut cols = if narrow {
+            vec![
+                Column::right("IRQ", 4),
+                Column::left("NAME", 0).flex(0, 3),
+                Column::left("DEVICE", 0).flex(0, 2).short(&["DEV"]),
+                Column::right("ND", 2),
+                Column::left("AFF", 5),
+                Column::left("EFF", 3),
+            ]
         } else {
-            self.irq_rows_full(o);
+            vec![
+                Column::right("IRQ", 4),
+                Column::left("NAME", 16),
+                Column::left("DEVICE", 19),
+                Column::right("ND", 2),
+                Column::left("AFFINITY", 9),
+                Column::left("EFF", 4),
+            ]
+        };
+        cols.extend([
+            Column::right("IRQ/s", 6),
+            Column::right("HARD%", 6),
+            Column::right("SOFT%", 6),
+        ]);
+        if !narrow {
+            cols.push(Column::right("TOTAL%", 6));
         }
+        cols.extend([Column::right("INTR%", 5), Column::right("TIME%", 6)]);
+        let table = Table::new(cols);
+        let mut rows: Vec<Vec<String>> = self
+            .irqs
+            .iter()
+            .map(|r| {
+                let mut row = vec![
+                    r.irq.to_string(),
+                    r.name.clone(),
+                    device_label(r),
+                    opt_num(r.node),
+                    cpus_or_dash(r.smp_affinity.as_ref()),
+                    cpus_or_dash(r.effective_affinity.as_ref()),
+                    si(r.interrupts_per_s),
+                    num(r.hardirq_pct, 2),
+                    num(r.softirq_pct, 2),
+                ];
+                if !narrow {
+                    row.push(num(r.weight_pct, 2));
+                }
+                row.extend([
+                    num(r.interrupt_share * 100.0, 1),
+                    num(r.time_share * 100.0, 1),
+                ]);
+                row
+            })
+            .collect();
+        let w = table.widths(width, &rows);
+        for (row, r) in rows.iter_mut().zip(&self.irqs) {
+            row[DEVICE] = device_cell(r, w[DEVICE]);
+        }
+        o.push_str(&table.render(&w, &rows));
         para(
             o,
             "INTR% is each IRQ's share of interrupts, what a count-based balancer weighs; \
@@ -950,92 +1023,8 @@ impl Report {
         );
     }
 
-    fn irq_rows_full(&self, o: &mut String) {
-        let _ = writeln!(
-            o,
-            "{:>4} {:<16} {:<19} {:>2} {:<9} {:<4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}",
-            "IRQ",
-            "NAME",
-            "DEVICE",
-            "ND",
-            "AFFINITY",
-            "EFF",
-            "IRQ/s",
-            "HARD%",
-            "SOFT%",
-            "TOTAL%",
-            "INTR%",
-            "TIME%"
-        );
-        for r in &self.irqs {
-            let dev = device_label(r);
-            let _ = writeln!(
-                o,
-                "{:>4} {:<16} {:<19} {:>2} {:<9} {:<4} {:>6} {:>6.2} {:>6.2} {:>6.2} {:>5.1} {:>6.1}",
-                r.irq,
-                fit(&r.name, 16),
-                fit(&dev, 19),
-                r.node.map_or("-".to_string(), |n| n.to_string()),
-                fit(r.smp_affinity.as_deref().unwrap_or("-"), 9),
-                fit(r.effective_affinity.as_deref().unwrap_or("-"), 4),
-                si(r.interrupts_per_s),
-                r.hardirq_pct,
-                r.softirq_pct,
-                r.weight_pct,
-                r.interrupt_share * 100.0,
-                r.time_share * 100.0
-            );
-        }
-    }
-
-    /// IRQ rows in `width` columns, as `balancer top` narrows them: INTR% and TIME% stay,
-    /// TOTAL% (HARD% + SOFT%) goes, affinities narrow, NAME and DEVICE share what is left
-    /// and DEVICE shows only the queue where the whole label does not fit.
-    fn irq_rows_narrow(&self, o: &mut String, width: usize) {
-        // IRQ ND AFF EFF IRQ/s HARD% SOFT% INTR% TIME% and the 10 spaces between 11 columns.
-        const FIXED: usize = 4 + 2 + 5 + 3 + 6 + 6 + 6 + 5 + 6 + 10;
-        let flex = width.saturating_sub(FIXED).max(2);
-        let name_w = flex * 3 / 5;
-        let dev_w = flex - name_w;
-        let _ = writeln!(
-            o,
-            "{:>4} {:<name_w$} {:<dev_w$} {:>2} {:<5} {:<3} {:>6} {:>6} {:>6} {:>5} {:>6}",
-            "IRQ",
-            "NAME",
-            fit("DEVICE", dev_w),
-            "ND",
-            "AFF",
-            "EFF",
-            "IRQ/s",
-            "HARD%",
-            "SOFT%",
-            "INTR%",
-            "TIME%"
-        );
-        for r in &self.irqs {
-            let mut dev = device_label(r);
-            if dev.chars().count() > dev_w && r.netdev.is_some() {
-                // device_label puts the queue after the PCI address.
-                dev = dev.rsplit(' ').next().unwrap_or(&dev).to_string();
-            }
-            let _ = writeln!(
-                o,
-                "{:>4} {:<name_w$} {:<dev_w$} {:>2} {:<5} {:<3} {:>6} {:>6.2} {:>6.2} {:>5.1} {:>6.1}",
-                r.irq,
-                fit(&r.name, name_w),
-                fit(&dev, dev_w),
-                fit(&r.node.map_or("-".to_string(), |n| n.to_string()), 2),
-                fit(r.smp_affinity.as_deref().unwrap_or("-"), 5),
-                fit(r.effective_affinity.as_deref().unwrap_or("-"), 3),
-                si(r.interrupts_per_s),
-                r.hardirq_pct,
-                r.softirq_pct,
-                r.interrupt_share * 100.0,
-                r.time_share * 100.0
-            );
-        }
-    }
-
+    /// Below the full width: shorter id, device and link columns; CPUS takes the rest of
+    /// the line.
     fn napi_table(&self, o: &mut String, width: usize) {
         if self.napi.is_empty() {
             return;
@@ -1049,48 +1038,48 @@ impl Report {
                 String::new()
             }
         );
-        // Narrow: shorter id, device and link columns; CPUS takes the rest of the line.
-        let narrow = width < FULL_WIDTH;
-        let (id_w, dev_w, link_w) = if narrow { (6, 10, 9) } else { (8, 12, 13) };
-        let _ = writeln!(
-            o,
-            "{:>id_w$} {:<dev_w$} {:>4} {:<link_w$} {:>7} {:>7} {:>5} {:>6} {:>6}  CPUS",
-            "NAPI_ID", "DEVICE", "IRQ", "LINK", "PKT/s", "POLLS/s", "FULL%", "CPU%", "TASK%"
-        );
-        let mut task_time = false;
+        let (id_w, dev_w, link_w) = if width < FULL_WIDTH {
+            (6, 10, 9)
+        } else {
+            (8, 12, 13)
+        };
+        let table = Table::new(vec![
+            Column::right("NAPI_ID", id_w).short(&["NAPI"]),
+            Column::left("DEVICE", dev_w),
+            Column::right("IRQ", 4),
+            Column::left("LINK", link_w),
+            Column::right("PKT/s", 7),
+            Column::right("POLLS/s", 7),
+            Column::right("FULL%", 5),
+            Column::right("CPU%", 6),
+            Column::right("TASK%", 6),
+            Column::left("CPUS", 0).flex(0, 1).sep("  "),
+        ]);
         let secs = self.meta.duration_s;
-        for n in &self.napi {
-            let cpus: Vec<String> = n
-                .cpus
-                .iter()
-                .filter(|c| c.share >= 0.005)
-                .map(|c| format!("{}:{:.0}%", c.cpu, c.share * 100.0))
-                .collect();
-            let row = format!(
-                "{:>id_w$} {:<dev_w$} {:>4} {:<link_w$} {:>7} {:>7} {:>5.1} {:>6.2} {:>6}  ",
-                fit(&n.napi_id.map_or("-".to_string(), |i| i.to_string()), id_w),
-                fit(&n.device, dev_w),
-                n.irq.map_or("-".to_string(), |i| i.to_string()),
-                fit(n.link, link_w),
-                si(n.packets_per_s),
-                si(if secs > 0.0 {
-                    n.polls as f64 / secs
-                } else {
-                    0.0
-                }),
-                n.budget_exhausted_share * 100.0,
-                n.pct,
-                task_pct(n),
-            );
-            let cpus_w = if narrow {
-                width.saturating_sub(row.chars().count())
-            } else {
-                30
-            };
-            let _ = writeln!(o, "{row}{}", fit(&cpus.join(" "), cpus_w));
-            task_time |= n.threaded_ns + n.busy_poll_ns > 0;
-        }
-        if task_time {
+        let rows: Vec<Vec<String>> = self
+            .napi
+            .iter()
+            .map(|n| {
+                vec![
+                    opt_num(n.napi_id),
+                    n.device.clone(),
+                    opt_num(n.irq),
+                    n.link.as_str().to_string(),
+                    si(n.packets_per_s),
+                    si(if secs > 0.0 {
+                        n.polls as f64 / secs
+                    } else {
+                        0.0
+                    }),
+                    num(n.budget_exhausted_share * 100.0, 1),
+                    num(n.pct, 2),
+                    task_pct(n),
+                    poll_cpus(n),
+                ]
+            })
+            .collect();
+        o.push_str(&table.text(width, &rows));
+        if self.napi.iter().any(|n| n.threaded_ns + n.busy_poll_ns > 0) {
             para(
                 o,
                 "TASK%: poll time in NAPI kthreads (T) and busy-poll loops (B), % of one CPU: \
@@ -1101,62 +1090,65 @@ impl Report {
         }
     }
 
-    fn unattributed_table(&self, o: &mut String) {
+    fn unattributed_table(&self, o: &mut String, width: usize) {
         let _ = writeln!(
             o,
             "\nSoftirq time per CPU: attributed to IRQs + unattributed"
         );
-        let _ = writeln!(
-            o,
-            "{:>4} {:<8} {:<17} {:>7} {:>10}",
-            "CPU", "VECTOR", "TO", "CPU%", "OF SOFTIRQ"
-        );
+        let table = Table::new(vec![
+            Column::right("CPU", 4),
+            Column::left("VECTOR", 8),
+            Column::left("TO", 17),
+            Column::right("CPU%", 7),
+            Column::right("OF SOFTIRQ", 10),
+        ]);
+        let mut rows: Vec<Vec<String>> = Vec::new();
         for c in self.cpus.iter().filter(|c| c.softirq_total_pct > 0.0) {
-            let of = |p: f64| {
-                if c.softirq_total_pct > 0.0 {
-                    p * 100.0 / c.softirq_total_pct
-                } else {
-                    0.0
-                }
+            let mut row = |vec: &str, to: &str, p: f64, of: f64| {
+                rows.push(vec![
+                    c.cpu.to_string(),
+                    vec.to_string(),
+                    to.to_string(),
+                    num(p, 2),
+                    format!("{}%", num(of, 1)),
+                ])
             };
+            let of = |p: f64| p * 100.0 / c.softirq_total_pct;
             if c.softirq_to_irqs_pct > 0.0 {
-                let _ = writeln!(
-                    o,
-                    "{:>4} {:<8} {:<17} {:>7.2} {:>9.1}%",
-                    c.cpu,
-                    SOFTIRQ_NAMES[NET_RX_SOFTIRQ as usize],
+                row(
+                    Softirq::NetRx.name(),
                     "IRQs (NAPI polls)",
                     c.softirq_to_irqs_pct,
-                    of(c.softirq_to_irqs_pct)
+                    of(c.softirq_to_irqs_pct),
                 );
             }
             for u in self.unattributed.iter().filter(|u| u.cpu == c.cpu) {
-                let _ = writeln!(
-                    o,
-                    "{:>4} {:<8} {:<17} {:>7.2} {:>9.1}%",
-                    u.cpu,
-                    u.vec,
-                    if u.bucket == "vector" {
-                        "(whole vector)"
-                    } else {
-                        u.bucket
-                    },
-                    u.pct,
-                    u.softirq_share * 100.0
-                );
+                let to = match u.bucket {
+                    Bucket::Vector => "(whole vector)",
+                    b => b.as_str(),
+                };
+                row(u.vec.name(), to, u.pct, u.softirq_share * 100.0);
             }
             let sum = c.softirq_to_irqs_pct + c.softirq_unattributed_pct;
-            let _ = writeln!(
-                o,
-                "{:>4} {:<8} {:<17} {:>7.2} {:>9.1}%",
-                c.cpu,
-                "all",
-                "sum",
-                sum,
-                of(sum)
-            );
+            row("all", "sum", sum, of(sum));
         }
+        o.push_str(&table.text(width, &rows));
     }
+}
+
+/// Poll CPUs with their share, as "2:100% 3:5%".
+pub(crate) fn poll_cpus(n: &NapiRow) -> String {
+    n.cpus
+        .iter()
+        .filter(|c| c.share >= 0.005)
+        .map(|c| format!("{}:{:.0}%", c.cpu, c.share * 100.0))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A CPU set as a cpulist, `-` when unknown.
+pub(crate) fn cpus_or_dash(set: Option<&CpuSet>) -> String {
+    set.map_or_else(|| "-".to_string(), CpuSet::to_list_string)
 }
 
 /// "00:03.0 eth0/rx0": the short PCI address (domain 0000 left out) and the queue.
@@ -1176,6 +1168,17 @@ pub(crate) fn device_label(r: &IrqRow) -> String {
         (None, Some(q)) => q,
         (None, None) => "-".to_string(),
     }
+}
+
+/// The device label in `width` columns: whole where it fits, else only the queue (the part
+/// that tells a NIC's IRQs apart), else cut.
+pub(crate) fn device_cell(r: &IrqRow, width: usize) -> String {
+    let full = device_label(r);
+    if full.chars().count() <= width || r.netdev.is_none() {
+        return full;
+    }
+    // device_label puts the queue after the PCI address.
+    full.rsplit(' ').next().unwrap_or(&full).to_string()
 }
 
 fn kind_prefix(kind: QueueKind) -> &'static str {
@@ -1207,34 +1210,55 @@ fn para(o: &mut String, text: &str, width: usize) {
     let _ = writeln!(o, "{}", fit(&line, width));
 }
 
-/// Cuts `s` to `width` characters, marking the cut.
-pub(crate) fn fit(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(width.saturating_sub(1)).collect();
-        t.push('~');
-        t
-    }
-}
-
-/// 1234567 -> "1.2M", with at most 6 characters.
-pub(crate) fn si(x: f64) -> String {
-    if x < 1_000.0 {
-        format!("{x:.0}")
-    } else if x < 1_000_000.0 {
-        format!("{:.1}k", x / 1e3)
-    } else if x < 1e9 {
-        format!("{:.1}M", x / 1e6)
-    } else {
-        format!("{:.1}G", x / 1e9)
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::attribution::testdata;
+
+    /// The fixture interval with time outside softirq: IRQ 36's instance polls 2% of a CPU
+    /// in its kthread and 1% in busy-poll loops, the veth is threaded (kthread 4242), and
+    /// system vectors ran on every CPU (LOC 0.30% and 0.25% on CPUs 0 and 1, RES 0.008% on
+    /// CPU 1, CAL, IWI).
+    pub(crate) fn rich() -> Report {
+        let model = testdata::vm_model();
+        let mut iv = testdata::interval();
+        iv.napi.insert(
+            (testdata::X, 1),
+            crate::sample::NapiDelta {
+                untimed_polls: 10,
+                threaded_polls: 6,
+                threaded_ns: iv.duration_ns / 50,
+                busy_polls: 4,
+                busy_ns: iv.duration_ns / 100,
+                ..Default::default()
+            },
+        );
+        if let Some(v) = iv.napi_identity.get_mut(&testdata::V) {
+            v.thread_pid = Some(4242);
+        }
+        for (cpu, vec, runs, ns) in [
+            (0, SysVector::LocalTimer, 250, 3_000_000),
+            (1, SysVector::LocalTimer, 250, 2_500_000),
+            (1, SysVector::Reschedule, 40, 80_000),
+            (2, SysVector::CallFunction, 12, 30_000),
+            (3, SysVector::IrqWork, 1, 1_000),
+        ] {
+            iv.sysvec.insert(
+                (cpu, vec.index() as u32),
+                balancer_common::IrqStat { runs, ns },
+            );
+        }
+        let links = crate::attribution::Linker::default().links(&iv.napi_identity, &model);
+        let a = Attribution::build(&iv, &model, &links);
+        Report::build(
+            &a,
+            &model,
+            &testdata::status(),
+            &testdata::netlink_status(),
+            false,
+            None,
+        )
+    }
 
     /// As on a kernel without napi:napi_poll.
     fn status() -> ProbeStatus {
@@ -1288,14 +1312,14 @@ mod tests {
             .iter()
             .find(|n| n.device == "eth1" && n.irq == Some(36))
             .unwrap();
-        assert_eq!(x.link, "exact");
+        assert_eq!(x.link, LinkMethod::Exact);
         assert_eq!(x.cpus.len(), 1);
         assert_eq!(x.cpus[0].cpu, 2);
         assert!((x.cpus[0].share - 1.0).abs() < 1e-9);
         assert!((x.budget_exhausted_share - 0.1).abs() < 1e-9);
         let b = r.napi.iter().find(|n| n.device == "(no_device)").unwrap();
-        assert_eq!((b.link, b.irq), ("backlog", None));
-        assert_eq!(r.meta.methods.napi_irq_link, vec!["exact"]);
+        assert_eq!((b.link, b.irq), (LinkMethod::Backlog, None));
+        assert_eq!(r.meta.methods.napi_irq_link, vec![LinkMethod::Exact]);
         // napi_poll reported missing in the status shows up in meta.missing.
         assert!(r.meta.missing.iter().any(|m| m.starts_with("napi:")));
     }
@@ -1304,29 +1328,8 @@ mod tests {
     /// from softirq time, marked T and B in the text with a line saying where it went.
     #[test]
     fn task_poll_time_is_shown_apart() {
-        let model = testdata::vm_model();
-        let mut iv = testdata::interval();
-        iv.napi.insert(
-            (testdata::X, 1),
-            crate::sample::NapiDelta {
-                untimed_polls: 10,
-                threaded_polls: 6,
-                threaded_ns: iv.duration_ns / 50,
-                busy_polls: 4,
-                busy_ns: iv.duration_ns / 100,
-                ..Default::default()
-            },
-        );
-        let links = crate::attribution::Linker::default().links(&iv.napi_identity, &model);
-        let a = Attribution::build(&iv, &model, &links);
-        let r = Report::build(
-            &a,
-            &model,
-            &status(),
-            &testdata::netlink_status(),
-            false,
-            None,
-        );
+        let iv = testdata::interval();
+        let r = rich();
         let x = r.napi.iter().find(|n| n.irq == Some(36)).unwrap();
         assert_eq!((x.threaded_polls, x.busy_polls, x.untimed_polls), (6, 4, 0));
         assert!((x.threaded_pct - 2.0).abs() < 1e-9 && (x.busy_poll_pct - 1.0).abs() < 1e-9);
@@ -1391,7 +1394,10 @@ mod tests {
         let a = Attribution::build(&iv, &model, &links);
         let netlink = NetdevStatus::of_dump(&dump);
         let r = Report::build(&a, &model, &status(), &netlink, false, None);
-        assert_eq!(r.meta.methods.napi_irq_link, vec!["napi-get", "queue-get"]);
+        assert_eq!(
+            r.meta.methods.napi_irq_link,
+            vec![LinkMethod::NapiGet, LinkMethod::QueueGet]
+        );
         let v = serde_json::to_value(&r).unwrap();
         let row = |id: NapiKey| {
             v["napi"]
@@ -1450,7 +1456,7 @@ mod tests {
             assert!((sum - c.softirq_total_pct).abs() < 1e-9, "CPU {}", c.cpu);
         }
         let cpu2 = r.cpus.iter().find(|c| c.cpu == 2).unwrap();
-        assert!((cpu2.softirq_pct["NET_RX"] - 3.0).abs() < 1e-9);
+        assert!((cpu2.softirq_pct[Softirq::NetRx] - 3.0).abs() < 1e-9);
         assert!((cpu2.softirq_to_irqs_pct - 2.5).abs() < 1e-9);
         let shares: f64 = r
             .unattributed
@@ -1534,6 +1540,36 @@ mod tests {
         assert_eq!(r.to_text_width(FULL_WIDTH), full);
     }
 
+    /// Every NAPI row lines up with the header, also where TASK% holds both kinds of task
+    /// time (it used to push the CPUS column out of line), and ends within the width.
+    #[test]
+    fn napi_columns_line_up_with_task_time() {
+        let r = rich();
+        for width in [80, FULL_WIDTH] {
+            let text = r.to_text_width(width);
+            let mut lines = text
+                .lines()
+                .skip_while(|l| !l.starts_with("NAPI instances"));
+            lines.next();
+            let head = lines.next().unwrap();
+            let cpus_at = head.find("CPUS").unwrap();
+            let task_end = head.find("TASK%").unwrap() + "TASK%".len();
+            for (row, n) in lines.zip(&r.napi) {
+                assert!(row.chars().count() <= width, "{width}: {row:?}");
+                let task = task_pct(n);
+                assert_eq!(
+                    row[..task_end].trim_end().len(),
+                    task_end,
+                    "{width}: TASK% ends under its header: {head:?} / {row:?}"
+                );
+                assert!(row[..task_end].ends_with(&task), "{width}: {row:?}");
+                assert_eq!(&row[cpus_at - 2..cpus_at], "  ", "{width}: {row:?}");
+            }
+        }
+        let sys = r.to_text();
+        assert!(sys.contains("   0 local_timer"), "{sys}");
+    }
+
     #[test]
     fn para_breaks_between_words() {
         let mut o = String::new();
@@ -1560,14 +1596,5 @@ mod tests {
             vec.iter()
                 .any(|s| s["vec"] == "NET_RX" && s["raises"] == 10)
         );
-    }
-
-    #[test]
-    fn fit_and_si_stay_narrow() {
-        assert_eq!(fit("mlx5_comp12@pci:0000:3b:00.0", 16), "mlx5_comp12@pci~");
-        assert_eq!(fit("eth0", 16), "eth0");
-        assert_eq!(si(999.0), "999");
-        assert_eq!(si(12_345.0), "12.3k");
-        assert_eq!(si(2_500_000.0), "2.5M");
     }
 }

@@ -369,7 +369,7 @@ fn stat_delta(p: &CpuTimes, c: &CpuTimes) -> CpuTimes {
 
 /// Lists the machine's NAPI kthreads to the probe, which times their polls while there are
 /// any. A failure only leaves threaded polls untimed, so it is logged, not raised.
-fn sync_napi_threads(probe: &mut Probe, root: &Path) {
+pub(crate) fn sync_napi_threads(probe: &mut Probe, root: &Path) {
     if !probe.status.threaded_napi.active {
         return;
     }

@@ -7,6 +7,7 @@ use balancer::{
     probe::{Probe, ProbeOptions, ProgramType},
     sample::Sampler,
     system::{ReadOptions, SystemModel},
+    vector::Softirq,
 };
 use balancer_common::NET_RX_SOFTIRQ;
 use balancer_tests::{VethPair, root_or_skip};
@@ -157,7 +158,7 @@ fn veth_napi_adds_up(probe: Probe) {
         let buckets: BTreeMap<Bucket, u64> = a
             .unattributed
             .iter()
-            .filter(|u| u.cpu == cpu.cpu && u.vec == "NET_RX")
+            .filter(|u| u.cpu == cpu.cpu && u.vec == Softirq::NetRx)
             .map(|u| (u.bucket, u.ns))
             .collect();
         let sum = to_irqs + buckets.values().sum::<u64>();

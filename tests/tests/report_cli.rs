@@ -152,6 +152,65 @@ fn json_has_every_section_and_text_fits_100_columns() {
         assert!(c["softirq_pct"]["NET_RX"].is_number());
         assert!(c.get("stat_softirq_pct").is_some());
     }
+    // The names the typed rows serialise to are the JSON's contract.
+    let names = |key: &str, field: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[field].as_str().unwrap_or("not a string").to_string())
+            .collect()
+    };
+    let vectors = balancer_common::SOFTIRQ_NAMES;
+    for vec in names("softirqs", "vec")
+        .iter()
+        .chain(&names("unattributed", "vec"))
+    {
+        assert!(vectors.contains(&vec.as_str()), "{vec}");
+    }
+    for bucket in names("unattributed", "bucket") {
+        assert!(
+            [
+                "vector",
+                "net-rx-overhead",
+                "rps-backlog",
+                "napi-without-irq"
+            ]
+            .contains(&bucket.as_str()),
+            "{bucket}"
+        );
+    }
+    for link in names("napi", "link") {
+        assert!(
+            [
+                "exact",
+                "napi-get",
+                "queue-get",
+                "co-occurrence",
+                "backlog",
+                "none"
+            ]
+            .contains(&link.as_str()),
+            "{link}"
+        );
+    }
+    let sysvecs = names("system_vectors", "vector");
+    for vector in &sysvecs {
+        assert!(
+            balancer_common::SYSVEC_NAMES.contains(&vector.as_str()),
+            "{vector}"
+        );
+    }
+    if cfg!(target_arch = "x86_64") {
+        // The local timer ticks on every online CPU within half a second (nohz aside).
+        assert!(sysvecs.iter().any(|s| s == "local_timer"), "{sysvecs:?}");
+    }
+    for irq in v["irqs"].as_array().unwrap() {
+        for key in ["smp_affinity", "effective_affinity"] {
+            let aff = &irq[key];
+            assert!(aff.is_null() || aff.is_string(), "{key}: {aff}");
+        }
+    }
 
     let o = Command::new(balancer_bin())
         .args(["report", "--duration", "0.5"])
@@ -272,5 +331,7 @@ fn topology_text_fits_columns_and_is_full_when_piped() {
             assert!(text.contains(section), "no {section} in:\n{text}");
         }
         assert!(text.contains("AFFINITY EFF   ACTIONS"), "{text}");
+        // One cut mark, the same as report's and top's.
+        assert!(text.contains("virtio_~") && !text.contains('…'), "{text}");
     }
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use balancer_tests::{VethPair, balancer_bin, root_or_skip};
+use balancer_tests::{VethPair, balancer_bin, root_or_skip, set_threaded};
 
 /// How long any one expected screen may take to appear (a loaded CI machine, debug builds).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -243,6 +243,58 @@ fn top_in_a_terminal_answers_keys() {
     t.keys(&["q"]);
     let s = t.wait_text("balancer-exited-0");
     assert!(!s.contains("NAPI instances"), "the view is gone: {s}");
+}
+
+/// The NAPI row of `dev` on the screen, its TASK% cell (the column under the header's
+/// TASK%), or `None` while the row or the column is not there.
+fn task_cell(screen: &str, dev: &str) -> Option<String> {
+    let mut lines = screen.lines().skip_while(|l| !l.contains("  NAPI DEVICE"));
+    let head = lines.next()?;
+    let end = head.find("TASK%")? + "TASK%".len();
+    // The device column may cut a long name; its first 7 characters are there.
+    let prefix: String = dev.chars().take(7).collect();
+    let row = lines.find(|l| l.contains(&prefix))?;
+    let cell = row.get(..end)?.rsplit(' ').next()?;
+    Some(cell.to_string())
+}
+
+/// At 80x24, with the test's veth pair in threaded NAPI mode and traffic over it: the system
+/// vectors line (the local timer fires on every CPU) and the veth's kthread poll time marked
+/// T in its NAPI row.
+#[test]
+fn top_at_80x24_shows_system_vectors_and_threaded_polls() {
+    if !have_tmux() || !root_or_skip("top_at_80x24_shows_system_vectors_and_threaded_polls") {
+        return;
+    }
+    let veth = Arc::new(VethPair::create().expect("creating the veth pair"));
+    // Warm-up in softirq mode: the instances exist before they go threaded.
+    veth.tcp_transfer(1 << 20).expect("warm-up traffic");
+    for (ns, dev) in [(&veth.ns_a, &veth.dev_a), (&veth.ns_b, &veth.dev_b)] {
+        set_threaded(ns, dev, true).expect("threaded on");
+    }
+    let _traffic = Traffic::start(Arc::clone(&veth));
+    let t = Tmux::start(
+        80,
+        24,
+        &format!("exec {} top --interval 0.5", balancer_bin().display()),
+    );
+    let s = t.wait_all(&["System vectors", "LOC ", "IRQ NAME", "TASK%", "q quit"]);
+    let (sv, _) = s
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("System vectors"))
+        .expect("checked");
+    let line = s.lines().nth(sv + 1).unwrap_or_default();
+    assert!(line.trim_start().starts_with("LOC "), "{s}");
+    let dev = veth.dev_b.clone();
+    let s = t.wait_for("the threaded veth's kthread poll time", |s| {
+        task_cell(s, &dev).is_some_and(|c| c.contains('T'))
+    });
+    assert!(
+        s.lines().all(|l| l.chars().count() <= 80),
+        "the screen is 80 wide: {s}"
+    );
+    t.keys(&["q"]);
 }
 
 #[test]

@@ -8,7 +8,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{NodeSource, QueueKind, ReadOptions, SystemModel};
-use crate::cpumask::CpuSet;
+use crate::{
+    cpumask::CpuSet,
+    table::{Column, Table, fit},
+};
 
 /// Print the machine as the balancer sees it: CPUs by node, devices, IRQs and where each one's
 /// node came from.
@@ -46,17 +49,6 @@ pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
 /// The full layout's width, what piped output and `--wide` get.
 const WIDTH: usize = 100;
 
-/// Cuts a field to `width` columns, marking the cut.
-fn fit(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
-}
-
 fn list_or_dash(set: Option<&CpuSet>) -> String {
     match set {
         Some(s) if !s.is_empty() => s.to_list_string(),
@@ -74,42 +66,158 @@ fn node_text(node: Option<u32>, source: NodeSource) -> String {
     }
 }
 
-/// The text form in the full layout, every line within 100 columns.
-pub fn render(m: &SystemModel) -> String {
-    render_width(m, WIDTH)
+/// Narrow: shorter DRIVER, NODE, LOCAL CPUS and NETDEVS columns.
+fn pci_table(o: &mut String, m: &SystemModel, width: usize) {
+    let _ = writeln!(o, "\nPCI devices with IRQs or netdevs");
+    let (drv_w, node_w, cpus_w, nd_w) = if width < WIDTH {
+        (10, 4, 14, 12)
+    } else {
+        (14, 8, 16, 16)
+    };
+    let table = Table::new(vec![
+        Column::left("ADDRESS", 12),
+        Column::left("DRIVER", drv_w),
+        Column::left("NODE", node_w),
+        Column::right("FW", 4),
+        Column::left("SOURCE", 8),
+        Column::left("LOCAL CPUS", cpus_w),
+        Column::left("NETDEVS", nd_w),
+        Column::right("IRQS", 4),
+    ])
+    .indent("  ");
+    let rows: Vec<Vec<String>> = m
+        .pci
+        .values()
+        .filter_map(|d| {
+            let nirqs = m
+                .irqs
+                .values()
+                .filter(|i| i.device.as_ref() == Some(&d.address))
+                .count();
+            if nirqs == 0 && d.netdevs.is_empty() {
+                return None;
+            }
+            let source = match d.node_source {
+                NodeSource::Firmware => "firmware",
+                NodeSource::Override => "override",
+                NodeSource::Unknown => "unknown",
+            };
+            Some(vec![
+                d.address.clone(),
+                d.driver.clone().unwrap_or_else(|| "-".into()),
+                d.node.map_or("-".into(), |n| n.to_string()),
+                d.numa_node.map_or("-".into(), |n| n.to_string()),
+                source.to_string(),
+                list_or_dash(d.node_cpus.as_ref()),
+                d.netdevs.join(","),
+                nirqs.to_string(),
+            ])
+        })
+        .collect();
+    o.push_str(&table.text(width, &rows));
 }
 
-/// The text form with every line within `width` columns (80 at least): below the full
-/// width the PCI and IRQ tables narrow their columns; lines longer than `width` are cut.
-pub fn render_width(m: &SystemModel, width: usize) -> String {
-    let width = width.max(crate::output::MIN_COLUMNS);
-    let narrow = width < WIDTH;
-    let mut o = String::new();
-    let online = m.online_cpus();
+fn netdev_table(o: &mut String, m: &SystemModel, width: usize) {
+    let _ = writeln!(o, "\nNetdevs");
+    let table = Table::new(vec![
+        Column::left("NAME", 16),
+        Column::left("DEVICE", 12),
+        Column::right("RXQ", 4),
+        Column::left("THREADED", 9),
+        Column::left("RPS CPUS (by rx queue, where set)", 0).flex(0, 1),
+    ])
+    .indent("  ");
+    let rows: Vec<Vec<String>> = m
+        .netdevs
+        .values()
+        .map(|n| {
+            let rps: Vec<String> = n
+                .rx_queues
+                .iter()
+                .filter_map(|q| {
+                    q.rps_cpus
+                        .as_ref()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| format!("{}:{s}", q.index))
+                })
+                .collect();
+            let threaded = match n.threaded {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            };
+            vec![
+                n.name.clone(),
+                n.device.clone().unwrap_or_else(|| "-".into()),
+                n.rx_queues.len().to_string(),
+                threaded.to_string(),
+                if rps.is_empty() {
+                    "-".into()
+                } else {
+                    rps.join(" ")
+                },
+            ]
+        })
+        .collect();
+    o.push_str(&table.text(width, &rows));
+}
+
+/// Narrow: shorter DRIVER, NETDEV, NODE and affinity columns, so ACTIONS keeps some room.
+fn irq_table(o: &mut String, m: &SystemModel, width: usize) {
     let _ = writeln!(
         o,
-        "{}",
-        fit(
-            &format!(
-                "Kernel {}, {} CPUs present, {} online ({}), nr_cpu_ids {}",
-                m.kernel.as_deref().unwrap_or("unknown"),
-                m.cpus.len(),
-                online.len(),
-                online,
-                m.nr_cpu_ids
-            ),
-            width
-        )
+        "\nIRQs (node: fw = firmware, ovr = proximity override; M = managed)"
     );
-    let offline = m.present_cpus().difference(&online);
-    let line = format!(
-        "Offline: {}   Isolated: {}   nohz_full: {}",
-        list_or_dash(Some(&offline)),
-        list_or_dash(Some(&m.isolated)),
-        list_or_dash(Some(&m.nohz_full))
-    );
-    let _ = writeln!(o, "{}", fit(&line, width));
+    let (drv_w, net_w, node_w, aff_w, eff_w) = if width < WIDTH {
+        (8, 8, 5, 8, 5)
+    } else {
+        (11, 10, 6, 11, 9)
+    };
+    let table = Table::new(vec![
+        Column::right("IRQ", 5),
+        Column::left("DEVICE", 12),
+        Column::left("DRIVER", drv_w),
+        Column::left("NETDEV", net_w),
+        Column::left("QUEUE", 7),
+        Column::left("NODE", node_w),
+        Column::left("AFFINITY", aff_w),
+        Column::left("EFFECTIVE", eff_w).short(&["EFF"]),
+        Column::left("ACTIONS", 0).flex(0, 1),
+    ])
+    .indent("  ");
+    let rows: Vec<Vec<String>> = m
+        .irqs
+        .values()
+        .map(|irq| {
+            let queue = irq.queue.map_or("-".to_string(), |q| {
+                let kind = match q.kind {
+                    QueueKind::Rx => "rx",
+                    QueueKind::Tx => "tx",
+                    QueueKind::RxTx => "txrx",
+                    QueueKind::Other => "q",
+                };
+                format!("{kind} {}", q.index)
+            });
+            let managed = if irq.managed == Some(true) { "M " } else { "" };
+            vec![
+                irq.number.to_string(),
+                irq.device.clone().unwrap_or_else(|| irq.chip.clone()),
+                irq.driver.clone().unwrap_or_else(|| "-".into()),
+                irq.netdev.clone().unwrap_or_else(|| "-".into()),
+                queue,
+                node_text(irq.node, irq.node_source),
+                list_or_dash(irq.smp_affinity.as_ref()),
+                list_or_dash(irq.effective_affinity.as_ref()),
+                format!("{managed}{}", irq.actions.join(", ")),
+            ]
+        })
+        .collect();
+    o.push_str(&table.text(width, &rows));
+}
 
+/// Per node its CPUs and distances, then one line per core: its threads, package and
+/// last-level cache.
+fn cpus_by_node(o: &mut String, m: &SystemModel, width: usize) {
     let _ = writeln!(o, "\nCPUs by node");
     let mut groups: Vec<(Option<u32>, CpuSet)> = m
         .nodes
@@ -185,127 +293,48 @@ pub fn render_width(m: &SystemModel, width: usize) -> String {
             let _ = writeln!(o, "{}", fit(&line, width));
         }
     }
+}
 
-    let _ = writeln!(o, "\nPCI devices with IRQs or netdevs");
-    // Narrow: shorter DRIVER, NODE, LOCAL CPUS and NETDEVS columns.
-    let (drv_w, node_w, cpus_w, nd_w) = if narrow {
-        (10, 4, 14, 12)
-    } else {
-        (14, 8, 16, 16)
-    };
+/// The text form in the full layout, every line within 100 columns.
+pub fn render(m: &SystemModel) -> String {
+    render_width(m, WIDTH)
+}
+
+/// The text form with every line within `width` columns (80 at least): below the full
+/// width the PCI and IRQ tables narrow their columns; lines and cells that do not fit are
+/// cut.
+pub fn render_width(m: &SystemModel, width: usize) -> String {
+    let width = width.max(crate::output::MIN_COLUMNS);
+    let mut o = String::new();
+    let online = m.online_cpus();
     let _ = writeln!(
         o,
-        "  {:<12} {:<drv_w$} {:<node_w$} {:>4} {:<8} {:<cpus_w$} {:<nd_w$} {:>4}",
-        "ADDRESS", "DRIVER", "NODE", "FW", "SOURCE", "LOCAL CPUS", "NETDEVS", "IRQS"
+        "{}",
+        fit(
+            &format!(
+                "Kernel {}, {} CPUs present, {} online ({}), nr_cpu_ids {}",
+                m.kernel.as_deref().unwrap_or("unknown"),
+                m.cpus.len(),
+                online.len(),
+                online,
+                m.nr_cpu_ids
+            ),
+            width
+        )
     );
-    for d in m.pci.values() {
-        let nirqs = m
-            .irqs
-            .values()
-            .filter(|i| i.device.as_ref() == Some(&d.address))
-            .count();
-        if nirqs == 0 && d.netdevs.is_empty() {
-            continue;
-        }
-        let source = match d.node_source {
-            NodeSource::Firmware => "firmware",
-            NodeSource::Override => "override",
-            NodeSource::Unknown => "unknown",
-        };
-        let line = format!(
-            "  {:<12} {:<drv_w$} {:<node_w$} {:>4} {:<8} {:<cpus_w$} {:<nd_w$} {:>4}",
-            fit(&d.address, 12),
-            fit(d.driver.as_deref().unwrap_or("-"), drv_w),
-            d.node.map_or("-".into(), |n| n.to_string()),
-            d.numa_node.map_or("-".into(), |n| n.to_string()),
-            source,
-            fit(&list_or_dash(d.node_cpus.as_ref()), cpus_w),
-            fit(&d.netdevs.join(","), nd_w),
-            nirqs
-        );
-        let _ = writeln!(o, "{}", fit(&line, width));
-    }
+    let offline = m.present_cpus().difference(&online);
+    let line = format!(
+        "Offline: {}   Isolated: {}   nohz_full: {}",
+        list_or_dash(Some(&offline)),
+        list_or_dash(Some(&m.isolated)),
+        list_or_dash(Some(&m.nohz_full))
+    );
+    let _ = writeln!(o, "{}", fit(&line, width));
 
-    let _ = writeln!(o, "\nNetdevs");
-    let _ = writeln!(
-        o,
-        "  {:<16} {:<12} {:>4} {:<9} RPS CPUS (by rx queue, where set)",
-        "NAME", "DEVICE", "RXQ", "THREADED"
-    );
-    for n in m.netdevs.values() {
-        let rps: Vec<String> = n
-            .rx_queues
-            .iter()
-            .filter_map(|q| {
-                q.rps_cpus
-                    .as_ref()
-                    .filter(|s| !s.is_empty())
-                    .map(|s| format!("{}:{s}", q.index))
-            })
-            .collect();
-        let threaded = match n.threaded {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "-",
-        };
-        let line = format!(
-            "  {:<16} {:<12} {:>4} {:<9} {}",
-            fit(&n.name, 16),
-            fit(n.device.as_deref().unwrap_or("-"), 12),
-            n.rx_queues.len(),
-            threaded,
-            if rps.is_empty() {
-                "-".into()
-            } else {
-                rps.join(" ")
-            }
-        );
-        let _ = writeln!(o, "{}", fit(&line, width));
-    }
-
-    let _ = writeln!(
-        o,
-        "\nIRQs (node: fw = firmware, ovr = proximity override; M = managed)"
-    );
-    // Narrow: shorter DRIVER, NETDEV, NODE and affinity columns, so ACTIONS keeps some room.
-    let (drv_w, net_w, node_w, aff_w, eff_w, eff) = if narrow {
-        (8, 8, 5, 8, 5, "EFF")
-    } else {
-        (11, 10, 6, 11, 9, "EFFECTIVE")
-    };
-    let _ = writeln!(
-        o,
-        "  {:>5} {:<12} {:<drv_w$} {:<net_w$} {:<7} {:<node_w$} {:<aff_w$} {:<eff_w$} ACTIONS",
-        "IRQ", "DEVICE", "DRIVER", "NETDEV", "QUEUE", "NODE", "AFFINITY", eff
-    );
-    for irq in m.irqs.values() {
-        let queue = irq.queue.map_or("-".to_string(), |q| {
-            let kind = match q.kind {
-                QueueKind::Rx => "rx",
-                QueueKind::Tx => "tx",
-                QueueKind::RxTx => "txrx",
-                QueueKind::Other => "q",
-            };
-            format!("{kind} {}", q.index)
-        });
-        let managed = if irq.managed == Some(true) { "M " } else { "" };
-        let device = irq.device.clone().unwrap_or_else(|| irq.chip.clone());
-        let line = format!(
-            "  {:>5} {:<12} {:<drv_w$} {:<net_w$} {:<7} {:<node_w$} {:<aff_w$} {:<eff_w$} \
-             {managed}{}",
-            irq.number,
-            fit(&device, 12),
-            fit(irq.driver.as_deref().unwrap_or("-"), drv_w),
-            fit(irq.netdev.as_deref().unwrap_or("-"), net_w),
-            queue,
-            node_text(irq.node, irq.node_source),
-            fit(&list_or_dash(irq.smp_affinity.as_ref()), aff_w),
-            fit(&list_or_dash(irq.effective_affinity.as_ref()), eff_w),
-            irq.actions.join(", ")
-        );
-        let _ = writeln!(o, "{}", fit(&line, width));
-    }
-
+    cpus_by_node(&mut o, m, width);
+    pci_table(&mut o, m, width);
+    netdev_table(&mut o, m, width);
+    irq_table(&mut o, m, width);
     if !m.warnings.is_empty() {
         let _ = writeln!(o, "\nWarnings");
         for w in &m.warnings {

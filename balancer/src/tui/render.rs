@@ -8,10 +8,17 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
-    widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap},
+    widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap},
 };
 
-use crate::report::{CpuRow, IrqRow, NapiRow, device_label, fit, si};
+use crate::{
+    report::{
+        CpuRow, IrqRow, NapiRow, SysvecRow, cpus_or_dash, device_cell, device_label,
+        pct as percent, poll_cpus, task_pct,
+    },
+    table::{self, Column, pct, si},
+    vector::Softirq,
+};
 
 use super::{
     app::{App, Focus, History, Snapshot, View},
@@ -223,19 +230,6 @@ fn footer_line(app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
-/// "0.07", "12.3", "100": at most 5 characters for 0..=100.
-fn pct(x: f64) -> String {
-    // Sums of nothing are -0.0; measured time is never negative.
-    let x = if x > 0.0 { x } else { 0.0 };
-    if x < 10.0 {
-        format!("{x:.2}")
-    } else if x < 100.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.0}")
-    }
-}
-
 fn main_view(f: &mut Frame, app: &App, data: &Snapshot, area: Rect) -> Pages {
     let report = &data.report;
     let wide = area.width >= WIDE;
@@ -244,7 +238,16 @@ fn main_view(f: &mut Frame, app: &App, data: &Snapshot, area: Rect) -> Pages {
         Some(_) => (area.height / 4).clamp(4, 10),
         None => 0,
     };
+    let sysvecs = sysvec_summary(&report.system_vectors);
     let rest = area.height.saturating_sub(cpu_lines + 1 + balance_h);
+    // System vectors: a table where the screen is tall enough for it, else one line.
+    let sysvec_table = sysvecs.len() as u16 + 2 <= rest / 4;
+    let sysvec_h = match (sysvecs.is_empty(), sysvec_table) {
+        (true, _) => 0,
+        (false, true) => sysvecs.len() as u16 + 2,
+        (false, false) => 2,
+    };
+    let rest = rest.saturating_sub(sysvec_h);
     // The NAPI panel gets what its rows need up to 40%, at least its header and two rows.
     let napi_need = if report.napi.is_empty() {
         2
@@ -254,8 +257,9 @@ fn main_view(f: &mut Frame, app: &App, data: &Snapshot, area: Rect) -> Pages {
     let napi_h = napi_need
         .min(rest * 2 / 5)
         .max(if report.napi.is_empty() { 2 } else { 4 });
-    let [cpu_area, irq_area, napi_area, balance_area] = Layout::vertical([
+    let [cpu_area, sysvec_area, irq_area, napi_area, balance_area] = Layout::vertical([
         Constraint::Length(cpu_lines + 1),
+        Constraint::Length(sysvec_h),
         Constraint::Fill(1),
         Constraint::Length(napi_h),
         Constraint::Length(balance_h),
@@ -263,6 +267,10 @@ fn main_view(f: &mut Frame, app: &App, data: &Snapshot, area: Rect) -> Pages {
     .areas(area);
 
     cpus(f, &report.cpus, &cpu_layout, cpu_area);
+    if !sysvecs.is_empty() {
+        let secs = report.meta.duration_s;
+        sysvec_panel(f, &sysvecs, secs, sysvec_table, sysvec_area);
+    }
     let irqs = irq_table(f, app, data, wide, irq_area);
     let napi = napi_table(f, app, &report.napi, wide, napi_area);
     if let Some(log) = &app.balance {
@@ -336,7 +344,7 @@ fn cpu_layout(cpus: &[CpuRow], width: u16, max_lines: u16) -> (u16, CpuLayout) {
 /// The four parts of a CPU's time, in % of the CPU: hardirq, NET_RX, other softirq, and the
 /// rest of what /proc/stat calls busy.
 fn cpu_parts(c: &CpuRow) -> [f64; 4] {
-    let net_rx = c.softirq_pct.get("NET_RX").copied().unwrap_or(0.0);
+    let net_rx = c.softirq_pct[Softirq::NetRx];
     let other_si = (c.softirq_total_pct - net_rx).max(0.0);
     let irq = c.hardirq_pct + c.softirq_total_pct;
     let rest = c.busy_pct.map_or(0.0, |b| (b - irq).max(0.0));
@@ -442,117 +450,17 @@ fn sticking_label(cpus: Option<&Vec<u32>>) -> String {
     }
 }
 
-/// Poll CPUs with their share, as "2:100% 3:5%".
-fn poll_cpus(n: &NapiRow) -> String {
-    n.cpus
-        .iter()
-        .filter(|c| c.share >= 0.005)
-        .map(|c| format!("{}:{:.0}%", c.cpu, c.share * 100.0))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The header row of `t` in the widths `w`: headers shorten rather than get cut.
+fn header_row(t: &table::Table, w: &[usize]) -> Row<'static> {
+    Row::new(t.header_cells(w)).style(TITLE)
 }
 
-/// A table column: header, right-aligned or not, and a fixed width or a share of what is
-/// left (`Flex(min, weight)`).
-#[derive(Clone, Copy)]
-enum Col {
-    Fixed(&'static str, u16, bool),
-    Flex(&'static str, u16, u16),
-}
-
-/// Widths for `cols` in `width` columns with one space between them: fixed ones as asked,
-/// the rest shared by weight (never below their minimum).
-fn widths(cols: &[Col], width: u16) -> Vec<u16> {
-    let fixed: u16 = cols
-        .iter()
-        .map(|c| match c {
-            Col::Fixed(_, w, _) => *w,
-            Col::Flex(_, min, _) => *min,
-        })
-        .sum::<u16>()
-        + cols.len().saturating_sub(1) as u16;
-    let spare = width.saturating_sub(fixed);
-    let weights: u16 = cols
-        .iter()
-        .map(|c| match c {
-            Col::Flex(_, _, w) => *w,
-            Col::Fixed(..) => 0,
-        })
-        .sum();
-    let mut given = 0;
-    let flex_count = cols.iter().filter(|c| matches!(c, Col::Flex(..))).count();
-    let mut seen = 0;
-    cols.iter()
-        .map(|c| match c {
-            Col::Fixed(_, w, _) => *w,
-            Col::Flex(_, min, w) => {
-                seen += 1;
-                // The last flexible column takes the rounding rest.
-                let extra = if seen == flex_count {
-                    spare - given
-                } else {
-                    spare * w / weights.max(1)
-                };
-                given += extra;
-                min + extra
-            }
-        })
-        .collect()
-}
-
-/// One row of cells cut to their widths (with a `~` where cut), aligned as the column says.
-fn cells(cols: &[Col], widths: &[u16], values: Vec<String>) -> Vec<Cell<'static>> {
-    cols.iter()
-        .zip(widths)
-        .zip(values)
-        .map(|((c, w), v)| {
-            let w = *w as usize;
-            let v = fit(&v, w);
-            Cell::from(match c {
-                Col::Fixed(_, _, true) => format!("{v:>w$}"),
-                _ => v,
-            })
-        })
-        .collect()
-}
-
-fn header_row(cols: &[Col], widths: &[u16]) -> Row<'static> {
-    // Headers of squeezed columns shorten rather than get cut.
-    let short = |h: &'static str, w: u16| -> &'static str {
-        let alternatives: &[&'static str] = match h {
-            "DEVICE/QUEUE" => &["DEVICE/QUEUE", "DEVICE", "DEV"],
-            "AFFINITY" => &["AFFINITY", "AFF"],
-            "POLLS ON CPU" => &["POLLS ON CPU", "POLLS ON"],
-            _ => &[h],
-        };
-        alternatives
-            .iter()
-            .find(|a| a.len() <= w as usize)
-            .copied()
-            .unwrap_or(h)
-    };
-    let names = cols
-        .iter()
-        .zip(widths)
-        .map(|(c, w)| match c {
-            Col::Fixed(h, ..) | Col::Flex(h, ..) => short(h, *w).to_string(),
-        })
-        .collect();
-    Row::new(cells(cols, widths, names)).style(TITLE)
-}
-
-fn constraints(widths: &[u16]) -> Vec<Constraint> {
-    widths.iter().map(|w| Constraint::Length(*w)).collect()
-}
-
-/// "eth1/rx0" where the queue is known, else the short PCI address; wide: both.
-fn device_short(r: &IrqRow, wide: bool) -> String {
-    let full = device_label(r);
-    if wide || r.netdev.is_none() {
-        return full;
-    }
-    // device_label puts the queue after the PCI address.
-    full.rsplit(' ').next().unwrap_or(&full).to_string()
+/// A ratatui table of `rows` in the widths `w`, one space between columns as the column
+/// tables lay them out.
+fn ratatui_table(rows: Vec<Row<'static>>, header: Row<'static>, w: &[usize]) -> Table<'static> {
+    Table::new(rows, w.iter().map(|w| Constraint::Length(*w as u16)))
+        .header(header)
+        .column_spacing(1)
 }
 
 fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) -> usize {
@@ -571,83 +479,22 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
     f.render_widget(block, area);
     let page = (inner.height as usize).saturating_sub(1);
 
-    // INTR% next to TIME% is the product's point (interrupt counts against measured time):
-    // both stay at every width. Below 80 columns HARD% and SOFT% go.
-    let narrow = inner.width < 80;
-    let mut cols = vec![
-        Col::Fixed("IRQ", 4, true),
-        Col::Flex("NAME", 10, 3),
-        // Under WIDE the name (which says the queue) gets the room first.
-        Col::Flex("DEVICE/QUEUE", 7, if wide { 2 } else { 1 }),
-        Col::Fixed("ND", 2, true),
-        if wide {
-            Col::Flex("AFFINITY", 8, 1)
-        } else {
-            Col::Fixed("AFFINITY", 5, false)
-        },
-        Col::Fixed("EFF", if wide { 6 } else { 3 }, false),
-        Col::Fixed("IRQ/s", 6, true),
-    ];
-    if !narrow {
-        cols.extend([Col::Fixed("HARD%", 5, true), Col::Fixed("SOFT%", 5, true)]);
-    }
-    if wide {
-        cols.push(Col::Fixed("TOTAL%", 6, true));
-    }
-    cols.extend([Col::Fixed("INTR%", 5, true), Col::Fixed("TIME%", 5, true)]);
-    if wide {
-        cols.extend([
-            Col::Fixed("STUCK", 6, false),
-            Col::Flex("NAPI POLLS ON CPU", 10, 2),
-        ]);
-    } else {
-        cols.push(Col::Fixed("STK", 4, false));
-    }
-    let w = widths(&cols, inner.width);
+    let t = irq_columns(inner.width, wide);
+    let values: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| irq_values(r, data, inner.width, wide))
+        .collect();
+    let w = t.widths(inner.width as usize, &values);
     let sel = app.selected_index(&rows);
-    let napi_of: BTreeMap<u32, Vec<&NapiRow>> =
-        data.report.napi.iter().fold(BTreeMap::new(), |mut m, n| {
-            if let Some(irq) = n.irq {
-                m.entry(irq).or_default().push(n);
-            }
-            m
-        });
     let body: Vec<Row> = rows
         .iter()
+        .zip(values)
         .enumerate()
         .skip(app.irq_offset)
         .take(page)
-        .map(|(i, r)| {
-            let stuck = data.sticking.get(&r.irq);
-            let mut values = vec![
-                r.irq.to_string(),
-                r.name.clone(),
-                device_short(r, wide),
-                r.node.map_or("-".into(), |n| n.to_string()),
-                r.smp_affinity.clone().unwrap_or_else(|| "-".into()),
-                r.effective_affinity.clone().unwrap_or_else(|| "-".into()),
-                si(r.interrupts_per_s),
-            ];
-            if !narrow {
-                values.extend([pct(r.hardirq_pct), pct(r.softirq_pct)]);
-            }
-            if wide {
-                values.push(pct(r.weight_pct));
-            }
-            values.extend([
-                format!("{:.1}", r.interrupt_share * 100.0),
-                format!("{:.1}", r.time_share * 100.0),
-            ]);
-            if wide {
-                let polls: Vec<String> = napi_of
-                    .get(&r.irq)
-                    .map(|v| v.iter().map(|n| poll_cpus(n)).collect())
-                    .unwrap_or_default();
-                values.extend([sticking_label(stuck), polls.join(" | ")]);
-            } else {
-                values.push(sticking_label(stuck));
-            }
-            let mut style = if stuck.is_some() {
+        .map(|(i, (r, mut v))| {
+            v[IRQ_DEVICE] = device_cell(r, w[IRQ_DEVICE]);
+            let mut style = if data.sticking.contains_key(&r.irq) {
                 STICKING
             } else {
                 Style::new()
@@ -655,14 +502,11 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
             if Some(i) == sel {
                 style = style.patch(focus_style(app, Focus::Irqs));
             }
-            Row::new(cells(&cols, &w, values)).style(style)
+            Row::new(t.cells(&w, &v)).style(style)
         })
         .collect();
     let empty = body.is_empty();
-    let table = Table::new(body, constraints(&w))
-        .header(header_row(&cols, &w))
-        .column_spacing(1);
-    f.render_widget(table, inner);
+    f.render_widget(ratatui_table(body, header_row(&t, &w), &w), inner);
     if empty && inner.height > 1 {
         let msg = if app.filter.is_empty() {
             "no interrupts in this interval"
@@ -679,16 +523,81 @@ fn irq_table(f: &mut Frame, app: &App, data: &Snapshot, wide: bool, area: Rect) 
     page
 }
 
-/// Link methods in five columns.
-fn link_short(link: &str) -> &str {
-    match link {
-        "co-occurrence" => "learn",
-        "napi-get" => "nlirq",
-        "queue-get" => "nlq",
-        "backlog" => "rps",
-        "none" => "-",
-        other => other,
+/// The IRQ table's DEVICE/QUEUE column: its cell depends on the width it gets.
+const IRQ_DEVICE: usize = 2;
+
+/// INTR% next to TIME% is the product's point (interrupt counts against measured time): both
+/// stay at every width. Below 80 columns HARD% and SOFT% go.
+fn irq_columns(width: u16, wide: bool) -> table::Table {
+    let mut cols = vec![
+        Column::right("IRQ", 4),
+        Column::left("NAME", 0).flex(10, 3),
+        // Under WIDE the name (which says the queue) gets the room first.
+        Column::left("DEVICE/QUEUE", 0)
+            .flex(7, if wide { 2 } else { 1 })
+            .short(&["DEVICE", "DEV"]),
+        Column::right("ND", 2),
+        if wide {
+            Column::left("AFFINITY", 0).flex(8, 1)
+        } else {
+            Column::left("AFFINITY", 5).short(&["AFF"])
+        },
+        Column::left("EFF", if wide { 6 } else { 3 }),
+        Column::right("IRQ/s", 6),
+    ];
+    if width >= 80 {
+        cols.extend([Column::right("HARD%", 5), Column::right("SOFT%", 5)]);
     }
+    if wide {
+        cols.push(Column::right("TOTAL%", 6));
+    }
+    cols.extend([Column::right("INTR%", 5), Column::right("TIME%", 5)]);
+    if wide {
+        cols.extend([
+            Column::left("STUCK", 6),
+            Column::left("NAPI POLLS ON CPU", 0)
+                .flex(10, 2)
+                .short(&["POLLS ON CPU", "POLLS ON"]),
+        ]);
+    } else {
+        cols.push(Column::left("STK", 4));
+    }
+    table::Table::new(cols)
+}
+
+/// One IRQ's cells for [`irq_columns`], the device label whole.
+fn irq_values(r: &IrqRow, data: &Snapshot, width: u16, wide: bool) -> Vec<String> {
+    let mut v = vec![
+        r.irq.to_string(),
+        r.name.clone(),
+        device_label(r),
+        r.node.map_or("-".into(), |n| n.to_string()),
+        cpus_or_dash(r.smp_affinity.as_ref()),
+        cpus_or_dash(r.effective_affinity.as_ref()),
+        si(r.interrupts_per_s),
+    ];
+    if width >= 80 {
+        v.extend([pct(r.hardirq_pct), pct(r.softirq_pct)]);
+    }
+    if wide {
+        v.push(pct(r.weight_pct));
+    }
+    v.extend([
+        format!("{:.1}", r.interrupt_share * 100.0),
+        format!("{:.1}", r.time_share * 100.0),
+        sticking_label(data.sticking.get(&r.irq)),
+    ]);
+    if wide {
+        let polls: Vec<String> = data
+            .report
+            .napi
+            .iter()
+            .filter(|n| n.irq == Some(r.irq))
+            .map(poll_cpus)
+            .collect();
+        v.push(polls.join(" | "));
+    }
+    v
 }
 
 fn napi_table(f: &mut Frame, app: &App, napi: &[NapiRow], wide: bool, area: Rect) -> usize {
@@ -706,67 +615,198 @@ fn napi_table(f: &mut Frame, app: &App, napi: &[NapiRow], wide: bool, area: Rect
         return 1;
     }
     let page = (inner.height as usize).saturating_sub(1);
-    let mut cols = vec![
-        Col::Fixed("NAPI", if wide { 18 } else { 6 }, true),
-        Col::Flex("DEVICE", 8, 1),
-        Col::Fixed("IRQ", 4, true),
-        Col::Fixed("LINK", if wide { 13 } else { 5 }, false),
-        Col::Fixed("PKT/s", 6, true),
-        Col::Fixed("POLLS/s", 7, true),
-        Col::Fixed("CPU%", 5, true),
-    ];
-    if wide {
-        cols.push(Col::Fixed("FULL%", 5, true));
-    }
-    cols.push(Col::Flex("POLLS ON CPU", 12, 3));
-    let w = widths(&cols, inner.width);
     let secs = app.data.as_ref().map_or(0.0, |d| d.report.meta.duration_s);
-    let body: Vec<Row> = napi
+    let layout = NapiLayout::new(inner.width, wide, napi);
+    let t = napi_columns(layout);
+    let values: Vec<Vec<String>> = napi.iter().map(|n| napi_values(n, secs, layout)).collect();
+    let w = t.widths(inner.width as usize, &values);
+    let body: Vec<Row> = values
         .iter()
         .enumerate()
         .skip(app.napi_offset)
         .take(page)
-        .map(|(i, n)| {
-            let mut values = vec![
-                // The kernel address identifies instances without a napi_id; only wide
-                // screens have room for it.
-                match (n.napi_id, wide) {
-                    (Some(id), _) => id.to_string(),
-                    (None, true) => n.id.clone(),
-                    (None, false) => "-".into(),
-                },
-                n.device.clone(),
-                n.irq.map_or("-".into(), |i| i.to_string()),
-                if wide {
-                    n.link.to_string()
-                } else {
-                    link_short(n.link).to_string()
-                },
-                si(n.packets_per_s),
-                si(if secs > 0.0 {
-                    n.polls as f64 / secs
-                } else {
-                    0.0
-                }),
-                pct(n.pct),
-            ];
-            if wide {
-                values.push(format!("{:.1}", n.budget_exhausted_share * 100.0));
-            }
-            values.push(poll_cpus(n));
+        .map(|(i, v)| {
             let style = if app.focus == Focus::Napi && i == app.napi_selected {
                 focus_style(app, Focus::Napi)
             } else {
                 Style::new()
             };
-            Row::new(cells(&cols, &w, values)).style(style)
+            Row::new(t.cells(&w, v)).style(style)
         })
         .collect();
-    let table = Table::new(body, constraints(&w))
-        .header(header_row(&cols, &w))
-        .column_spacing(1);
-    f.render_widget(table, inner);
+    f.render_widget(ratatui_table(body, header_row(&t, &w), &w), inner);
     page
+}
+
+/// The NAPI table's optional columns.
+#[derive(Clone, Copy)]
+struct NapiLayout {
+    wide: bool,
+    /// Poll time outside softirq (TASK%: T threaded, B busy poll), from 80 columns on.
+    task: bool,
+    /// The kthread's pid, where an instance is threaded and has room.
+    pid: bool,
+}
+
+impl NapiLayout {
+    fn new(width: u16, wide: bool, napi: &[NapiRow]) -> NapiLayout {
+        let task = width >= 80;
+        NapiLayout {
+            wide,
+            task,
+            pid: task && napi.iter().any(|n| n.thread_pid.is_some()),
+        }
+    }
+}
+
+fn napi_columns(l: NapiLayout) -> table::Table {
+    let NapiLayout { wide, task, pid } = l;
+    let mut cols = vec![
+        Column::right("NAPI", if wide { 18 } else { 6 }),
+        Column::left("DEVICE", 0).flex(8, 1),
+        Column::right("IRQ", 4),
+        Column::left("LINK", if wide { 13 } else { 5 }),
+        Column::right("PKT/s", 6),
+        Column::right("POLLS/s", 7),
+        Column::right("CPU%", 5),
+    ];
+    if wide {
+        cols.push(Column::right("FULL%", 5));
+    }
+    if task {
+        cols.push(Column::right("TASK%", 5));
+    }
+    if pid {
+        cols.push(Column::right("PID", 7));
+    }
+    cols.push(
+        Column::left("POLLS ON CPU", 0)
+            .flex(12, 3)
+            .short(&["POLLS ON"]),
+    );
+    table::Table::new(cols)
+}
+
+/// One instance's cells for [`napi_columns`].
+fn napi_values(n: &NapiRow, secs: f64, l: NapiLayout) -> Vec<String> {
+    let NapiLayout { wide, task, pid } = l;
+    let mut v = vec![
+        // The kernel address identifies instances without a napi_id; only wide
+        // screens have room for it.
+        match (n.napi_id, wide) {
+            (Some(id), _) => id.to_string(),
+            (None, true) => n.id.clone(),
+            (None, false) => "-".into(),
+        },
+        n.device.clone(),
+        n.irq.map_or("-".into(), |i| i.to_string()),
+        if wide {
+            n.link.as_str()
+        } else {
+            n.link.short()
+        }
+        .to_string(),
+        si(n.packets_per_s),
+        si(per_s(n.polls, secs)),
+        pct(n.pct),
+    ];
+    if wide {
+        v.push(format!("{:.1}", n.budget_exhausted_share * 100.0));
+    }
+    if task {
+        v.push(task_pct(n));
+    }
+    if pid {
+        v.push(n.thread_pid.map_or("-".into(), |p| p.to_string()));
+    }
+    v.push(poll_cpus(n));
+    v
+}
+
+fn per_s(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// One system vector label (as `/proc/interrupts` names it) over all CPUs.
+struct SysvecLine {
+    label: &'static str,
+    runs: u64,
+    /// % of one CPU, summed over CPUs.
+    pct: f64,
+    /// CPU -> % of that CPU.
+    per_cpu: BTreeMap<u32, f64>,
+}
+
+/// The report's system-vector rows by label, most time first; both call-function vectors
+/// count in CAL, as in `/proc/interrupts`.
+fn sysvec_summary(rows: &[SysvecRow]) -> Vec<SysvecLine> {
+    let mut by_label: Vec<SysvecLine> = Vec::new();
+    for r in rows {
+        let label = r.vector.label();
+        let i = match by_label.iter().position(|l| l.label == label) {
+            Some(i) => i,
+            None => {
+                by_label.push(SysvecLine {
+                    label,
+                    runs: 0,
+                    pct: 0.0,
+                    per_cpu: BTreeMap::new(),
+                });
+                by_label.len() - 1
+            }
+        };
+        let l = &mut by_label[i];
+        l.runs += r.runs;
+        l.pct += r.pct;
+        *l.per_cpu.entry(r.cpu).or_default() += r.pct;
+    }
+    by_label.sort_by(|a, b| b.pct.total_cmp(&a.pct).then(a.label.cmp(b.label)));
+    by_label
+}
+
+/// System vectors: hardirq time that is no IRQ's (local timer, IPIs), in no IRQ row and not
+/// in the meters' hardirq part. A table with the per-CPU split where there is room, else one
+/// line of totals.
+fn sysvec_panel(f: &mut Frame, lines: &[SysvecLine], secs: f64, as_table: bool, area: Rect) {
+    let block = Block::new().borders(Borders::TOP).title(Span::styled(
+        " System vectors: % of one CPU, all CPUs ",
+        TITLE,
+    ));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if !as_table {
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| format!("{} {}", l.label, pct(l.pct)))
+            .collect();
+        let line = table::fit(&format!(" {}", text.join("  ")), inner.width as usize);
+        f.render_widget(Paragraph::new(line), inner);
+        return;
+    }
+    let t = table::Table::new(vec![
+        Column::left(" VEC", 4),
+        Column::right("RUNS/s", 7),
+        Column::right("CPU%", 5),
+        Column::left("% OF EACH CPU", 0).flex(12, 1),
+    ]);
+    let values: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            vec![
+                format!(" {}", l.label),
+                si(per_s(l.runs, secs)),
+                pct(l.pct),
+                l.per_cpu
+                    .iter()
+                    .map(|(cpu, p)| format!("{cpu}:{}", pct(*p)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    let w = t.widths(inner.width as usize, &values);
+    let body: Vec<Row> = values.iter().map(|v| Row::new(t.cells(&w, v))).collect();
+    f.render_widget(ratatui_table(body, header_row(&t, &w), &w), inner);
 }
 
 fn balance_panel(f: &mut Frame, log: &BalanceLog, area: Rect) {
@@ -821,14 +861,35 @@ fn detail_view(f: &mut Frame, app: &App, data: &Snapshot, irq: u32, area: Rect) 
         .title(Span::styled(format!(" IRQ {irq} {name} "), TITLE));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let napi: Vec<&NapiRow> = data
-        .report
-        .napi
-        .iter()
-        .filter(|n| n.irq == Some(irq))
-        .collect();
-    let stuck = data.sticking.get(&irq);
+    let info = detail_info(data, irq, row);
 
+    let cpu_rows = row.map_or(0, |r| r.cpus.len()) as u16;
+    let [info_area, table_area, spark_area] = Layout::vertical([
+        // Wrapped lines take more rows on narrow screens.
+        Constraint::Length(
+            info.iter()
+                .map(|l| l.width().max(1).div_ceil(inner.width.max(1) as usize) as u16)
+                .sum(),
+        ),
+        Constraint::Length((cpu_rows + 2).min(inner.height / 2)),
+        Constraint::Fill(1),
+    ])
+    .areas(inner);
+    f.render_widget(Paragraph::new(info).wrap(Wrap { trim: true }), info_area);
+    if let Some(r) = row {
+        let t = Rect {
+            y: table_area.y + 1,
+            height: table_area.height.saturating_sub(1),
+            ..table_area
+        };
+        detail_cpus(f, data, r, t);
+    }
+    sparklines(f, app.history.get(&irq), spark_area);
+}
+
+/// The detail view's lines above its table: the IRQ, its NAPI instances (with their time in
+/// kthreads and busy-poll loops), and sticking.
+fn detail_info(data: &Snapshot, irq: u32, row: Option<&IrqRow>) -> Vec<Line<'static>> {
     let mut info: Vec<Line> = Vec::new();
     match row {
         None => info.push(Line::styled(
@@ -844,8 +905,8 @@ fn detail_view(f: &mut Frame, app: &App, data: &Snapshot, irq: u32, area: Rect) 
             )));
             info.push(Line::from(format!(
                 "affinity {}   effective {}   {} irq/s",
-                r.smp_affinity.as_deref().unwrap_or("-"),
-                r.effective_affinity.as_deref().unwrap_or("-"),
+                cpus_or_dash(r.smp_affinity.as_ref()),
+                cpus_or_dash(r.effective_affinity.as_ref()),
                 si(r.interrupts_per_s),
             )));
             info.push(Line::from(format!(
@@ -859,17 +920,27 @@ fn detail_view(f: &mut Frame, app: &App, data: &Snapshot, irq: u32, area: Rect) 
             )));
         }
     }
-    for n in &napi {
-        info.push(Line::from(format!(
+    for n in data.report.napi.iter().filter(|n| n.irq == Some(irq)) {
+        let mut line = format!(
             "NAPI {} on {} (link: {})   {} pkt/s   polls on CPU {}",
             n.napi_id.map_or_else(|| n.id.clone(), |i| i.to_string()),
             n.device,
-            n.link,
+            n.link.as_str(),
             si(n.packets_per_s),
             poll_cpus(n)
-        )));
+        );
+        if n.threaded_ns > 0 || n.thread_pid.is_some() {
+            line.push_str(&format!("   threaded {}%", pct(n.threaded_pct)));
+            if let Some(pid) = n.thread_pid {
+                line.push_str(&format!(" (kthread {pid})"));
+            }
+        }
+        if n.busy_poll_ns > 0 {
+            line.push_str(&format!("   busy-poll {}%", pct(n.busy_poll_pct)));
+        }
+        info.push(Line::from(line));
     }
-    if let Some(cpus) = stuck {
+    if let Some(cpus) = data.sticking.get(&irq) {
         info.push(Line::styled(
             format!(
                 "STICKING: NAPI polls on CPU {}, outside effective affinity {}",
@@ -877,115 +948,71 @@ fn detail_view(f: &mut Frame, app: &App, data: &Snapshot, irq: u32, area: Rect) 
                     .map(u32::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
-                row.and_then(|r| r.effective_affinity.as_deref())
-                    .unwrap_or("-")
+                cpus_or_dash(row.and_then(|r| r.effective_affinity.as_ref()))
             ),
             STICKING,
         ));
     }
+    info
+}
 
-    let hist = app.history.get(&irq);
-    let cpu_rows = row.map_or(0, |r| r.cpus.len()) as u16;
-    let [info_area, table_area, spark_area] = Layout::vertical([
-        // Wrapped lines take more rows on narrow screens.
-        Constraint::Length(
-            info.iter()
-                .map(|l| l.width().max(1).div_ceil(inner.width.max(1) as usize) as u16)
-                .sum(),
-        ),
-        Constraint::Length((cpu_rows + 2).min(inner.height / 2)),
-        Constraint::Fill(1),
-    ])
-    .areas(inner);
-    f.render_widget(Paragraph::new(info).wrap(Wrap { trim: true }), info_area);
-
-    if let Some(r) = row {
-        let secs = data.report.meta.duration_s;
-        let dur_ns = secs * 1e9;
-        let p = |ns: u64| {
-            if dur_ns > 0.0 {
-                ns as f64 * 100.0 / dur_ns
-            } else {
-                0.0
-            }
-        };
-        let eff = r
-            .effective_affinity
-            .as_deref()
-            .and_then(|s| crate::cpumask::CpuSet::parse_list(s).ok());
-        let node_of = |cpu: u32| {
-            data.report
-                .cpus
-                .iter()
-                .find(|c| c.cpu == cpu)
-                .and_then(|c| c.node)
-                .map_or("-".into(), |n| n.to_string())
-        };
-        let body: Vec<Row> = r
+/// One IRQ's time per CPU, and where its NAPI polls sit against its effective affinity.
+fn detail_cpus(f: &mut Frame, data: &Snapshot, r: &IrqRow, area: Rect) {
+    let secs = data.report.meta.duration_s;
+    let dur_ns = (secs * 1e9) as u64;
+    let stuck = data.sticking.get(&r.irq);
+    let node_of = |cpu: u32| {
+        data.report
             .cpus
             .iter()
-            .map(|c| {
-                let in_eff = eff.as_ref().is_some_and(|e| e.contains(c.cpu));
-                let sticks = stuck.is_some_and(|v| v.contains(&c.cpu));
-                let note = match (in_eff, sticks) {
-                    (true, _) => "effective affinity",
-                    (false, true) => "NAPI polls here: sticking",
-                    (false, false) if c.softirq_ns > 0 => "NAPI polls here",
-                    _ => "",
-                };
-                let style = if sticks { STICKING } else { Style::new() };
-                Row::new(vec![
-                    format!("{:>4}", c.cpu),
-                    format!("{:>4}", node_of(c.cpu)),
-                    format!(
-                        "{:>7}",
-                        si(if secs > 0.0 {
-                            c.interrupts as f64 / secs
-                        } else {
-                            0.0
-                        })
-                    ),
-                    format!("{:>6}", pct(p(c.hardirq_ns))),
-                    format!("{:>6}", pct(p(c.softirq_ns))),
-                    format!("{:>6}", pct(p(c.hardirq_ns + c.softirq_ns))),
-                    note.to_string(),
-                ])
-                .style(style)
-            })
-            .collect();
-        let table = Table::new(
-            body,
-            [
-                Constraint::Length(4),
-                Constraint::Length(4),
-                Constraint::Length(7),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Fill(1),
-            ],
-        )
-        .header(
-            Row::new(vec![
-                " CPU".to_string(),
-                "NODE".into(),
-                format!("{:>7}", "IRQ/s"),
-                format!("{:>6}", "HARD%"),
-                format!("{:>6}", "SOFT%"),
-                "TOTAL%".into(),
-                String::new(),
-            ])
-            .style(TITLE),
-        )
-        .column_spacing(1);
-        let t = Rect {
-            y: table_area.y + 1,
-            height: table_area.height.saturating_sub(1),
-            ..table_area
-        };
-        f.render_widget(table, t);
-    }
-    sparklines(f, hist, spark_area);
+            .find(|c| c.cpu == cpu)
+            .and_then(|c| c.node)
+            .map_or("-".into(), |n| n.to_string())
+    };
+    let t = table::Table::new(vec![
+        Column::right("CPU", 4),
+        Column::right("NODE", 4),
+        Column::right("IRQ/s", 7),
+        Column::right("HARD%", 6),
+        Column::right("SOFT%", 6),
+        Column::right("TOTAL%", 6),
+        Column::left("", 0).flex(0, 1),
+    ]);
+    let mut styles = Vec::new();
+    let values: Vec<Vec<String>> = r
+        .cpus
+        .iter()
+        .map(|c| {
+            let in_eff = r
+                .effective_affinity
+                .as_ref()
+                .is_some_and(|e| e.contains(c.cpu));
+            let sticks = stuck.is_some_and(|v| v.contains(&c.cpu));
+            let note = match (in_eff, sticks) {
+                (true, _) => "effective affinity",
+                (false, true) => "NAPI polls here: sticking",
+                (false, false) if c.softirq_ns > 0 => "NAPI polls here",
+                _ => "",
+            };
+            styles.push(if sticks { STICKING } else { Style::new() });
+            vec![
+                c.cpu.to_string(),
+                node_of(c.cpu),
+                si(per_s(c.interrupts, secs)),
+                pct(percent(c.hardirq_ns, dur_ns)),
+                pct(percent(c.softirq_ns, dur_ns)),
+                pct(percent(c.hardirq_ns + c.softirq_ns, dur_ns)),
+                note.to_string(),
+            ]
+        })
+        .collect();
+    let w = t.widths(area.width as usize, &values);
+    let body: Vec<Row> = values
+        .iter()
+        .zip(styles)
+        .map(|(v, style)| Row::new(t.cells(&w, v)).style(style))
+        .collect();
+    f.render_widget(ratatui_table(body, header_row(&t, &w), &w), area);
 }
 
 /// Two sparklines over the last intervals: real time and interrupts. Side by side they show
@@ -1090,6 +1117,14 @@ const HELP: &[(&str, &str)] = &[
         "share of interrupts (what count-based balancers weigh)",
     ),
     ("STK !N", "sticking: its NAPI polls on CPU N, outside EFF"),
+    (
+        "TASK%",
+        "NAPI polls in kthreads (T) and busy-poll loops (B)",
+    ),
+    (
+        "System vectors",
+        "LOC timer, RES CAL IWI IPIs: hardirq time of no IRQ",
+    ),
     ("EFF", "effective affinity: where the IRQ really lands"),
 ];
 

@@ -295,3 +295,65 @@ fn balance_panel_lists_decisions_and_sticking() {
         assert!(has(&s, "IRQ NAME"), "{d}");
     }
 }
+
+/// System vectors, threaded and busy-poll time on screen: a line of system-vector totals at
+/// 80x24 (a table with the per-CPU split where there is room), TASK% and the kthread's pid on
+/// NAPI rows, and both in the IRQ's detail.
+#[test]
+fn system_vectors_and_task_polls_show() {
+    let mut app = App::new(std::time::Duration::from_secs(1));
+    app.ingest(crate::report::tests::rich(), &[]);
+    let s = screen(&mut app, 80, 24);
+    let d = dump(&s);
+    let (sv, _) = find(&s, "System vectors").expect(&d);
+    assert!(
+        s[sv + 1].contains("LOC 0.55") && s[sv + 1].contains("RES 0.01"),
+        "LOC 0.30% + 0.25%, RES: {d}"
+    );
+    assert!(
+        s[sv + 1].contains("CAL") && s[sv + 1].contains("IWI"),
+        "{d}"
+    );
+    let (cpu, _) = find(&s, "CPUs by NUMA node").expect(&d);
+    let (irq, _) = find(&s, "IRQ NAME").expect(&d);
+    assert!(cpu < sv && sv < irq, "between the meters and the IRQs: {d}");
+    assert!(
+        s[irq + 1].contains("36"),
+        "the IRQ table keeps its rows: {d}"
+    );
+    let (hdr, line) = find(&s, "  NAPI DEVICE").expect(&d);
+    assert!(line.contains("TASK%") && line.contains("PID"), "{d}");
+    let x = s[hdr + 1..].iter().find(|l| l.contains(" 36 ")).expect(&d);
+    assert!(x.contains("2.0T+1.0B"), "threaded 2% and busy-poll 1%: {d}");
+    let v = s[hdr + 1..].iter().find(|l| l.contains("veth0")).expect(&d);
+    assert!(v.contains(" 4242 "), "the veth's kthread: {d}");
+    assert!(s.iter().all(|l| l.chars().count() <= 80), "{d}");
+
+    let s = screen(&mut app, 200, 60);
+    let d = dump(&s);
+    let (sv, _) = find(&s, "System vectors").expect(&d);
+    assert!(s[sv + 1].contains("% OF EACH CPU"), "{d}");
+    let loc = &s[sv + 2];
+    assert!(
+        loc.contains("LOC") && loc.contains(" 500 ") && loc.contains("0:0.30 1:0.25"),
+        "{d}"
+    );
+    assert!(has(&s, "2.0T+1.0B") && has(&s, "4242"), "{d}");
+
+    app.apply(Command::Open);
+    let s = screen(&mut app, 80, 24);
+    let d = dump(&s);
+    assert!(has(&s, "IRQ 36 virtio1-input.0"), "{d}");
+    assert!(
+        has(&s, "threaded 2.00%") && has(&s, "busy-poll 1.00%"),
+        "{d}"
+    );
+}
+
+/// Without system-vector rows (not x86, or their tracepoints absent) there is no panel.
+#[test]
+fn no_system_vector_panel_without_rows() {
+    let mut app = app();
+    let s = screen(&mut app, 80, 24);
+    assert!(!has(&s, "System vectors"), "{}", dump(&s));
+}
