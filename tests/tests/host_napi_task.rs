@@ -99,6 +99,17 @@ fn runtime_ns(pid: u32) -> u64 {
         .expect("schedstat's first field")
 }
 
+/// Steal time of all CPUs so far, ns (`/proc/stat`, USER_HZ = 100): time the hypervisor ran
+/// something else on our vCPUs, which the probe's clock counts and a task's run time does not.
+fn steal_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    stat.lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|f| f.parse::<u64>().ok())
+        .map_or(0, |ticks| ticks * 10_000_000)
+}
+
 /// With `threaded` on both veth ends, every poll of their instances runs in a kthread. The
 /// probe times those polls in the kernel (from the kthread's switch-in or its previous poll,
 /// hardirqs and softirqs inside excluded), and for each end the poll time is the kthread's own
@@ -137,6 +148,7 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
         known >= 2 && attached,
         "kthreads {known}, attached {attached}"
     );
+    let steal_before = steal_ns();
     let before: BTreeMap<u32, u64> = threads
         .values()
         .flatten()
@@ -146,6 +158,7 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
     eprintln!("received {got} datagrams");
     let iv = sampler.sample().expect("second snapshot");
     let after: BTreeMap<u32, u64> = before.keys().map(|p| (*p, runtime_ns(*p))).collect();
+    let steal = steal_ns().saturating_sub(steal_before);
 
     let mut linker = Linker::default();
     linker.observe(&iv);
@@ -176,12 +189,16 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
         .find(|c| c.0 == pair.dev_b)
         .expect("the receiving end");
     assert!(t.0 > 100, "threaded polls {t:?}");
-    // The issue's target is 10%; measured here 0.88-0.97 (the kthread's wake-up and loop
-    // outside its polls, and the hardirq and softirq time excluded from the polls, are in
-    // schedstat): the test holds the 20% that is met every run, the notes record the rest.
+    // The issue's target is 10%; measured here 0.85-0.99 on a quiet machine (the kthread's
+    // wake-up and loop outside its polls, and the hardirq and softirq time excluded from
+    // the polls, are in schedstat): the test holds the 20% below. Above, 1.15-1.18 was seen
+    // while qemu guests and builds loaded this VM: the probe's clock runs on while the
+    // hypervisor steals the vCPU, a task's run time does not, so the steal of the interval
+    // (all CPUs: an upper bound of the kthread's share) is allowed on top.
     assert!(
-        (0.8..=1.1).contains(ratio),
-        "threaded poll time {} ns vs kthread runtime {run} ns",
+        *ratio >= 0.8 && t.1 as f64 <= 1.1 * (run + steal) as f64,
+        "threaded poll time {} ns vs kthread runtime {run} ns (ratio {ratio:.3}), steal \
+         {steal} ns in the interval",
         t.1
     );
     // Task time is not softirq time: every CPU's NET_RX split still adds up (polls in softirq
