@@ -12,6 +12,12 @@
 //! tracepoints, empty BTF-typed programs on the same events (the floor: dispatch alone), and
 //! bpftrace timing softirqs per vector (two classic tracepoints). The `bpf_stats` figures
 //! (program time only) follow, labelled as such.
+//!
+//! Per interrupt: the same paired blocks around `membarrier(PRIVATE_EXPEDITED)`, which sends
+//! one call-function IPI to the other CPU, where a thread of ours spins, and waits for its
+//! handler: the entry/exit pair of a system vector, timed by balancer's programs the way a
+//! device IRQ's handler is (a device IRQ cannot be raised synchronously here: the only
+//! devices are the host's own).
 use std::{
     collections::BTreeSet,
     io::{BufRead as _, BufReader},
@@ -158,6 +164,142 @@ fn block_ns(tx: &UdpSocket, to: std::net::SocketAddr) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_nanos() as f64 / f64::from(BLOCK))
 }
 
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+/// The CPU the IPI goes to, where a thread of ours spins.
+const IPI_CPU: usize = 0;
+
+fn membarrier(cmd: libc::c_long) -> anyhow::Result<()> {
+    // SAFETY: membarrier(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) } != 0 {
+        bail!("membarrier({cmd}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// ns per `membarrier` over one block, after a short warm-up.
+fn ipi_block_ns() -> anyhow::Result<f64> {
+    for _ in 0..BLOCK / 10 {
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)?;
+    }
+    let t = Instant::now();
+    for _ in 0..BLOCK {
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)?;
+    }
+    Ok(t.elapsed().as_nanos() as f64 / f64::from(BLOCK))
+}
+
+/// The median on/off difference of `set` over [`PAIRS`] ABBA pairs of `block`, and the
+/// median time without.
+fn paired(
+    probe: &mut Probe,
+    mut block: impl FnMut() -> anyhow::Result<f64>,
+) -> anyhow::Result<(f64, f64)> {
+    let mut diffs = Vec::new();
+    let mut base = Vec::new();
+    for i in 0..PAIRS {
+        let on_first = i % 2 == 1;
+        let mut measure = |on: bool| -> anyhow::Result<f64> {
+            if on {
+                probe.attach()?;
+            } else {
+                probe.detach()?;
+            }
+            block()
+        };
+        let (first, second) = (measure(on_first)?, measure(!on_first)?);
+        let (with, without) = if on_first {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        diffs.push(with - without);
+        base.push(without);
+    }
+    Ok((median(&mut base), median(&mut diffs)))
+}
+
+/// Cost per call-function IPI (a system vector's entry and exit), balancer against the empty
+/// programs' floor.
+fn per_interrupt() -> anyhow::Result<()> {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            pin(IPI_CPU)?;
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            Ok(())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let result = (|| -> anyhow::Result<()> {
+        // Each call must raise one IPI on IPI_CPU: checked with our own counters first.
+        let probe = Probe::load(&ProbeOptions::default())?;
+        let ipis = |c: &balancer::probe::Counters| -> u64 {
+            c.sysvecs
+                .iter()
+                .filter(|((cpu, vec), _)| {
+                    *cpu == IPI_CPU as u32
+                        && balancer_common::SYSVEC_NAMES[*vec as usize].starts_with("call_function")
+                })
+                .map(|(_, s)| s.runs)
+                .sum()
+        };
+        let before = probe.read()?;
+        for _ in 0..10_000 {
+            membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)?;
+        }
+        let after = probe.read()?;
+        drop(probe);
+        let per_call = (ipis(&after) - ipis(&before)) as f64 / 10_000.0;
+        println!();
+        println!(
+            "per membarrier call: {per_call:.3} call-function IPIs on CPU {IPI_CPU} (10,000 calls)"
+        );
+        if per_call < 0.95 {
+            // membarrier interrupts only CPUs running a thread of ours: the spinner was
+            // preempted, and a figure would mix calls with and without an IPI.
+            bail!("CPU {IPI_CPU} is busy with other tasks: run the benchmark on a quiet machine");
+        }
+        let mut rows = Vec::new();
+        for set in [Set::Balancer(ProgramType::BtfTracePoint), Set::Empty] {
+            let Some(mut probe) = load_probe(set)? else {
+                continue;
+            };
+            let (b, d) = paired(&mut probe, ipi_block_ns)?;
+            eprintln!("{:<20} {b:8.1} ns/IPI without, +{d:.1} with", set.name());
+            rows.push((set, b, d));
+        }
+        println!(
+            "End to end, per interrupt (call-function IPI to CPU {IPI_CPU} from CPU {CPU}, \
+             membarrier; medians of {PAIRS} paired blocks of {BLOCK} calls)"
+        );
+        println!("{:<20} {:>14} {:>10}", "SET", "NS/CALL (OFF)", "+NS ON");
+        for (set, b, d) in &rows {
+            println!("{:<20} {b:>14.1} {d:>10.1}", set.name());
+        }
+        if let [(_, _, ours), (_, _, floor)] = rows[..] {
+            println!(
+                "balancer / empty-program floor, per interrupt: {:.2}",
+                ours / floor
+            );
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    spinner
+        .join()
+        .map_err(|_| anyhow::anyhow!("spinner panicked"))??;
+    result
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -201,8 +343,11 @@ fn main() -> anyhow::Result<()> {
     }
     pin(CPU)?;
     // PROBE_BENCH=program-only: only the bpf_stats table (quick, for work on the programs).
-    if std::env::var("PROBE_BENCH").as_deref() == Ok("program-only") {
-        return program_only();
+    match std::env::var("PROBE_BENCH").as_deref() {
+        Ok("program-only") => return program_only(),
+        // PROBE_BENCH=interrupt: only the per-interrupt table.
+        Ok("interrupt") => return per_interrupt(),
+        _ => {}
     }
     let rx = UdpSocket::bind("127.0.0.1:0").context("binding the receiver")?;
     let to = rx.local_addr()?;
@@ -252,29 +397,7 @@ fn main() -> anyhow::Result<()> {
         let Some(mut probe) = load_probe(set)? else {
             continue;
         };
-        let mut diffs = Vec::new();
-        let mut base = Vec::new();
-        for i in 0..PAIRS {
-            let on_first = i % 2 == 1;
-            let mut measure = |on: bool| -> anyhow::Result<f64> {
-                if on {
-                    probe.attach()?;
-                } else {
-                    probe.detach()?;
-                }
-                block_ns(&tx, to)
-            };
-            let (first, second) = (measure(on_first)?, measure(!on_first)?);
-            let (with, without) = if on_first {
-                (first, second)
-            } else {
-                (second, first)
-            };
-            diffs.push(with - without);
-            base.push(without);
-        }
-        let d = median(&mut diffs);
-        let b = median(&mut base);
+        let (b, d) = paired(&mut probe, || block_ns(&tx, to))?;
         eprintln!("{:<20} {b:8.1} ns/call without, +{d:.1} with", set.name());
         results.push((set, b, d));
     }
@@ -321,6 +444,7 @@ fn main() -> anyhow::Result<()> {
         floor / theirs
     );
 
+    per_interrupt()?;
     program_only()?;
     Ok(())
 }
