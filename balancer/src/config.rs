@@ -105,11 +105,15 @@ pub struct Config {
     /// (percent of one CPU) is overloaded too.
     #[serde(deserialize_with = "percent")]
     pub imbalance: f64,
-    /// A move must lower the busiest CPU involved by at least this much (percent).
+    /// A move must lower the busiest CPU involved by at least this much (percent): the floor
+    /// under the measured noise (the policy asks more where readings swing more).
     #[serde(deserialize_with = "percent")]
     pub min_gain: f64,
     /// Intervals an IRQ stays put after a move.
     pub cooldown: u32,
+    /// Intervals during which an IRQ does not go back to a CPU it left, unless the
+    /// measurement contradicts why it left (a revisit, logged as such). 0 = no window.
+    pub return_window: u32,
     /// IRQ numbers never moved.
     pub banned_irqs: Vec<u32>,
     /// Devices whose IRQs are never moved: PCI address ("0000:3b:00.0"), netdev ("eth0") or
@@ -162,6 +166,7 @@ impl Default for Config {
             imbalance: 25.0,
             min_gain: 2.0,
             cooldown: 3,
+            return_window: 30,
             banned_irqs: Vec::new(),
             banned_devices: Vec::new(),
             rps: true,

@@ -135,7 +135,7 @@ impl<A: Applier> Engine<A> {
         let plan = policy::plan(snap, &self.config, &self.history);
         planned(&plan);
         let outcomes = self.applier.apply_plan(&plan, snap);
-        self.history = self.history.after(&plan, &outcomes);
+        self.history = self.history.after(snap, &plan, &outcomes);
         Step { plan, outcomes }
     }
 }

@@ -1,11 +1,18 @@
-//! What the policy remembers between intervals: moves (for cooldowns and checking that they
-//! took), IRQs the kernel refused to move, CPUs whose vector space is full, stuck IRQs, RPS
-//! we set and threads we pinned. Updated only by [`History::after`], a pure function of the
-//! plan and what actuation reported.
-use std::collections::BTreeMap;
+//! What the policy remembers between intervals: moves (for cooldowns, for checking that
+//! they took, and for the CPUs each IRQ left), IRQs the kernel refused to move, CPUs whose
+//! vector space is full, stuck IRQs, RPS we set, threads we pinned, and the recent readings
+//! of every CPU's and IRQ's load (the noise a move must beat). Updated only by
+//! [`History::after`], a pure function of the interval, the plan and what actuation reported.
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{ActionKind, FULL_FORGET, FindingKind, Plan};
+use super::{
+    ActionKind, FULL_FORGET, FindingKind, IrqSnap, NOISE_MIN_SAMPLES, NOISE_WINDOW, Plan, Snapshot,
+};
 use crate::cpumask::CpuSet;
+
+/// Intervals old moves and departures are kept (cooldowns, pending checks and the return
+/// window look back less than this).
+pub const MOVE_FORGET: u64 = 1000;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
@@ -13,6 +20,8 @@ pub struct History {
     pub tick: u64,
     /// The last move of each IRQ.
     pub last_move: BTreeMap<u32, MoveRecord>,
+    /// The CPUs each IRQ left, with when and what it weighed then (the return window).
+    pub departures: BTreeMap<u32, BTreeMap<u32, Departure>>,
     /// IRQs whose affinity writes failed with EIO, with the message (logged once).
     pub unmovable: BTreeMap<u32, String>,
     /// CPUs that refused a vector (ENOSPC), with the interval they did.
@@ -22,6 +31,8 @@ pub struct History {
     pub rps: BTreeMap<(String, u32), u64>,
     /// NAPI threads we pinned, by IRQ, with the CPUs.
     pub pinned: BTreeMap<u32, CpuSet>,
+    /// Recent readings of each CPU's and IRQ's load.
+    pub loads: Loads,
     /// Moves applied since start.
     pub moves: u64,
     /// Times an IRQ started sticking.
@@ -30,17 +41,146 @@ pub struct History {
     pub balancing_last: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MoveRecord {
     pub tick: u64,
     pub from: CpuSet,
     pub to: u32,
+    /// Whether the kernel has moved it yet.
+    pub state: MoveState,
+}
+
+/// Where a written affinity stands. On x86 the kernel moves a (non-managed) vector at the
+/// IRQ's next interrupt, so `effective_affinity` follows the write only once the IRQ
+/// fires: an idle tx IRQ, or a bulk queue polling with its interrupt off, is pending for
+/// as long as it stays quiet (seconds, in the field). Only an IRQ that fired and is still
+/// elsewhere did not follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveState {
+    /// Written; the IRQ has not fired since, so the kernel has not moved it yet.
+    Pending,
+    /// Its effective affinity holds the CPU written (or there is nothing to check).
+    Landed,
+    /// It fired after the write and its effective affinity is still elsewhere.
+    NotFollowed,
+}
+
+impl MoveRecord {
+    /// What `irq` (this interval's view of the moved IRQ) says about the move.
+    pub fn status(&self, irq: Option<&IrqSnap>) -> MoveState {
+        let Some(irq) = irq else {
+            return MoveState::Landed; // gone: nothing left to check
+        };
+        match irq.effective.as_ref().filter(|e| !e.is_empty()) {
+            None => MoveState::Landed, // no effective_affinity (before 4.13): nothing to check
+            Some(eff) if eff.contains(self.to) => MoveState::Landed,
+            Some(_) if irq.interrupts > 0 => MoveState::NotFollowed,
+            Some(_) => MoveState::Pending,
+        }
+    }
+}
+
+/// An IRQ left a CPU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Departure {
+    pub tick: u64,
+    /// Its own measured load on the CPUs it left (fraction of a CPU), the premise of the move.
+    pub weight: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StuckRecord {
     pub since: u64,
     pub cpu: u32,
+}
+
+/// The recent readings of the loads the policy compares.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Loads {
+    /// Busy fraction of each CPU.
+    pub cpus: BTreeMap<u32, Series>,
+    /// Each IRQ's measured load (all CPUs), fraction of a CPU.
+    pub irqs: BTreeMap<u32, Series>,
+    /// CPUs and IRQs whose next reading our own actions change (moves applied or pending,
+    /// RPS, pins): their next change is ours, not noise.
+    pub disturbed_cpus: CpuSet,
+    pub disturbed_irqs: BTreeSet<u32>,
+}
+
+impl Loads {
+    /// Noise of one CPU's reading (fraction of a CPU; 0 while unknown).
+    pub fn cpu_noise(&self, cpu: u32) -> f64 {
+        self.cpus.get(&cpu).map_or(0.0, Series::noise)
+    }
+
+    pub fn irq_noise(&self, irq: u32) -> f64 {
+        self.irqs.get(&irq).map_or(0.0, Series::noise)
+    }
+}
+
+/// One load's recent readings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    pub last: Option<f64>,
+    /// Changes between consecutive readings that nothing we did disturbed, newest last (at
+    /// most [`NOISE_WINDOW`]).
+    pub changes: VecDeque<f64>,
+    /// (interval, reading), newest last (at most [`NOISE_WINDOW`]).
+    pub readings: VecDeque<(u64, f64)>,
+}
+
+impl Series {
+    fn push(&mut self, tick: u64, value: f64, disturbed: bool) {
+        if let (Some(last), false) = (self.last, disturbed) {
+            self.changes.push_back(value - last);
+            if self.changes.len() > NOISE_WINDOW {
+                self.changes.pop_front();
+            }
+        }
+        self.readings.push_back((tick, value));
+        if self.readings.len() > NOISE_WINDOW {
+            self.readings.pop_front();
+        }
+        self.last = Some(value);
+    }
+
+    /// The standard deviation of one reading, estimated robustly from the interval-to-
+    /// interval changes: 1.4826 x their median absolute size is the deviation of a change
+    /// (exact for normal noise; one odd interval or one level shift moves a median little),
+    /// and a change is the difference of two readings, hence / sqrt(2). The size is taken
+    /// about zero, not about the changes' median: readings that swing up and down in turn
+    /// have changes of two values whose median lies on one of them. A load that keeps
+    /// ramping counts as noisy too, which is right for a policy that should not trade IRQs
+    /// on it. 0 with fewer than [`NOISE_MIN_SAMPLES`] changes: unknown noise leaves
+    /// `min-gain` alone.
+    pub fn noise(&self) -> f64 {
+        if self.changes.len() < NOISE_MIN_SAMPLES {
+            return 0.0;
+        }
+        let mut size: Vec<f64> = self.changes.iter().map(|x| x.abs()).collect();
+        1.4826 * median(&mut size) / std::f64::consts::SQRT_2
+    }
+
+    /// Median of the readings taken at or after `tick`, if any.
+    pub fn median_since(&self, tick: u64) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .readings
+            .iter()
+            .filter(|(t, _)| *t >= tick)
+            .map(|(_, x)| *x)
+            .collect();
+        (!v.is_empty()).then(|| median(&mut v))
+    }
+}
+
+pub(super) fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// What actuation did with one action of a plan. Applied or not, never both: an applied
@@ -120,12 +260,35 @@ impl Outcome {
 }
 
 impl History {
-    /// The history after `plan` was carried out with `outcomes` (one per action, in order;
-    /// missing ones count as not applied).
-    pub fn after(&self, plan: &Plan, outcomes: &[Outcome]) -> History {
+    /// The history after `plan`, made for `snap`, was carried out with `outcomes` (one per
+    /// action, in order; missing ones count as not applied).
+    pub fn after(&self, snap: &Snapshot, plan: &Plan, outcomes: &[Outcome]) -> History {
         let mut h = self.clone();
         h.tick = self.tick + 1;
         h.balancing_last = plan.balancing;
+        // Pending moves the interval settles: landed, or fired elsewhere (reported once).
+        for (irq, m) in h.last_move.iter_mut() {
+            if m.state == MoveState::Pending {
+                m.state = m.status(snap.irqs.get(irq));
+            }
+        }
+        // This interval's readings; changes our last actions caused are not noise.
+        let old = &self.loads;
+        let mut loads = Loads::default();
+        for c in snap.cpus.keys() {
+            let mut s = old.cpus.get(c).cloned().unwrap_or_default();
+            s.push(self.tick, snap.load(*c), old.disturbed_cpus.contains(*c));
+            loads.cpus.insert(*c, s);
+        }
+        for (n, irq) in &snap.irqs {
+            let mut s = old.irqs.get(n).cloned().unwrap_or_default();
+            s.push(
+                self.tick,
+                snap.frac(irq.total_ns()),
+                old.disturbed_irqs.contains(n),
+            );
+            loads.irqs.insert(*n, s);
+        }
         for (i, action) in plan.actions.iter().enumerate() {
             let Some(o) = outcomes.get(i) else {
                 continue;
@@ -157,19 +320,49 @@ impl History {
                                 tick: self.tick,
                                 from: from.clone(),
                                 to,
+                                state: MoveState::Pending,
                             },
                         );
+                        let weight = snap.irqs.get(n).map_or(0.0, |i| snap.frac(i.ns_on(from)));
+                        let left = h.departures.entry(*n).or_default();
+                        left.remove(&to);
+                        for c in from.iter().filter(|c| *c != to) {
+                            left.insert(
+                                c,
+                                Departure {
+                                    tick: self.tick,
+                                    weight,
+                                },
+                            );
+                        }
+                        loads.disturbed_irqs.insert(*n);
                     }
+                    loads.disturbed_cpus = loads.disturbed_cpus.union(from);
+                    loads.disturbed_cpus.insert(to);
                     h.moves += 1;
                 }
-                ActionKind::SetRps { netdev, queue, .. } => {
+                ActionKind::SetRps {
+                    netdev,
+                    queue,
+                    cpus,
+                } => {
                     h.rps.insert((netdev.clone(), *queue), self.tick);
+                    loads.disturbed_cpus = loads.disturbed_cpus.union(cpus);
                 }
                 ActionKind::ClearRps { netdev, queue } => {
                     h.rps.remove(&(netdev.clone(), *queue));
+                    for q in snap
+                        .queues
+                        .iter()
+                        .filter(|q| q.netdev == *netdev && q.index == *queue)
+                    {
+                        loads.disturbed_cpus = loads.disturbed_cpus.union(&q.rps_cpus);
+                    }
                 }
                 ActionKind::PinNapiThread { irq, cpus, .. } => {
                     h.pinned.insert(*irq, cpus.clone());
+                    loads.disturbed_cpus = loads.disturbed_cpus.union(cpus);
+                    loads.disturbed_irqs.insert(*irq);
                 }
             }
         }
@@ -190,9 +383,26 @@ impl History {
         h.pinned.retain(|irq, _| h.stuck.contains_key(irq));
         h.full_cpus
             .retain(|_, at| h.tick.saturating_sub(*at) < FULL_FORGET);
-        // Old moves only matter for cooldowns and the check after one interval.
+        // A stuck queue unsticks when it drains, and a pending move lands when its IRQ next
+        // fires: both change loads at a moment we cannot foretell.
+        for (n, r) in &h.stuck {
+            loads.disturbed_irqs.insert(*n);
+            loads.disturbed_cpus.insert(r.cpu);
+        }
+        for (n, m) in &h.last_move {
+            if m.state == MoveState::Pending {
+                loads.disturbed_irqs.insert(*n);
+                loads.disturbed_cpus = loads.disturbed_cpus.union(&m.from);
+                loads.disturbed_cpus.insert(m.to);
+            }
+        }
+        h.loads = loads;
         h.last_move
-            .retain(|_, m| h.tick.saturating_sub(m.tick) < 1000);
+            .retain(|_, m| h.tick.saturating_sub(m.tick) < MOVE_FORGET);
+        for left in h.departures.values_mut() {
+            left.retain(|_, d| h.tick.saturating_sub(d.tick) < MOVE_FORGET);
+        }
+        h.departures.retain(|_, left| !left.is_empty());
         h
     }
 }
