@@ -344,11 +344,11 @@ impl Guest {
             .spawn()
             .with_context(|| format!("running {}", self.args.balancer.display()))?;
         let attached = wait_attached(&mut report, Duration::from_secs(60));
-        let started = Instant::now();
         let traffic = Traffic::start();
-        if attached.is_ok() && traffic.is_ok() {
+        if let (Ok(opened), Ok(_)) = (&attached, &traffic) {
             // Stop a little before the window closes, so detaching happens on a quiet path.
-            thread::sleep(window.saturating_sub(Duration::from_millis(500) + started.elapsed()));
+            let close = *opened + window.saturating_sub(Duration::from_millis(500));
+            thread::sleep(close.saturating_duration_since(Instant::now()));
         }
         let traffic = traffic.and_then(Traffic::stop);
         let output = report
@@ -459,7 +459,7 @@ fn cpu_offline(g: &mut Guest) -> Result<Outcome> {
         .spawn()
         .context("running balancer report")?;
     let attached = wait_attached(&mut report, Duration::from_secs(60));
-    let offlined = attached.and_then(|()| {
+    let offlined = attached.and_then(|_| {
         // The report takes its first snapshot right after attaching; CPU 3 must still be
         // online in it. A second is far more than that takes even under emulation.
         thread::sleep(Duration::from_secs(1));
@@ -907,30 +907,30 @@ fn topology_numa(g: &mut Guest) -> Result<Outcome> {
     Ok(Outcome::Pass(lines.join("\n")))
 }
 
-/// Waits until `child` holds the links of its attached tracepoint programs (at least the
-/// four irq ones): the moment its sampling window is open.
-fn wait_attached(child: &mut std::process::Child, timeout: Duration) -> Result<()> {
+/// Waits until `child` has attached its tracepoint programs: at least the four irq ones, and
+/// no link added or dropped for [`SETTLED`]; returns when the last one changed, about when
+/// the sampling window opened. The report loads its programs one by one and takes
+/// its first snapshot after the last; under TCG that took 9 s on the first report of a 7.3
+/// guest, so traffic started at the first links ended before the sampling window opened.
+fn wait_attached(child: &mut std::process::Child, timeout: Duration) -> Result<Instant> {
+    const SETTLED: Duration = Duration::from_millis(700);
     let pid = child.id();
     let deadline = Instant::now() + timeout;
+    let mut last = (0, Instant::now());
     loop {
         if let Some(status) = child.try_wait()? {
             bail!("balancer report (pid {pid}) ended before attaching its probes: {status}");
         }
-        let links = fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|dir| {
-                dir.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-                    .filter(|t| {
-                        let t = t.to_string_lossy();
-                        t.contains("bpf_link") || t.contains("perf_event")
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
-        if links >= 4 {
-            return Ok(());
+        let links = bpf_links(pid);
+        if links != last.0 {
+            last = (links, Instant::now());
+        } else if links >= 4 && last.1.elapsed() >= SETTLED {
+            return Ok(last.1);
         }
         if Instant::now() > deadline {
-            bail!("balancer report (pid {pid}) attached no probes within {timeout:?}");
+            bail!(
+                "balancer report (pid {pid}) attached no probes within {timeout:?} ({links} links)"
+            );
         }
         thread::sleep(Duration::from_millis(20));
     }

@@ -93,8 +93,9 @@ pub fn cached(cache: &Path, series: &str) -> Result<Option<Kernel>> {
     locate(&dir.join("tree"), package.trim()).map(Some)
 }
 
-/// Candidates tried before a series counts as unfetchable: mirrors list packages whose
-/// files are gone (bullseye-security's newest 5.10 images answered 404 here).
+/// Downloads tried before a series counts as unfetchable: mirrors list packages whose files
+/// are gone (bullseye-security's three newest 5.10 images answered 404 here). Packages
+/// whose parts apt does not know are passed over without counting.
 const TRIES: usize = 6;
 
 /// The kernel of a series: from the cache, else the newest package of its suites whose
@@ -121,7 +122,11 @@ pub fn fetch(cache: &Path, apt: &Apt, series: &Series) -> Result<Kernel> {
                 series.suites.join(", ")
             ));
         }
-        for package in candidates.iter().take(TRIES) {
+        let mut tries = 0;
+        for package in &candidates {
+            if tries == TRIES {
+                break;
+            }
             let parts = match parts(apt, package)? {
                 Ok(p) => p,
                 Err(why) => {

@@ -143,6 +143,9 @@ fn select(requested: &[String]) -> Result<(Vec<&'static Series>, bool)> {
             );
         }
     }
+    // Rows in the matrix's order, each once, however they were asked for.
+    series.sort_by_key(|s: &&Series| kernel::SERIES.iter().position(|k| k.label == s.label));
+    series.dedup_by_key(|s| s.label);
     Ok((series, host))
 }
 

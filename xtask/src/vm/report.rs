@@ -162,7 +162,11 @@ fn render_kernels(rows: &[Row]) -> String {
     };
     let mut columns: Vec<(String, usize)> = vec![(
         "kernel".to_owned(),
-        rows.iter().map(|r| r.label.len()).chain([6]).max().unwrap_or(6),
+        rows.iter()
+            .map(|r| r.label.len())
+            .chain([6])
+            .max()
+            .unwrap_or(6),
     )];
     for k in &keys {
         let h = header(k);
