@@ -10,7 +10,8 @@
 //!   of this boot is kept: its originals are the real ones.
 //! - Each action is one transaction: the tx IRQ moving with its rx IRQ, for instance. A write
 //!   that fails rolls back the ones before it, so nothing is left half-applied.
-//! - EIO (a managed IRQ) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
+//! - EIO or EPERM (a managed IRQ: 7.3 answers EPERM where 6.1 answers EIO, seen in the kernel
+//!   VM) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
 //!   vectors are full) marks that CPU full and tries the next candidate.
 use std::{
     collections::BTreeSet,
@@ -501,11 +502,12 @@ impl<S: Sys> Actuator<S> {
                     return out;
                 }
                 Err(f) => match f.error.raw_os_error() {
-                    Some(libc::EIO) => {
+                    Some(code @ (libc::EIO | libc::EPERM)) => {
                         let n = group[f.index];
                         if self.logged_unmovable.insert(n) {
+                            let errno = if code == libc::EIO { "EIO" } else { "EPERM" };
                             log::warn!(
-                                "IRQ {n}: the kernel refuses affinity changes (EIO: managed \
+                                "IRQ {n}: the kernel refuses affinity changes ({errno}: managed \
                                  IRQ); leaving it where it is"
                             );
                         }
