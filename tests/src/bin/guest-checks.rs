@@ -34,6 +34,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("exact-link", exact_link),
     ("topology-numa", topology_numa),
     ("daemon-balances", daemon_balances),
+    ("managed-irq", managed_irq),
     ("cpu-offline", cpu_offline),
     ("overhead", overhead),
 ];
@@ -217,6 +218,9 @@ struct Guest {
     topology: Option<std::result::Result<Value, String>>,
     /// `INFO` lines the checks want reported.
     facts: Vec<String>,
+    /// Links (bpf links and perf events) a `balancer report` holds once all its programs are
+    /// attached on this kernel, counted on a first short report.
+    links: usize,
 }
 
 impl Guest {
@@ -263,15 +267,17 @@ impl Guest {
         ] {
             run(Command::new(IP).args(&cmd))?;
         }
-        let guest = Guest {
+        let mut guest = Guest {
             args,
             dut,
             peer,
             sample: None,
             topology: None,
             facts: Vec::new(),
+            links: 0,
         };
         guest.probe_path()?;
+        guest.links = count_report_links(&guest.args.balancer)?;
         Ok(guest)
     }
 
@@ -343,7 +349,7 @@ impl Guest {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .with_context(|| format!("running {}", self.args.balancer.display()))?;
-        let attached = wait_attached(&mut report, Duration::from_secs(60));
+        let attached = wait_attached(&mut report, self.links, Duration::from_secs(60));
         let traffic = Traffic::start();
         if let (Ok(opened), Ok(_)) = (&attached, &traffic) {
             // Stop a little before the window closes, so detaching happens on a quiet path.
@@ -458,7 +464,7 @@ fn cpu_offline(g: &mut Guest) -> Result<Outcome> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("running balancer report")?;
-    let attached = wait_attached(&mut report, Duration::from_secs(60));
+    let attached = wait_attached(&mut report, g.links, Duration::from_secs(60));
     let offlined = attached.and_then(|_| {
         // The report takes its first snapshot right after attaching; CPU 3 must still be
         // online in it. A second is far more than that takes even under emulation.
@@ -655,6 +661,180 @@ fn napi_link(g: &mut Guest) -> Result<Outcome> {
         .push(format!("table.links-spread {}", per_queue(&queue_methods)));
     g.facts.push(format!("napi-link {exact}"));
     result
+}
+
+/// An NVMe controller's I/O queue IRQs are managed: the kernel spreads them and refuses
+/// affinity writes (EIO up to 6.x here, EPERM on Debian's 7.3). `balancer topology` marks them managed, and a daemon running
+/// under disk load leaves them where they are, logging at most one EIO line per IRQ (never
+/// one per interval).
+fn managed_irq(g: &mut Guest) -> Result<Outcome> {
+    let text = fs::read_to_string("/proc/interrupts").context("reading /proc/interrupts")?;
+    // nvme0q1.. are I/O queues; nvme0q0, the admin queue, is not managed.
+    let queues: BTreeMap<u32, String> = text
+        .lines()
+        .filter_map(|l| {
+            let (irq, _) = l.trim_start().split_once(':')?;
+            let name = l.split_whitespace().last()?;
+            let q = name.strip_prefix("nvme0q")?;
+            (q.parse::<u32>().ok()? > 0).then(|| Some((irq.parse().ok()?, name.to_owned())))?
+        })
+        .collect();
+    if queues.is_empty() {
+        return Ok(Outcome::Skip(
+            "no nvme0q<N> I/O queue IRQ in /proc/interrupts (is the qemu NVMe device there?)"
+                .into(),
+        ));
+    }
+    // The kernel's answer first: a write must be refused, else these are not managed.
+    let mut accepted = Vec::new();
+    let mut before = BTreeMap::new();
+    let mut refusals = BTreeSet::new();
+    for irq in queues.keys() {
+        let path = format!("/proc/irq/{irq}/smp_affinity");
+        let old = read_trimmed(&path)?;
+        match fs::write(&path, "1") {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                refusals.insert("EIO");
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                refusals.insert("EPERM");
+            }
+            Err(e) => bail!("writing {path}: {e}, neither EIO nor EPERM"),
+            Ok(()) => {
+                let _ = fs::write(&path, &old);
+                accepted.push(*irq);
+            }
+        }
+        before.insert(
+            *irq,
+            read_trimmed(&format!("/proc/irq/{irq}/effective_affinity_list"))?,
+        );
+    }
+    if !accepted.is_empty() {
+        return Ok(Outcome::Skip(format!(
+            "the kernel accepted affinity writes to NVMe IRQs {accepted:?}: not managed here"
+        )));
+    }
+    let topo = g.topology()?;
+    let not_marked: Vec<String> = queues
+        .iter()
+        .filter(|(irq, _)| {
+            keyed(&topo["irqs"], &irq.to_string(), "number")
+                .is_none_or(|e| e["managed"] != Value::Bool(true))
+        })
+        .map(|(irq, name)| format!("{irq} ({name})"))
+        .collect();
+    if !not_marked.is_empty() {
+        bail!("balancer topology does not mark these managed: {not_marked:?}");
+    }
+
+    // The daemon under disk load: reads of the null-backed namespace keep the queues busy.
+    let dir = PathBuf::from("/tmp/balancer-managed-check");
+    fs::create_dir_all(&dir)?;
+    let metrics = "127.0.0.1:9718";
+    run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
+    let config = dir.join("balancer.toml");
+    fs::write(
+        &config,
+        format!(
+            "short-interval = 1\nlong-interval = 1\nmetrics = \"{metrics}\"\n\
+             log-level = \"debug\"\nmeasure-share = 1\njournal = \"{}\"\nlock-file = \"{}\"\n",
+            dir.join("journal.json").display(),
+            dir.join("lock").display()
+        ),
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let disk = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || -> Result<u64> {
+            use std::io::Read as _;
+            use std::io::{Seek as _, SeekFrom};
+            let mut reads = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut f = File::open("/dev/nvme0n1").context("opening /dev/nvme0n1")?;
+            while !stop.load(Ordering::Relaxed) {
+                // Sequential reads through the namespace; at its end, start over with the page
+                // cache dropped, so reads keep reaching the device.
+                if f.read_exact(&mut buf).is_err() {
+                    fs::write("/proc/sys/vm/drop_caches", "1").context("dropping caches")?;
+                    f.seek(SeekFrom::Start(0))?;
+                    continue;
+                }
+                reads += 1;
+            }
+            Ok(reads)
+        })
+    };
+    let mut daemon = Command::new(&g.args.balancer)
+        .args(["daemon", "--foreground", "--force", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting balancer daemon")?;
+    const INTERVALS: u64 = 8;
+    let waited = wait_metrics(
+        metrics,
+        |m| m.intervals >= INTERVALS,
+        Duration::from_secs(90),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let reads = disk.join().map_err(|_| anyhow!("disk load panicked"))?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let mut log = String::new();
+    if let Some(mut err) = daemon.stderr.take() {
+        use std::io::Read as _;
+        let _ = err.read_to_string(&mut log);
+    }
+    let _ = daemon.wait();
+    println!("--- balancer daemon (managed-irq) ---\n{log}---");
+    let _ = Command::new(&g.args.balancer)
+        .args(["restore", "--journal"])
+        .arg(dir.join("journal.json"))
+        .output();
+    let m = waited?;
+    let reads = reads?;
+    let mut bad = Vec::new();
+    let mut lines = Vec::new();
+    for (irq, name) in &queues {
+        let now = read_trimmed(&format!("/proc/irq/{irq}/effective_affinity_list"))?;
+        let eio = log
+            .lines()
+            .filter(|l| l.contains(&format!("IRQ {irq}: the kernel refuses")))
+            .count();
+        lines.push(format!(
+            "{irq} ({name}) on {} -> {now}, {eio} refusal line(s)",
+            before[irq]
+        ));
+        if now != before[irq] {
+            bad.push(format!(
+                "{irq} ({name}) moved from {} to {now}",
+                before[irq]
+            ));
+        }
+        if eio > 1 {
+            bad.push(format!(
+                "{irq} ({name}): {eio} refusal lines, want at most one"
+            ));
+        }
+    }
+    let detail = format!(
+        "{} managed NVMe IRQs (writes refused with {}), marked managed by topology; daemon \
+         ran {} intervals under {reads} 64 KiB reads, {} moves\n{}",
+        queues.len(),
+        refusals.iter().copied().collect::<Vec<_>>().join("/"),
+        m.intervals,
+        m.moves,
+        lines.join("\n")
+    );
+    g.facts.push(format!(
+        "table.managed-write {}",
+        refusals.iter().copied().collect::<Vec<_>>().join("/")
+    ));
+    if !bad.is_empty() {
+        bail!("{}\n{detail}", bad.join("\n"));
+    }
+    Ok(Outcome::Pass(detail))
 }
 
 /// The exact links the kernel itself offers for the dut, asked over the netdev netlink family
@@ -907,32 +1087,65 @@ fn topology_numa(g: &mut Guest) -> Result<Outcome> {
     Ok(Outcome::Pass(lines.join("\n")))
 }
 
-/// Waits until `child` has attached its tracepoint programs: at least the four irq ones, and
-/// no link added or dropped for [`SETTLED`]; returns when the last one changed, about when
-/// the sampling window opened. The report loads its programs one by one and takes
-/// its first snapshot after the last; under TCG that took 9 s on the first report of a 7.3
-/// guest, so traffic started at the first links ended before the sampling window opened.
-fn wait_attached(child: &mut std::process::Child, timeout: Duration) -> Result<Instant> {
-    const SETTLED: Duration = Duration::from_millis(700);
+/// The most links a short `balancer report` holds at once: all its programs attached (a
+/// report detaches softirq_raise after its first snapshot where every queue is linked
+/// exactly, so the count falls by one later).
+fn count_report_links(balancer: &Path) -> Result<usize> {
+    let mut child = Command::new(balancer)
+        .args(["report", "--duration", "1", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running balancer report to count its links")?;
+    let pid = child.id();
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait()?.is_none() {
+        most = most.max(bpf_links(pid));
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the first balancer report did not end within 90 s");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "the first balancer report failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    if most < 4 {
+        bail!("the first balancer report held {most} links, want at least the 4 irq ones");
+    }
+    Ok(most)
+}
+
+/// Waits until `child` holds `links` links (see [`count_report_links`]): every program
+/// attached, the moment its first snapshot is taken and its sampling window opens. The report
+/// loads its programs one by one; under TCG that took 9 s on the first report of a 7.3 guest,
+/// with pauses of over a second between two programs on a loaded host, so neither the first
+/// links nor a quiet spell say the window is open.
+fn wait_attached(
+    child: &mut std::process::Child,
+    links: usize,
+    timeout: Duration,
+) -> Result<Instant> {
     let pid = child.id();
     let deadline = Instant::now() + timeout;
-    let mut last = (0, Instant::now());
     loop {
         if let Some(status) = child.try_wait()? {
             bail!("balancer report (pid {pid}) ended before attaching its probes: {status}");
         }
-        let links = bpf_links(pid);
-        if links != last.0 {
-            last = (links, Instant::now());
-        } else if links >= 4 && last.1.elapsed() >= SETTLED {
-            return Ok(last.1);
+        let now = bpf_links(pid);
+        if now >= links {
+            return Ok(Instant::now());
         }
         if Instant::now() > deadline {
-            bail!(
-                "balancer report (pid {pid}) attached no probes within {timeout:?} ({links} links)"
-            );
+            bail!("balancer report (pid {pid}) held {now} of {links} links after {timeout:?}");
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -134,6 +134,7 @@ pub fn fetch(cache: &Path, apt: &Apt, series: &Series) -> Result<Kernel> {
                     continue;
                 }
             };
+            tries += 1;
             eprintln!(
                 "xtask vm: {}: downloading {}",
                 series.label,

@@ -128,6 +128,7 @@ const TABLE_COLUMNS: &[(&str, &str)] = &[
     ("exact-method", "exact link"),
     ("links-spread", "links, IRQs spread"),
     ("links-on-cpu0", "links, all IRQs on CPU 0"),
+    ("managed-write", "managed IRQ write"),
     ("field-reads", "field reads"),
 ];
 
@@ -345,7 +346,7 @@ mod tests {
         let mut l = out.lines().skip(2);
         let header = l.next().unwrap();
         assert!(header.starts_with("kernel  program type        exact link  links, IRQs spread"));
-        assert!(header.ends_with("extra"), "{header}");
+        assert!(header.ends_with("field reads  extra"), "{header}");
         assert!(
             l.next()
                 .unwrap()
