@@ -10,8 +10,8 @@
 //!   of this boot is kept: its originals are the real ones.
 //! - Each action is one transaction: the tx IRQ moving with its rx IRQ, for instance. A write
 //!   that fails rolls back the ones before it, so nothing is left half-applied.
-//! - EIO or EPERM (a managed IRQ: 7.3 answers EPERM where 6.1 answers EIO, seen in the kernel
-//!   VM) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
+//! - EIO or EPERM (a managed IRQ: Debian's 5.10 and 6.1 answer EIO, 6.12 and later EPERM, seen
+//!   in the kernel VM) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
 //!   vectors are full) marks that CPU full and tries the next candidate.
 use std::{
     collections::BTreeSet,

@@ -120,7 +120,7 @@ fn eio_marks_unmovable_and_writes_nothing() {
 
 #[test]
 fn eperm_of_newer_kernels_marks_unmovable_too() {
-    // Debian's 7.3 refuses writes to a managed IRQ with EPERM (6.1: EIO).
+    // Debian's 6.12 and later refuse writes to a managed IRQ with EPERM (5.10, 6.1: EIO).
     let fx = fixture();
     let orig = read(&fx.root, "proc/irq/36/smp_affinity");
     let sys = Faults::new(RealSys).fail("irq/36/smp_affinity", libc::EPERM);

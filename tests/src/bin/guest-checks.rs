@@ -664,7 +664,7 @@ fn napi_link(g: &mut Guest) -> Result<Outcome> {
 }
 
 /// An NVMe controller's I/O queue IRQs are managed: the kernel spreads them and refuses
-/// affinity writes (EIO up to 6.x here, EPERM on Debian's 7.3). `balancer topology` marks them managed, and a daemon running
+/// affinity writes (EIO on Debian's 5.10 and 6.1, EPERM from 6.12 on). `balancer topology` marks them managed, and a daemon running
 /// under disk load leaves them where they are, logging at most one EIO line per IRQ (never
 /// one per interval).
 fn managed_irq(g: &mut Guest) -> Result<Outcome> {
