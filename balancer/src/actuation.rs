@@ -10,7 +10,8 @@
 //!   of this boot is kept: its originals are the real ones.
 //! - Each action is one transaction: the tx IRQ moving with its rx IRQ, for instance. A write
 //!   that fails rolls back the ones before it, so nothing is left half-applied.
-//! - EIO (a managed IRQ) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
+//! - EIO or EPERM (a managed IRQ: Debian's 5.10 and 6.1 answer EIO, 6.12 and later EPERM, seen
+//!   in the kernel VM) marks the IRQ unmovable with one log line; ENOSPC (the target CPU's
 //!   vectors are full) marks that CPU full and tries the next candidate.
 //! - One process at a time writes: whoever does holds the [`Lock`] (flock on the config's
 //!   `lock-file`).
@@ -501,11 +502,12 @@ impl<S: Sys> Actuator<S> {
                 Err(f) => f,
             };
             match f.error.raw_os_error() {
-                Some(libc::EIO) => {
+                Some(code @ (libc::EIO | libc::EPERM)) => {
                     let n = group[f.index];
                     if self.logged_unmovable.insert(n) {
+                        let errno = if code == libc::EIO { "EIO" } else { "EPERM" };
                         log::warn!(
-                            "IRQ {n}: the kernel refuses affinity changes (EIO: managed \
+                            "IRQ {n}: the kernel refuses affinity changes ({errno}: managed \
                              IRQ); leaving it where it is"
                         );
                     }

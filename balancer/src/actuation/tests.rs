@@ -121,6 +121,20 @@ fn eio_marks_unmovable_and_writes_nothing() {
 }
 
 #[test]
+fn eperm_of_newer_kernels_marks_unmovable_too() {
+    // Debian's 6.12 and later refuse writes to a managed IRQ with EPERM (5.10, 6.1: EIO).
+    let fx = fixture();
+    let orig = read(&fx.root, "proc/irq/36/smp_affinity");
+    let sys = Faults::new(RealSys).fail("irq/36/smp_affinity", libc::EPERM);
+    let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
+    let out = act.apply(&mv(36, &[37], &[3, 2]), 4);
+    assert!(!out[0].is_applied());
+    assert_eq!(out[0].error(), None);
+    assert_eq!(out[0].refusals().unwrap().unmovable.len(), 1);
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), orig);
+}
+
+#[test]
 fn enospc_marks_the_cpu_full_and_tries_the_next() {
     let fx = fixture();
     // CPU 3's vectors are full: any write of mask 8 fails.

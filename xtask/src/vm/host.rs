@@ -45,6 +45,8 @@ pub fn run(root: &Path, dir: &Path, target: &StaticTarget) -> Result<Row> {
             .to_owned(),
         checks: vec![check],
         info: vec![format!("host-tests: {summary}")],
+        table: Vec::new(),
+        missing: Vec::new(),
         elapsed: start.elapsed(),
     })
 }

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::proc::{output, run};
+use super::apt::Apt;
+use super::proc::run;
 
 /// An unpacked kernel package.
 #[derive(Debug, Clone)]
@@ -27,6 +28,57 @@ pub struct Module {
     pub data: Vec<u8>,
 }
 
+/// A row of Debian kernels: the newest package of a pattern in some suites.
+pub struct Series {
+    /// The row's name on the command line and in the table.
+    pub label: &'static str,
+    /// Where its kernel comes from, for `--list`.
+    pub about: &'static str,
+    /// `apt-cache search` pattern of its image packages.
+    pattern: &'static str,
+    /// Suites a package must be in.
+    suites: &'static [&'static str],
+}
+
+/// The Debian rows, oldest first. The two newest are named for what they track, not for a
+/// version, which moves as the archive does: the table and `--list` show the package.
+pub const SERIES: &[Series] = &[
+    Series {
+        label: "5.10",
+        about: "Debian 11 bullseye",
+        pattern: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$",
+        suites: &["bullseye", "bullseye-security"],
+    },
+    Series {
+        label: "6.1",
+        about: "Debian 12 bookworm",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
+        suites: &["bookworm", "bookworm-security"],
+    },
+    Series {
+        label: "6.12",
+        about: "Debian 12 bookworm",
+        pattern: r"^linux-image-6\.12\.[0-9][^ ]*-cloud-amd64-unsigned$",
+        suites: &["bookworm", "bookworm-security"],
+    },
+    Series {
+        label: "6.x-bpo",
+        about: "newest complete 6.x of trixie-backports",
+        pattern: r"^linux-image-6\.[0-9]+\.[0-9]+\+deb13-cloud-amd64(-unsigned)?$",
+        suites: &["trixie-backports"],
+    },
+    Series {
+        label: "7.x",
+        about: "newest complete 7.x of trixie-backports and sid",
+        pattern: r"^linux-image-7\.[0-9]+\.[0-9]+\+deb[0-9]+-cloud-amd64(-unsigned)?$",
+        suites: &["trixie-backports", "sid"],
+    },
+];
+
+pub fn series(label: &str) -> Option<&'static Series> {
+    SERIES.iter().find(|s| s.label == label)
+}
+
 /// Where a series' unpacked tree lives in the cache; `package` marks it complete.
 fn series_dir(cache: &Path, series: &str) -> PathBuf {
     cache.join("kernels").join(series)
@@ -41,61 +93,113 @@ pub fn cached(cache: &Path, series: &str) -> Result<Option<Kernel>> {
     locate(&dir.join("tree"), package.trim()).map(Some)
 }
 
-/// The kernel of a series (`6.1`, `6.12`): from the cache, else the newest downloadable
-/// `linux-image-<series>.*-cloud-amd64-unsigned`, fetched with `apt-get download`.
-pub fn fetch(cache: &Path, series: &str) -> Result<Kernel> {
-    if let Some(kernel) = cached(cache, series)? {
+/// Downloads tried before a series counts as unfetchable: mirrors list packages whose files
+/// are gone (bullseye-security's three newest 5.10 images answered 404 here). Packages
+/// whose parts apt does not know are passed over without counting.
+const TRIES: usize = 6;
+
+/// The kernel of a series: from the cache, else the newest package of its suites whose
+/// parts all exist, fetched with `apt-get download` through the matrix's own apt.
+pub fn fetch(cache: &Path, apt: &Apt, series: &Series) -> Result<Kernel> {
+    if let Some(kernel) = cached(cache, series.label)? {
         return Ok(kernel);
     }
     let debs = cache.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     let mut errors = Vec::new();
-    // A fresh machine may have no package lists, and old lists name packages the archive has
-    // dropped: on failure, refresh the lists once and try again.
+    // Old lists name packages the archive has dropped: on failure, refresh them once.
     for refresh in [false, true] {
         if refresh {
-            run(
-                Command::new("apt-get").args(["-q", "update"]),
-                "apt-get update",
-            )?;
+            apt.update()?;
+        } else {
+            apt.prepare(true)?;
         }
-        let candidates = candidates(series)?;
+        let candidates = candidates(apt, series)?;
         if candidates.is_empty() {
             errors.push(format!(
-                "apt knows no linux-image-{series}.*-cloud-amd64-unsigned package"
+                "apt knows no {} package in {}",
+                series.pattern,
+                series.suites.join(", ")
             ));
         }
-        for package in candidates.iter().take(3) {
-            match download(&debs, package).and_then(|deb| unpack(cache, series, package, &deb)) {
+        let mut tries = 0;
+        for package in &candidates {
+            if tries == TRIES {
+                break;
+            }
+            let parts = match parts(apt, package)? {
+                Ok(p) => p,
+                Err(why) => {
+                    errors.push(format!("{package}: {why}"));
+                    continue;
+                }
+            };
+            tries += 1;
+            eprintln!(
+                "xtask vm: {}: downloading {}",
+                series.label,
+                parts.join(" ")
+            );
+            match download(apt, &debs, &parts)
+                .and_then(|files| unpack(cache, series.label, package, &files))
+            {
                 Ok(kernel) => return Ok(kernel),
                 Err(err) => errors.push(format!("{package}: {err:#}")),
             }
         }
     }
     bail!(
-        "could not fetch a {series} kernel:\n  {}",
+        "could not fetch a {} kernel:\n  {}",
+        series.label,
         errors.join("\n  ")
     )
 }
 
-/// Package names for a series, newest first.
-pub fn candidates(series: &str) -> Result<Vec<String>> {
-    let pattern = format!(
-        "^linux-image-{}\\.[0-9][^ ]*-cloud-amd64-unsigned$",
-        series.replace('.', "\\.")
-    );
-    let out = output(
-        Command::new("apt-cache").args(["search", "--names-only", &pattern]),
-        "apt-cache search",
-    )?;
-    let mut names: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect();
+/// The series' packages in its suites, newest first.
+pub fn candidates(apt: &Apt, series: &Series) -> Result<Vec<String>> {
+    let mut names = apt.search(series.pattern)?;
     names.sort_by_key(|n| std::cmp::Reverse(version_key(n)));
     names.dedup();
+    let in_suites: BTreeSet<String> = apt
+        .suites(&names)?
+        .into_iter()
+        .filter(|(_, suite)| series.suites.contains(&suite.as_str()))
+        .map(|(name, _)| name)
+        .collect();
+    names.retain(|n| in_suites.contains(n));
     Ok(names)
+}
+
+/// The packages holding `package`'s files: itself, or the `linux-binary-*`,
+/// `linux-modules-*` and `linux-base-*` packages a newer (split) meta package depends on.
+/// The inner `Err` says which part the archive lacks.
+pub type Parts = std::result::Result<Vec<String>, String>;
+
+/// What to download for `package` (see [`Candidate::parts`]).
+pub fn parts(apt: &Apt, package: &str) -> Result<Parts> {
+    let Some(depends) = apt.depends(package)? else {
+        return Ok(Err("not known to apt".into()));
+    };
+    let split: Vec<String> = depends
+        .into_iter()
+        .filter(|d| {
+            ["linux-binary-", "linux-modules-", "linux-base-"]
+                .iter()
+                .any(|p| d.starts_with(p))
+        })
+        .collect();
+    if !split
+        .iter()
+        .any(|d| d.starts_with("linux-binary-") || d.starts_with("linux-modules-"))
+    {
+        return Ok(Ok(vec![package.to_owned()]));
+    }
+    for part in &split {
+        if apt.depends(part)?.is_none() {
+            return Ok(Err(format!("{part} is not in the archive")));
+        }
+    }
+    Ok(Ok(split))
 }
 
 /// Orders names like `6.1.0-9` before `6.1.0-56`: numbers compare as numbers.
@@ -120,18 +224,20 @@ fn version_key(name: &str) -> Vec<(u64, String)> {
     key
 }
 
-fn download(debs: &Path, package: &str) -> Result<PathBuf> {
-    if let Some(deb) = find_deb(debs, package)? {
-        return Ok(deb);
+/// The .deb of every part, downloading those not in `debs` yet.
+fn download(apt: &Apt, debs: &Path, parts: &[String]) -> Result<Vec<PathBuf>> {
+    let missing: Vec<String> = parts
+        .iter()
+        .filter(|p| find_deb(debs, p).ok().flatten().is_none())
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        apt.download(debs, &missing)?;
     }
-    // apt's download sandbox user cannot write to a root-owned cache dir; root downloads it.
-    run(
-        Command::new("apt-get")
-            .args(["-q", "-o", "APT::Sandbox::User=root", "download", package])
-            .current_dir(debs),
-        &format!("apt-get download {package}"),
-    )?;
-    find_deb(debs, package)?.with_context(|| format!("apt-get download left no {package}_*.deb"))
+    parts
+        .iter()
+        .map(|p| find_deb(debs, p)?.with_context(|| format!("apt-get download left no {p}_*.deb")))
+        .collect()
 }
 
 fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
@@ -146,7 +252,7 @@ fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-fn unpack(cache: &Path, series: &str, package: &str, deb: &Path) -> Result<Kernel> {
+fn unpack(cache: &Path, series: &str, package: &str, debs: &[PathBuf]) -> Result<Kernel> {
     let dir = series_dir(cache, series);
     // A half-finished earlier unpack has no `package` file: start over.
     if dir.exists() {
@@ -154,10 +260,12 @@ fn unpack(cache: &Path, series: &str, package: &str, deb: &Path) -> Result<Kerne
     }
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
-    run(
-        Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tree),
-        &format!("dpkg-deb -x {}", deb.display()),
-    )?;
+    for deb in debs {
+        run(
+            Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tree),
+            &format!("dpkg-deb -x {}", deb.display()),
+        )?;
+    }
     let kernel = locate(&tree, package)?;
     fs::write(dir.join("package"), package).context("marking the unpacked kernel complete")?;
     Ok(kernel)
@@ -176,10 +284,14 @@ fn locate(tree: &Path, package: &str) -> Result<Kernel> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .next()
         .with_context(|| format!("{} is empty", modules_root.display()))?;
-    let vmlinuz = tree.join("boot").join(format!("vmlinuz-{release}"));
-    if !vmlinuz.is_file() {
-        bail!("{} is missing", vmlinuz.display());
-    }
+    // Split packages (linux-binary-*) keep the image beside the modules.
+    let vmlinuz = [
+        tree.join("boot").join(format!("vmlinuz-{release}")),
+        modules_root.join(&release).join("vmlinuz"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .with_context(|| format!("no vmlinuz-{release} in {}", tree.display()))?;
     Ok(Kernel {
         modules: modules_root.join(&release),
         release,

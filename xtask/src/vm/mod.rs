@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+mod apt;
 mod binaries;
 mod host;
 mod initramfs;
@@ -23,11 +24,10 @@ mod proc;
 mod qemu;
 mod report;
 
-use kernel::Kernel;
+use kernel::{Kernel, Series};
 use report::{Check, Row, Status, tail};
 
-/// The rows of the matrix: Debian kernel series, and the host.
-const DEBIAN_SERIES: &[&str] = &["6.1", "6.12"];
+/// The host kernel's row; the Debian rows are [`kernel::SERIES`].
 const HOST: &str = "host";
 
 /// Modules the guest loads: the virtio PCI transport and the NIC driver (the rest follow as
@@ -36,7 +36,8 @@ const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
 
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
-    /// Kernels to run (repeat or comma-separate): 6.1, 6.12, host. Default: all.
+    /// Kernels to run (repeat or comma-separate): 5.10, 6.1, 6.12, 6.x-bpo, 7.x, host.
+    /// Default: all (`--list` shows the package each stands for).
     #[arg(long = "kernel", value_name = "KERNEL", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Keep the work directory (initramfs, console and results logs) and print its path.
@@ -48,8 +49,9 @@ pub struct VmArgs {
     /// Seconds after which a guest counts as hung and is killed.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     timeout: u64,
-    /// Guests to run at the same time.
-    #[arg(long, default_value_t = 1)]
+    /// Guests to run at the same time. Two on this 2-core machine: the matrix took 298 s
+    /// against 365 s with one (tests/vm/README.md).
+    #[arg(long, default_value_t = 2)]
     jobs: usize,
     /// qemu accelerator; KVM hangs guests on the build machines.
     #[arg(long, value_enum, default_value_t = qemu::Accel::Tcg)]
@@ -92,9 +94,10 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
             "xtask vm: guest binaries built in {:.0}s",
             built.elapsed().as_secs_f64()
         );
+        let apt = apt::Apt::new(&cache);
         let guests: Vec<GuestJob> = series
             .iter()
-            .map(|s| prepare(&cache, &work.path, s, &binaries))
+            .map(|s| prepare(&cache, &apt, &work.path, s, &binaries))
             .collect::<Result<_>>()?;
         rows.extend(run_guests(&guests, &args)?);
     }
@@ -119,45 +122,105 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
 }
 
 /// Splits the requested kernels into Debian series and whether the host row runs.
-fn select(requested: &[String]) -> Result<(Vec<&'static str>, bool)> {
+fn select(requested: &[String]) -> Result<(Vec<&'static Series>, bool)> {
     if requested.is_empty() {
-        return Ok((DEBIAN_SERIES.to_vec(), true));
+        return Ok((kernel::SERIES.iter().collect(), true));
     }
     let mut series = Vec::new();
     let mut host = false;
     for k in requested {
         if k == HOST {
             host = true;
-        } else if let Some(s) = DEBIAN_SERIES.iter().find(|s| **s == k) {
-            series.push(*s);
+        } else if let Some(s) = kernel::series(k) {
+            series.push(s);
         } else {
             bail!(
                 "unknown kernel {k:?}; choose from {}, {HOST}",
-                DEBIAN_SERIES.join(", ")
+                kernel::SERIES
+                    .iter()
+                    .map(|s| s.label)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
+    // Rows in the matrix's order, each once, however they were asked for.
+    series.sort_by_key(|s: &&Series| kernel::SERIES.iter().position(|k| k.label == s.label));
+    series.dedup_by_key(|s| s.label);
     Ok((series, host))
 }
 
+/// Each row with its package, whether it is cached, and what apt would fetch now.
 fn list(cache: &Path) -> Result<()> {
-    for series in DEBIAN_SERIES {
-        let source = match kernel::cached(cache, series)? {
-            Some(k) => format!("{} (cached: {})", k.package, k.release),
-            None => match kernel::candidates(series) {
-                Ok(c) if !c.is_empty() => format!("{} (to download)", c[0]),
-                Ok(_) => "no package known to apt (run apt-get update)".into(),
-                Err(err) => format!("apt-cache failed: {err:#}"),
-            },
+    let apt = apt::Apt::new(cache);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let lists = match apt.prepare(root) {
+        Ok(have) => have,
+        Err(err) => {
+            println!("apt lists unavailable: {err:#}");
+            false
+        }
+    };
+    let width = kernel::SERIES
+        .iter()
+        .map(|s| s.label.len())
+        .chain([HOST.len()])
+        .max()
+        .unwrap_or(6);
+    for series in kernel::SERIES {
+        let newest = if lists {
+            newest_usable(&apt, series)
+        } else {
+            Err("no package lists yet (run as root, or any run fetches them)".into())
         };
-        println!("{series:6} {source}");
+        let source = match (kernel::cached(cache, series.label)?, newest) {
+            (Some(k), Ok((p, _))) if p != k.package => format!(
+                "{} (cached: {}); apt now lists {p}: delete .cache/vm/kernels/{} to take it",
+                k.package, k.release, series.label
+            ),
+            (Some(k), _) => format!("{} (cached: {})", k.package, k.release),
+            (None, Ok((p, note))) => format!("{p} (to download){note}"),
+            (None, Err(why)) => why,
+        };
+        println!("{:width$}  {}: {source}", series.label, series.about);
     }
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "{HOST:6} {} (running kernel: cargo test -p balancer-tests --release)",
+        "{HOST:width$}  {} (running kernel: cargo test -p balancer-tests --release)",
         release.trim()
     );
     Ok(())
+}
+
+/// The newest package of a series whose parts are all in the archive, with a note on the
+/// newer ones that are not.
+fn newest_usable(apt: &apt::Apt, series: &Series) -> std::result::Result<(String, String), String> {
+    let candidates = kernel::candidates(apt, series).map_err(|e| format!("apt-cache: {e:#}"))?;
+    let mut skipped = Vec::new();
+    for package in candidates {
+        match kernel::parts(apt, &package).map_err(|e| format!("apt-cache: {e:#}"))? {
+            Ok(parts) => {
+                let mut note = String::new();
+                if parts != [package.clone()] {
+                    note = format!(", split into {}", parts.join(" "));
+                }
+                if let Some(first) = skipped.first() {
+                    note = format!(
+                        "{note}; {} newer without all their parts, the newest {first}",
+                        skipped.len()
+                    );
+                }
+                return Ok((package, note));
+            }
+            Err(why) => skipped.push(format!("{package} ({why})")),
+        }
+    }
+    Err(if skipped.is_empty() {
+        "no package known to apt".into()
+    } else {
+        format!("no complete package: {}", skipped.join("; "))
+    })
 }
 
 /// Tools the guests need on the host, with the Debian packages that bring them.
@@ -192,7 +255,7 @@ fn preflight() -> Result<()> {
 
 /// A guest ready to boot, or the reason it could not be prepared.
 struct GuestJob {
-    series: &'static str,
+    series: &'static Series,
     prepared: Result<(Kernel, PathBuf)>,
     dir: PathBuf,
     elapsed: Duration,
@@ -201,16 +264,17 @@ struct GuestJob {
 /// Fetches a kernel and builds its initramfs. A failure becomes that row's failure.
 fn prepare(
     cache: &Path,
+    apt: &apt::Apt,
     work: &Path,
-    series: &'static str,
+    series: &'static Series,
     binaries: &[PathBuf],
 ) -> Result<GuestJob> {
     proc::check_interrupted()?;
     let start = Instant::now();
-    let dir = work.join(series);
+    let dir = work.join(series.label);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let prepared = (|| {
-        let kernel = kernel::fetch(cache, series)?;
+        let kernel = kernel::fetch(cache, apt, series)?;
         let modules = kernel.module_closure(GUEST_MODULES)?;
         let init = include_str!("init.sh").replace(
             "@GUEST_CHECKS_ARGS@",
@@ -237,7 +301,8 @@ fn prepare(
             },
         )?;
         eprintln!(
-            "xtask vm: {series}: {} ({}), initramfs {:.1} MiB, modules: {}",
+            "xtask vm: {}: {} ({}), initramfs {:.1} MiB, modules: {}",
+            series.label,
             kernel.release,
             kernel.package,
             size as f64 / (1024.0 * 1024.0),
@@ -290,17 +355,19 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
         Ok(p) => p,
         Err(err) => {
             return Ok(Row {
-                label: job.series.into(),
+                label: job.series.label.into(),
                 release: "?".into(),
                 checks: vec![Check::new("guest", Status::Fail, format!("{err:#}"))],
                 info: Vec::new(),
+                table: Vec::new(),
+                missing: Vec::new(),
                 elapsed: job.elapsed,
             });
         }
     };
     proc::check_interrupted()?;
-    eprintln!("xtask vm: {}: booting {}", job.series, kernel.release);
-    let tag = job.series.replace('.', "_");
+    eprintln!("xtask vm: {}: booting {}", job.series.label, kernel.release);
+    let tag = job.series.label.replace('.', "_");
     let run = qemu::Guest {
         tag: &tag,
         kernel,
@@ -364,7 +431,7 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
     };
     eprintln!(
         "xtask vm: {}: guest ran {secs:.0}s, {} checks reported",
-        job.series,
+        job.series.label,
         lines.checks.len()
     );
     let mut checks = vec![guest];
@@ -377,10 +444,12 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
         ));
     }
     Ok(Row {
-        label: job.series.into(),
+        label: job.series.label.into(),
         release: kernel.release.clone(),
         checks,
         info: lines.info,
+        table: lines.table,
+        missing: lines.missing,
         elapsed: job.elapsed + run.elapsed,
     })
 }

@@ -1,6 +1,6 @@
 //! One guest: qemu on q35 with 4 vCPUs in 2 NUMA nodes, a 4-queue virtio-net NIC on node 1
 //! (behind a pxb-pcie expander bridge that carries the node) and a peer NIC on the root bus,
-//! both bridged inside the guest's host namespace.
+//! both bridged inside the guest's host namespace, and an NVMe controller (managed IRQs).
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -144,6 +144,17 @@ impl Guest<'_> {
         .into();
         args.extend(nic("peer", "tap0", PEER_MAC, "pcie.0"));
         args.extend(nic("dut", "tap1", DUT_MAC, "rp1"));
+        // An emulated NVMe controller on a null block backend: its I/O queue IRQs are
+        // managed (spread by the kernel; affinity writes get EIO), for the managed-irq check.
+        args.extend(
+            [
+                "-drive",
+                "if=none,id=nvm,driver=null-co,read-zeroes=on",
+                "-device",
+                "nvme,drive=nvm,serial=balancer0,bus=pcie.0",
+            ]
+            .map(str::to_owned),
+        );
         args.extend([
             "-kernel".to_owned(),
             self.kernel.vmlinuz.display().to_string(),
