@@ -667,7 +667,8 @@ pub fn tp_sched_switch(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `__napi_busy_loop`, under both `napi_busy_loop` and `napi_busy_loop_rcu` (sockets with
+/// The busy-poll loop (the loader attaches to `__napi_busy_loop`, under `napi_busy_loop` and
+/// `napi_busy_loop_rcu`, or to `napi_busy_loop` before 6.8; sockets with
 /// SO_BUSY_POLL, epoll, io_uring): its entry is where the loop's first poll starts.
 #[fentry(function = "__napi_busy_loop")]
 pub fn busy_loop_entry(_ctx: FEntryContext) -> u32 {

@@ -195,7 +195,8 @@ pub struct ProbeStatus {
     pub system_vectors: Feature,
     /// sched:sched_switch, attached while NAPI kthreads exist: poll time of threaded NAPI.
     pub threaded_napi: Feature,
-    /// fentry/fexit on `__napi_busy_loop`: poll time of busy polling.
+    /// fentry/fexit on the busy-poll loop (`__napi_busy_loop`, or `napi_busy_loop` before
+    /// 6.8): poll time of busy polling.
     pub busy_poll: Feature,
     /// The program type of each attached event, e.g. `"napi:napi_poll": "tp_btf"`.
     pub program_types: BTreeMap<String, ProgramType>,
@@ -1209,7 +1210,9 @@ fn recursion_misses(fd: i32) -> Option<u64> {
 const SCHED_SWITCH: &str = "sched_switch";
 const SCHED_SWITCH_ID: &str = "sched:sched_switch";
 /// Under both `napi_busy_loop` and `napi_busy_loop_rcu`.
-const BUSY_LOOP_FN: &str = "__napi_busy_loop";
+/// The busy-poll loop: `__napi_busy_loop` under `napi_busy_loop` and `napi_busy_loop_rcu`
+/// (6.8+); before, `napi_busy_loop` was the loop itself (Debian's 5.10 and 6.1).
+const BUSY_LOOP_FNS: [&str; 2] = ["__napi_busy_loop", "napi_busy_loop"];
 
 /// Loads the task-context programs: `sched_switch` in the cheapest type the kernel takes
 /// (not attached: [`Probe::set_napi_threads`] does that while NAPI kthreads exist), and the
@@ -1290,23 +1293,32 @@ fn load_extras(
 
     let busy = match kernel_btf {
         None => Feature::off("fentry needs kernel BTF: busy polls counted, not timed"),
-        Some(btf) => {
+        Some(btf) => 'busy: {
+            let Some(busy_fn) = BUSY_LOOP_FNS.into_iter().find(|f| {
+                btf.id_by_type_name_kind(f, aya_obj::btf::BtfKind::Func)
+                    .is_ok()
+            }) else {
+                break 'busy Feature::off(format!(
+                    "no {} in the kernel's BTF: busy polls counted, not timed",
+                    BUSY_LOOP_FNS.join(" or ")
+                ));
+            };
             let mut load = |program: &str, kind: ExtraKind| -> anyhow::Result<Extra> {
                 let prog = ebpf
                     .program_mut(program)
                     .ok_or_else(|| anyhow!("program {program} missing from the object"))?;
                 let end = if kind == ExtraKind::FEntry {
                     let p: &mut FEntry = prog.try_into()?;
-                    p.load(BUSY_LOOP_FN, btf).map_err(verifier)?;
+                    p.load(busy_fn, btf).map_err(verifier)?;
                     "fentry"
                 } else {
                     let p: &mut FExit = prog.try_into()?;
-                    p.load(BUSY_LOOP_FN, btf).map_err(verifier)?;
+                    p.load(busy_fn, btf).map_err(verifier)?;
                     "fexit"
                 };
                 Ok(Extra {
                     program: program.to_string(),
-                    event: format!("{end}:{BUSY_LOOP_FN}"),
+                    event: format!("{end}:{busy_fn}"),
                     kind,
                     link: None,
                     wanted: true,
@@ -1321,10 +1333,10 @@ fn load_extras(
                     extras.push(entry);
                     extras.push(exit);
                     Feature::on(format!(
-                        "fentry/fexit {BUSY_LOOP_FN}: busy polls timed from the loop's entry"
+                        "fentry/fexit {busy_fn}: busy polls timed from the loop's entry"
                     ))
                 }
-                (Err(e), _) | (_, Err(e)) => Feature::off(format!("fentry {BUSY_LOOP_FN}: {e:#}")),
+                (Err(e), _) | (_, Err(e)) => Feature::off(format!("fentry {busy_fn}: {e:#}")),
             }
         }
     };

@@ -35,6 +35,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("topology-numa", topology_numa),
     ("daemon-balances", daemon_balances),
     ("managed-irq", managed_irq),
+    ("busy-poll", busy_poll),
     ("cpu-offline", cpu_offline),
     ("overhead", overhead),
 ];
@@ -54,6 +55,8 @@ const PORT: u16 = 9000;
 /// (with 64, queue loads differed by 2x, and the best split over node 1's two CPUs could not
 /// halve the busiest CPU's share).
 const FLOWS: usize = 256;
+/// `SO_BUSY_POLL` of the busy-poll check's receiver, microseconds.
+const BUSY_POLL_US: u32 = 50;
 
 enum Outcome {
     Pass(String),
@@ -1158,9 +1161,31 @@ struct Traffic {
 
 impl Traffic {
     fn start() -> Result<Traffic> {
+        Traffic::start_with(None)
+    }
+
+    /// As [`Traffic::start`], the receiver busy polling for `busy_poll_us` when given.
+    fn start_with(busy_poll_us: Option<u32>) -> Result<Traffic> {
         let stop = Arc::new(AtomicBool::new(false));
         let rx = UdpSocket::bind(SocketAddrV4::new(DUT_ADDR, PORT)).context("binding on dut")?;
         rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+        if let Some(us) = busy_poll_us {
+            use std::os::fd::AsRawFd as _;
+            let v: libc::c_int = us as libc::c_int;
+            // SAFETY: setsockopt(2) on our socket with a c_int and its size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    rx.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_BUSY_POLL,
+                    (&raw const v).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                bail!("SO_BUSY_POLL: {}", std::io::Error::last_os_error());
+            }
+        }
         let receiver = {
             let stop = Arc::clone(&stop);
             thread::spawn(move || -> Result<u64> {
@@ -1223,6 +1248,55 @@ impl Traffic {
             .map_err(|_| anyhow!("receiver panicked"))??;
         Ok((sent, received))
     }
+}
+
+/// Busy polling: a receiver on the dut with `SO_BUSY_POLL` polls the queue's NAPI instance from
+/// its own `recv` (process context, outside NET_RX). Where the probe times the busy-poll loop
+/// (fentry on it), the report shows busy-poll time on the dut's instances; where the kernel
+/// has no such function in BTF or refuses fentry, the check says so and skips.
+fn busy_poll(g: &mut Guest) -> Result<Outcome> {
+    let mut report = Command::new(&g.args.balancer)
+        .args(["report", "--duration", "4", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running balancer report")?;
+    let attached = wait_attached(&mut report, g.links, Duration::from_secs(60));
+    let traffic = Traffic::start_with(Some(BUSY_POLL_US));
+    if let (Ok(opened), Ok(_)) = (&attached, &traffic) {
+        let close = *opened + Duration::from_millis(3500);
+        thread::sleep(close.saturating_duration_since(Instant::now()));
+    }
+    let traffic = traffic.and_then(Traffic::stop);
+    let output = report
+        .wait_with_output()
+        .context("waiting for balancer report");
+    attached?;
+    let (sent, received) = traffic?;
+    let report = parse_json(&output?, "balancer report")?;
+    let method = &report["meta"]["methods"]["busy_poll"];
+    let detail = method["detail"].as_str().unwrap_or_default().to_string();
+    if method["active"] != Value::Bool(true) {
+        g.facts.push(format!("missing busy-poll timing: {detail}"));
+        return Ok(Outcome::Skip(format!(
+            "busy polls not timed here: {detail}"
+        )));
+    }
+    let dut: Vec<&Value> = array(&report, "napi")?
+        .iter()
+        .filter(|n| n["device"].as_str() == Some(g.dut.name.as_str()))
+        .collect();
+    let sum = |field: &str| -> u64 { dut.iter().filter_map(|n| n[field].as_u64()).sum() };
+    let (polls, ns) = (sum("busy_polls"), sum("busy_poll_ns"));
+    let line = format!(
+        "{detail}; {received} of {sent} datagrams received with SO_BUSY_POLL {BUSY_POLL_US} us: \
+         {polls} busy polls timed, {:.1} ms on the dut's instances",
+        ns as f64 / 1e6
+    );
+    if polls == 0 || ns == 0 {
+        bail!("no busy-poll time on {}: {line}", g.dut.name);
+    }
+    Ok(Outcome::Pass(line))
 }
 
 /// Finds an entry of a map keyed by `key`, or of a list by its `field`.
