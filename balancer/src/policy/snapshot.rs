@@ -103,8 +103,9 @@ impl IrqSnap {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PollSnap {
-    /// All polls, timed (in softirq) or not (threaded NAPI).
+    /// All polls: in softirq, in a task (threaded NAPI, busy polling), timed or not.
     pub polls: u64,
+    /// Time of the timed ones, softirq and task time.
     pub ns: u64,
     pub budget_exhausted: u64,
 }
@@ -224,9 +225,11 @@ impl Snapshot {
                         (
                             *cpu,
                             PollSnap {
-                                // Threaded polls are counted apart (untimed); both are polls.
-                                polls: c.polls + c.untimed_polls,
-                                ns: c.ns,
+                                // Every poll and every timed poll's time, in softirq or in
+                                // a task (threaded NAPI, busy polling): where the instance's
+                                // work runs, which is what sticking is about.
+                                polls: c.all_polls(),
+                                ns: c.all_ns(),
                                 budget_exhausted: c.budget_exhausted,
                             },
                         )

@@ -97,3 +97,37 @@ pub fn stuck(s: &Snapshot) -> Vec<Stuck> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::{Attribution, Linker, testdata};
+
+    /// A threaded instance whose kthread polls on CPU 2, timed (the probe times threaded
+    /// polls from the kthread's switch-in), while its IRQ 36 is handled on CPU 0: stuck by
+    /// its task time. (Built from the attribution: before, the snapshot kept only softirq
+    /// time and untimed polls, so timed threaded polls were invisible to this rule.)
+    #[test]
+    fn timed_threaded_polls_away_from_the_irq_are_stuck() {
+        let mut model = testdata::vm_model();
+        if let Some(d) = model.netdevs.get_mut("eth1") {
+            d.threaded = Some(true);
+        }
+        let mut iv = testdata::interval();
+        let p = iv
+            .napi
+            .get_mut(&(testdata::X, 2))
+            .expect("queue 0 on CPU 2");
+        // The kernel counts a poll outside NET_RX as untimed and, timed, again as threaded.
+        (p.polls, p.ns, p.untimed_polls) = (0, 0, 5_000);
+        (p.threaded_polls, p.threaded_ns) = (5_000, 30_000_000);
+        let links = Linker::default().links(&iv.napi_identity, &model);
+        let a = Attribution::build(&iv, &model, &links);
+        let stuck = stuck(&crate::policy::Snapshot::build(&model, &a));
+        let st = stuck.iter().find(|s| s.irq == 36).expect("IRQ 36 stuck");
+        assert_eq!(
+            (st.cpu, st.ns, st.threaded, st.timed),
+            (2, 30_000_000, true, true)
+        );
+    }
+}
