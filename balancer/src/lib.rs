@@ -8,12 +8,14 @@
 //!                     │                     └────> report / tui / metrics (views)
 //! ```
 //!
-//! [`engine`] runs policy and actuation as one loop for every command that plans.
+//! [`engine`] runs policy and actuation as one loop for every command that plans; [`cmd`]
+//! holds the commands, one file each, and the start-up they share.
 use std::fmt;
 
 pub mod actuation;
 pub mod attribution;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod cpumask;
 pub mod daemon;
@@ -25,7 +27,6 @@ pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod sample;
-pub mod startup;
 pub mod system;
 pub mod table;
 pub mod tui;

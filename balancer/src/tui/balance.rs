@@ -2,8 +2,9 @@
 //! which IRQs it found sticking, newest first.
 //!
 //! The panel reads a [`BalanceLog`]; each step of the engine that `top` drives (see
-//! [`super::run`]) becomes a [`StepOutcome`] of sentences. Keeping the panel on sentences rather
-//! than on the policy's own types lets it show any planner, and be tested on its own.
+//! [`crate::cmd::top`]) becomes a [`StepOutcome`] of sentences. Keeping the panel on
+//! sentences rather than on the policy's own types lets it show any planner, and be tested
+//! on its own.
 use std::collections::VecDeque;
 
 use crate::{
@@ -151,7 +152,7 @@ impl BalanceLog {
 }
 
 impl StepOutcome {
-    /// One step of the engine (see [`super::run`]), in words.
+    /// One step of the engine (see [`crate::cmd::top`]), in words.
     pub fn of(step: &Step) -> StepOutcome {
         let mut out = StepOutcome::default();
         for (action, o) in step.actions() {
