@@ -9,7 +9,12 @@ use clap::{Parser, Subcommand};
 /// interrupt off. balancer measures the real CPU time of every IRQ and of the softirq work it
 /// causes with eBPF, and balances on that.
 #[derive(Debug, Parser)]
-#[command(name = "balancer", version, propagate_version = true)]
+#[command(
+    name = "balancer",
+    version,
+    propagate_version = true,
+    after_help = crate::cmd::EXIT_STATUS_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -20,10 +20,11 @@ use std::{
 
 use signal_hook::consts::SIGHUP;
 
+use anyhow::anyhow;
+
 use crate::{
-    Fatal,
     actuation::{self, RealSys},
-    cmd::startup,
+    cmd::{self, startup},
     config::{self, Config},
     engine::{Applier, Engine, Step},
     metrics,
@@ -233,7 +234,7 @@ fn reload_into(cfg: &mut Config, new: Config) -> (Vec<String>, Vec<String>) {
 }
 
 /// [`startup::machine_warnings`], logged.
-pub fn check_machine(cfg: &Config, model: &crate::system::SystemModel) -> anyhow::Result<()> {
+pub fn check_machine(cfg: &Config, model: &crate::system::SystemModel) -> cmd::Result<()> {
     for w in startup::machine_warnings(cfg, model)? {
         log::warn!("{w}");
     }
@@ -428,7 +429,7 @@ impl Daemon {
             Ok(loaded) => loaded,
             Err(e) => {
                 self.count(|m| m.count_reload(false));
-                log::error!("config not reloaded, keeping the old one: {e:#}");
+                log::error!("config not reloaded, keeping the old one: {}", e.line());
                 return;
             }
         };
@@ -475,9 +476,9 @@ impl Daemon {
         self.readiness.stopping();
         if self.opts.oneshot {
             remove_pidfile(&self.opts);
-            return Err(
-                Fatal::new(1, "stopped by a signal before the interval was measured").into(),
-            );
+            return Err(anyhow!(
+                "stopped by a signal before the interval was measured"
+            ));
         }
         let cfg = self.engine.config();
         if cfg.restore_on_exit && !self.opts.dry_run {

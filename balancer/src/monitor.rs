@@ -51,10 +51,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Checks privileges, reads the machine, loads the probes and takes the first snapshot:
-    /// the first interval starts now.
+    /// Reads the machine, loads the probes (which check the privileges first) and takes the
+    /// first snapshot: the first interval starts now.
     pub fn start(root: &Path, opts: ReadOptions) -> anyhow::Result<Monitor> {
-        probe::check_privileges()?;
         let model = SystemModel::read(root, &opts).context("reading the system model")?;
         // Every netdev's rx and tx queues (tx from sysfs: the model lists rx only).
         let queues: usize = model

@@ -59,7 +59,8 @@ fn config_errors_name_file_line_and_key() {
     fs::write(&cfg, "threshold = 90\n\nload-limt = 80\n").unwrap();
     for cmd in ["daemon", "plan"] {
         let o = balancer(&[cmd, "--config", cfg.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        // The configuration's exit code.
+        assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
         let err = stderr(&o);
         assert!(
             err.contains("b.toml:3: key `load-limt`: unknown field"),
@@ -69,6 +70,7 @@ fn config_errors_name_file_line_and_key() {
     }
     fs::write(&cfg, "strategy = \"weight\"\nthreshold = 120\n").unwrap();
     let o = balancer(&["daemon", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("b.toml:2: key `threshold`: must be a percentage"),
         "{}",

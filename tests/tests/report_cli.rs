@@ -18,6 +18,36 @@ fn help_teaches_the_options() {
     }
 }
 
+/// `balancer --help` lists every exit code, each distinct.
+#[test]
+fn help_lists_the_exit_codes() {
+    let o = balancer(&["--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    let listed = text
+        .split_once("Exit status:")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no exit status in --help:\n{text}"));
+    let codes: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(codes, ["0", "1", "2", "3", "4", "5", "6", "141"], "{text}");
+    for word in [
+        "usage",
+        "permission",
+        "configuration",
+        "runtime",
+        "busy",
+        "journal",
+    ] {
+        assert!(
+            listed.contains(word),
+            "--help's exit status lacks {word}:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn wrong_flag_and_bad_duration_are_usage_errors() {
     let o = balancer(&["report", "--bogus"]);
@@ -50,7 +80,7 @@ fn wrong_flag_and_bad_duration_are_usage_errors() {
     assert!(stderr(&o).contains("must be at least 1"), "{}", stderr(&o));
 }
 
-/// A missing or bad proximity file is the same error, exit status 2, in every command,
+/// A missing or bad proximity file is the same error, exit status 6, in every command,
 /// every bad line listed at once.
 #[test]
 fn proximity_files_are_checked_the_same_everywhere() {
@@ -67,7 +97,7 @@ fn proximity_files_are_checked_the_same_everywhere() {
             vec!["report", "--duration", "0.1", "--proximity", f],
         ] {
             let o = balancer(&args);
-            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert_eq!(o.status.code(), Some(6), "{args:?}: {}", stderr(&o));
             errs.push(stderr(&o));
         }
         assert_eq!(errs[0], errs[1], "same message in every command");
@@ -89,9 +119,9 @@ fn proximity_files_are_checked_the_same_everywhere() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Without root (or CAP_BPF and CAP_PERFMON): one line naming what is missing, exit code 2.
+/// Without root (or CAP_BPF and CAP_PERFMON): one line naming what is missing, exit code 5.
 #[test]
-fn non_root_gets_one_line_and_exit_2() {
+fn non_root_gets_one_line_and_exit_5() {
     let o = if is_root() {
         Command::new("setpriv")
             .args([
@@ -107,7 +137,7 @@ fn non_root_gets_one_line_and_exit_2() {
     } else {
         balancer(&["report", "--duration", "1"])
     };
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(

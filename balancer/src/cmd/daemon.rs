@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context as _;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use super::{say, startup};
+use super::{Result, say, startup};
 use crate::{
     daemon::{self, Readiness},
     engine::{self, Engine},
@@ -56,7 +56,7 @@ pub struct DaemonArgs {
 }
 
 /// Runs the command.
-pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &DaemonArgs) -> Result<ExitCode> {
     let cfg = startup::load_config(args.config.as_deref())?;
     startup::init_logging(&cfg);
     let root = startup::machine_root();
@@ -113,7 +113,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<ExitCode> {
         &signals,
     );
     drop(lock);
-    code
+    Ok(code?)
 }
 
 /// Forks into the background, new session, stdin and stdout on /dev/null; stderr stays for

@@ -4,13 +4,15 @@
 //! what they return. The stages below neither parse arguments nor print.
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
+pub use error::{EXIT_STATUS_HELP, Error, Result, exit};
+
 use crate::{
-    Fatal,
     cli::{Cli, Command},
     config, output,
 };
 
 pub mod daemon;
+pub mod error;
 pub mod plan;
 pub mod report;
 pub mod restore;
@@ -20,7 +22,7 @@ pub mod topology;
 
 /// Runs the command `cli` names and turns its result into the exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let result: anyhow::Result<ExitCode> = match cli.command {
+    let result: Result<ExitCode> = match cli.command {
         Command::Report(args) => report::run(&args),
         Command::Topology(args) => topology::run(&args),
         Command::Daemon(args) => daemon::run(&args),
@@ -34,31 +36,17 @@ pub fn main(cli: Cli) -> ExitCode {
     match (output::failure(), result) {
         // A command that failed otherwise (restore: values not written back) keeps its code.
         (Some(output::Failure::ClosedPipe), Ok(code)) if code != ExitCode::SUCCESS => code,
-        (Some(output::Failure::ClosedPipe), _) => ExitCode::from(CLOSED_PIPE),
+        (Some(output::Failure::ClosedPipe), _) => ExitCode::from(exit::CLOSED_PIPE),
         (Some(output::Failure::Error(e)), _) => {
-            let _ = writeln!(std::io::stderr(), "balancer: writing standard output: {e}");
-            ExitCode::FAILURE
+            say(&format!("writing standard output: {e}"));
+            ExitCode::from(exit::RUNTIME)
         }
         (None, Ok(code)) => code,
-        (None, Err(err)) => report_error(&err),
+        (None, Err(err)) => {
+            say(&err.line());
+            ExitCode::from(err.exit_code())
+        }
     }
-}
-
-/// Exit code when the reader of stdout went away: what a shell shows for a program that
-/// SIGPIPE ended (128 + 13), so `set -o pipefail` sees the output was cut as with any other
-/// tool. Rust ignores SIGPIPE (the daemon's metrics socket needs that), so we say it.
-const CLOSED_PIPE: u8 = 141;
-
-/// One line for errors the user fixes; the cause chain for everything else.
-fn report_error(err: &anyhow::Error) -> ExitCode {
-    // Not eprintln!: it panics when stderr is gone too.
-    let mut stderr = std::io::stderr();
-    if let Some(fatal) = err.downcast_ref::<Fatal>() {
-        let _ = writeln!(stderr, "balancer: {fatal}");
-        return ExitCode::from(fatal.code);
-    }
-    let _ = writeln!(stderr, "balancer: {err:#}");
-    ExitCode::FAILURE
 }
 
 /// One line on stderr; not eprintln!, which panics when stderr is gone.

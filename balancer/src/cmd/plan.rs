@@ -3,7 +3,7 @@ use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use serde::Serialize;
 
-use super::startup;
+use super::{Result, startup};
 use crate::{
     config,
     engine::{DryRun, Engine, Step},
@@ -52,7 +52,7 @@ struct CpuJson {
 }
 
 /// Runs the command.
-pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let cfg = startup::load_config(args.config.as_deref())?;
     let root = startup::machine_root();
     let opts = startup::read_options(cfg.proximity.as_deref(), &root)?;

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::startup;
+use super::{Result, startup};
 use crate::{
     monitor::Monitor,
     output,
@@ -47,7 +47,7 @@ pub struct ReportArgs {
 }
 
 /// Runs the command.
-pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     let root = startup::machine_root();
     let opts = startup::read_options(args.proximity.as_deref(), &root)?;
     startup::measuring()?;

@@ -3,9 +3,8 @@ use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
-use super::{say, startup};
+use super::{Error, Result, say, startup};
 use crate::{
-    Fatal,
     actuation::{self, LockError, RealSys},
     output,
 };
@@ -19,9 +18,9 @@ and that every entry is an IRQ affinity, rps_cpus or NAPI-thread affinity. Targe
 gone (IRQ or device removed) are skipped and dropped from the journal.
 
 Exit status: 0 restored, or no journal at the default path; 1 some values could not be \
-written back (they stay in the journal); 2 bad config, or no journal at the --journal path; \
-3 a balancer is running; 4 the journal cannot be used (damaged, unknown version, another \
-boot, a target balancer does not change): nothing was written.")]
+written back (they stay in the journal); 2 no journal at the --journal path; 3 a balancer \
+is running; 4 the journal cannot be used (damaged, unknown version, another boot, a target \
+balancer does not change): nothing was written; 6 bad config.")]
 pub struct RestoreArgs {
     /// The journal; default: the config's `journal` (/var/lib/balancer/journal.json).
     #[arg(long, value_name = "FILE")]
@@ -40,23 +39,20 @@ pub struct RestoreArgs {
 }
 
 /// Runs the command.
-pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &RestoreArgs) -> Result<ExitCode> {
     let cfg = startup::load_config(args.config.as_deref())?;
     let journal = args.journal.clone().unwrap_or(cfg.journal);
     // A daemon keeps its journal in memory and rewrites it: restoring under it would lose
     // the originals of what it moves next. Refuse rather than wait, as a daemon runs for
     // days: stopping it (or its restore-on-exit) is the user's call.
     let _lock = actuation::try_lock(&cfg.lock_file).map_err(|e| match e {
-        LockError::Held { path, pid } => anyhow::Error::new(Fatal::new(
-            Fatal::BUSY,
-            format!(
-                "a balancer (daemon or top --balance{}) runs and holds {}: stop it first \
-                 (systemctl stop balancer); it restores on exit when restore-on-exit is set",
-                pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
-                path.display()
-            ),
+        LockError::Held { path, pid } => Error::Busy(format!(
+            "a balancer (daemon or top --balance{}) runs and holds {}: stop it first \
+             (systemctl stop balancer); it restores on exit when restore-on-exit is set",
+            pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
+            path.display()
         )),
-        LockError::Open { .. } => anyhow::Error::new(e),
+        LockError::Open { .. } => Error::Runtime(e.into()),
     })?;
     let mut out = output::stdout();
     if !journal
@@ -64,11 +60,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("journal {}", journal.display()))?
     {
         if args.journal.is_some() {
-            return Err(Fatal::new(
-                Fatal::USAGE,
-                format!("no journal at {} (named with --journal)", journal.display()),
-            )
-            .into());
+            return Err(Error::Usage(format!(
+                "no journal at {} (named with --journal)",
+                journal.display()
+            )));
         }
         writeln!(
             out,
@@ -77,12 +72,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let r = actuation::restore(&args.root, &journal, &mut RealSys, args.force).map_err(
-        |e| match e {
-            actuation::JournalError::Io { .. } => anyhow::Error::new(e),
-            _ => Fatal::new(Fatal::JOURNAL, e.to_string()).into(),
-        },
-    )?;
+    let r = actuation::restore(&args.root, &journal, &mut RealSys, args.force)?;
     // Done whatever stdout says (main reports a failed write): the lines below must follow.
     for t in &r.restored {
         let _ = writeln!(out, "restored {t}");

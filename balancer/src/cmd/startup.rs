@@ -1,17 +1,17 @@
 //! The start-up every command shares, in the order the commands run it: the config file,
 //! the proximity file, logging, irqbalance beside us, privileges and tracefs, the config
-//! against the machine, and the single-instance lock, each turned into the [`Fatal`] exit
-//! code the commands document.
+//! against the machine, and the single-instance lock, each failing with the [`Error`] whose
+//! exit code the commands document.
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
 };
 
+use super::{Error, Result};
 use crate::{
-    Fatal,
     actuation::{self, Lock, LockError},
     config::{self, Config},
-    probe::{self, tracefs::Tracefs},
+    probe::{self, ProbeError, tracefs::Tracefs},
     system::{self, ReadOptions, SystemModel},
 };
 
@@ -21,25 +21,21 @@ pub fn machine_root() -> PathBuf {
     PathBuf::from("/")
 }
 
-/// The config from `path`, else the default file when it exists, else defaults. A bad file
-/// is [`Fatal::USAGE`].
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let result = match path {
-        Some(p) => Config::read(p),
-        None => Config::read_opt(Path::new(config::DEFAULT_CONFIG)).map(Option::unwrap_or_default),
-    };
-    result.map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()).into())
+/// The config from `path`, else the default file when it exists, else defaults.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::read(p)?,
+        None => Config::read_opt(Path::new(config::DEFAULT_CONFIG))?.unwrap_or_default(),
+    })
 }
 
 /// Read options with the proximity file loaded the same way for every command (its PCI
-/// addresses resolved under `root`): a missing file or any bad line is [`Fatal::USAGE`],
-/// every problem listed.
-pub fn read_options(proximity: Option<&Path>, root: &Path) -> anyhow::Result<ReadOptions> {
+/// addresses resolved under `root`): a missing file or any bad line is an error, every
+/// problem listed.
+pub fn read_options(proximity: Option<&Path>, root: &Path) -> Result<ReadOptions> {
     let mut opts = ReadOptions::default();
     if let Some(path) = proximity {
-        let prox = system::proximity::load(path, root)
-            .map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()))?;
-        opts.proximity = Some(prox);
+        opts.proximity = Some(system::proximity::load(path, root)?);
     }
     Ok(opts)
 }
@@ -47,9 +43,9 @@ pub fn read_options(proximity: Option<&Path>, root: &Path) -> anyhow::Result<Rea
 /// What measuring needs before anything is loaded: the privileges (one line naming what is
 /// missing) and a mounted tracefs (mounted here when it is not). Checked up front so that
 /// the daemon fails before it forks or takes its lock.
-pub fn measuring() -> anyhow::Result<()> {
+pub fn measuring() -> Result<()> {
     probe::check_privileges()?;
-    Tracefs::find_or_mount().map_err(|e| Fatal::new(Fatal::PERMISSION, e.to_string()))?;
+    Tracefs::find_or_mount().map_err(ProbeError::from)?;
     Ok(())
 }
 
@@ -59,43 +55,37 @@ pub fn irqbalance() -> Option<u32> {
 }
 
 /// Refuses to balance beside irqbalance (the two would fight over affinities) unless
-/// `force`: [`Fatal::BUSY`].
-pub fn refuse_beside_irqbalance(force: bool) -> anyhow::Result<()> {
+/// `force`: [`Error::Busy`].
+pub fn refuse_beside_irqbalance(force: bool) -> Result<()> {
     if !force && let Some(pid) = irqbalance() {
-        return Err(Fatal::new(
-            Fatal::BUSY,
-            format!(
-                "irqbalance runs (pid {pid}); stop it first (systemctl disable --now irqbalance) \
-                 or pass --force"
-            ),
-        )
-        .into());
+        return Err(Error::Busy(format!(
+            "irqbalance runs (pid {pid}); stop it first (systemctl disable --now irqbalance) or \
+             pass --force"
+        )));
     }
     Ok(())
 }
 
-/// Checks a config against the machine: no CPU left for IRQs is [`Fatal::USAGE`]; returns
+/// Checks a config against the machine: no CPU left for IRQs is [`Error::Machine`]; returns
 /// the warnings.
-pub fn machine_warnings(cfg: &Config, model: &SystemModel) -> anyhow::Result<Vec<String>> {
-    let facts = config::MachineFacts::of(model);
-    Ok(cfg
-        .check_machine(&facts)
-        .map_err(|e| Fatal::new(Fatal::USAGE, e))?)
+pub fn machine_warnings(cfg: &Config, model: &SystemModel) -> Result<Vec<String>> {
+    cfg.check_machine(&config::MachineFacts::of(model))
+        .map_err(Error::Machine)
 }
 
 /// [`machine_warnings`] on stderr, one line each, for the commands without a log.
-pub fn warn_machine(cfg: &Config, model: &SystemModel) -> anyhow::Result<()> {
+pub fn warn_machine(cfg: &Config, model: &SystemModel) -> Result<()> {
     for w in machine_warnings(cfg, model)? {
         super::say(&format!("warning: {w}"));
     }
     Ok(())
 }
 
-/// [`actuation::try_lock`] for the commands: a held lock is [`Fatal::BUSY`].
-pub fn lock(path: &Path) -> anyhow::Result<Lock> {
+/// [`actuation::try_lock`] for the commands: a held lock is [`Error::Busy`].
+pub fn lock(path: &Path) -> Result<Lock> {
     actuation::try_lock(path).map_err(|e| match e {
-        LockError::Held { .. } => Fatal::new(Fatal::BUSY, e.to_string()).into(),
-        LockError::Open { .. } => anyhow::Error::new(e),
+        LockError::Held { .. } => Error::Busy(e.to_string()),
+        LockError::Open { .. } => Error::Runtime(e.into()),
     })
 }
 

@@ -9,9 +9,9 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::startup;
+use super::Error;
+use super::{Result, startup};
 use crate::{
-    Fatal,
     actuation::Lock,
     config::Config,
     engine::{self, Applier, Engine},
@@ -52,17 +52,16 @@ pub struct TopArgs {
 }
 
 /// Runs the command.
-pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &TopArgs) -> Result<ExitCode> {
     if args.balance && !args.dry_run {
         startup::refuse_beside_irqbalance(args.force)?;
     }
     if !std::io::stdout().is_terminal() {
-        return Err(Fatal::new(
-            Fatal::USAGE,
+        return Err(Error::Usage(
             "balancer top needs a terminal on stdout; for text or JSON that can be piped or \
-             saved, use `balancer report` (e.g. `balancer report --duration 5 --json`)",
-        )
-        .into());
+             saved, use `balancer report` (e.g. `balancer report --duration 5 --json`)"
+                .into(),
+        ));
     }
     let root = startup::machine_root();
     // --balance plans with the daemon's configuration, so that top shows what the daemon
@@ -127,7 +126,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = balancing {
         b.stop();
     }
-    result.map(|()| ExitCode::SUCCESS)
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--balance`: the daemon's engine in-process, and unless dry run the daemon's lock, held
@@ -139,7 +139,7 @@ struct Balancing {
 }
 
 impl Balancing {
-    fn start(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<Balancing> {
+    fn start(root: &Path, config: Config, dry_run: bool) -> Result<Balancing> {
         let lock = if dry_run {
             None
         } else {

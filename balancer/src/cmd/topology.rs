@@ -3,7 +3,7 @@ use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
-use super::startup;
+use super::{Result, startup};
 use crate::{
     output,
     system::{SystemModel, topology},
@@ -29,7 +29,7 @@ pub struct TopologyArgs {
 }
 
 /// Runs the command.
-pub fn run(args: &TopologyArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &TopologyArgs) -> Result<ExitCode> {
     let opts = startup::read_options(args.proximity.as_deref(), &args.root)?;
     let model = SystemModel::read(&args.root, &opts)
         .with_context(|| format!("reading the system under {}", args.root.display()))?;
