@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// What the command line decided about the daemon.
-pub struct Options {
+pub(crate) struct Options {
     /// The config file named with `--config`, read again on SIGHUP.
     pub config: Option<PathBuf>,
     pub dry_run: bool,
@@ -42,11 +42,11 @@ pub struct Options {
 }
 
 /// What the detached daemon writes to its parent once it is ready.
-pub const READY_LINE: &[u8] = b"ready\n";
+pub(crate) const READY_LINE: &[u8] = b"ready\n";
 
 /// Tells whoever started the daemon that start-up is over: systemd (`READY=1`, watchdog
 /// keep-alives, `STOPPING=1`; nothing without NOTIFY_SOCKET) and the detached parent.
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// The detached parent's pipe, until it is told.
     parent: Option<fs::File>,
     /// Keep-alive period: half of systemd's `WatchdogSec`, when set for this process.
@@ -54,7 +54,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn new(parent: Option<fs::File>) -> Readiness {
+    pub(crate) fn new(parent: Option<fs::File>) -> Readiness {
         Readiness {
             parent,
             watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
@@ -146,7 +146,7 @@ fn log_interval(s: &Snapshot, tick: u64) {
 
 /// Returns freed heap to the kernel (glibc keeps it otherwise): the daemon's resident size
 /// is part of its budget.
-pub fn trim_heap() {
+pub(crate) fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own heap.
     unsafe {
@@ -156,7 +156,7 @@ pub fn trim_heap() {
 
 /// A subject logged once is quiet for this long; repeats meanwhile are counted and the
 /// count goes with its next line.
-pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
+pub(crate) const REPEAT_WINDOW: Duration = Duration::from_secs(600);
 
 /// What a finding is about: its kind, IRQ and CPU.
 type Subject = (FindingKind, Option<u32>, Option<u32>);
@@ -234,7 +234,7 @@ fn reload_into(cfg: &mut Config, new: Config) -> (Vec<String>, Vec<String>) {
 }
 
 /// [`startup::machine_warnings`], logged.
-pub fn check_machine(cfg: &Config, model: &crate::system::SystemModel) -> cmd::Result<()> {
+pub(crate) fn check_machine(cfg: &Config, model: &crate::system::SystemModel) -> cmd::Result<()> {
     for w in startup::machine_warnings(cfg, model)? {
         log::warn!("{w}");
     }
@@ -243,7 +243,7 @@ pub fn check_machine(cfg: &Config, model: &crate::system::SystemModel) -> cmd::R
 
 /// Runs the daemon after its start-up: binds the metrics endpoint, says it is ready, and
 /// measures, plans and applies until a signal stops it (or, `--oneshot`, once).
-pub fn run(
+pub(crate) fn run(
     opts: Options,
     root: PathBuf,
     monitor: Monitor,

@@ -8,24 +8,33 @@
 //!                     │                     └────> report / tui / metrics (views)
 //! ```
 //!
+//! Modules the integration tests (`tests/`), benches, examples and fuzz targets use are
+//! public; the rest (the daemon's loop, monitor, metrics, the TUI, output, tables) is
+//! `pub(crate)`.
+//!
 //! [`engine`] runs policy and actuation as one loop for every command that plans; [`cmd`]
 //! holds the commands, one file each, and the start-up they share.
+
+// What is not reachable from outside says so (`pub(crate)`), so that the compiler finds
+// what nothing uses.
+#![warn(unreachable_pub)]
+
 pub mod actuation;
 pub mod attribution;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod cpumask;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod engine;
-pub mod metrics;
-pub mod monitor;
-pub mod output;
+pub(crate) mod metrics;
+pub(crate) mod monitor;
+pub(crate) mod output;
 pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod sample;
 pub mod system;
-pub mod table;
-pub mod tui;
+pub(crate) mod table;
+pub(crate) mod tui;
 pub mod vector;

@@ -163,17 +163,6 @@ impl ProgramType {
         }
     }
 
-    /// Parses the names [`ProgramType::as_str`] gives.
-    pub fn parse(s: &str) -> Option<ProgramType> {
-        [
-            ProgramType::BtfTracePoint,
-            ProgramType::RawTracePoint,
-            ProgramType::TracePoint,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
-    }
-
     fn prefix(self) -> &'static str {
         match self {
             ProgramType::BtfTracePoint => "btf_",
@@ -1061,17 +1050,6 @@ impl Probe {
         if let Ok(mut seen) = self.seen.lock() {
             seen.checkpoint();
         }
-    }
-
-    /// Pruned instances whose counts the probe still holds (until the next checkpoint).
-    pub fn napi_retired(&self) -> usize {
-        self.seen.lock().map_or(0, |s| {
-            s.retired_napi
-                .keys()
-                .map(|(k, _)| *k)
-                .collect::<BTreeSet<_>>()
-                .len()
-        })
     }
 
     /// NAPI instances deleted from the kernel map because they stopped polling.

@@ -162,10 +162,6 @@ impl Tracefs {
         Tracefs { root }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn format_path(&self, category: &str, name: &str) -> PathBuf {
         self.root
             .join("events")

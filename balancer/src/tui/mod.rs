@@ -22,16 +22,16 @@ use crossterm::{
 };
 use ratatui::{Terminal, backend::CrosstermBackend};
 
-pub mod app;
-pub mod balance;
-pub mod input;
-pub mod render;
+pub(crate) mod app;
+pub(crate) mod balance;
+pub(crate) mod input;
+pub(crate) mod render;
 
 use app::{App, Effect};
 
 /// Runs the view until the user quits or `stop` is set: the terminal in raw mode on the
 /// alternate screen (restored after, and after a panic), `sample` called once per interval.
-pub fn run(
+pub(crate) fn run(
     app: &mut App,
     stop: &AtomicBool,
     sample: &mut dyn FnMut(&mut App, Instant),
