@@ -38,3 +38,9 @@ pub mod system;
 pub(crate) mod table;
 pub(crate) mod tui;
 pub mod vector;
+
+// Shared with the tests crate, which exports it.
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../tests/support/copy_dir.rs"]
+mod test_support;

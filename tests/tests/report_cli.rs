@@ -2,7 +2,7 @@
 //! kernel without a tracepoint or without BTF.
 use std::{path::Path, process::Command};
 
-use balancer_tests::{balancer, balancer_bin, is_root, root_or_skip};
+use balancer_tests::{balancer, balancer_bin, is_root, require_root};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -163,10 +163,9 @@ fn report_json(envs: &[(&str, &str)], extra: &[&str]) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn json_has_every_section_and_text_fits_100_columns() {
-    if !root_or_skip("json_has_every_section_and_text_fits_100_columns") {
-        return;
-    }
+    require_root();
     let v = report_json(&[], &[]);
     for key in ["meta", "cpus", "irqs", "softirqs", "napi", "unattributed"] {
         assert!(v.get(key).is_some(), "missing key {key}");
@@ -263,10 +262,9 @@ fn json_has_every_section_and_text_fits_100_columns() {
 
 /// A kernel without napi:napi_poll: the report runs without it and says so.
 #[test]
+#[ignore = "needs root"]
 fn missing_tracepoint_is_reported_not_fatal() {
-    if !root_or_skip("missing_tracepoint_is_reported_not_fatal") {
-        return;
-    }
+    require_root();
     // A tracefs view with the irq tracepoints only.
     let real = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .into_iter()
@@ -316,10 +314,9 @@ fn missing_tracepoint_is_reported_not_fatal() {
 /// Without kernel BTF the exact NAPI -> IRQ link is off and the report says co-occurrence
 /// takes over.
 #[test]
+#[ignore = "needs root"]
 fn missing_btf_falls_back_to_cooccurrence() {
-    if !root_or_skip("missing_btf_falls_back_to_cooccurrence") {
-        return;
-    }
+    require_root();
     let v = report_json(&[("BALANCER_BTF", "/nonexistent/vmlinux")], &[]);
     let exact = &v["meta"]["methods"]["napi_irq_exact"];
     assert_eq!(exact["active"], false);

@@ -5,21 +5,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::policy::Action;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let ty = e.file_type().unwrap();
-        let dest = to.join(e.file_name());
-        if ty.is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else if ty.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
-        } else {
-            fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
+use crate::test_support::copy_dir;
 
 struct Fx {
     _dir: tempfile::TempDir,

@@ -235,6 +235,7 @@ fn describe(action: &Action, o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::copy_dir;
     use crate::{
         actuation::{Actuator, RealSys},
         config::Config,
@@ -333,18 +334,5 @@ mod tests {
             "CPU 2 or 3 as a mask: {written:?}"
         );
         assert!(journal.exists(), "originals journaled first");
-    }
-
-    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let dest = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), dest).unwrap();
-            }
-        }
     }
 }
