@@ -284,6 +284,9 @@ impl Metrics {
     }
 
     /// The exposition.
+    // Long (about 235 lines) by design: one family after another, each its name, help and
+    // samples, in the order they are served; it reads top to bottom like the output, and
+    // split into functions it would only scatter that order.
     pub(crate) fn render(&self) -> String {
         let mut e = Expo::default();
         let ns = |v: u64| v as f64 / 1e9;

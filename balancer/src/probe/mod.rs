@@ -504,6 +504,9 @@ pub struct Probe {
 
 impl Probe {
     /// Checks privileges, reads the offsets, loads and attaches the programs.
+    // Long (about 195 lines): one sequence (formats, record offsets, BTF offsets, load,
+    // attach per event with its fallbacks, extras, status), each step feeding the next with
+    // the locals it made; split, the pieces would pass most of them along.
     pub fn load(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         check_privileges()?;
         raise_memlock_limit();
