@@ -276,7 +276,9 @@ impl Journal {
         }
     }
 
-    /// Loads `path`; an absent file is an empty journal of no boot.
+    /// Loads `path`; an absent file is an empty journal of no boot. (The balancer itself
+    /// needs to tell an absent journal apart: [`Journal::load_opt`].)
+    #[cfg(test)]
     pub fn load(path: &Path) -> Result<Journal, JournalError> {
         Ok(Journal::load_opt(path)?.unwrap_or_else(|| Journal::new(None)))
     }
@@ -413,14 +415,6 @@ impl<S: Sys> Actuator<S> {
             journal,
             logged_unmovable: BTreeSet::new(),
         })
-    }
-
-    pub fn journal(&self) -> &Journal {
-        &self.journal
-    }
-
-    pub fn sys_mut(&mut self) -> &mut S {
-        &mut self.sys
     }
 
     /// Carries out every action of `plan`, one [`Outcome`] per action. `nr_cpu_ids` is the

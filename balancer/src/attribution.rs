@@ -373,10 +373,6 @@ impl CpuLoad {
     pub fn softirq_total_ns(&self) -> u64 {
         self.softirq_ns.iter().sum()
     }
-
-    pub fn sysvec_total_ns(&self) -> u64 {
-        self.sysvec_ns.iter().sum()
-    }
 }
 
 /// One IRQ on one CPU.
@@ -830,18 +826,18 @@ pub(crate) mod testdata {
     use super::*;
     use crate::{cpumask::CpuSet, sample::NapiDelta, system::ReadOptions};
 
-    pub const X: NapiKey = NapiKey::new(0xffff_0001, 0); // eth1 rx queue 0's instance, IRQ 36 (virtio1-input.0)
-    pub const Y: NapiKey = NapiKey::new(0xffff_0002, 0); // eth1 rx queue 1's instance, IRQ 38
-    pub const B: NapiKey = NapiKey::new(0xffff_0003, 0); // backlog
-    pub const V: NapiKey = NapiKey::new(0xffff_0004, 0); // a veth: no IRQ
+    pub(crate) const X: NapiKey = NapiKey::new(0xffff_0001, 0); // eth1 rx queue 0's instance, IRQ 36 (virtio1-input.0)
+    pub(crate) const Y: NapiKey = NapiKey::new(0xffff_0002, 0); // eth1 rx queue 1's instance, IRQ 38
+    pub(crate) const B: NapiKey = NapiKey::new(0xffff_0003, 0); // backlog
+    pub(crate) const V: NapiKey = NapiKey::new(0xffff_0004, 0); // a veth: no IRQ
 
     /// The 4-CPU, 2-node kernel VM: eth1 (virtio1) on node 1.
-    pub fn vm_model() -> SystemModel {
+    pub(crate) fn vm_model() -> SystemModel {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vm-4cpu-2node");
         SystemModel::read(&root, &ReadOptions::default()).unwrap()
     }
 
-    pub fn ident(dev: &str, irq: Option<u32>) -> NapiIdentity {
+    pub(crate) fn ident(dev: &str, irq: Option<u32>) -> NapiIdentity {
         NapiIdentity {
             device: dev.to_string(),
             irq,
@@ -849,7 +845,7 @@ pub(crate) mod testdata {
         }
     }
 
-    pub fn napi(polls: u64, ns: u64) -> NapiDelta {
+    pub(crate) fn napi(polls: u64, ns: u64) -> NapiDelta {
         NapiDelta {
             polls,
             work: polls * 10,
@@ -861,7 +857,7 @@ pub(crate) mod testdata {
 
     /// One second: eth1 queue 0 polls 25 ms on CPU 2 while its IRQ 36 fires 100 times on CPU
     /// 0; queue 1 fires 900 times on CPU 1 for 3 ms of polls; a veth and the backlog poll too.
-    pub fn interval() -> Interval {
+    pub(crate) fn interval() -> Interval {
         Interval {
             duration_ns: 1_000_000_000,
             online: CpuSet::from_cpus([0, 1, 2, 3]),
@@ -925,7 +921,7 @@ pub(crate) mod testdata {
     }
 
     /// Every measurement active, as on a 6.8+ kernel with BTF.
-    pub fn status() -> crate::probe::ProbeStatus {
+    pub(crate) fn status() -> crate::probe::ProbeStatus {
         let on = |d: &str| crate::probe::Feature {
             active: true,
             detail: d.to_string(),
@@ -950,14 +946,14 @@ pub(crate) mod testdata {
     }
 
     /// A kernel before 6.8.
-    pub fn netlink_status() -> crate::system::netdev::NetdevStatus {
+    pub(crate) fn netlink_status() -> crate::system::netdev::NetdevStatus {
         crate::system::netdev::NetdevStatus::inactive(
             "the kernel has no netdev generic netlink family",
         )
     }
 
     /// The attribution of [`interval`] on [`vm_model`].
-    pub fn attribution() -> (Attribution, SystemModel) {
+    pub(crate) fn attribution() -> (Attribution, SystemModel) {
         let model = vm_model();
         let iv = interval();
         let links = Linker::default().links(&iv.napi_identity, &model);

@@ -9,7 +9,12 @@ use clap::{Parser, Subcommand};
 /// interrupt off. balancer measures the real CPU time of every IRQ and of the softirq work it
 /// causes with eBPF, and balances on that.
 #[derive(Debug, Parser)]
-#[command(name = "balancer", version, propagate_version = true)]
+#[command(
+    name = "balancer",
+    version,
+    propagate_version = true,
+    after_help = crate::cmd::EXIT_STATUS_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,20 +24,20 @@ pub struct Cli {
 pub enum Command {
     /// Sample for a while and print each IRQ's real CPU time (hardirq + the softirq time it
     /// causes) next to its share of interrupts.
-    Report(crate::report::ReportArgs),
+    Report(crate::cmd::report::ReportArgs),
     /// Print the machine as the balancer sees it: CPUs by NUMA node, devices, netdevs, IRQs
     /// with their device, queue, node and affinity.
-    Topology(crate::system::topology::TopologyArgs),
+    Topology(crate::cmd::topology::TopologyArgs),
     /// Balance IRQs on measured CPU time: measure, decide, move, repeat (the config is
     /// /etc/balancer/balancer.toml, every key documented there).
-    Daemon(crate::daemon::DaemonArgs),
+    Daemon(crate::cmd::daemon::DaemonArgs),
     /// Measure one interval and print what the daemon would do now and why; changes nothing.
-    Plan(crate::daemon::PlanArgs),
+    Plan(crate::cmd::plan::PlanArgs),
     /// Put back every affinity and rps_cpus value the daemon changed, from its journal.
-    Restore(crate::daemon::RestoreArgs),
+    Restore(crate::cmd::restore::RestoreArgs),
     /// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time with sticking flags,
     /// NAPI instances and where they poll.
-    Top(crate::tui::TopArgs),
+    Top(crate::cmd::top::TopArgs),
 }
 
 /// The clap command the binary parses.

@@ -544,24 +544,6 @@ fn check_seconds(v: f64) -> Result<f64, String> {
     }
 }
 
-/// clap value parser for `--top`: a count of at least 1 (0 would print empty tables).
-pub fn parse_top(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1 (leave --top out for the default)".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{text:?} is not a count")),
-    }
-}
-
-/// clap value parser for durations in seconds (fractions allowed), in [`SECONDS`].
-pub fn parse_seconds(text: &str) -> Result<f64, String> {
-    let v: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    check_seconds(v)
-}
-
 fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     check_seconds(f64::deserialize(d)?).map_err(D::Error::custom)
 }

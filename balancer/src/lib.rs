@@ -8,60 +8,39 @@
 //!                     │                     └────> report / tui / metrics (views)
 //! ```
 //!
-//! [`engine`] runs policy and actuation as one loop for every command that plans.
-use std::fmt;
+//! Modules the integration tests (`tests/`), benches, examples and fuzz targets use are
+//! public; the rest (the daemon's loop, monitor, metrics, the TUI, output, tables) is
+//! `pub(crate)`.
+//!
+//! [`engine`] runs policy and actuation as one loop for every command that plans; [`cmd`]
+//! holds the commands, one file each, and the start-up they share.
+
+// What is not reachable from outside says so (`pub(crate)`), so that the compiler finds
+// what nothing uses.
+#![warn(unreachable_pub)]
 
 pub mod actuation;
 pub mod attribution;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod cpumask;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod engine;
-pub mod metrics;
-pub mod monitor;
-pub mod output;
+pub(crate) mod metrics;
+pub(crate) mod monitor;
+pub(crate) mod output;
 pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod sample;
-pub mod startup;
 pub mod system;
-pub mod table;
-pub mod tui;
+pub(crate) mod table;
+pub(crate) mod tui;
 pub mod vector;
 
-/// An error that ends the program with a chosen exit code and a one-line message, without a
-/// backtrace or a chain of causes: for conditions the user fixes (privileges, bad input).
-#[derive(Debug)]
-pub struct Fatal {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Fatal {
-    /// Exit code for missing privileges or capabilities.
-    pub const PERMISSION: u8 = 2;
-    /// Exit code for bad command-line or configuration input.
-    pub const USAGE: u8 = 2;
-    /// Exit code when another balancer (daemon, `top --balance`) holds the lock.
-    pub const BUSY: u8 = 3;
-    /// Exit code for a journal that cannot be used as it is (damaged, unknown version,
-    /// another boot, a target balancer does not change): nothing was written.
-    pub const JOURNAL: u8 = 4;
-
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
-        Fatal {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Fatal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Fatal {}
+// Shared with the tests crate, which exports it.
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../tests/support/copy_dir.rs"]
+mod test_support;

@@ -20,7 +20,7 @@
 //! format has: one HELP and TYPE per family, its samples together, escaped label values.
 //!
 //! The HTTP side ([`Endpoint`], [`http`]) runs hyper on a tokio runtime of its own thread.
-pub mod http;
+pub(crate) mod http;
 #[cfg(test)]
 mod tests;
 
@@ -41,11 +41,11 @@ use crate::{
 };
 
 /// The state, shared between the daemon (writer) and the HTTP thread (renders per scrape).
-pub type Shared = Arc<Mutex<Metrics>>;
+pub(crate) type Shared = Arc<Mutex<Metrics>>;
 
 /// Where an error the daemon counts happened: the `stage` label of `balancer_errors_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Measuring an interval failed (probe maps, /proc, /sys).
     Measure,
     /// An action of the plan failed to be written (other than managed IRQs' EIO).
@@ -67,7 +67,7 @@ impl Stage {
 }
 
 /// What the daemon has after one interval, read only.
-pub struct IntervalView<'a> {
+pub(crate) struct IntervalView<'a> {
     pub model: &'a SystemModel,
     pub attribution: &'a Attribution,
     pub snapshot: &'a Snapshot,
@@ -117,7 +117,7 @@ struct CpuGauges {
 
 /// Everything the endpoint serves.
 #[derive(Clone, Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     dry_run: bool,
     intervals: u64,
     /// Unix time of the last interval's end, 0 before the first.
@@ -141,7 +141,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(dry_run: bool) -> Metrics {
+    pub(crate) fn new(dry_run: bool) -> Metrics {
         Metrics {
             dry_run,
             intervals: 0,
@@ -164,16 +164,16 @@ impl Metrics {
         }
     }
 
-    pub fn new_shared(dry_run: bool) -> Shared {
+    pub(crate) fn new_shared(dry_run: bool) -> Shared {
         Arc::new(Mutex::new(Metrics::new(dry_run)))
     }
 
-    pub fn count_error(&mut self, stage: Stage) {
+    pub(crate) fn count_error(&mut self, stage: Stage) {
         *self.errors.entry(stage).or_default() += 1;
     }
 
     /// A SIGHUP: the config was reloaded, or not (`ok == false`).
-    pub fn count_reload(&mut self, ok: bool) {
+    pub(crate) fn count_reload(&mut self, ok: bool) {
         if ok {
             self.reloads += 1;
         } else {
@@ -182,7 +182,7 @@ impl Metrics {
     }
 
     /// Adds one interval.
-    pub fn record(&mut self, v: &IntervalView) {
+    pub(crate) fn record(&mut self, v: &IntervalView) {
         let a = v.attribution;
         let s = v.snapshot;
         self.intervals += 1;
@@ -284,7 +284,10 @@ impl Metrics {
     }
 
     /// The exposition.
-    pub fn render(&self) -> String {
+    // Long (about 235 lines) by design: one family after another, each its name, help and
+    // samples, in the order they are served; it reads top to bottom like the output, and
+    // split into functions it would only scatter that order.
+    pub(crate) fn render(&self) -> String {
         let mut e = Expo::default();
         let ns = |v: u64| v as f64 / 1e9;
 
@@ -595,14 +598,14 @@ fn escape_label(v: &str) -> String {
 }
 
 /// The listener, if any, for the configured address; rebinds when it changes.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     shared: Shared,
     /// The configured address and its server.
     server: Option<(SocketAddr, http::Server)>,
 }
 
 impl Endpoint {
-    pub fn new(shared: Shared) -> Endpoint {
+    pub(crate) fn new(shared: Shared) -> Endpoint {
         Endpoint {
             shared,
             server: None,
@@ -612,7 +615,10 @@ impl Endpoint {
     /// Serves on `addr` (`None`: stop serving). An unchanged address keeps its listener; a
     /// new one is bound first and only then the old one closed, so a failed bind leaves the
     /// old one serving, and is counted. Returns the address bound, if a new one was.
-    pub fn set(&mut self, addr: Option<SocketAddr>) -> Result<Option<SocketAddr>, EndpointError> {
+    pub(crate) fn set(
+        &mut self,
+        addr: Option<SocketAddr>,
+    ) -> Result<Option<SocketAddr>, EndpointError> {
         if self.server.as_ref().map(|(a, _)| *a) == addr {
             return Ok(None);
         }
@@ -641,7 +647,7 @@ impl Endpoint {
     }
 
     /// Where it listens now.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(|(_, s)| s.local_addr())
     }
 }
@@ -651,7 +657,7 @@ impl Endpoint {
     "listening on {addr} for metrics: {source}{}",
     still.map(|a| format!(" (still serving on {a})")).unwrap_or_default()
 )]
-pub struct EndpointError {
+pub(crate) struct EndpointError {
     pub addr: SocketAddr,
     /// The listener that keeps serving.
     pub still: Option<SocketAddr>,

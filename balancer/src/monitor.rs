@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// One interval, measured and attributed.
-pub struct Tick {
+pub(crate) struct Tick {
     /// Extrapolated to the whole interval: `duration_ns` is the time since the previous tick.
     pub interval: Interval,
     pub attribution: Attribution,
@@ -36,7 +36,7 @@ pub struct Tick {
     pub measured_ns: u64,
 }
 
-pub struct Monitor {
+pub(crate) struct Monitor {
     probe: Probe,
     windows: Windows,
     linker: Linker,
@@ -51,10 +51,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Checks privileges, reads the machine, loads the probes and takes the first snapshot:
-    /// the first interval starts now.
-    pub fn start(root: &Path, opts: ReadOptions) -> anyhow::Result<Monitor> {
-        probe::check_privileges()?;
+    /// Reads the machine, loads the probes (which check the privileges first) and takes the
+    /// first snapshot: the first interval starts now.
+    pub(crate) fn start(root: &Path, opts: ReadOptions) -> anyhow::Result<Monitor> {
         let model = SystemModel::read(root, &opts).context("reading the system model")?;
         // Every netdev's rx and tx queues (tx from sysfs: the model lists rx only).
         let queues: usize = model
@@ -115,13 +114,13 @@ impl Monitor {
 
     /// Ends the current interval and starts the next, the programs staying attached. The
     /// model is read again each time: affinities change, IRQs and CPUs come and go.
-    pub fn tick(&mut self) -> anyhow::Result<Tick> {
+    pub(crate) fn tick(&mut self) -> anyhow::Result<Tick> {
         self.tick_then(false)
     }
 
     /// Ends the current window and detaches the programs until [`Monitor::resume`]; the
     /// model, netlink and attribution work is done detached.
-    pub fn tick_and_pause(&mut self) -> anyhow::Result<Tick> {
+    pub(crate) fn tick_and_pause(&mut self) -> anyhow::Result<Tick> {
         self.tick_then(true)
     }
 
@@ -171,7 +170,7 @@ impl Monitor {
     /// (their counts kept for the interval): a long interval with devices coming and going
     /// (a `report` over minutes of container churn) then needs map room only for the
     /// instances alive at once. Nothing to do while detached: the maps stand still.
-    pub fn maintain(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn maintain(&mut self) -> anyhow::Result<()> {
         if self.probe.is_attached() {
             self.probe.read().context("reading the eBPF maps")?;
         }
@@ -179,24 +178,19 @@ impl Monitor {
     }
 
     /// Detaches the programs (the maps keep their counts).
-    pub fn pause(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn pause(&mut self) -> anyhow::Result<()> {
         self.probe.detach().context("detaching the eBPF programs")
     }
 
     /// Attaches the programs again and starts a window: /proc read now is its start, and
     /// what /proc counted while detached is left out of every interval. The maps did not
     /// move while detached: the window starts from the counters read at the last pause.
-    pub fn resume(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn resume(&mut self) -> anyhow::Result<()> {
         self.probe.attach().context("attaching the eBPF programs")?;
         let counters = self.windows.counters().clone();
         let start = Snapshot::from_parts(&self.root, counters)?;
         self.windows.restart(start);
         Ok(())
-    }
-
-    /// Whether the programs are attached (between [`Monitor::resume`] and the next pause).
-    pub fn is_attached(&self) -> bool {
-        self.probe.is_attached()
     }
 
     /// Dumps napi-get and queue-get again (two small dumps, once per interval: NAPI
@@ -225,35 +219,31 @@ impl Monitor {
     }
 
     /// Whether the last interval had netlink links, and why not.
-    pub fn netdev_status(&self) -> &NetdevStatus {
+    pub(crate) fn netdev_status(&self) -> &NetdevStatus {
         &self.netdev_status
     }
 
-    pub fn model(&self) -> &SystemModel {
+    pub(crate) fn model(&self) -> &SystemModel {
         &self.model
     }
 
-    pub fn status(&self) -> &ProbeStatus {
+    pub(crate) fn status(&self) -> &ProbeStatus {
         &self.probe.status
     }
 
     /// The kernel's figures per attached program (run time with `kernel.bpf_stats_enabled`,
     /// recursion misses always), since the probes were loaded.
-    pub fn program_stats(&self) -> anyhow::Result<Vec<probe::ProgramStats>> {
+    pub(crate) fn program_stats(&self) -> anyhow::Result<Vec<probe::ProgramStats>> {
         self.probe.program_stats()
     }
 
     /// NAPI instances the probe pruned after they stopped polling.
-    pub fn napi_pruned(&self) -> u64 {
+    pub(crate) fn napi_pruned(&self) -> u64 {
         self.probe.napi_pruned()
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Replaces the proximity overrides (config reload); takes effect at the next tick.
-    pub fn set_read_options(&mut self, opts: ReadOptions) {
+    pub(crate) fn set_read_options(&mut self, opts: ReadOptions) {
         self.opts = opts;
     }
 }
@@ -261,14 +251,14 @@ impl Monitor {
 /// Window bookkeeping, apart from the I/O: the snapshot that started the current window and
 /// when the current interval began (the previous window's end).
 #[derive(Debug)]
-pub struct Windows {
+pub(crate) struct Windows {
     start: Snapshot,
     since: Instant,
 }
 
 impl Windows {
     /// The first interval and its window start at `first`.
-    pub fn new(first: Snapshot) -> Windows {
+    pub(crate) fn new(first: Snapshot) -> Windows {
         Windows {
             since: first.at,
             start: first,
@@ -276,20 +266,20 @@ impl Windows {
     }
 
     /// The probe counters the current window starts from.
-    pub fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &Counters {
         &self.start.counters
     }
 
     /// A window starts at `snap` (taken right after attaching); the interval it ends still
     /// begins where the previous window ended.
-    pub fn restart(&mut self, snap: Snapshot) {
+    pub(crate) fn restart(&mut self, snap: Snapshot) {
         self.start = snap;
     }
 
     /// The window ends at `end`: its interval, extrapolated to the whole interval since the
     /// previous end, and the time measured. `end` starts the next window and interval (the
     /// continuous case, when no [`Windows::restart`] follows).
-    pub fn end(&mut self, end: Snapshot) -> (Interval, u64) {
+    pub(crate) fn end(&mut self, end: Snapshot) -> (Interval, u64) {
         let mut iv = Interval::between(&self.start, &end);
         let measured = iv.duration_ns;
         let whole = end.at.saturating_duration_since(self.since).as_nanos() as u64;
@@ -305,7 +295,7 @@ impl Windows {
 /// and totals are those of the whole interval. Left as observed: the NAPI-IRQ pairs
 /// (evidence for the link learner) and the probe's error counts (real events). A window
 /// longer than the whole, or an empty one, is left alone.
-pub fn extrapolate(iv: &mut Interval, whole_ns: u64) {
+pub(crate) fn extrapolate(iv: &mut Interval, whole_ns: u64) {
     let measured = iv.duration_ns;
     if measured == 0 || whole_ns <= measured {
         return;
@@ -335,7 +325,6 @@ pub fn extrapolate(iv: &mut Interval, whole_ns: u64) {
         }
     }
     iv.interrupts.values_mut().for_each(s);
-    iv.named_interrupts.values_mut().for_each(s);
     iv.stat.values_mut().for_each(|t: &mut CpuTimes| {
         for f in [
             &mut t.user,
@@ -361,16 +350,16 @@ fn scale(v: u64, num: u64, den: u64) -> u64 {
 
 /// What share of each interval the daemon measures (`measure-share`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DutyCycle {
+pub(crate) struct DutyCycle {
     share: f64,
 }
 
 /// A window shorter than this measures too little to act on (a few ticks of /proc/stat).
-pub const MIN_WINDOW: Duration = Duration::from_millis(100);
+pub(crate) const MIN_WINDOW: Duration = Duration::from_millis(100);
 
 impl DutyCycle {
     /// `share` in (0, 1]; out-of-range values are clamped (the config checks them).
-    pub fn new(share: f64) -> DutyCycle {
+    pub(crate) fn new(share: f64) -> DutyCycle {
         DutyCycle {
             share: if share.is_finite() {
                 share.clamp(f64::EPSILON, 1.0)
@@ -381,13 +370,13 @@ impl DutyCycle {
     }
 
     /// Measuring all the time: the programs are never detached.
-    pub fn continuous(&self) -> bool {
+    pub(crate) fn continuous(&self) -> bool {
         self.share >= 1.0
     }
 
     /// The measured window of an interval of `period`: its share, at least [`MIN_WINDOW`],
     /// at most the period.
-    pub fn window(&self, period: Duration) -> Duration {
+    pub(crate) fn window(&self, period: Duration) -> Duration {
         if self.continuous() {
             return period;
         }
@@ -395,14 +384,14 @@ impl DutyCycle {
     }
 
     /// The time detached before the window.
-    pub fn pause(&self, period: Duration) -> Duration {
+    pub(crate) fn pause(&self, period: Duration) -> Duration {
         period.saturating_sub(self.window(period))
     }
 }
 
 /// What the daemon's loop does when [`Schedule::deadline`] passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Due {
+pub(crate) enum Due {
     /// The pause is over: attach and start a window.
     Resume,
     /// The window is over: take the interval (and pause, unless continuous).
@@ -412,7 +401,7 @@ pub enum Due {
 /// The daemon's duty cycle over time: a pause, then a window, each interval. Pure; the
 /// caller passes the time in.
 #[derive(Clone, Debug)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     duty: DutyCycle,
     period: Duration,
     next: Due,
@@ -421,7 +410,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// At start the programs are attached: the first window runs now.
-    pub fn start(now: Instant, duty: DutyCycle, period: Duration) -> Schedule {
+    pub(crate) fn start(now: Instant, duty: DutyCycle, period: Duration) -> Schedule {
         Schedule {
             duty,
             period,
@@ -431,28 +420,28 @@ impl Schedule {
     }
 
     /// How long to wait from `now` for the next step.
-    pub fn wait(&self, now: Instant) -> Duration {
+    pub(crate) fn wait(&self, now: Instant) -> Duration {
         self.deadline.saturating_duration_since(now)
     }
 
     /// The step due at the deadline.
-    pub fn due(&self) -> Due {
+    pub(crate) fn due(&self) -> Due {
         self.next
     }
 
     /// Whether the tick due now should detach after it.
-    pub fn pauses(&self) -> bool {
+    pub(crate) fn pauses(&self) -> bool {
         !self.duty.continuous()
     }
 
     /// A window started at `now`.
-    pub fn resumed(&mut self, now: Instant) {
+    pub(crate) fn resumed(&mut self, now: Instant) {
         self.next = Due::Tick;
         self.deadline = now + self.duty.window(self.period);
     }
 
     /// An interval ended at `now` (or a resume failed); the next is `period` long.
-    pub fn ticked(&mut self, now: Instant, period: Duration) {
+    pub(crate) fn ticked(&mut self, now: Instant, period: Duration) {
         self.period = period;
         if self.duty.continuous() {
             self.next = Due::Tick;
@@ -464,7 +453,7 @@ impl Schedule {
     }
 
     /// A new share (config reload), from the next step on.
-    pub fn set_duty(&mut self, duty: DutyCycle) {
+    pub(crate) fn set_duty(&mut self, duty: DutyCycle) {
         self.duty = duty;
     }
 }
@@ -524,7 +513,6 @@ mod tests {
                 },
             )]),
             interrupts: BTreeMap::from([((30, 0), 50)]),
-            named_interrupts: BTreeMap::from([("LOC".to_string(), 125)]),
             pairs: BTreeMap::from([((NapiKey::new(7, 0), 30), 9)]),
             ..Interval::default()
         };
@@ -536,7 +524,6 @@ mod tests {
         assert_eq!(iv.hardirq[&(30, 0)], IrqStat { runs: 400, ns: S });
         assert_eq!(share(&iv), before);
         assert_eq!(iv.interrupts[&(30, 0)], 500);
-        assert_eq!(iv.named_interrupts["LOC"], 1250);
         // Evidence and errors are what was seen.
         assert_eq!(iv.pairs[&(NapiKey::new(7, 0), 30)], 9);
         assert_eq!(iv.probe_errors[0], 2);

@@ -11,7 +11,7 @@ use std::{
 
 /// Why standard output could not be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The reader went away (EPIPE): the user's choice, not an error.
     ClosedPipe,
     /// Anything else (ENOSPC, EIO, ...), as the kernel said it.
@@ -21,7 +21,7 @@ pub enum Failure {
 static FAILURE: OnceLock<Failure> = OnceLock::new();
 
 /// The first failed write to standard output, if any.
-pub fn failure() -> Option<&'static Failure> {
+pub(crate) fn failure() -> Option<&'static Failure> {
     FAILURE.get()
 }
 
@@ -39,9 +39,9 @@ fn note(e: io::Error) -> io::Error {
 }
 
 /// Standard output (locked, line-buffered as std's) that notes its first error.
-pub struct Stdout(io::StdoutLock<'static>);
+pub(crate) struct Stdout(io::StdoutLock<'static>);
 
-pub fn stdout() -> Stdout {
+pub(crate) fn stdout() -> Stdout {
     Stdout(io::stdout().lock())
 }
 
@@ -56,18 +56,18 @@ impl Write for Stdout {
 }
 
 /// Flushes what std still buffers (std's own flush at exit drops errors).
-pub fn flush() {
+pub(crate) fn flush() {
     let _ = stdout().flush();
 }
 
 /// The narrowest width text tables are laid out for; narrower terminals get 80 columns.
-pub const MIN_COLUMNS: usize = 80;
+pub(crate) const MIN_COLUMNS: usize = 80;
 
 /// Columns the text output of `report` and `topology` may use: `COLUMNS` when set, else the
 /// terminal's width when standard output is one; `None` (the full layout) with `--wide` or
 /// when standard output is a pipe or file, so what scripts read does not change with the
 /// terminal they ran from.
-pub fn columns(wide: bool) -> Option<usize> {
+pub(crate) fn columns(wide: bool) -> Option<usize> {
     use io::IsTerminal as _;
     if wide {
         return None;

@@ -1,123 +1,26 @@
-//! `balancer report`: sample for a while, then say where interrupt time really went.
+//! The report view: where interrupt time really went, for `balancer report`, `top` and the
+//! metrics.
 //!
 //! One [`Report`] value is built from the attribution and rendered either as JSON or as text
 //! tables that fit 100 columns, so both outputs always say the same thing.
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    io::{IsTerminal as _, Write as _},
-    path::PathBuf,
-    process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use anyhow::Context as _;
 use balancer_common::NapiKey;
 use serde::Serialize;
 
 use crate::{
-    Fatal,
     attribution::{Attribution, Bucket, IrqLoad, LinkMethod},
     cpumask::CpuSet,
-    monitor::Monitor,
     probe::ProbeStatus,
-    system::{self, QueueKind, ReadOptions, SystemModel, netdev::NetdevStatus},
+    system::{QueueKind, SystemModel, netdev::NetdevStatus},
     table::{Column, Table, fit, si},
     vector::{PerSoftirq, Softirq, SysVector},
 };
 
-/// Sample for a while, then print each IRQ's real CPU time: its hardirq handler time plus the
-/// NET_RX softirq time of the NAPI instances it schedules, next to its share of interrupts.
-#[derive(Debug, clap::Args)]
-pub struct ReportArgs {
-    /// How long to sample, in seconds (0.1 to 86400, fractions allowed). Ctrl-C ends early
-    /// and reports what was measured so far.
-    #[arg(short, long, default_value_t = 5.0, value_name = "SECS",
-          value_parser = crate::config::parse_seconds)]
-    pub duration: f64,
-    /// Print one JSON object (keys: meta, cpus, irqs, softirqs, napi, unattributed) instead
-    /// of tables.
-    #[arg(long)]
-    pub json: bool,
-    /// Show only the N IRQs and NAPI instances with the most CPU time, N at least 1 (text:
-    /// default 20; JSON: default all).
-    #[arg(long, value_name = "N",
-          value_parser = crate::config::parse_top)]
-    pub top: Option<usize>,
-    /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
-    #[arg(long, value_name = "FILE")]
-    pub proximity: Option<PathBuf>,
-    /// Text: the full layout whatever the terminal's width (as when piped); else the tables
-    /// fit `COLUMNS` or the terminal, 80 columns at least.
-    #[arg(long)]
-    pub wide: bool,
-}
-
-/// Runs the command.
-pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let root = PathBuf::from("/");
-    let opts = read_options(args.proximity.as_deref())?;
-    let mut monitor = Monitor::start(&root, opts)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
-    wait(Duration::from_secs_f64(args.duration), &stop, &mut monitor)?;
-
-    let tick = monitor.tick()?;
-    let (model, status, attribution) = (monitor.model(), monitor.status(), &tick.attribution);
-    let netlink = monitor.netdev_status();
-    let stat_irq_time = system::stat::read(&root)?
-        .values()
-        .any(|t| t.irq + t.softirq > 0);
-    let top = args.top.or(if args.json { None } else { Some(20) });
-    let mut report = Report::build(attribution, model, status, netlink, stat_irq_time, top);
-    report.meta.coverage = Coverage {
-        napi_pruned: monitor.napi_pruned(),
-        ..coverage(&tick.interval, status, &monitor.program_stats()?, &root)
-    };
-    report.meta.coverage.interrupts_measured = attribution.coverage();
-
-    let mut out = crate::output::stdout();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        let width = crate::output::columns(args.wide).unwrap_or(FULL_WIDTH);
-        out.write_all(report.to_text_width(width).as_bytes())?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Options with the proximity file loaded the same way for every command: a missing file or
-/// any bad line is [`Fatal::USAGE`], every problem listed.
-pub(crate) fn read_options(proximity: Option<&std::path::Path>) -> anyhow::Result<ReadOptions> {
-    read_options_under(proximity, std::path::Path::new("/"))
-}
-
-pub(crate) fn read_options_under(
-    proximity: Option<&std::path::Path>,
-    root: &std::path::Path,
-) -> anyhow::Result<ReadOptions> {
-    let mut opts = ReadOptions::default();
-    if let Some(path) = proximity {
-        let prox = system::proximity::load(path, root)
-            .map_err(|e| Fatal::new(Fatal::USAGE, e.to_string()))?;
-        opts.proximity = Some(prox);
-    }
-    Ok(opts)
-}
-
 /// What the probes missed and cost over `iv`. The cost comes from `kernel.bpf_stats` when it
 /// is on (program time only: dispatch not included, said so), else from the events counted
 /// times the benchmark's end-to-end cost per event.
-fn coverage(
+pub(crate) fn coverage(
     iv: &crate::sample::Interval,
     status: &ProbeStatus,
     programs: &[crate::probe::ProgramStats],
@@ -174,40 +77,6 @@ fn coverage(
         napi_pruned: 0,
         probe_cost,
     }
-}
-
-/// Sleeps until `total` passed or `stop` is set, with a progress line on a terminal.
-/// Waits out the sampling window, reading the maps once a second so that NAPI instances
-/// that came and went inside it are pruned from the kernel map, not overflow it.
-fn wait(total: Duration, stop: &AtomicBool, monitor: &mut Monitor) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let step = Duration::from_millis(100);
-    let mut last_shown = u64::MAX;
-    let mut last_read = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let elapsed = start.elapsed();
-        if elapsed >= total {
-            break;
-        }
-        if elapsed.as_secs() != last_read {
-            last_read = elapsed.as_secs();
-            monitor.maintain()?;
-        }
-        if tty && elapsed.as_secs() != last_shown {
-            last_shown = elapsed.as_secs();
-            eprint!(
-                "\rsampling {:>4.0}/{:.0} s (Ctrl-C reports early)",
-                elapsed.as_secs_f64(),
-                total.as_secs_f64()
-            );
-        }
-        std::thread::sleep(step.min(total - elapsed));
-    }
-    if tty {
-        eprint!("\r\x1b[K");
-    }
-    Ok(())
 }
 
 /// Methods and conditions of the measurement.

@@ -8,17 +8,17 @@
 //! weight, none beyond its `max`. A value longer than its column is cut with [`CUT`].
 
 /// Marks a cut value: ASCII, so piped text stays ASCII and every terminal shows it.
-pub const CUT: char = '~';
+pub(crate) const CUT: char = '~';
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
 /// One column of a table.
 #[derive(Clone, Copy, Debug)]
-pub struct Column {
+pub(crate) struct Column {
     pub header: &'static str,
     /// Shorter headers, longest first, taken when the column is too narrow for the header
     /// (a header is shortened rather than cut where it can be).
@@ -36,7 +36,7 @@ pub struct Column {
 
 impl Column {
     /// A left-aligned column of `width`.
-    pub const fn left(header: &'static str, width: usize) -> Column {
+    pub(crate) const fn left(header: &'static str, width: usize) -> Column {
         Column {
             header,
             short: &[],
@@ -50,7 +50,7 @@ impl Column {
     }
 
     /// A right-aligned column of at least `width` that widens to its values: numbers.
-    pub const fn right(header: &'static str, width: usize) -> Column {
+    pub(crate) const fn right(header: &'static str, width: usize) -> Column {
         Column {
             align: Align::Right,
             grow: true,
@@ -60,7 +60,7 @@ impl Column {
     }
 
     /// At least `min`, and `weight` shares of the spare width.
-    pub const fn flex(self, min: usize, weight: usize) -> Column {
+    pub(crate) const fn flex(self, min: usize, weight: usize) -> Column {
         Column {
             min,
             max: usize::MAX,
@@ -70,7 +70,7 @@ impl Column {
     }
 
     /// Widens to its values, up to `max`.
-    pub const fn grow(self, max: usize) -> Column {
+    pub(crate) const fn grow(self, max: usize) -> Column {
         Column {
             grow: true,
             max,
@@ -78,11 +78,11 @@ impl Column {
         }
     }
 
-    pub const fn short(self, short: &'static [&'static str]) -> Column {
+    pub(crate) const fn short(self, short: &'static [&'static str]) -> Column {
         Column { short, ..self }
     }
 
-    pub const fn sep(self, sep: &'static str) -> Column {
+    pub(crate) const fn sep(self, sep: &'static str) -> Column {
         Column { sep, ..self }
     }
 
@@ -106,25 +106,25 @@ impl Column {
 
 /// A table: its columns and what stands before each line.
 #[derive(Clone, Debug, Default)]
-pub struct Table {
+pub(crate) struct Table {
     pub indent: &'static str,
     pub columns: Vec<Column>,
 }
 
 impl Table {
-    pub fn new(columns: Vec<Column>) -> Table {
+    pub(crate) fn new(columns: Vec<Column>) -> Table {
         Table {
             indent: "",
             columns,
         }
     }
 
-    pub fn indent(self, indent: &'static str) -> Table {
+    pub(crate) fn indent(self, indent: &'static str) -> Table {
         Table { indent, ..self }
     }
 
     /// The column widths for lines of `width` columns holding `rows`.
-    pub fn widths(&self, width: usize, rows: &[Vec<String>]) -> Vec<usize> {
+    pub(crate) fn widths(&self, width: usize, rows: &[Vec<String>]) -> Vec<usize> {
         let mut w: Vec<usize> = self
             .columns
             .iter()
@@ -172,7 +172,7 @@ impl Table {
     }
 
     /// The header's cells in `widths`.
-    pub fn header_cells(&self, widths: &[usize]) -> Vec<String> {
+    pub(crate) fn header_cells(&self, widths: &[usize]) -> Vec<String> {
         self.columns
             .iter()
             .zip(widths)
@@ -181,7 +181,7 @@ impl Table {
     }
 
     /// A row's cells in `widths`, each cut and aligned as its column says.
-    pub fn cells(&self, widths: &[usize], values: &[String]) -> Vec<String> {
+    pub(crate) fn cells(&self, widths: &[usize], values: &[String]) -> Vec<String> {
         self.columns
             .iter()
             .zip(widths)
@@ -205,12 +205,12 @@ impl Table {
 
     /// The header and `rows` as text lines of at most `width` columns (wider only where
     /// numbers need it).
-    pub fn text(&self, width: usize, rows: &[Vec<String>]) -> String {
+    pub(crate) fn text(&self, width: usize, rows: &[Vec<String>]) -> String {
         self.render(&self.widths(width, rows), rows)
     }
 
     /// The header and `rows` as text lines in the column widths `w`.
-    pub fn render(&self, w: &[usize], rows: &[Vec<String>]) -> String {
+    pub(crate) fn render(&self, w: &[usize], rows: &[Vec<String>]) -> String {
         let mut out = self.line(&self.header_cells(w));
         out.push('\n');
         for r in rows {
@@ -222,7 +222,7 @@ impl Table {
 }
 
 /// `s` cut to `width` characters, the cut marked with [`CUT`].
-pub fn fit(s: &str, width: usize) -> String {
+pub(crate) fn fit(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_string()
     } else if width == 0 {
@@ -235,7 +235,7 @@ pub fn fit(s: &str, width: usize) -> String {
 }
 
 /// A percentage in at most 5 characters for 0..=100: "0.07", "12.3", "100".
-pub fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     // Sums of nothing are -0.0; measured time is never negative.
     let x = if x > 0.0 { x } else { 0.0 };
     if x < 10.0 {
@@ -248,7 +248,7 @@ pub fn pct(x: f64) -> String {
 }
 
 /// 1234567 -> "1.2M", with at most 6 characters.
-pub fn si(x: f64) -> String {
+pub(crate) fn si(x: f64) -> String {
     if x < 1_000.0 {
         format!("{x:.0}")
     } else if x < 1_000_000.0 {

@@ -23,17 +23,15 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// For tests that need root: returns false (and says so) when not root, unless
-/// `BALANCER_REQUIRE_ROOT_TESTS=1` (set by `cargo xtask test`), where not being root fails.
-pub fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("BALANCER_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
-        panic!("{test} needs root and BALANCER_REQUIRE_ROOT_TESTS=1 is set");
-    }
-    eprintln!("{test}: skipped, needs root (cargo xtask test runs it as root)");
-    false
+/// The first line of a test that needs root. Such a test is also `#[ignore = "needs root"]`,
+/// so that plain `cargo test` reports it as ignored rather than passed; asked for
+/// (`--include-ignored`, as `cargo xtask test` does as root) without root, it fails.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (it loads eBPF programs or creates network namespaces); run it \
+         as root, as `cargo xtask test` does"
+    );
 }
 
 /// The `balancer` binary of this build: `$BALANCER_BIN`, else next to the test executable's
@@ -221,6 +219,10 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
 }
 
 pub mod sim;
+
+#[path = "../../balancer/tests/support/copy_dir.rs"]
+mod copy_dir;
+pub use copy_dir::copy_dir;
 
 /// Waits until `child` (a `balancer` command) holds the links of its attached tracepoint
 /// programs (at least the four irq ones): the moment its sampling window is open.

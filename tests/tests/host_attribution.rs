@@ -10,16 +10,15 @@ use balancer::{
     vector::Softirq,
 };
 use balancer_common::NET_RX_SOFTIRQ;
-use balancer_tests::{VethPair, root_or_skip};
+use balancer_tests::{VethPair, require_root};
 
 /// The veth NAPI instances get measurable poll time, and on every CPU the NET_RX softirq time
 /// splits into NAPI polls plus named unattributed buckets that add up to it within 2%. As
 /// shipped: BTF-typed tracepoints on every event.
 #[test]
+#[ignore = "needs root"]
 fn veth_napi_time_is_measured_and_netrx_adds_up() {
-    if !root_or_skip("veth_napi_time_is_measured_and_netrx_adds_up") {
-        return;
-    }
+    require_root();
     let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
     assert_eq!(probe.status.programs, "tp_btf", "{:?}", probe.status);
     assert!(
@@ -34,10 +33,9 @@ fn veth_napi_time_is_measured_and_netrx_adds_up() {
 
 /// The same on raw tracepoints, what kernels without BTF get.
 #[test]
+#[ignore = "needs root"]
 fn veth_napi_adds_up_on_raw_tracepoints() {
-    if !root_or_skip("veth_napi_adds_up_on_raw_tracepoints") {
-        return;
-    }
+    require_root();
     // Without BTF napi_poll cannot find its device name from the arguments and takes the
     // classic tracepoint; with it (as here) every event is raw.
     let probe = Probe::load(&ProbeOptions {
@@ -52,10 +50,9 @@ fn veth_napi_adds_up_on_raw_tracepoints() {
 /// Classic tracepoints, the last resort: fields loaded straight from the record, which has
 /// the compiled layout on the host kernel.
 #[test]
+#[ignore = "needs root"]
 fn veth_napi_adds_up_on_classic_tracepoints() {
-    if !root_or_skip("veth_napi_adds_up_on_classic_tracepoints") {
-        return;
-    }
+    require_root();
     let probe = Probe::load(&ProbeOptions {
         program_type: ProgramType::TracePoint,
         ..ProbeOptions::default()
@@ -69,10 +66,9 @@ fn veth_napi_adds_up_on_classic_tracepoints() {
 /// Classic tracepoints with every record field read by `bpf_probe_read_kernel`, the path
 /// kernels with another record layout take.
 #[test]
+#[ignore = "needs root"]
 fn veth_napi_adds_up_with_generic_field_reads() {
-    if !root_or_skip("veth_napi_adds_up_with_generic_field_reads") {
-        return;
-    }
+    require_root();
     let opts = ProbeOptions {
         direct_loads: false,
         program_type: ProgramType::TracePoint,
@@ -196,18 +192,16 @@ fn veth_napi_adds_up(probe: Probe) {
 /// The probes see handler time for hardware IRQs: the test machine's own device interrupts
 /// (its NIC, disk, console) fire on their own; a few seconds of them is enough.
 #[test]
+#[ignore = "needs root"]
 fn hardirq_handler_time_is_measured() {
-    if !root_or_skip("hardirq_handler_time_is_measured") {
-        return;
-    }
+    require_root();
     handler_time_is_measured(&ProbeOptions::default());
 }
 
 #[test]
+#[ignore = "needs root"]
 fn hardirq_handler_time_is_measured_with_generic_field_reads() {
-    if !root_or_skip("hardirq_handler_time_is_measured_with_generic_field_reads") {
-        return;
-    }
+    require_root();
     handler_time_is_measured(&ProbeOptions {
         direct_loads: false,
         program_type: ProgramType::TracePoint,
@@ -240,10 +234,9 @@ fn handler_time_is_measured(opts: &ProbeOptions) {
 /// while bpftrace runs is not skipped. Interrupts come from direct reads of a file the test
 /// writes (the page cache is bypassed, so each read is a device I/O with its interrupt).
 #[test]
+#[ignore = "needs root"]
 fn coverage_holds_with_bpftrace_beside() {
-    if !root_or_skip("coverage_holds_with_bpftrace_beside") {
-        return;
-    }
+    require_root();
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coverage-reads.bin");
     let dd = |args: &[&str]| {
         let status = std::process::Command::new("dd")

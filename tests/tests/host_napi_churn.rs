@@ -22,7 +22,7 @@ use balancer::{
     system::{ReadOptions, SystemModel},
 };
 use balancer_common::ERR_NAPI_FULL;
-use balancer_tests::{balancer_bin, enter_netns, root_or_skip, wait_attached};
+use balancer_tests::{balancer_bin, enter_netns, require_root, wait_attached};
 
 const CYCLES: usize = 20;
 const PER_CYCLE: usize = 100;
@@ -176,10 +176,9 @@ fn send_frames(pairs: &[(String, String)]) -> anyhow::Result<()> {
 /// at least, a few hundred alive at once) never fills: pruned instances keep their counts in
 /// the probe until the report ends.
 #[test]
+#[ignore = "needs root"]
 fn napi_churn_keeps_identities_and_the_map_bounded() {
-    if !root_or_skip("napi_churn_keeps_identities_and_the_map_bounded") {
-        return;
-    }
+    require_root();
     let ns = Netns::create("c").expect("namespace");
     let mut report = Command::new(balancer_bin())
         .args(["report", "--json", "--duration", "600"])
@@ -273,10 +272,9 @@ fn napi_churn_keeps_identities_and_the_map_bounded() {
 /// A NAPI map smaller than the instances polling at once loses polls, and says so: the
 /// probe's map-full count and the interval's events name it.
 #[test]
+#[ignore = "needs root"]
 fn a_full_napi_map_is_reported() {
-    if !root_or_skip("a_full_napi_map_is_reported") {
-        return;
-    }
+    require_root();
     let ns = Netns::create("f").expect("namespace");
     let opts = ProbeOptions {
         max_napi: 64,

@@ -12,7 +12,7 @@ use balancer::{
     sample::Sampler,
     system::{ReadOptions, SystemModel, kthreads},
 };
-use balancer_tests::{VethPair, root_or_skip, set_threaded};
+use balancer_tests::{VethPair, require_root, set_threaded};
 
 /// The NAPI kthreads of `dev` (comm `napi/<dev>-<id>`, cut at 15 bytes).
 fn kthreads_of(dev: &str) -> BTreeSet<u32> {
@@ -116,10 +116,9 @@ fn steal_ns() -> u64 {
 /// run time (`schedstat`) within 20% (target 10%, see below). That time is shown as threaded, goes to no CPU's
 /// softirq time, and the sched_switch program is attached only while kthreads exist.
 #[test]
+#[ignore = "needs root"]
 fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
-    if !root_or_skip("threaded_napi_poll_time_matches_the_kthreads_runtime") {
-        return;
-    }
+    require_root();
     let root = Path::new("/");
     let model = SystemModel::read(root, &ReadOptions::default()).expect("system model");
     let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
@@ -231,10 +230,9 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
 /// mark a busy loop's start (this development host answers EPERM), the polls are still
 /// counted, untimed, and meta says why.
 #[test]
+#[ignore = "needs root"]
 fn busy_polls_are_timed_and_shown_as_busy_poll() {
-    if !root_or_skip("busy_polls_are_timed_and_shown_as_busy_poll") {
-        return;
-    }
+    require_root();
     let root = Path::new("/");
     let model = SystemModel::read(root, &ReadOptions::default()).expect("system model");
     let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");

@@ -8,7 +8,7 @@ use balancer::{
     sample::Sampler,
     system::netdev::{self, Netdev, NetdevDump, QueueType},
 };
-use balancer_tests::{VethPair, enter_netns, root_or_skip, set_threaded};
+use balancer_tests::{VethPair, enter_netns, require_root, set_threaded};
 
 /// The dump and the ifindex of `dev`, both as seen inside namespace `ns` (netlink answers
 /// for the namespace of the thread that asks, so ask from a thread inside it).
@@ -37,10 +37,9 @@ fn dump_in(ns: &str, dev: &str) -> anyhow::Result<(NetdevDump, u32)> {
 /// napi-get lists the veth's NAPI instance with the veth's ifindex and no IRQ, queue-get its
 /// rx queue; with `threaded` on, each instance has a pid whose comm is `napi/<dev>-<id>`.
 #[test]
+#[ignore = "needs root"]
 fn napi_get_lists_the_veths_instances_and_their_threads() {
-    if !root_or_skip("napi_get_lists_the_veths_instances_and_their_threads") {
-        return;
-    }
+    require_root();
     let pair = VethPair::create().expect("creating the veth pair");
     let (dump, ifindex) = dump_in(&pair.ns_b, &pair.dev_b).expect("netlink dump");
     let own: Vec<_> = dump.napi.iter().filter(|n| n.ifindex == ifindex).collect();
@@ -82,10 +81,9 @@ fn napi_get_lists_the_veths_instances_and_their_threads() {
 /// The probe's NAPI instances carry the napi_id netlink knows them by: the join key of the
 /// netlink links. With `threaded` on, the join hands the kthread pid to the identity.
 #[test]
+#[ignore = "needs root"]
 fn probe_napi_ids_join_netlinks() {
-    if !root_or_skip("probe_napi_ids_join_netlinks") {
-        return;
-    }
+    require_root();
     let probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
     if !probe.status.napi_irq_exact.active {
         eprintln!(

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use balancer_tests::{VethPair, balancer_bin, root_or_skip, set_threaded};
+use balancer_tests::{VethPair, balancer_bin, require_root, set_threaded};
 
 /// How long any one expected screen may take to appear (a loaded CI machine, debug builds).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -150,8 +150,12 @@ impl Drop for Traffic {
     }
 }
 
-fn have_tmux() -> bool {
-    Command::new("tmux").arg("-V").output().is_ok()
+/// tmux plays the terminal; `cargo xtask setup` installs it.
+fn require_tmux() {
+    assert!(
+        Command::new("tmux").arg("-V").output().is_ok(),
+        "tmux is needed for this test (apt-get install tmux)"
+    );
 }
 
 /// The first row of the IRQ table: (number, name).
@@ -166,13 +170,10 @@ fn first_irq(screen: &str) -> Option<(String, String)> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn top_in_a_terminal_answers_keys() {
-    if !root_or_skip("top_in_a_terminal_answers_keys") {
-        return;
-    }
-    if !have_tmux() {
-        panic!("tmux is needed for this test (apt-get install tmux)");
-    }
+    require_root();
+    require_tmux();
     // NAPI traffic between two namespaces of our own, so the NAPI panel has something.
     let veth = Arc::new(VethPair::create().expect("creating the veth pair"));
     // Declared after the pair, so dropped (stopped and joined) before it, also on a panic:
@@ -262,10 +263,10 @@ fn task_cell(screen: &str, dev: &str) -> Option<String> {
 /// vectors line (the local timer fires on every CPU) and the veth's kthread poll time marked
 /// T in its NAPI row.
 #[test]
+#[ignore = "needs root"]
 fn top_at_80x24_shows_system_vectors_and_threaded_polls() {
-    if !have_tmux() || !root_or_skip("top_at_80x24_shows_system_vectors_and_threaded_polls") {
-        return;
-    }
+    require_root();
+    require_tmux();
     let veth = Arc::new(VethPair::create().expect("creating the veth pair"));
     // Warm-up in softirq mode: the instances exist before they go threaded.
     veth.tcp_transfer(1 << 20).expect("warm-up traffic");
@@ -332,10 +333,10 @@ fn top_rejects_a_bad_interval_and_dry_run_alone() {
 /// A vanished terminal (SSH dropped, tmux pane killed) ends `balancer top` instead of leaving
 /// it spinning on a dead tty.
 #[test]
+#[ignore = "needs root"]
 fn top_exits_when_its_terminal_goes_away() {
-    if !have_tmux() || !root_or_skip("top_exits_when_its_terminal_goes_away") {
-        return;
-    }
+    require_root();
+    require_tmux();
     let bin = balancer_bin();
     let t = Tmux::start(100, 30, &format!("exec {} top", bin.display()));
     t.wait_text("IRQs by time");

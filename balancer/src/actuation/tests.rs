@@ -5,21 +5,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::policy::Action;
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let ty = e.file_type().unwrap();
-        let dest = to.join(e.file_name());
-        if ty.is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else if ty.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
-        } else {
-            fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
+use crate::test_support::copy_dir;
 
 struct Fx {
     _dir: tempfile::TempDir,
@@ -114,7 +100,7 @@ fn eio_marks_unmovable_and_writes_nothing() {
     assert_eq!(refused.unmovable.len(), 1);
     assert_eq!(refused.unmovable[0].0, 36);
     assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), orig);
-    assert!(act.sys_mut().log.is_empty(), "nothing written");
+    assert!(act.sys.log.is_empty(), "nothing written");
     // Logged once: a second refusal adds no line (the set stays at one).
     act.apply(&mv(36, &[], &[3]), 4);
     assert_eq!(act.logged_unmovable.len(), 1);
@@ -238,9 +224,9 @@ fn rps_and_thread_pinning_are_journaled_and_restored() {
     assert!(out[0].is_applied() && out[1].is_applied(), "{out:?}");
     assert!(out[2].error().unwrap().contains("napi/eth1-9999"));
     assert_eq!(read(&fx.root, rps), "c");
-    assert_eq!(act.sys_mut().threads[&4242], CpuSet::from_cpus([2]));
+    assert_eq!(act.sys.threads[&4242], CpuSet::from_cpus([2]));
     let mut sys = Faults::new(RealSys);
-    sys.threads = act.sys_mut().threads.clone();
+    sys.threads = act.sys.threads.clone();
     let r = restore(&fx.root, &fx.journal, &mut sys, false).unwrap();
     assert_eq!(r.restored.len(), 2, "{r:?}");
     assert_eq!(read(&fx.root, rps).trim(), orig.trim());
@@ -313,8 +299,8 @@ fn the_daemon_sets_a_journal_of_another_boot_aside() {
     fs::write(fx.root.join("proc/irq/36/smp_affinity"), "f").unwrap();
     set_boot(&fx.root, BOOT_B);
     let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
-    assert!(act.journal().entries.is_empty());
-    assert_eq!(act.journal().boot_id.as_deref(), Some(BOOT_B));
+    assert!(act.journal.entries.is_empty());
+    assert_eq!(act.journal.boot_id.as_deref(), Some(BOOT_B));
     let aside = previous_boot_path(&fx.journal);
     assert_eq!(
         Journal::load(&aside).unwrap().boot_id.as_deref(),

@@ -20,18 +20,18 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::Shared;
 
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
 /// After the deadline, time left to finish a response under way.
 const GRACE: Duration = Duration::from_secs(5);
-pub const MAX_CONNECTIONS: usize = 1024;
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// Connections the kernel queues for us (std's bind uses 128).
 const BACKLOG: i32 = 1024;
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// One listener and the thread serving it; dropping it closes both (and the connections).
-pub struct Server {
+pub(crate) struct Server {
     local: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -39,7 +39,7 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` here, so a failure is the caller's to report, and serves from a thread.
-    pub fn start(addr: SocketAddr, shared: Shared) -> std::io::Result<Server> {
+    pub(crate) fn start(addr: SocketAddr, shared: Shared) -> std::io::Result<Server> {
         let listener = listen(addr)?;
         raise_fd_limit();
         let local = listener.local_addr()?;
@@ -66,7 +66,7 @@ impl Server {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 }

@@ -6,7 +6,7 @@
 //! Two offsets in one struct need no type graph: this scans the type section once, keeping
 //! only each type's position. A full BTF library builds maps of all ~100k kernel types, which
 //! made the daemon's start-up peak 43 MiB for two numbers.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where the kernel's own BTF lives.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -31,13 +31,54 @@ pub struct NapiOffsets {
     pub task_nivcsw: Option<u32>,
 }
 
-/// Reads the offsets from a BTF file; `Err` carries a one-line reason for the report.
-pub fn napi_offsets(path: &Path) -> Result<NapiOffsets, String> {
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let btf = Btf::parse(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Why the offsets could not be read; each message is one line for the report (the probe
+/// then links NAPI instances by co-occurrence).
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {why}", path.display())]
+    Malformed { path: PathBuf, why: Malformed },
+    #[error("no struct napi_struct in {}", path.display())]
+    NoNapiStruct { path: PathBuf },
+}
+
+/// What is wrong with a BTF blob.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("too short for a BTF header")]
+    Short,
+    #[error("not BTF (magic {0:#06x})")]
+    Magic(u16),
+    #[error("truncated BTF header")]
+    Header,
+    #[error("BTF section outside the file")]
+    Section,
+    #[error("truncated BTF type")]
+    Type,
+    #[error("unknown BTF kind {0}")]
+    Kind(u32),
+}
+
+/// Reads the offsets from a BTF file.
+pub fn napi_offsets(path: &Path) -> Result<NapiOffsets, BtfError> {
+    let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let btf = Btf::parse(&data).map_err(|why| BtfError::Malformed {
+        path: path.to_path_buf(),
+        why,
+    })?;
     let napi = btf
         .struct_named("napi_struct")
-        .ok_or_else(|| format!("no struct napi_struct in {}", path.display()))?;
+        .ok_or_else(|| BtfError::NoNapiStruct {
+            path: path.to_path_buf(),
+        })?;
     let dev_name = btf
         .struct_named("net_device")
         .and_then(|d| btf.member_offset(d, "name", Member::CharArray(16)));
@@ -116,30 +157,30 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 impl<'a> Btf<'a> {
-    fn parse(data: &'a [u8]) -> Result<Btf<'a>, String> {
+    fn parse(data: &'a [u8]) -> Result<Btf<'a>, Malformed> {
         let magic = data
             .get(0..2)
             .map(|m| u16::from_ne_bytes([m[0], m[1]]))
-            .ok_or("too short for a BTF header")?;
+            .ok_or(Malformed::Short)?;
         if magic != MAGIC {
-            return Err(format!("not BTF (magic {magic:#06x})"));
+            return Err(Malformed::Magic(magic));
         }
-        let field = |i: usize| u32_at(data, 4 + 4 * i).ok_or("truncated BTF header");
+        let field = |i: usize| u32_at(data, 4 + 4 * i).ok_or(Malformed::Header);
         let (hdr_len, type_off, type_len, str_off, str_len) =
             (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
         let section = |off: u32, len: u32| {
             let start = hdr_len as usize + off as usize;
             data.get(start..start + len as usize)
-                .ok_or("BTF section outside the file")
+                .ok_or(Malformed::Section)
         };
         let types = section(type_off, type_len)?;
         let strings = section(str_off, str_len)?;
         let mut offsets = Vec::new();
         let mut at = 0;
         while at < types.len() {
-            let info = u32_at(types, at + 4).ok_or("truncated BTF type")?;
+            let info = u32_at(types, at + 4).ok_or(Malformed::Type)?;
             let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-            let trailer = trailer_len(kind, vlen).ok_or(format!("unknown BTF kind {kind}"))?;
+            let trailer = trailer_len(kind, vlen).ok_or(Malformed::Kind(kind))?;
             offsets.push(at as u32);
             at += 12 + trailer;
         }
@@ -349,12 +390,13 @@ mod tests {
     #[test]
     fn bad_blobs_are_reasons_not_panics() {
         assert!(Btf::parse(&[]).is_err());
-        assert!(Btf::parse(&[0, 0, 0, 0]).unwrap_err().contains("magic"));
+        assert_eq!(Btf::parse(&[0, 0, 0, 0]).err(), Some(Malformed::Magic(0)));
         let mut data = synthetic();
         data.truncate(40);
         assert!(Btf::parse(&data).is_err());
         let err = napi_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
-        assert!(err.contains("/nonexistent/vmlinux"), "{err}");
+        assert!(matches!(err, BtfError::Read { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
         // Every truncation of a valid blob is an error or a clean answer.
         let data = synthetic();
         for n in 0..data.len() {

@@ -36,8 +36,36 @@ use balancer_common::{
 };
 use serde::Serialize;
 
-use crate::Fatal;
-use tracefs::{Format, Tracefs};
+use tracefs::{Format, Tracefs, TracefsError};
+
+/// Why the probes could not be loaded: what a command tells apart (missing privileges and
+/// an unmountable tracefs are the user's to fix; the rest is the kernel refusing).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Privileges or capabilities missing: one line naming them.
+    #[error("{0}")]
+    Permission(String),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("loading the eBPF programs into the kernel")]
+    Load(#[source] aya::EbpfError),
+    /// No program type of an event the measurement needs attached; `tried` says why each
+    /// failed.
+    #[error("attaching {event}: {tried}")]
+    Attach { event: String, tried: String },
+}
+
+impl ProbeError {
+    /// Whether the user fixes it by running with more privileges (root, capabilities, a
+    /// tracefs only root may mount).
+    pub fn is_permission(&self) -> bool {
+        matches!(
+            self,
+            ProbeError::Permission(_)
+                | ProbeError::Tracefs(TracefsError::NotMounted { .. } | TracefsError::NoEvents)
+        )
+    }
+}
 
 /// The compiled programs, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
@@ -133,17 +161,6 @@ impl ProgramType {
             ProgramType::RawTracePoint => "raw_tp",
             ProgramType::TracePoint => "tracepoint",
         }
-    }
-
-    /// Parses the names [`ProgramType::as_str`] gives.
-    pub fn parse(s: &str) -> Option<ProgramType> {
-        [
-            ProgramType::BtfTracePoint,
-            ProgramType::RawTracePoint,
-            ProgramType::TracePoint,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
     }
 
     fn prefix(self) -> &'static str {
@@ -488,11 +505,13 @@ pub struct Probe {
 
 impl Probe {
     /// Checks privileges, reads the offsets, loads and attaches the programs.
-    pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probe> {
+    // Long (about 195 lines): one sequence (formats, record offsets, BTF offsets, load,
+    // attach per event with its fallbacks, extras, status), each step feeding the next with
+    // the locals it made; split, the pieces would pass most of them along.
+    pub fn load(opts: &ProbeOptions) -> Result<Probe, ProbeError> {
         check_privileges()?;
         raise_memlock_limit();
-        let tracefs =
-            Tracefs::find_or_mount().map_err(|e| Fatal::new(Fatal::PERMISSION, e.to_string()))?;
+        let tracefs = Tracefs::find_or_mount()?;
 
         let events = events();
         let mut formats: BTreeMap<String, Option<Format>> = BTreeMap::new();
@@ -559,7 +578,7 @@ impl Probe {
             .map_max_entries("NAPI_STATS", opts.max_napi.max(64))
             .map_max_entries("NAPI_IRQ_PAIRS", opts.max_napi.max(64).saturating_mul(4))
             .load(OBJECT)
-            .context("loading the eBPF programs into the kernel")?;
+            .map_err(ProbeError::Load)?;
 
         let mut attached = Vec::new();
         let mut absent: BTreeMap<String, String> = BTreeMap::new();
@@ -613,7 +632,10 @@ impl Probe {
                 if ev.part == Part::SystemVector {
                     absent.insert(ev.id(), format!("{}: {}", ev.id(), tried.join("; ")));
                 } else {
-                    anyhow::bail!("attaching {}: {}", ev.id(), tried.join("; "));
+                    return Err(ProbeError::Attach {
+                        event: ev.id(),
+                        tried: tried.join("; "),
+                    });
                 }
             }
         }
@@ -674,9 +696,10 @@ impl Probe {
         };
         for i in 0..probe.extras.len() {
             if probe.extras[i].wanted {
-                probe
-                    .attach_extra(i)
-                    .with_context(|| format!("attaching {}", probe.extras[i].event))?;
+                probe.attach_extra(i).map_err(|e| ProbeError::Attach {
+                    event: probe.extras[i].event.to_string(),
+                    tried: format!("{e:#}"),
+                })?;
             }
         }
         Ok(probe)
@@ -1031,17 +1054,6 @@ impl Probe {
         if let Ok(mut seen) = self.seen.lock() {
             seen.checkpoint();
         }
-    }
-
-    /// Pruned instances whose counts the probe still holds (until the next checkpoint).
-    pub fn napi_retired(&self) -> usize {
-        self.seen.lock().map_or(0, |s| {
-            s.retired_napi
-                .keys()
-                .map(|(k, _)| *k)
-                .collect::<BTreeSet<_>>()
-                .len()
-        })
     }
 
     /// NAPI instances deleted from the kernel map because they stopped polling.
@@ -1449,11 +1461,12 @@ const CAP_BPF: u32 = 39;
 
 /// Fails with one line naming what is missing: loading needs CAP_BPF and CAP_PERFMON (or
 /// CAP_SYS_ADMIN on kernels before 5.8), and tracefs is only readable by root.
-pub fn check_privileges() -> Result<(), Fatal> {
+pub fn check_privileges() -> Result<(), ProbeError> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = parse_cap_eff(&status);
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    missing_privileges(caps, euid).map_or(Ok(()), |msg| Err(Fatal::new(Fatal::PERMISSION, msg)))
+    missing_privileges(caps, euid).map_or(Ok(()), |msg| Err(ProbeError::Permission(msg)))
 }
 
 fn parse_cap_eff(status: &str) -> u64 {

@@ -15,10 +15,18 @@ const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/traci
 #[derive(Debug, Error)]
 pub enum TracefsError {
     #[error(
-        "tracefs is not mounted and mounting it failed ({0}); mount it with \
+        "tracefs is not mounted and mounting it failed ({source}); mount it with \
          `mount -t tracefs tracefs /sys/kernel/tracing`"
     )]
-    NotMounted(String),
+    NotMounted {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "tracefs is mounted, but its events/ directory is missing; mount it with \
+         `mount -t tracefs tracefs /sys/kernel/tracing`"
+    )]
+    NoEvents,
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -136,10 +144,9 @@ impl Tracefs {
         if let Some(t) = Self::find() {
             return Ok(t);
         }
-        mount_tracefs(Path::new(TRACEFS_DIRS[0])).map_err(TracefsError::NotMounted)?;
-        Self::find().ok_or_else(|| {
-            TracefsError::NotMounted("mounted, but events/ is still missing".to_string())
-        })
+        mount_tracefs(Path::new(TRACEFS_DIRS[0]))
+            .map_err(|source| TracefsError::NotMounted { source })?;
+        Self::find().ok_or(TracefsError::NoEvents)
     }
 
     /// A tracefs already mounted at one of the usual places.
@@ -153,10 +160,6 @@ impl Tracefs {
 
     pub fn at(root: PathBuf) -> Tracefs {
         Tracefs { root }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     fn format_path(&self, category: &str, name: &str) -> PathBuf {
@@ -204,9 +207,10 @@ impl Tracefs {
     }
 }
 
-fn mount_tracefs(at: &Path) -> Result<(), String> {
+fn mount_tracefs(at: &Path) -> std::io::Result<()> {
     use std::ffi::CString;
-    let target = CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let target = CString::new(at.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let fstype = c"tracefs";
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe {
@@ -221,7 +225,7 @@ fn mount_tracefs(at: &Path) -> Result<(), String> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error().to_string())
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -12,15 +12,15 @@ pub(crate) struct Root<'a> {
 }
 
 impl<'a> Root<'a> {
-    pub fn new(root: &'a Path) -> Self {
+    pub(super) fn new(root: &'a Path) -> Self {
         Root { root }
     }
 
-    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+    pub(super) fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.root.join(rel)
     }
 
-    pub fn read_required(&self, rel: &str) -> Result<String, SystemError> {
+    pub(super) fn read_required(&self, rel: &str) -> Result<String, SystemError> {
         // Large seq files (proc/interrupts) may come in several short reads: read to the end.
         let path = self.path(rel);
         std::fs::read_to_string(&path).map_err(|e| SystemError::io(path, e))
@@ -28,7 +28,7 @@ impl<'a> Root<'a> {
 
     /// Contents of an optional file: None when absent; other errors (EIO, EACCES: some sysfs
     /// attributes refuse reads) become warnings rather than failing the model.
-    pub fn read_opt(&self, rel: impl AsRef<Path>, warn: &mut Warnings) -> Option<String> {
+    pub(super) fn read_opt(&self, rel: impl AsRef<Path>, warn: &mut Warnings) -> Option<String> {
         let rel = rel.as_ref();
         match read_small(&self.path(rel)) {
             Ok(s) => Some(s),
@@ -45,7 +45,7 @@ impl<'a> Root<'a> {
     }
 
     /// Names in a directory, unsorted; empty when absent.
-    pub fn list(&self, rel: impl AsRef<Path>, warn: &mut Warnings) -> Vec<String> {
+    pub(super) fn list(&self, rel: impl AsRef<Path>, warn: &mut Warnings) -> Vec<String> {
         let rel = rel.as_ref();
         match std::fs::read_dir(self.path(rel)) {
             Ok(entries) => entries
@@ -64,12 +64,12 @@ impl<'a> Root<'a> {
         }
     }
 
-    pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
+    pub(super) fn exists(&self, rel: impl AsRef<Path>) -> bool {
         self.path(rel).symlink_metadata().is_ok()
     }
 
     /// Basename of a symlink's target (`driver` -> "virtio-pci").
-    pub fn link_name(&self, rel: impl AsRef<Path>) -> Option<String> {
+    pub(super) fn link_name(&self, rel: impl AsRef<Path>) -> Option<String> {
         let target = std::fs::read_link(self.path(rel)).ok()?;
         target.file_name()?.to_str().map(str::to_string)
     }
@@ -78,7 +78,7 @@ impl<'a> Root<'a> {
     /// (absolute link targets are taken as relative to the root, `..` stops at it), so
     /// captured sysfs trees resolve the same as the live one. Returns the path relative to
     /// the root; components that don't exist are kept lexically.
-    pub fn resolve(&self, rel: impl AsRef<Path>) -> PathBuf {
+    pub(super) fn resolve(&self, rel: impl AsRef<Path>) -> PathBuf {
         let mut pending: Vec<OsString> = components(rel.as_ref());
         pending.reverse();
         let mut current: Vec<OsString> = Vec::new();
@@ -122,7 +122,7 @@ pub(crate) struct Dir {
 
 impl Root<'_> {
     /// Never fails: a directory that can't be opened reads as empty.
-    pub fn open_dir(&self, rel: impl AsRef<Path>) -> Dir {
+    pub(super) fn open_dir(&self, rel: impl AsRef<Path>) -> Dir {
         let rel = rel.as_ref();
         Dir {
             file: std::fs::File::open(self.path(rel)).ok(),
@@ -133,7 +133,7 @@ impl Root<'_> {
 
 impl Dir {
     /// Like [`Root::read_opt`], for `name` inside this directory.
-    pub fn read_opt(&self, name: &str, warn: &mut Warnings) -> Option<String> {
+    pub(super) fn read_opt(&self, name: &str, warn: &mut Warnings) -> Option<String> {
         use std::os::fd::{AsRawFd, FromRawFd};
         let dir = self.file.as_ref()?;
         let cname = std::ffi::CString::new(name).ok()?;
@@ -226,7 +226,7 @@ pub(crate) struct Warnings {
 }
 
 impl Warnings {
-    pub fn add(&mut self, kind: &str, count: usize, example: Option<String>) {
+    pub(super) fn add(&mut self, kind: &str, count: usize, example: Option<String>) {
         let entry = self.kinds.entry(kind.to_string()).or_insert((0, None));
         entry.0 += count;
         if entry.1.is_none() {
@@ -234,13 +234,13 @@ impl Warnings {
         }
     }
 
-    pub fn merge(&mut self, other: Warnings) {
+    pub(super) fn merge(&mut self, other: Warnings) {
         for (kind, (count, example)) in other.kinds {
             self.add(&kind, count, example);
         }
     }
 
-    pub fn into_lines(self) -> Vec<String> {
+    pub(super) fn into_lines(self) -> Vec<String> {
         self.kinds
             .into_iter()
             .map(|(kind, (count, example))| match example {

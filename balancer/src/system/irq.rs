@@ -64,7 +64,7 @@ pub(crate) type AffinityPart = (Vec<(u32, Affinity)>, Warnings);
 
 impl AffinityJob {
     /// Lists `proc/irq` (every N there, without waiting for `proc/interrupts`).
-    pub fn new(fs: &Root, warn: &mut Warnings) -> AffinityJob {
+    pub(super) fn new(fs: &Root, warn: &mut Warnings) -> AffinityJob {
         let mut numbers: Vec<u32> = fs
             .list("proc/irq", warn)
             .iter()
@@ -79,7 +79,7 @@ impl AffinityJob {
     }
 
     /// How many helper threads are worth starting besides the caller.
-    pub fn helpers(&self) -> usize {
+    pub(super) fn helpers(&self) -> usize {
         const PER_THREAD: usize = 256;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         (self.numbers.len() / PER_THREAD)
@@ -88,7 +88,7 @@ impl AffinityJob {
     }
 
     /// Reads chunks until none are left.
-    pub fn work(&self) -> AffinityPart {
+    pub(super) fn work(&self) -> AffinityPart {
         const CHUNK: usize = 32;
         let mut warn = Warnings::default();
         let mut out = Vec::new();

@@ -1,53 +1,14 @@
-//! `balancer topology`: prints the system model.
+//! The topology view: the system model as text tables, for `balancer topology`.
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::ExitCode;
 
-use anyhow::Context as _;
-use clap::Args;
-
-use super::{NodeSource, QueueKind, ReadOptions, SystemModel};
+use super::{NodeSource, QueueKind, SystemModel};
 use crate::{
     cpumask::CpuSet,
     table::{Column, Table, fit},
 };
 
-/// Print the machine as the balancer sees it: CPUs by node, devices, IRQs and where each one's
-/// node came from.
-#[derive(Debug, Clone, Args)]
-pub struct TopologyArgs {
-    /// Read /proc and /sys under this directory instead of the live machine.
-    #[arg(long, default_value = "/")]
-    pub root: PathBuf,
-    /// Proximity override file (birq's format: `<pci address or prefix> node N|cpumask HEX`).
-    #[arg(long, value_name = "FILE")]
-    pub proximity: Option<PathBuf>,
-    /// Print the model as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Text: the full layout whatever the terminal's width (as when piped); else the tables
-    /// fit `COLUMNS` or the terminal, 80 columns at least.
-    #[arg(long)]
-    pub wide: bool,
-}
-
-pub fn run(args: TopologyArgs) -> anyhow::Result<ExitCode> {
-    let opts: ReadOptions =
-        crate::report::read_options_under(args.proximity.as_deref(), &args.root)?;
-    let model = SystemModel::read(&args.root, &opts)
-        .with_context(|| format!("reading the system under {}", args.root.display()))?;
-    let out = if args.json {
-        serde_json::to_string_pretty(&model)? + "\n"
-    } else {
-        render_width(&model, crate::output::columns(args.wide).unwrap_or(WIDTH))
-    };
-    crate::output::stdout().write_all(out.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// The full layout's width, what piped output and `--wide` get.
-const WIDTH: usize = 100;
+pub const WIDTH: usize = 100;
 
 fn list_or_dash(set: Option<&CpuSet>) -> String {
     match set {

@@ -14,13 +14,13 @@ use crate::{
 use super::balance::BalanceLog;
 
 /// Intervals reached with `+` and `-`, in seconds.
-pub const INTERVAL_STEPS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0];
+pub(crate) const INTERVAL_STEPS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0];
 /// Samples kept per IRQ for the detail view's sparklines: a 200-column terminal's worth.
-pub const HISTORY_LEN: usize = 240;
+pub(crate) const HISTORY_LEN: usize = 240;
 
 /// How the IRQ table is ordered; `s` cycles through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortKey {
+pub(crate) enum SortKey {
     /// Real CPU time: handler plus the softirq time it caused.
     Weight,
     Interrupts,
@@ -31,7 +31,7 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    pub fn next(self) -> SortKey {
+    pub(crate) fn next(self) -> SortKey {
         match self {
             SortKey::Weight => SortKey::Interrupts,
             SortKey::Interrupts => SortKey::Hardirq,
@@ -42,7 +42,7 @@ impl SortKey {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             SortKey::Weight => "time",
             SortKey::Interrupts => "irq/s",
@@ -56,14 +56,14 @@ impl SortKey {
 
 /// Which table the arrows move in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Focus {
+pub(crate) enum Focus {
     Irqs,
     Napi,
 }
 
 /// What fills the body of the screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum View {
+pub(crate) enum View {
     Main,
     /// One IRQ: its per-CPU split and history.
     Detail(u32),
@@ -71,7 +71,7 @@ pub enum View {
 
 /// Everything a key can ask for, independent of the terminal library.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Quit,
     ToggleHelp,
     CycleSort,
@@ -98,7 +98,7 @@ pub enum Command {
 
 /// What the event loop must do after a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     None,
     Quit,
     /// The refresh interval changed: reschedule the next tick.
@@ -107,7 +107,7 @@ pub enum Effect {
 
 /// One IRQ's measurements over time, oldest first.
 #[derive(Clone, Debug, Default)]
-pub struct History {
+pub(crate) struct History {
     /// Real time (hardirq + softirq) in ns per second.
     pub weight_ns_per_s: VecDeque<u64>,
     pub interrupts_per_s: VecDeque<u64>,
@@ -134,7 +134,7 @@ impl History {
 
 /// One interval as the screen shows it.
 #[derive(Clone, Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub report: Report,
     /// IRQ -> CPUs outside its effective affinity where its stuck NAPI instances poll.
     pub sticking: BTreeMap<u32, Vec<u32>>,
@@ -143,7 +143,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// `stuck`: what the policy found sticking in the same interval
     /// ([`crate::policy::stuck`]): the screen shows the policy's verdict, not its own.
-    pub fn new(report: Report, stuck: &[Stuck]) -> Snapshot {
+    pub(crate) fn new(report: Report, stuck: &[Stuck]) -> Snapshot {
         Snapshot {
             report,
             sticking: sticking(stuck),
@@ -153,7 +153,7 @@ impl Snapshot {
 
 /// The policy's stuck NAPI instances by IRQ: the CPUs where they poll, outside the IRQ's
 /// effective affinity (the interrupt goes where it was sent, the work stays where it was).
-pub fn sticking(stuck: &[Stuck]) -> BTreeMap<u32, Vec<u32>> {
+pub(crate) fn sticking(stuck: &[Stuck]) -> BTreeMap<u32, Vec<u32>> {
     let mut out: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for st in stuck {
         let cpus = out.entry(st.irq).or_default();
@@ -169,7 +169,7 @@ pub fn sticking(stuck: &[Stuck]) -> BTreeMap<u32, Vec<u32>> {
 
 /// The whole state of the view.
 #[derive(Debug)]
-pub struct App {
+pub(crate) struct App {
     pub interval: Duration,
     pub paused: bool,
     pub sort: SortKey,
@@ -200,7 +200,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(interval: Duration) -> App {
+    pub(crate) fn new(interval: Duration) -> App {
         App {
             interval,
             paused: false,
@@ -228,7 +228,7 @@ impl App {
     /// A new interval, and what the policy found sticking in it. History always grows (so
     /// the sparklines have no holes); the tables keep showing the frozen interval while
     /// paused.
-    pub fn ingest(&mut self, report: Report, stuck: &[Stuck]) {
+    pub(crate) fn ingest(&mut self, report: Report, stuck: &[Stuck]) {
         self.ticks += 1;
         self.error = None;
         let secs = report.meta.duration_s;
@@ -269,12 +269,12 @@ impl App {
     }
 
     /// A failed interval: say so, keep the last picture.
-    pub fn failed(&mut self, err: String) {
+    pub(crate) fn failed(&mut self, err: String) {
         self.error = Some(err);
     }
 
     /// The IRQ rows shown, in order: filtered, then sorted.
-    pub fn visible_irqs(&self) -> Vec<&IrqRow> {
+    pub(crate) fn visible_irqs(&self) -> Vec<&IrqRow> {
         let Some(data) = &self.data else {
             return Vec::new();
         };
@@ -310,7 +310,7 @@ impl App {
     }
 
     /// Index of the selected IRQ among the visible rows.
-    pub fn selected_index(&self, rows: &[&IrqRow]) -> Option<usize> {
+    pub(crate) fn selected_index(&self, rows: &[&IrqRow]) -> Option<usize> {
         let sel = self.selected?;
         rows.iter().position(|r| r.irq == sel)
     }
@@ -337,14 +337,14 @@ impl App {
     }
 
     /// Records how many rows each table could show at the last draw.
-    pub fn set_pages(&mut self, irq_rows: usize, napi_rows: usize) {
+    pub(crate) fn set_pages(&mut self, irq_rows: usize, napi_rows: usize) {
         self.irq_page = irq_rows.max(1);
         self.napi_page = napi_rows.max(1);
         self.clamp();
     }
 
     /// Applies one command.
-    pub fn apply(&mut self, cmd: Command) -> Effect {
+    pub(crate) fn apply(&mut self, cmd: Command) -> Effect {
         if self.editing_filter {
             match cmd {
                 Command::FilterChar(c) => self.filter.push(c),
@@ -502,7 +502,7 @@ fn scroll(offset: usize, idx: usize, page: usize, len: usize) -> usize {
 }
 
 /// The next interval step up (slower) or down (faster) from `cur`.
-pub fn step_interval(cur: Duration, faster: bool) -> Duration {
+pub(crate) fn step_interval(cur: Duration, faster: bool) -> Duration {
     let s = cur.as_secs_f64();
     let next = if faster {
         INTERVAL_STEPS.iter().rev().find(|v| **v < s - 1e-9)

@@ -2,8 +2,9 @@
 //! which IRQs it found sticking, newest first.
 //!
 //! The panel reads a [`BalanceLog`]; each step of the engine that `top` drives (see
-//! [`super::run`]) becomes a [`StepOutcome`] of sentences. Keeping the panel on sentences rather
-//! than on the policy's own types lets it show any planner, and be tested on its own.
+//! [`crate::cmd::top`]) becomes a [`StepOutcome`] of sentences. Keeping the panel on
+//! sentences rather than on the policy's own types lets it show any planner, and be tested
+//! on its own.
 use std::collections::VecDeque;
 
 use crate::{
@@ -12,10 +13,10 @@ use crate::{
 };
 
 /// Entries kept: more than any terminal shows.
-pub const LOG_LEN: usize = 200;
+pub(crate) const LOG_LEN: usize = 200;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     /// An action of the plan (a move, an RPS change, an unstick), applied or not.
     Decision,
     /// An IRQ whose NAPI instance keeps polling outside its effective affinity.
@@ -28,7 +29,7 @@ pub enum EntryKind {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Seconds since `top` started.
     pub at_s: f64,
     pub kind: EntryKind,
@@ -42,13 +43,13 @@ pub struct Entry {
 
 /// A sticking IRQ or a note: what it is about, and the sentence.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     pub key: String,
     pub text: String,
 }
 
 impl Event {
-    pub fn new(key: impl Into<String>, text: impl Into<String>) -> Event {
+    pub(crate) fn new(key: impl Into<String>, text: impl Into<String>) -> Event {
         Event {
             key: key.into(),
             text: text.into(),
@@ -58,7 +59,7 @@ impl Event {
 
 /// One interval of the balancer, in words.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct StepOutcome {
+pub(crate) struct StepOutcome {
     /// (applied, sentence) per action of the plan.
     pub decisions: Vec<(bool, String)>,
     pub sticking: Vec<Event>,
@@ -67,7 +68,7 @@ pub struct StepOutcome {
 }
 
 #[derive(Clone, Debug)]
-pub struct BalanceLog {
+pub(crate) struct BalanceLog {
     pub dry_run: bool,
     /// Newest last.
     pub entries: VecDeque<Entry>,
@@ -79,7 +80,7 @@ pub struct BalanceLog {
 }
 
 impl BalanceLog {
-    pub fn new(dry_run: bool) -> BalanceLog {
+    pub(crate) fn new(dry_run: bool) -> BalanceLog {
         BalanceLog {
             dry_run,
             entries: VecDeque::new(),
@@ -89,7 +90,7 @@ impl BalanceLog {
         }
     }
 
-    pub fn record(&mut self, at_s: f64, outcome: StepOutcome) {
+    pub(crate) fn record(&mut self, at_s: f64, outcome: StepOutcome) {
         self.steps += 1;
         self.actions += outcome.decisions.len() as u64;
         self.sticking_now = outcome.sticking.len();
@@ -145,14 +146,14 @@ impl BalanceLog {
     }
 
     /// Newest first.
-    pub fn recent(&self) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn recent(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter().rev()
     }
 }
 
 impl StepOutcome {
-    /// One step of the engine (see [`super::run`]), in words.
-    pub fn of(step: &Step) -> StepOutcome {
+    /// One step of the engine (see [`crate::cmd::top`]), in words.
+    pub(crate) fn of(step: &Step) -> StepOutcome {
         let mut out = StepOutcome::default();
         for (action, o) in step.actions() {
             out.decisions.push((o.is_applied(), describe(action, o)));
@@ -234,6 +235,7 @@ fn describe(action: &Action, o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::copy_dir;
     use crate::{
         actuation::{Actuator, RealSys},
         config::Config,
@@ -332,18 +334,5 @@ mod tests {
             "CPU 2 or 3 as a mask: {written:?}"
         );
         assert!(journal.exists(), "originals journaled first");
-    }
-
-    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let dest = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), dest).unwrap();
-            }
-        }
     }
 }

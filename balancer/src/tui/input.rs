@@ -6,7 +6,7 @@ use super::app::Command;
 /// The command for `key`; `editing` when the filter line has the keyboard (letters are text
 /// then), `help` while the help is open (any key closes it). `None` for keys that mean
 /// nothing.
-pub fn command(key: &KeyEvent, editing: bool, help: bool) -> Option<Command> {
+pub(crate) fn command(key: &KeyEvent, editing: bool, help: bool) -> Option<Command> {
     // Windows terminals also report releases; one press, one command.
     if key.kind == KeyEventKind::Release {
         return None;

@@ -1,16 +1,15 @@
 //! `balancer top`: the live terminal view of where interrupt time goes.
 //!
-//! The same [`Monitor`] and [`Report`] as `balancer report`, one interval per refresh, so the
-//! two never disagree. State changes are pure ([`app`]), keys are mapped in one place
-//! ([`input`]), drawing reads the state only ([`render`]); this module owns the terminal and
-//! the loop. The view never writes to the kernel; only `--balance` without `--dry-run` does,
-//! through the same [`Engine`] and actuation as the daemon.
+//! The same [`crate::monitor::Monitor`] and [`crate::report::Report`] as `balancer report`,
+//! one interval per refresh, so the two never disagree; `cmd::top` measures and hands each
+//! interval in. State changes are pure ([`app`]), keys are mapped in one place ([`input`]),
+//! drawing reads the state only ([`render`]); this module owns the terminal and the loop.
+//! The view never writes to the kernel; only `--balance` without `--dry-run` does, through
+//! the same [`crate::engine::Engine`] and actuation as the daemon, driven by `cmd::top`.
 use std::{
-    io::{IsTerminal as _, Stdout},
-    path::{Path, PathBuf},
-    process::ExitCode,
+    io::Stdout,
     sync::{
-        Arc, Once,
+        Once,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -23,169 +22,23 @@ use crossterm::{
 };
 use ratatui::{Terminal, backend::CrosstermBackend};
 
-use crate::{
-    Fatal,
-    actuation::Lock,
-    config::Config,
-    engine::{self, Applier, Engine},
-    monitor::Monitor,
-    policy::{self, Snapshot},
-    report::{self, Report},
-    startup, system,
-};
-
-pub mod app;
-pub mod balance;
-pub mod input;
-pub mod render;
+pub(crate) mod app;
+pub(crate) mod balance;
+pub(crate) mod input;
+pub(crate) mod render;
 
 use app::{App, Effect};
-use balance::{BalanceLog, StepOutcome};
 
-/// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time, NAPI instances and
-/// where they poll, refreshed every interval. `?` inside lists the keys.
-#[derive(Debug, clap::Args)]
-pub struct TopArgs {
-    /// Refresh interval in seconds (0.1 to 86400, fractions allowed); `+` and `-` change it
-    /// while running.
-    #[arg(short, long, default_value_t = 1.0, value_name = "SECS",
-          value_parser = crate::config::parse_seconds)]
-    pub interval: f64,
-    /// Run the balancer policy in-process each interval and show its decisions and the
-    /// sticking IRQs it finds. Writes IRQ affinities unless --dry-run.
-    #[arg(long)]
-    pub balance: bool,
-    /// With --balance: plan and show, write nothing.
-    #[arg(long, requires = "balance")]
-    pub dry_run: bool,
-    /// With --balance: write even though irqbalance runs (the two would fight over
-    /// affinities); without it top refuses with exit status 3, as the daemon does.
-    #[arg(long, requires = "balance")]
-    pub force: bool,
-    /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
-    #[arg(long, value_name = "FILE")]
-    pub proximity: Option<PathBuf>,
-}
-
-/// Runs the command.
-pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
-    if args.balance && !args.dry_run {
-        startup::refuse_beside_irqbalance(args.force)?;
-    }
-    if !std::io::stdout().is_terminal() {
-        return Err(Fatal::new(
-            Fatal::USAGE,
-            "balancer top needs a terminal on stdout; for text or JSON that can be piped or \
-             saved, use `balancer report` (e.g. `balancer report --duration 5 --json`)",
-        )
-        .into());
-    }
-    let root = PathBuf::from("/");
-    // --balance plans with the daemon's configuration, so that top shows what the daemon
-    // would do on this machine.
-    let config = if args.balance {
-        startup::load_config(None)?
-    } else {
-        Config::default()
-    };
-    let proximity = args.proximity.clone().or_else(|| config.proximity.clone());
-    let opts = report::read_options(proximity.as_deref())?;
-    let mut monitor = Monitor::start(&root, opts)?;
-    if args.balance {
-        for w in startup::machine_warnings(&config, monitor.model())? {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("balancer: warning: {w}\n").as_bytes(),
-            );
-        }
-    }
-    // Whether /proc/stat counts IRQ time at all is a property of the kernel: read it once.
-    let stat_irq_time = system::stat::read(&root)?
-        .values()
-        .any(|t| t.irq + t.softirq > 0);
-    let mut balancing = if args.balance {
-        Some(Balancing::start(&root, config, args.dry_run)?)
-    } else {
-        None
-    };
-
-    let mut app = App::new(Duration::from_secs_f64(args.interval));
-    app.balance = balancing.as_ref().map(|_| BalanceLog::new(args.dry_run));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
-
+/// Runs the view until the user quits or `stop` is set: the terminal in raw mode on the
+/// alternate screen (restored after, and after a panic), `sample` called once per interval.
+pub(crate) fn run(
+    app: &mut App,
+    stop: &AtomicBool,
+    sample: &mut dyn FnMut(&mut App, Instant),
+) -> anyhow::Result<()> {
     let mut term = TerminalGuard::enter()?;
     watch_for_hangup();
-    let mut sampler = |app: &mut App, started: Instant| match monitor.tick() {
-        Ok(tick) => {
-            let report = Report::build(
-                &tick.attribution,
-                monitor.model(),
-                monitor.status(),
-                monitor.netdev_status(),
-                stat_irq_time,
-                None,
-            );
-            // The policy's input: the engine plans on it, and the table shows the policy's
-            // sticking verdict on it.
-            let snap = Snapshot::build(monitor.model(), &tick.attribution);
-            if let (Some(b), Some(log)) = (balancing.as_mut(), app.balance.as_mut()) {
-                let step = b.engine.step(&snap);
-                log.record(started.elapsed().as_secs_f64(), StepOutcome::of(&step));
-            }
-            app.ingest(report, &policy::stuck(&snap));
-        }
-        Err(e) => app.failed(format!("{e:#}")),
-    };
-    let result = event_loop(&mut term.terminal, &mut app, &stop, &mut sampler);
-    drop(term);
-    if let Some(b) = balancing {
-        b.stop();
-    }
-    result.map(|()| ExitCode::SUCCESS)
-}
-
-/// `--balance`: the daemon's engine in-process, and unless dry run the daemon's lock, held
-/// while writing so the two never fight (the originals are journaled for `balancer
-/// restore`).
-struct Balancing {
-    engine: Engine<Box<dyn Applier>>,
-    lock: Option<Lock>,
-}
-
-impl Balancing {
-    fn start(root: &Path, config: Config, dry_run: bool) -> anyhow::Result<Balancing> {
-        let lock = if dry_run {
-            None
-        } else {
-            Some(startup::lock(&config.lock_file)?)
-        };
-        let applier = engine::machine_applier(root, &config, dry_run)?;
-        Ok(Balancing {
-            engine: Engine::new(config, applier),
-            lock,
-        })
-    }
-
-    /// Lets the lock go, and says how to undo what was written.
-    fn stop(self) {
-        let journal = &self.engine.config().journal;
-        if self.lock.is_some() && journal.exists() {
-            eprintln!(
-                "balancer top: affinities were changed; `balancer restore` puts the originals \
-                 back (journal {})",
-                journal.display()
-            );
-        }
-    }
+    event_loop(&mut term.terminal, app, stop, sample)
 }
 
 /// Draw, wait for a key or the next interval, repeat.

@@ -26,8 +26,8 @@ use super::{
 };
 
 /// Smallest screen the layout is made for; below it a message asks for more room.
-pub const MIN_WIDTH: u16 = 60;
-pub const MIN_HEIGHT: u16 = 16;
+pub(crate) const MIN_WIDTH: u16 = 60;
+pub(crate) const MIN_HEIGHT: u16 = 16;
 /// From this width on the tables show their extra columns.
 const WIDE: u16 = 110;
 
@@ -48,13 +48,13 @@ const HEADER: Style = Style::new()
 
 /// Rows each table could show, for paging.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pages {
+pub(crate) struct Pages {
     pub irqs: usize,
     pub napi: usize,
 }
 
 /// Draws the screen; returns how many rows the tables showed.
-pub fn draw(f: &mut Frame, app: &App) -> Pages {
+pub(crate) fn draw(f: &mut Frame, app: &App) -> Pages {
     let area = f.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         let msg = format!(
