@@ -539,20 +539,13 @@ impl Attribution {
             ..Attribution::default()
         };
         a.cpus = cpu_loads(iv, model);
-
-        fn irq(a: &mut Attribution, n: u32) -> &mut IrqLoad {
-            a.irqs.entry(n).or_insert_with(|| IrqLoad {
-                irq: n,
-                ..IrqLoad::default()
-            })
-        }
         for ((n, cpu), count) in &iv.interrupts {
-            let l = irq(&mut a, *n);
+            let l = a.irq_mut(*n);
             l.interrupts += count;
             l.per_cpu.entry(*cpu).or_default().interrupts += count;
         }
         for ((n, cpu), s) in &iv.hardirq {
-            let l = irq(&mut a, *n);
+            let l = a.irq_mut(*n);
             l.hardirq_ns += s.ns;
             let c = l.per_cpu.entry(*cpu).or_default();
             c.hardirq_ns += s.ns;
@@ -561,9 +554,29 @@ impl Attribution {
         // IRQs in the model but quiet this interval still get a (zero) row, so views can
         // list every IRQ.
         for n in model.irqs.keys() {
-            irq(&mut a, *n);
+            a.irq_mut(*n);
         }
 
+        let polled = a.add_napi(iv, links);
+        a.add_softirqs(iv, &polled);
+        // Vectors by name: the order the report's rows have always had.
+        a.unattributed
+            .sort_by(|x, y| (x.cpu, x.vec.name(), x.bucket).cmp(&(y.cpu, y.vec.name(), y.bucket)));
+
+        a.events = events(iv);
+        a
+    }
+
+    fn irq_mut(&mut self, n: u32) -> &mut IrqLoad {
+        self.irqs.entry(n).or_insert_with(|| IrqLoad {
+            irq: n,
+            ..IrqLoad::default()
+        })
+    }
+
+    /// The NAPI rows, their poll time booked to their linked IRQ (or a bucket) and their task
+    /// time to the CPUs; returns each CPU's NET_RX poll time, for the softirq split.
+    fn add_napi(&mut self, iv: &Interval, links: &BTreeMap<NapiKey, Link>) -> BTreeMap<u32, u64> {
         let mut polled: BTreeMap<u32, u64> = BTreeMap::new();
         // (CPU, threaded ns, busy-poll ns) per NAPI delta: task time, kept off the softirq
         // split.
@@ -603,7 +616,7 @@ impl Attribution {
             let bucket = match (link.method, link.irq) {
                 (LinkMethod::Backlog, _) => Some(Bucket::RpsBacklog),
                 (_, Some(n)) => {
-                    let l = irq(&mut a, n);
+                    let l = self.irq_mut(n);
                     l.softirq_ns += d.ns;
                     l.threaded_ns += d.threaded_ns;
                     l.busy_poll_ns += d.busy_ns;
@@ -621,17 +634,23 @@ impl Attribution {
             if let Some(bucket) = bucket
                 && d.ns > 0
             {
-                add_unattributed(&mut a.unattributed, *cpu, Softirq::NetRx, bucket, d.ns);
+                add_unattributed(&mut self.unattributed, *cpu, Softirq::NetRx, bucket, d.ns);
             }
         }
-        a.napi = napi.into_values().collect();
+        self.napi = napi.into_values().collect();
         for (cpu, threaded, busy) in task_ns {
-            if let Some(c) = a.cpus.iter_mut().find(|c| c.cpu == cpu) {
+            if let Some(c) = self.cpus.iter_mut().find(|c| c.cpu == cpu) {
                 c.threaded_ns += threaded;
                 c.busy_poll_ns += busy;
             }
         }
 
+        polled
+    }
+
+    /// Softirq time not in polls: NET_RX overhead and the other vectors, as buckets; polls
+    /// beyond a CPU's NET_RX time as its excess.
+    fn add_softirqs(&mut self, iv: &Interval, polled: &BTreeMap<u32, u64>) {
         for ((cpu, vec), s) in &iv.softirq {
             let Some(vector) = Softirq::from_index(*vec as usize) else {
                 continue;
@@ -644,7 +663,7 @@ impl Attribution {
                 let overhead = s.ns.saturating_sub(polls);
                 if overhead > 0 {
                     add_unattributed(
-                        &mut a.unattributed,
+                        &mut self.unattributed,
                         *cpu,
                         vector,
                         Bucket::NetRxOverhead,
@@ -652,24 +671,18 @@ impl Attribution {
                     );
                 }
                 if polls > s.ns {
-                    a.netrx_excess_ns.insert(*cpu, polls - s.ns);
+                    self.netrx_excess_ns.insert(*cpu, polls - s.ns);
                 }
             } else {
-                add_unattributed(&mut a.unattributed, *cpu, vector, Bucket::Vector, s.ns);
+                add_unattributed(&mut self.unattributed, *cpu, vector, Bucket::Vector, s.ns);
             }
         }
         // Polls on a CPU whose NET_RX softirq never ended within the interval.
-        for (cpu, polls) in &polled {
+        for (cpu, polls) in polled {
             if *polls > 0 && !iv.softirq.contains_key(&(*cpu, NET_RX_SOFTIRQ)) {
-                a.netrx_excess_ns.insert(*cpu, *polls);
+                self.netrx_excess_ns.insert(*cpu, *polls);
             }
         }
-        // Vectors by name: the order the report's rows have always had.
-        a.unattributed
-            .sort_by(|x, y| (x.cpu, x.vec.name(), x.bucket).cmp(&(y.cpu, y.vec.name(), y.bucket)));
-
-        a.events = events(iv);
-        a
     }
 
     /// Interrupts of all numbered IRQs.

@@ -1238,8 +1238,22 @@ fn load_extras(
     have_sched_switch: bool,
 ) -> (Vec<Extra>, Feature, Feature) {
     let mut extras = Vec::new();
+    let threaded = load_sched_switch(ebpf, least, kernel_btf, o, have_sched_switch, &mut extras);
+    let busy = load_busy_loop(ebpf, kernel_btf, &mut extras);
+    (extras, threaded, busy)
+}
+
+/// `sched_switch` in the cheapest program type that loads, into `extras`; its feature.
+fn load_sched_switch(
+    ebpf: &mut Ebpf,
+    least: ProgramType,
+    kernel_btf: Option<&Btf>,
+    o: &Offsets,
+    have_sched_switch: bool,
+    extras: &mut Vec<Extra>,
+) -> Feature {
     let mut tried = Vec::new();
-    let threaded = 'found: {
+    'found: {
         if !have_sched_switch {
             break 'found Feature::off(
                 "no sched:sched_switch tracepoint: threaded NAPI polls counted, not timed",
@@ -1301,9 +1315,12 @@ fn load_extras(
             "{SCHED_SWITCH_ID}: {}; threaded NAPI polls counted, not timed",
             tried.join("; ")
         ))
-    };
+    }
+}
 
-    let busy = match kernel_btf {
+/// fentry/fexit on the busy-poll loop, both or neither, into `extras`; their feature.
+fn load_busy_loop(ebpf: &mut Ebpf, kernel_btf: Option<&Btf>, extras: &mut Vec<Extra>) -> Feature {
+    match kernel_btf {
         None => Feature::off("fentry needs kernel BTF: busy polls counted, not timed"),
         Some(btf) => 'busy: {
             let Some(busy_fn) = BUSY_LOOP_FNS.into_iter().find(|f| {
@@ -1351,8 +1368,7 @@ fn load_extras(
                 (Err(e), _) | (_, Err(e)) => Feature::off(format!("fentry {busy_fn}: {e:#}")),
             }
         }
-    };
-    (extras, threaded, busy)
+    }
 }
 
 fn attach_one(
