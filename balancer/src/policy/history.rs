@@ -289,83 +289,7 @@ impl History {
             );
             loads.irqs.insert(*n, s);
         }
-        for (i, action) in plan.actions.iter().enumerate() {
-            let Some(o) = outcomes.get(i) else {
-                continue;
-            };
-            if let Some(r) = o.refusals() {
-                for (irq, msg) in &r.unmovable {
-                    h.unmovable.insert(*irq, msg.clone());
-                }
-                for cpu in &r.full_cpus {
-                    h.full_cpus.insert(*cpu, self.tick);
-                }
-            }
-            let Outcome::Applied { cpu, .. } = o else {
-                continue;
-            };
-            match &action.kind {
-                ActionKind::Move {
-                    irq,
-                    companions,
-                    from,
-                    targets,
-                    ..
-                } => {
-                    let to = cpu.or(targets.first().copied()).unwrap_or(0);
-                    for n in std::iter::once(irq).chain(companions) {
-                        h.last_move.insert(
-                            *n,
-                            MoveRecord {
-                                tick: self.tick,
-                                from: from.clone(),
-                                to,
-                                state: MoveState::Pending,
-                            },
-                        );
-                        let weight = snap.irqs.get(n).map_or(0.0, |i| snap.frac(i.ns_on(from)));
-                        let left = h.departures.entry(*n).or_default();
-                        left.remove(&to);
-                        for c in from.iter().filter(|c| *c != to) {
-                            left.insert(
-                                c,
-                                Departure {
-                                    tick: self.tick,
-                                    weight,
-                                },
-                            );
-                        }
-                        loads.disturbed_irqs.insert(*n);
-                    }
-                    loads.disturbed_cpus = loads.disturbed_cpus.union(from);
-                    loads.disturbed_cpus.insert(to);
-                    h.moves += 1;
-                }
-                ActionKind::SetRps {
-                    netdev,
-                    queue,
-                    cpus,
-                } => {
-                    h.rps.insert((netdev.clone(), *queue), self.tick);
-                    loads.disturbed_cpus = loads.disturbed_cpus.union(cpus);
-                }
-                ActionKind::ClearRps { netdev, queue } => {
-                    h.rps.remove(&(netdev.clone(), *queue));
-                    for q in snap
-                        .queues
-                        .iter()
-                        .filter(|q| q.netdev == *netdev && q.index == *queue)
-                    {
-                        loads.disturbed_cpus = loads.disturbed_cpus.union(&q.rps_cpus);
-                    }
-                }
-                ActionKind::PinNapiThread { irq, cpus, .. } => {
-                    h.pinned.insert(*irq, cpus.clone());
-                    loads.disturbed_cpus = loads.disturbed_cpus.union(cpus);
-                    loads.disturbed_irqs.insert(*irq);
-                }
-            }
-        }
+        h.book_actions(self.tick, &mut loads, snap, plan, outcomes);
         let mut stuck = BTreeMap::new();
         for f in &plan.findings {
             if let (FindingKind::Stuck, Some(irq), Some(cpu)) = (f.kind, f.irq, f.cpu) {
@@ -404,5 +328,89 @@ impl History {
         }
         h.departures.retain(|_, left| !left.is_empty());
         h
+    }
+
+    /// Books what the plan's applied actions did, at `tick` (the interval they were made
+    /// for): moves and where each IRQ left, RPS and pinned kthreads, refusals; marks the
+    /// loads they disturb, whose next change is not noise.
+    fn book_actions(
+        &mut self,
+        tick: u64,
+        loads: &mut Loads,
+        snap: &Snapshot,
+        plan: &Plan,
+        outcomes: &[Outcome],
+    ) {
+        for (i, action) in plan.actions.iter().enumerate() {
+            let Some(o) = outcomes.get(i) else {
+                continue;
+            };
+            if let Some(r) = o.refusals() {
+                for (irq, msg) in &r.unmovable {
+                    self.unmovable.insert(*irq, msg.clone());
+                }
+                for cpu in &r.full_cpus {
+                    self.full_cpus.insert(*cpu, tick);
+                }
+            }
+            let Outcome::Applied { cpu, .. } = o else {
+                continue;
+            };
+            match &action.kind {
+                ActionKind::Move {
+                    irq,
+                    companions,
+                    from,
+                    targets,
+                    ..
+                } => {
+                    let to = cpu.or(targets.first().copied()).unwrap_or(0);
+                    for n in std::iter::once(irq).chain(companions) {
+                        self.last_move.insert(
+                            *n,
+                            MoveRecord {
+                                tick,
+                                from: from.clone(),
+                                to,
+                                state: MoveState::Pending,
+                            },
+                        );
+                        let weight = snap.irqs.get(n).map_or(0.0, |i| snap.frac(i.ns_on(from)));
+                        let left = self.departures.entry(*n).or_default();
+                        left.remove(&to);
+                        for c in from.iter().filter(|c| *c != to) {
+                            left.insert(c, Departure { tick, weight });
+                        }
+                        loads.disturbed_irqs.insert(*n);
+                    }
+                    loads.disturbed_cpus = loads.disturbed_cpus.union(from);
+                    loads.disturbed_cpus.insert(to);
+                    self.moves += 1;
+                }
+                ActionKind::SetRps {
+                    netdev,
+                    queue,
+                    cpus,
+                } => {
+                    self.rps.insert((netdev.clone(), *queue), tick);
+                    loads.disturbed_cpus = loads.disturbed_cpus.union(cpus);
+                }
+                ActionKind::ClearRps { netdev, queue } => {
+                    self.rps.remove(&(netdev.clone(), *queue));
+                    for q in snap
+                        .queues
+                        .iter()
+                        .filter(|q| q.netdev == *netdev && q.index == *queue)
+                    {
+                        loads.disturbed_cpus = loads.disturbed_cpus.union(&q.rps_cpus);
+                    }
+                }
+                ActionKind::PinNapiThread { irq, cpus, .. } => {
+                    self.pinned.insert(*irq, cpus.clone());
+                    loads.disturbed_cpus = loads.disturbed_cpus.union(cpus);
+                    loads.disturbed_irqs.insert(*irq);
+                }
+            }
+        }
     }
 }

@@ -206,56 +206,8 @@ impl Snapshot {
                 },
             );
         }
-        for napi in &a.napi {
-            let threaded = model
-                .netdevs
-                .get(&napi.device)
-                .and_then(|d| d.threaded)
-                .unwrap_or(false);
-            s.napi.push(NapiSnap {
-                id: napi.id,
-                napi_id: napi.napi_id,
-                device: napi.device.clone(),
-                irq: napi.link.irq,
-                threaded,
-                per_cpu: napi
-                    .per_cpu
-                    .iter()
-                    .map(|(cpu, c)| {
-                        (
-                            *cpu,
-                            PollSnap {
-                                // Every poll and every timed poll's time, in softirq or in
-                                // a task (threaded NAPI, busy polling): where the instance's
-                                // work runs, which is what sticking is about.
-                                polls: c.all_polls(),
-                                ns: c.all_ns(),
-                                budget_exhausted: c.budget_exhausted,
-                            },
-                        )
-                    })
-                    .collect(),
-            });
-        }
-        for dev in model.netdevs.values() {
-            for q in &dev.rx_queues {
-                let irq = model
-                    .irqs_of_netdev(&dev.name)
-                    .find(|i| {
-                        i.queue.is_some_and(|qq| {
-                            qq.index == q.index
-                                && matches!(qq.kind, QueueKind::Rx | QueueKind::RxTx)
-                        })
-                    })
-                    .map(|i| i.number);
-                s.queues.push(QueueSnap {
-                    netdev: dev.name.clone(),
-                    index: q.index,
-                    irq,
-                    rps_cpus: q.rps_cpus.clone().unwrap_or_default(),
-                });
-            }
-        }
+        s.napi = napi_snaps(model, a);
+        s.queues = queue_snaps(model);
         s
     }
 
@@ -271,4 +223,65 @@ impl Snapshot {
             ns as f64 / self.duration_ns as f64
         }
     }
+}
+
+/// The policy's view of each NAPI instance: where it polls, its IRQ, whether it is threaded.
+fn napi_snaps(model: &SystemModel, a: &Attribution) -> Vec<NapiSnap> {
+    let mut out = Vec::new();
+    for napi in &a.napi {
+        let threaded = model
+            .netdevs
+            .get(&napi.device)
+            .and_then(|d| d.threaded)
+            .unwrap_or(false);
+        out.push(NapiSnap {
+            id: napi.id,
+            napi_id: napi.napi_id,
+            device: napi.device.clone(),
+            irq: napi.link.irq,
+            threaded,
+            per_cpu: napi
+                .per_cpu
+                .iter()
+                .map(|(cpu, c)| {
+                    (
+                        *cpu,
+                        PollSnap {
+                            // Every poll and every timed poll's time, in softirq or in
+                            // a task (threaded NAPI, busy polling): where the instance's
+                            // work runs, which is what sticking is about.
+                            polls: c.all_polls(),
+                            ns: c.all_ns(),
+                            budget_exhausted: c.budget_exhausted,
+                        },
+                    )
+                })
+                .collect(),
+        });
+    }
+    out
+}
+
+/// Every rx queue with its IRQ and its `rps_cpus`.
+fn queue_snaps(model: &SystemModel) -> Vec<QueueSnap> {
+    let mut out = Vec::new();
+    for dev in model.netdevs.values() {
+        for q in &dev.rx_queues {
+            let irq = model
+                .irqs_of_netdev(&dev.name)
+                .find(|i| {
+                    i.queue.is_some_and(|qq| {
+                        qq.index == q.index && matches!(qq.kind, QueueKind::Rx | QueueKind::RxTx)
+                    })
+                })
+                .map(|i| i.number);
+            out.push(QueueSnap {
+                netdev: dev.name.clone(),
+                index: q.index,
+                irq,
+                rps_cpus: q.rps_cpus.clone().unwrap_or_default(),
+            });
+        }
+    }
+    out
 }
