@@ -676,6 +676,29 @@ impl<'a> Work<'a> {
         });
     }
 
+    /// A queue's load: its IRQ's time plus, with RPS on, the backlog time on its RPS CPUs
+    /// (shared evenly between queues that spread to the same CPUs).
+    fn queue_load(&self, q: &QueueSnap, irq: &IrqSnap) -> f64 {
+        let mut ns = irq.total_ns();
+        if !q.rps_cpus.is_empty() {
+            let sharers = self
+                .s
+                .queues
+                .iter()
+                .filter(|o| o.rps_cpus.intersects(&q.rps_cpus))
+                .count()
+                .max(1) as u64;
+            ns += q
+                .rps_cpus
+                .iter()
+                .filter_map(|c| self.s.cpus.get(&c))
+                .map(|c| c.rps_ns)
+                .sum::<u64>()
+                / sharers;
+        }
+        self.s.frac(ns)
+    }
+
     /// RPS on for queues too big for one CPU, off for those that shrank.
     fn rps(&mut self) {
         let dur = self.s.duration_ns;
@@ -693,26 +716,7 @@ impl<'a> Work<'a> {
             }
             let key = (q.netdev.clone(), q.index);
             let ours = self.hist.rps.contains_key(&key);
-            // The queue's own time plus, with RPS on, the backlog time on its RPS CPUs
-            // (shared evenly between queues that spread to the same CPUs).
-            let mut ns = irq.total_ns();
-            if !q.rps_cpus.is_empty() {
-                let sharers = self
-                    .s
-                    .queues
-                    .iter()
-                    .filter(|o| o.rps_cpus.intersects(&q.rps_cpus))
-                    .count()
-                    .max(1) as u64;
-                ns += q
-                    .rps_cpus
-                    .iter()
-                    .filter_map(|c| self.s.cpus.get(&c))
-                    .map(|c| c.rps_ns)
-                    .sum::<u64>()
-                    / sharers;
-            }
-            let qload = self.s.frac(ns);
+            let qload = self.queue_load(q, irq);
             if q.rps_cpus.is_empty() {
                 let home = irq.home();
                 let home_load = home.iter().map(|c| self.load_of(c)).fold(0.0, f64::max);

@@ -115,6 +115,10 @@ fn debugfs_managed(fs: &Root, irq: u32, warn: &mut Warnings) -> Option<bool> {
     Some(text.contains("IRQD_AFFINITY_MANAGED"))
 }
 
+/// Every numbered IRQ of `table` with what is known of it. Long on purpose: one pass per IRQ
+/// joins each source of its identity (MSI table, chip, action names, virtio, NVMe, netdev,
+/// legacy ports) in priority order, each choice visible beside the next; the lookups built
+/// first are shared by all IRQs.
 pub(crate) fn read(
     fs: &Root,
     table: &Interrupts,
