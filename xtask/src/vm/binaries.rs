@@ -42,13 +42,18 @@ impl StaticTarget {
         }
     }
 
-    /// `cargo <args> --target <triple>` in the workspace, linking statically.
+    /// `cargo <args> --target <triple>` in the workspace, linking statically (the target
+    /// before a `--` in `args`).
     pub fn cargo(&self, root: &Path, args: &[&str]) -> Command {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
+        // The target goes to cargo, before any `--` that starts the test harness's own
+        // arguments (`-- --include-ignored`).
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
         cmd.current_dir(root)
-            .args(args)
-            .args(["--target", self.triple]);
+            .args(&args[..split])
+            .args(["--target", self.triple])
+            .args(&args[split..]);
         if self.triple == GNU {
             // glibc static-pie. The per-target variable, unlike RUSTFLAGS, stays out of the
             // nightly eBPF build that balancer's build script runs.
@@ -111,4 +116,36 @@ fn has_interpreter(elf: &[u8]) -> Result<bool> {
         elf.get(at..at + 4)
             .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == PT_INTERP)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_goes_before_the_harness_arguments() {
+        let t = StaticTarget { triple: MUSL };
+        let cmd = t.cargo(
+            Path::new("/"),
+            &["test", "-p", "x", "--", "--include-ignored"],
+        );
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "test",
+                "-p",
+                "x",
+                "--target",
+                MUSL,
+                "--",
+                "--include-ignored"
+            ]
+        );
+        let cmd = t.cargo(Path::new("/"), &["build"]);
+        assert_eq!(cmd.get_args().count(), 3);
+    }
 }
