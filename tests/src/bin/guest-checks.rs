@@ -340,34 +340,9 @@ impl Guest {
     /// tracepoint sites on hot paths has oopsed guests. Traffic runs inside its window.
     fn measure(&self) -> Result<Sample> {
         let before = interrupts()?;
-        let window = Duration::from_secs_f64(self.args.duration);
-        let mut report = Command::new(&self.args.balancer)
-            .args([
-                "report",
-                "--duration",
-                &self.args.duration.to_string(),
-                "--json",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", self.args.balancer.display()))?;
-        let attached = wait_attached(&mut report, self.links, Duration::from_secs(60));
-        let traffic = Traffic::start();
-        if let (Ok(opened), Ok(_)) = (&attached, &traffic) {
-            // Stop a little before the window closes, so detaching happens on a quiet path.
-            let close = *opened + window.saturating_sub(Duration::from_millis(500));
-            thread::sleep(close.saturating_duration_since(Instant::now()));
-        }
-        let traffic = traffic.and_then(Traffic::stop);
-        let output = report
-            .wait_with_output()
-            .context("waiting for balancer report");
-        attached?;
-        let (sent, received) = traffic?;
+        let (report, sent, received) =
+            report_under_traffic(&self.args.balancer, self.links, self.args.duration, None)?;
         let after = interrupts()?;
-        let output = output?;
-        let report = parse_json(&output, "balancer report")?;
         println!(
             "--- balancer report --json ---\n{}\n---",
             serde_json::to_string(&report).unwrap_or_default()
@@ -1152,6 +1127,39 @@ fn wait_attached(
     }
 }
 
+/// One `balancer report --json` of `duration` seconds with the UDP traffic running inside its
+/// window (the receiver busy polling for `busy_poll_us` when given); the report, and the
+/// datagrams sent and received.
+fn report_under_traffic(
+    balancer: &Path,
+    links: usize,
+    duration: f64,
+    busy_poll_us: Option<u32>,
+) -> Result<(Value, u64, u64)> {
+    let window = Duration::from_secs_f64(duration);
+    let mut report = Command::new(balancer)
+        .args(["report", "--duration", &duration.to_string(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", balancer.display()))?;
+    let attached = wait_attached(&mut report, links, Duration::from_secs(60));
+    let traffic = Traffic::start_with(busy_poll_us);
+    if let (Ok(opened), Ok(_)) = (&attached, &traffic) {
+        // Stop a little before the window closes, so detaching happens on a quiet path.
+        let close = *opened + window.saturating_sub(Duration::from_millis(500));
+        thread::sleep(close.saturating_duration_since(Instant::now()));
+    }
+    let traffic = traffic.and_then(Traffic::stop);
+    let output = report
+        .wait_with_output()
+        .context("waiting for balancer report");
+    attached?;
+    let (sent, received) = traffic?;
+    let report = parse_json(&output?, "balancer report")?;
+    Ok((report, sent, received))
+}
+
 /// UDP from the peer namespace to the dut over [`FLOWS`] source ports, until stopped.
 struct Traffic {
     stop: Arc<AtomicBool>,
@@ -1255,25 +1263,8 @@ impl Traffic {
 /// (fentry on it), the report shows busy-poll time on the dut's instances; where the kernel
 /// has no such function in BTF or refuses fentry, the check says so and skips.
 fn busy_poll(g: &mut Guest) -> Result<Outcome> {
-    let mut report = Command::new(&g.args.balancer)
-        .args(["report", "--duration", "4", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running balancer report")?;
-    let attached = wait_attached(&mut report, g.links, Duration::from_secs(60));
-    let traffic = Traffic::start_with(Some(BUSY_POLL_US));
-    if let (Ok(opened), Ok(_)) = (&attached, &traffic) {
-        let close = *opened + Duration::from_millis(3500);
-        thread::sleep(close.saturating_duration_since(Instant::now()));
-    }
-    let traffic = traffic.and_then(Traffic::stop);
-    let output = report
-        .wait_with_output()
-        .context("waiting for balancer report");
-    attached?;
-    let (sent, received) = traffic?;
-    let report = parse_json(&output?, "balancer report")?;
+    let (report, sent, received) =
+        report_under_traffic(&g.args.balancer, g.links, 4.0, Some(BUSY_POLL_US))?;
     let method = &report["meta"]["methods"]["busy_poll"];
     let detail = method["detail"].as_str().unwrap_or_default().to_string();
     if method["active"] != Value::Bool(true) {
@@ -1297,6 +1288,20 @@ fn busy_poll(g: &mut Guest) -> Result<Outcome> {
         bail!("no busy-poll time on {}: {line}", g.dut.name);
     }
     Ok(Outcome::Pass(line))
+}
+
+/// The queue IRQs of the virtio NICs other than the dut (the load generator's): test
+/// equipment, kept where they are.
+fn generator_irqs(dut: &Nic) -> Result<Vec<u32>> {
+    Ok(fs::read_to_string("/proc/interrupts")?
+        .lines()
+        .filter(|l| {
+            l.contains("virtio")
+                && !l.contains(&format!("{}-", dut.virtio))
+                && (l.contains("-input.") || l.contains("-output."))
+        })
+        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+        .collect())
 }
 
 /// Finds an entry of a map keyed by `key`, or of a list by its `field`.
@@ -1484,15 +1489,7 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
     let config = dir.join("balancer.toml");
     // The load generator's NIC is test equipment, not under test: its IRQs stay put so
     // that its own cost does not wander onto the CPUs measured.
-    let generator_irqs: Vec<u32> = fs::read_to_string("/proc/interrupts")?
-        .lines()
-        .filter(|l| {
-            l.contains("virtio")
-                && !l.contains(&format!("{}-", g.dut.virtio))
-                && (l.contains("-input.") || l.contains("-output."))
-        })
-        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
-        .collect();
+    let generator_irqs = generator_irqs(&g.dut)?;
     let metrics = "127.0.0.1:9717";
     // The metrics endpoint is on loopback, which the guest's init leaves down.
     run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
@@ -2026,15 +2023,7 @@ fn overhead(g: &mut Guest) -> Result<Outcome> {
     let bin = g.args.balancer.clone();
     let dev = g.dut.name.clone();
     let dut_irqs = g.dut.all_irqs();
-    let generator_irqs: Vec<u32> = fs::read_to_string("/proc/interrupts")?
-        .lines()
-        .filter(|l| {
-            l.contains("virtio")
-                && !l.contains(&format!("{}-", g.dut.virtio))
-                && (l.contains("-input.") || l.contains("-output."))
-        })
-        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
-        .collect();
+    let generator_irqs = generator_irqs(&g.dut)?;
     let mut original = BTreeMap::new();
     for (i, mask) in dut_irqs
         .iter()
