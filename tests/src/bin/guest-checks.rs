@@ -36,6 +36,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("daemon-balances", daemon_balances),
     ("managed-irq", managed_irq),
     ("busy-poll", busy_poll),
+    ("host-traffic", host_traffic),
     ("cpu-offline", cpu_offline),
     ("overhead", overhead),
 ];
@@ -101,6 +102,21 @@ fn parse_args() -> Result<Args> {
 }
 
 fn main() -> ExitCode {
+    // The host side of the VM harness runs this binary as its traffic server, in the
+    // guest's host-side namespace (xtask/src/vm/qemu.rs).
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, addr] = &argv[..]
+        && flag == "--serve-traffic"
+    {
+        let served = addr
+            .parse()
+            .with_context(|| format!("--serve-traffic {addr}"))
+            .and_then(balancer_tests::host_traffic::serve);
+        if let Err(err) = served {
+            eprintln!("guest-checks: {err:#}");
+        }
+        return ExitCode::FAILURE;
+    }
     if !Path::new(GUEST_MARKER).exists() {
         eprintln!("guest-checks: {GUEST_MARKER} is missing: this runs only inside the test VM");
         return ExitCode::FAILURE;
@@ -1258,6 +1274,68 @@ impl Traffic {
     }
 }
 
+/// Traffic from outside the guest: the host-side server (`balancer_tests::host_traffic`, on the
+/// guest's bridge) sends 64 flows to the dut for 3 s. Passes when at least half the datagrams
+/// arrive (rx_packets) and every rx queue takes some (the tap spreads flows by their hash), so
+/// scenarios can load the guest without a sender on its own vCPUs.
+fn host_traffic(g: &mut Guest) -> Result<Outcome> {
+    use balancer_tests::host_traffic::{Flow, HostTraffic};
+    const FLOWS: u16 = 64;
+    const PPS: u32 = 50; // per flow: 3,200 datagrams/s in all
+    let flows: Vec<Flow> = (0..FLOWS)
+        .map(|i| Flow {
+            src_port: 40_000 + i,
+            dst_port: PORT + 1,
+            pps: PPS,
+            size: 256,
+        })
+        .collect();
+    let irqs_before = interrupts()?;
+    let rx_before = rx_packets(&g.dut.name)?;
+    let traffic = HostTraffic::start(DUT_ADDR, &flows)?;
+    let started = Instant::now();
+    thread::sleep(Duration::from_secs(3));
+    let sent = traffic.stop()?;
+    let secs = started.elapsed().as_secs_f64();
+    let received = rx_packets(&g.dut.name)?.saturating_sub(rx_before);
+    let irqs_after = interrupts()?;
+    let per_queue: BTreeMap<usize, u64> = g
+        .dut
+        .input_irqs
+        .iter()
+        .map(|(q, irq)| {
+            let d = irqs_after.get(irq).copied().unwrap_or(0);
+            (
+                *q,
+                d.saturating_sub(irqs_before.get(irq).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let detail = format!(
+        "the host sent {sent} datagrams in {secs:.1} s ({:.0}/s), the dut received {received}; \
+         rx interrupts per queue {per_queue:?}",
+        sent as f64 / secs
+    );
+    g.facts.push(format!(
+        "host-traffic: {:.0} datagrams/s taken",
+        received as f64 / secs
+    ));
+    if sent == 0 || received * 2 < sent {
+        bail!("too little arrived: {detail}");
+    }
+    if let Some((q, _)) = per_queue.iter().find(|(_, n)| **n == 0) {
+        bail!("rx queue {q} took no interrupt: {detail}");
+    }
+    Ok(Outcome::Pass(detail))
+}
+
+/// Packets `dev` received, from its statistics.
+fn rx_packets(dev: &str) -> Result<u64> {
+    read_trimmed(&format!("/sys/class/net/{dev}/statistics/rx_packets"))?
+        .parse()
+        .context("parsing rx_packets")
+}
+
 /// Busy polling: a receiver on the dut with `SO_BUSY_POLL` polls the queue's NAPI instance from
 /// its own `recv` (process context, outside NET_RX). Where the probe times the busy-poll loop
 /// (fentry on it), the report shows busy-poll time on the dut's instances; where the kernel
@@ -1950,11 +2028,7 @@ fn measure_load(
     secs: f64,
     daemon: Option<u32>,
 ) -> Result<(Load, Option<f64>)> {
-    let rx = || -> Result<u64> {
-        read_trimmed(&format!("/sys/class/net/{dev}/statistics/rx_packets"))?
-            .parse()
-            .context("parsing rx_packets")
-    };
+    let rx = || rx_packets(dev);
     let (busy0, total0) = cpu_times(cpu)?;
     let packets0 = rx()?;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);

@@ -37,7 +37,15 @@ pub struct Guest<'a> {
     pub accel: Accel,
     /// Extra kernel parameters.
     pub append: &'a str,
+    /// The static guest-checks binary, run on the host side as the guest's traffic server.
+    pub traffic_server: &'a Path,
 }
+
+/// Where the host-side traffic server listens: `balancer_tests::host_traffic`'s address and
+/// port (xtask does not link the tests crate; a test there checks that they agree).
+pub const TRAFFIC_ADDR: &str = "10.77.0.3";
+pub const TRAFFIC_PREFIX: u8 = 24;
+pub const TRAFFIC_PORT: u16 = 7700;
 
 /// How a guest ended and what it wrote.
 pub struct Run {
@@ -54,7 +62,13 @@ impl Guest<'_> {
         let console = self.dir.join("console.log");
         let results = self.dir.join("results.log");
         let qemu_log = self.dir.join("qemu.log");
-        let net = HostNet::create(self.tag, &["tap0", "tap1"])?;
+        let net = HostNet::create(
+            self.tag,
+            &format!("{TRAFFIC_ADDR}/{TRAFFIC_PREFIX}"),
+            &["tap0", "tap1"],
+        )?;
+        let server =
+            TrafficServer::start(&net, self.traffic_server, &self.dir.join("traffic.log"))?;
 
         // qemu's own complaints (a bad option, a missing tap) go to its stderr.
         let log = File::create(&qemu_log).context("creating the qemu log")?;
@@ -67,6 +81,7 @@ impl Guest<'_> {
         let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
         let ended = wait(&mut child, Some(self.timeout), "qemu")?;
         let elapsed = start.elapsed();
+        drop(server);
         drop(net);
         Ok(Run {
             ended,
@@ -168,5 +183,30 @@ impl Guest<'_> {
             format!("file:{}", results.display()),
         ]);
         args
+    }
+}
+
+/// The host-side traffic server of one guest, killed when dropped (before its namespace goes).
+struct TrafficServer(std::process::Child);
+
+impl TrafficServer {
+    fn start(net: &HostNet, binary: &Path, log: &Path) -> Result<TrafficServer> {
+        let log = File::create(log).context("creating the traffic server's log")?;
+        let child = net
+            .command(&binary.display().to_string())
+            .args(["--serve-traffic", &format!("{TRAFFIC_ADDR}:{TRAFFIC_PORT}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the traffic server {}", binary.display()))?;
+        Ok(TrafficServer(child))
+    }
+}
+
+impl Drop for TrafficServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
