@@ -21,8 +21,11 @@ pub const PEER_MAC: &str = "52:54:00:ba:1a:00";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
-    /// Emulation: slow but boots everywhere.
+    /// Emulation: slow but boots everywhere. One host thread for all vCPUs.
     Tcg,
+    /// Emulation with one host thread per vCPU: work on one vCPU does not stall the others
+    /// (what the overhead figure needs); guests died now and then in kernel code patching.
+    TcgMulti,
     /// Hardware virtualisation: guests hang under it on some hosts (the build machines).
     Kvm,
 }
@@ -108,6 +111,7 @@ impl Guest<'_> {
             // in kernel code patching (a soft lockup on a jump-label NOP at boot, an oops under
             // traffic); single-threaded they run as fast on this 2-core machine.
             Accel::Tcg => ("tcg,thread=single", "max"),
+            Accel::TcgMulti => ("tcg,thread=multi", "max"),
             Accel::Kvm => ("kvm", "host"),
         };
         let vectors = 2 * QUEUES + 2; // rx and tx per queue pair, config, spare
