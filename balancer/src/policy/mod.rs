@@ -77,30 +77,30 @@ pub use history::{
     StuckRecord,
 };
 pub use snapshot::{CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, PollSnap, QueueSnap, Snapshot};
-pub use sticking::{MIN_UNTIMED_POLLS, STUCK_IRQ_PER_POLL, STUCK_SHARE, Stuck, stuck};
+pub(crate) use sticking::{MIN_UNTIMED_POLLS, STUCK_IRQ_PER_POLL, STUCK_SHARE, Stuck, stuck};
 
 /// An IRQ below this share of one CPU is not worth a vector on another CPU.
-pub const MIN_WEIGHT: f64 = 0.01;
+pub(crate) const MIN_WEIGHT: f64 = 0.01;
 /// CPUs below this load can take RPS work.
-pub const RPS_IDLE: f64 = 0.5;
+pub(crate) const RPS_IDLE: f64 = 0.5;
 /// Weight of a sibling's load when ranking targets: prefers an idle core to the sibling of
 /// a busy one without refusing siblings.
-pub const HT_BIAS: f64 = 0.1;
+pub(crate) const HT_BIAS: f64 = 0.1;
 /// A CPU this busy is saturated: its IRQs' measured time understates their demand.
-pub const SATURATED: f64 = 0.98;
+pub(crate) const SATURATED: f64 = 0.98;
 /// Balancing stops when the busiest CPU is within this share of the best possible.
-pub const NEAR_BOUND: f64 = 0.05;
+pub(crate) const NEAR_BOUND: f64 = 0.05;
 /// Intervals a CPU that refused a vector (ENOSPC) stays marked full.
-pub const FULL_FORGET: u64 = 100;
+pub(crate) const FULL_FORGET: u64 = 100;
 /// Readings kept per CPU and IRQ for the noise estimate: 10 intervals (20 to 50 s at the
 /// daemon's intervals) follow a change of traffic and are enough for a median.
-pub const NOISE_WINDOW: usize = 10;
+pub(crate) const NOISE_WINDOW: usize = 10;
 /// Changes needed before the noise is trusted; below, only `min-gain` holds.
-pub const NOISE_MIN_SAMPLES: usize = 3;
+pub(crate) const NOISE_MIN_SAMPLES: usize = 3;
 /// A move must gain this many standard deviations of the noise of the loads it compares.
 /// The plan weighs many candidate moves each interval, so two would let pure noise through
 /// too often (a one-sided 2.3% each); three keep that near 0.1%.
-pub const NOISE_K: f64 = 3.0;
+pub(crate) const NOISE_K: f64 = 3.0;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
@@ -117,7 +117,7 @@ pub struct Plan {
 
 impl Plan {
     /// Whether the daemon should look again soon.
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         !self.actions.is_empty() || !self.overloaded.is_empty()
     }
 }
@@ -222,7 +222,7 @@ struct Work<'a> {
 }
 
 /// Makes the plan for one interval.
-pub fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
+pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
     let mut w = Work::new(s, cfg, hist);
     w.verify_last_moves();
     let stuck = w.sticking();

@@ -34,13 +34,13 @@ pub struct Row {
     /// Aligned with [`Interrupts::cpus`]; short rows (`ERR`, `MIS`) padded with zeros.
     pub counts: Vec<u64>,
     /// Numbered rows only.
-    pub chip: String,
+    pub(crate) chip: String,
     /// Numbered rows only, e.g. "1-edge".
-    pub hwirq: String,
+    pub(crate) hwirq: String,
     /// Numbered rows only.
     pub actions: Vec<String>,
     /// Named rows only, e.g. "Local timer interrupts".
-    pub description: String,
+    pub(crate) description: String,
 }
 
 impl Row {

@@ -14,11 +14,11 @@ use super::SystemError;
 /// Time a CPU spent in each state since boot, in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CpuTimes {
-    pub user: u64,
-    pub nice: u64,
-    pub system: u64,
-    pub idle: u64,
-    pub iowait: u64,
+    pub(crate) user: u64,
+    pub(crate) nice: u64,
+    pub(crate) system: u64,
+    pub(crate) idle: u64,
+    pub(crate) iowait: u64,
     pub irq: u64,
     pub softirq: u64,
     pub steal: u64,
@@ -49,7 +49,7 @@ impl CpuTimes {
 }
 
 /// The kernel's USER_HZ, the unit of `proc/stat`.
-pub fn user_hz() -> u64 {
+pub(crate) fn user_hz() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as u64 } else { 100 }
@@ -65,11 +65,11 @@ pub fn read(root: &Path) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
 }
 
 /// Per-CPU times keyed by CPU id, with USER_HZ from this machine.
-pub fn parse(text: &str) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
+pub(crate) fn parse(text: &str) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
     parse_with_hz(text, user_hz())
 }
 
-pub fn parse_with_hz(text: &str, hz: u64) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
+pub(crate) fn parse_with_hz(text: &str, hz: u64) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
     let hz = hz.max(1);
     let info = ExplicitSystemInfo {
         boot_time_secs: 0,
