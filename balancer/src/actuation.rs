@@ -810,9 +810,10 @@ pub(crate) fn restore<S: Sys>(
     Ok(r)
 }
 
-/// A [`Sys`] that fails chosen writes: for tests, and for trying the error paths by hand.
-pub struct Faults<S: Sys> {
-    pub inner: S,
+/// A [`Sys`] that fails chosen writes, for the tests.
+#[cfg(test)]
+pub(crate) struct Faults<S: Sys> {
+    pub(crate) inner: S,
     /// (path suffix, errno): a write to a path ending so fails with that errno.
     pub(crate) write_errors: Vec<(String, i32)>,
     /// Thread affinities, by pid, instead of the real syscalls (fixture roots).
@@ -821,6 +822,7 @@ pub struct Faults<S: Sys> {
     pub(crate) log: Vec<(String, String)>,
 }
 
+#[cfg(test)]
 impl<S: Sys> Faults<S> {
     pub(crate) fn new(inner: S) -> Self {
         Faults {
@@ -837,6 +839,7 @@ impl<S: Sys> Faults<S> {
     }
 }
 
+#[cfg(test)]
 impl<S: Sys> Sys for Faults<S> {
     fn read(&mut self, path: &Path) -> io::Result<String> {
         self.inner.read(path)

@@ -614,7 +614,8 @@ fn unattributed_rows(a: &Attribution) -> Vec<UnattributedRow> {
 
 impl Report {
     /// Text tables in the full layout, at most 100 columns wide.
-    pub fn to_text(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn to_text(&self) -> String {
         self.to_text_width(FULL_WIDTH)
     }
 

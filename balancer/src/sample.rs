@@ -376,10 +376,6 @@ impl Sampler {
         &self.probe
     }
 
-    pub fn probe_mut(&mut self) -> &mut Probe {
-        &mut self.probe
-    }
-
     /// The interval since the previous call (or since `new`).
     pub fn sample(&mut self) -> anyhow::Result<Interval> {
         let cur = Snapshot::take(&self.probe, &self.root)?;

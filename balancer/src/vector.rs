@@ -124,11 +124,7 @@ impl SysVector {
         SysVector::SpuriousApic,
     ];
 
-    pub fn from_index(v: usize) -> Option<SysVector> {
-        SysVector::ALL.get(v).copied()
-    }
-
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -181,7 +177,7 @@ mod tests {
         assert_eq!(Softirq::NetRx.name(), "NET_RX");
         assert_eq!(Softirq::from_index(NR_SOFTIRQS), None);
         for (i, v) in SysVector::ALL.iter().enumerate() {
-            assert_eq!((v.index(), SysVector::from_index(i)), (i, Some(*v)));
+            assert_eq!(v.index(), i);
         }
         assert_eq!(SysVector::LocalTimer.name(), "local_timer");
         assert_eq!(SysVector::SpuriousApic.name(), "spurious_apic");

@@ -160,17 +160,6 @@ impl Series {
         let mut size: Vec<f64> = self.changes.iter().map(|x| x.abs()).collect();
         1.4826 * median(&mut size) / std::f64::consts::SQRT_2
     }
-
-    /// Median of the readings taken at or after `tick`, if any.
-    pub fn median_since(&self, tick: u64) -> Option<f64> {
-        let mut v: Vec<f64> = self
-            .readings
-            .iter()
-            .filter(|(t, _)| *t >= tick)
-            .map(|(_, x)| *x)
-            .collect();
-        (!v.is_empty()).then(|| median(&mut v))
-    }
 }
 
 pub(super) fn median(v: &mut [f64]) -> f64 {

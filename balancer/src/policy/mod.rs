@@ -77,7 +77,7 @@ pub use history::{
     StuckRecord,
 };
 pub use snapshot::{CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, PollSnap, QueueSnap, Snapshot};
-pub(crate) use sticking::{MIN_UNTIMED_POLLS, STUCK_IRQ_PER_POLL, STUCK_SHARE, Stuck, stuck};
+pub(crate) use sticking::{Stuck, stuck};
 
 /// An IRQ below this share of one CPU is not worth a vector on another CPU.
 pub(crate) const MIN_WEIGHT: f64 = 0.01;
@@ -160,7 +160,8 @@ pub enum ActionKind {
 
 impl ActionKind {
     /// Every IRQ the action writes.
-    pub fn irqs(&self) -> Vec<u32> {
+    #[cfg(test)]
+    pub(crate) fn irqs(&self) -> Vec<u32> {
         match self {
             ActionKind::Move {
                 irq, companions, ..

@@ -95,10 +95,6 @@ impl IrqSnap {
             .map(|(_, l)| l.ns)
             .sum()
     }
-
-    pub fn is_rx(&self) -> bool {
-        matches!(self.queue, Some((QueueKind::Rx | QueueKind::RxTx, _)))
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

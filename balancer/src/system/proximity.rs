@@ -64,10 +64,6 @@ impl Proximity {
         &self.rules
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Reads and parses a file.
     pub fn read(path: &Path) -> Result<(Proximity, Vec<ProximityError>), SystemError> {
         let text = std::fs::read_to_string(path).map_err(|e| SystemError::io(path, e))?;

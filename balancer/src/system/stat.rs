@@ -20,32 +20,8 @@ pub struct CpuTimes {
     pub(crate) idle: u64,
     pub(crate) iowait: u64,
     pub irq: u64,
-    pub softirq: u64,
-    pub steal: u64,
-}
-
-impl CpuTimes {
-    pub fn total(&self) -> u64 {
-        [
-            self.user,
-            self.nice,
-            self.system,
-            self.idle,
-            self.iowait,
-            self.irq,
-            self.softirq,
-            self.steal,
-        ]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b))
-    }
-
-    /// Time not idle (idle and iowait are both idle).
-    pub fn busy(&self) -> u64 {
-        self.total()
-            .saturating_sub(self.idle)
-            .saturating_sub(self.iowait)
-    }
+    pub(crate) softirq: u64,
+    pub(crate) steal: u64,
 }
 
 /// The kernel's USER_HZ, the unit of `proc/stat`.
@@ -151,7 +127,6 @@ softirq 1 2 3 4 5 6 7 8 9 10 11
         assert_eq!(c0.irq, 30_000_000);
         assert_eq!(c0.softirq, 40_000_000);
         assert_eq!(c0.steal, 40_000_000);
-        assert_eq!(c0.busy(), c0.total() - c0.idle - c0.iowait);
     }
 
     #[test]
