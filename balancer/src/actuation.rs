@@ -146,13 +146,13 @@ fn boot_mismatch(written: &Option<String>, now: &Option<String>) -> String {
 }
 
 /// The current journal format: 2 added the boot id.
-pub(crate) const JOURNAL_VERSION: u32 = 2;
+const JOURNAL_VERSION: u32 = 2;
 
 /// Where the kernel says which boot this is, relative to the root.
 const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
 
 /// This boot's id under `root`; None where the file is missing (fixture roots) or unreadable.
-pub(crate) fn boot_id<S: Sys>(root: &Path, sys: &mut S) -> Option<String> {
+fn boot_id<S: Sys>(root: &Path, sys: &mut S) -> Option<String> {
     let id = sys.read(&root.join(BOOT_ID)).ok()?;
     Some(id.trim().to_string()).filter(|s| !s.is_empty())
 }
@@ -177,10 +177,10 @@ impl std::fmt::Display for Target {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Entry {
-    pub(crate) target: Target,
+struct Entry {
+    target: Target,
     /// The original value as read (file text, or a cpulist for threads).
-    pub(crate) original: String,
+    original: String,
 }
 
 /// Which kind of value a target holds.
@@ -258,17 +258,17 @@ impl Entry {
 
 /// Original values of everything changed, in the order first changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Journal {
-    pub(crate) version: u32,
+struct Journal {
+    version: u32,
     /// The boot it was written in (absent in version 1, and where the root has no boot id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) boot_id: Option<String>,
-    pub(crate) entries: Vec<Entry>,
+    boot_id: Option<String>,
+    entries: Vec<Entry>,
 }
 
 impl Journal {
     /// An empty journal of this format for boot `boot_id`.
-    pub(crate) fn new(boot_id: Option<String>) -> Journal {
+    fn new(boot_id: Option<String>) -> Journal {
         Journal {
             version: JOURNAL_VERSION,
             boot_id,
@@ -279,13 +279,13 @@ impl Journal {
     /// Loads `path`; an absent file is an empty journal of no boot. (The balancer itself
     /// needs to tell an absent journal apart: [`Journal::load_opt`].)
     #[cfg(test)]
-    pub(crate) fn load(path: &Path) -> Result<Journal, JournalError> {
+    fn load(path: &Path) -> Result<Journal, JournalError> {
         Ok(Journal::load_opt(path)?.unwrap_or_else(|| Journal::new(None)))
     }
 
     /// Loads `path`, None when it does not exist. The version is checked before the rest, so
     /// a newer format is reported as such rather than as a parse error.
-    pub(crate) fn load_opt(path: &Path) -> Result<Option<Journal>, JournalError> {
+    fn load_opt(path: &Path) -> Result<Option<Journal>, JournalError> {
         let text = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -322,7 +322,7 @@ impl Journal {
     }
 
     /// Writes `path` atomically: a reader sees the old journal or the new one, never half.
-    pub(crate) fn save(&self, path: &Path) -> Result<(), JournalError> {
+    fn save(&self, path: &Path) -> Result<(), JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_path_buf(),
             source,
@@ -621,7 +621,7 @@ impl<S: Sys> Actuator<S> {
 }
 
 /// Where [`Actuator::new`] puts a journal of another boot.
-pub(crate) fn previous_boot_path(journal: &Path) -> PathBuf {
+fn previous_boot_path(journal: &Path) -> PathBuf {
     let mut name = journal.file_name().unwrap_or_default().to_os_string();
     name.push(".previous-boot");
     journal.with_file_name(name)
@@ -812,19 +812,19 @@ pub(crate) fn restore<S: Sys>(
 
 /// A [`Sys`] that fails chosen writes, for the tests.
 #[cfg(test)]
-pub(crate) struct Faults<S: Sys> {
-    pub(crate) inner: S,
+struct Faults<S: Sys> {
+    inner: S,
     /// (path suffix, errno): a write to a path ending so fails with that errno.
-    pub(crate) write_errors: Vec<(String, i32)>,
+    write_errors: Vec<(String, i32)>,
     /// Thread affinities, by pid, instead of the real syscalls (fixture roots).
-    pub(crate) threads: std::collections::BTreeMap<u32, CpuSet>,
+    threads: std::collections::BTreeMap<u32, CpuSet>,
     /// Every successful write, in order.
-    pub(crate) log: Vec<(String, String)>,
+    log: Vec<(String, String)>,
 }
 
 #[cfg(test)]
 impl<S: Sys> Faults<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    fn new(inner: S) -> Self {
         Faults {
             inner,
             write_errors: Vec::new(),
@@ -833,7 +833,7 @@ impl<S: Sys> Faults<S> {
         }
     }
 
-    pub(crate) fn fail(mut self, suffix: &str, errno: i32) -> Self {
+    fn fail(mut self, suffix: &str, errno: i32) -> Self {
         self.write_errors.push((suffix.to_string(), errno));
         self
     }

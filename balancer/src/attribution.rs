@@ -32,7 +32,7 @@ use crate::{
 pub(crate) const BACKLOG_DEVICE: &str = "(no_device)";
 /// NET_RX softirqs raised by an IRQ in which an instance was polled, before co-occurrence
 /// counts as a link: a queue that fired twice says nothing yet.
-pub(crate) const MIN_COOCCURRENCE: u64 = 5;
+const MIN_COOCCURRENCE: u64 = 5;
 
 /// How a NAPI instance was linked to an IRQ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -381,7 +381,7 @@ pub(crate) struct IrqCpu {
     /// From /proc/interrupts.
     pub(crate) interrupts: u64,
     /// Handler runs seen by the probe.
-    pub(crate) handler_runs: u64,
+    handler_runs: u64,
     pub(crate) hardirq_ns: u64,
     /// NET_RX poll time of its NAPI instances on this CPU.
     pub(crate) softirq_ns: u64,

@@ -20,7 +20,7 @@ use crate::cpumask::CpuSet;
 pub(crate) const DEFAULT_JOURNAL: &str = "/var/lib/balancer/journal.json";
 /// The single-instance lock, in the directory systemd's `RuntimeDirectory=balancer` makes
 /// (the only place under /run the hardened unit can write).
-pub(crate) const DEFAULT_LOCK: &str = "/run/balancer/balancer.lock";
+const DEFAULT_LOCK: &str = "/run/balancer/balancer.lock";
 /// Where the daemon looks when `--config` is not given (a missing file means defaults).
 pub(crate) const DEFAULT_CONFIG: &str = "/etc/balancer/balancer.toml";
 
@@ -189,9 +189,9 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {
     /// 1-based.
-    pub(crate) line: usize,
-    pub(crate) key: Option<String>,
-    pub(crate) message: String,
+    line: usize,
+    key: Option<String>,
+    message: String,
 }
 
 /// A configuration error. `Invalid` lists every problem of the file at once, one
@@ -229,12 +229,12 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MachineFacts {
     /// Present CPUs, online or not.
-    pub(crate) cpus: CpuSet,
-    pub(crate) online: CpuSet,
-    pub(crate) isolated: CpuSet,
-    pub(crate) nohz_full: CpuSet,
+    cpus: CpuSet,
+    online: CpuSet,
+    isolated: CpuSet,
+    nohz_full: CpuSet,
     /// IRQ numbers of /proc/interrupts.
-    pub(crate) irqs: BTreeSet<u32>,
+    irqs: BTreeSet<u32>,
 }
 
 impl MachineFacts {
@@ -254,7 +254,7 @@ impl MachineFacts {
     }
 
     /// CPUs that never take IRQs whatever the config says.
-    pub(crate) fn banned_by_kernel(&self) -> CpuSet {
+    fn banned_by_kernel(&self) -> CpuSet {
         self.isolated.union(&self.nohz_full)
     }
 }

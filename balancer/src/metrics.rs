@@ -658,9 +658,9 @@ impl Endpoint {
     still.map(|a| format!(" (still serving on {a})")).unwrap_or_default()
 )]
 pub(crate) struct EndpointError {
-    pub(crate) addr: SocketAddr,
+    addr: SocketAddr,
     /// The listener that keeps serving.
-    pub(crate) still: Option<SocketAddr>,
+    still: Option<SocketAddr>,
     #[source]
-    pub(crate) source: std::io::Error,
+    source: std::io::Error,
 }

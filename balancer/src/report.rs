@@ -85,28 +85,28 @@ pub(crate) struct Meta {
     pub(crate) kernel: Option<String>,
     pub(crate) duration_s: f64,
     pub(crate) cpus_online: String,
-    pub(crate) methods: Methods,
+    methods: Methods,
     /// Parts that could not run, with the reason.
     pub(crate) missing: Vec<String>,
-    pub(crate) warnings: Vec<String>,
+    warnings: Vec<String>,
     /// IRQs appearing or vanishing, CPUs going on- or offline during the sample.
     pub(crate) events: Vec<String>,
     /// Whether /proc/stat has counted any IRQ or softirq time since boot: kernels without
     /// CONFIG_IRQ_TIME_ACCOUNTING (Debian's cloud kernels) never do.
-    pub(crate) stat_irq_time: bool,
+    stat_irq_time: bool,
     pub(crate) coverage: Coverage,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Methods {
+struct Methods {
     /// What the probes measure and how, as keys of their own in `methods`.
     #[serde(flatten)]
-    pub(crate) probe: ProbeStatus,
+    probe: ProbeStatus,
     /// The netdev generic netlink family (napi-get, queue-get): whether its exact links
     /// (and threaded NAPI's kthread pids) were available, and why not.
-    pub(crate) netlink_links: NetdevStatus,
+    netlink_links: NetdevStatus,
     /// Link methods the NAPI instances of this report actually used, by name.
-    pub(crate) napi_irq_link: Vec<LinkMethod>,
+    napi_irq_link: Vec<LinkMethod>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -119,16 +119,16 @@ pub(crate) struct CpuRow {
     pub(crate) softirq_pct: PerSoftirq<f64>,
     pub(crate) softirq_total_pct: f64,
     /// Of the softirq time: the part attributed to IRQs and the part in named buckets.
-    pub(crate) softirq_to_irqs_pct: f64,
-    pub(crate) softirq_unattributed_pct: f64,
+    softirq_to_irqs_pct: f64,
+    softirq_unattributed_pct: f64,
     /// What /proc/stat claims for the same interval; null without a /proc/stat row.
-    pub(crate) stat_hardirq_pct: Option<f64>,
-    pub(crate) stat_softirq_pct: Option<f64>,
+    stat_hardirq_pct: Option<f64>,
+    stat_softirq_pct: Option<f64>,
     pub(crate) busy_pct: Option<f64>,
     /// Poll time in NAPI kthreads and busy-poll loops on this CPU, % of the CPU: task time,
     /// in none of the softirq figures above.
-    pub(crate) threaded_pct: f64,
-    pub(crate) busy_poll_pct: f64,
+    threaded_pct: f64,
+    busy_poll_pct: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -138,8 +138,8 @@ pub(crate) struct IrqCpuRow {
     pub(crate) hardirq_ns: u64,
     pub(crate) softirq_ns: u64,
     /// Its instances' polls in NAPI kthreads and busy-poll loops (task time, not softirq).
-    pub(crate) threaded_ns: u64,
-    pub(crate) busy_poll_ns: u64,
+    threaded_ns: u64,
+    busy_poll_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -149,9 +149,9 @@ pub(crate) struct IrqRow {
     pub(crate) name: String,
     pub(crate) chip: Option<String>,
     pub(crate) device: Option<String>,
-    pub(crate) netdev: Option<String>,
-    pub(crate) queue: Option<u32>,
-    pub(crate) queue_kind: Option<QueueKind>,
+    netdev: Option<String>,
+    queue: Option<u32>,
+    queue_kind: Option<QueueKind>,
     pub(crate) node: Option<u32>,
     /// As cpulists.
     pub(crate) smp_affinity: Option<CpuSet>,
@@ -162,8 +162,8 @@ pub(crate) struct IrqRow {
     pub(crate) softirq_ns: u64,
     /// Poll time of its instances in NAPI kthreads and busy-poll loops: task time, apart
     /// from `softirq_ns` and not in `weight_ns` (moving the IRQ does not move it).
-    pub(crate) threaded_ns: u64,
-    pub(crate) busy_poll_ns: u64,
+    threaded_ns: u64,
+    busy_poll_ns: u64,
     pub(crate) weight_ns: u64,
     /// Time as % of one CPU over the interval.
     pub(crate) hardirq_pct: f64,
@@ -173,18 +173,18 @@ pub(crate) struct IrqRow {
     pub(crate) interrupt_share: f64,
     pub(crate) time_share: f64,
     /// napi_id (or kernel address) of linked NAPI instances.
-    pub(crate) napi: Vec<String>,
+    napi: Vec<String>,
     pub(crate) cpus: Vec<IrqCpuRow>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct SoftirqRow {
-    pub(crate) cpu: u32,
-    pub(crate) vec: Softirq,
-    pub(crate) raises: u64,
-    pub(crate) runs: u64,
-    pub(crate) ns: u64,
-    pub(crate) pct: f64,
+struct SoftirqRow {
+    cpu: u32,
+    vec: Softirq,
+    raises: u64,
+    runs: u64,
+    ns: u64,
+    pct: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -193,7 +193,7 @@ pub(crate) struct SysvecRow {
     /// Serialised as the `irq_vectors:` tracepoint's name.
     pub(crate) vector: SysVector,
     pub(crate) runs: u64,
-    pub(crate) ns: u64,
+    ns: u64,
     pub(crate) pct: f64,
 }
 
@@ -216,21 +216,21 @@ pub(crate) struct Coverage {
 /// What the probes cost over the interval, as % of one CPU (summed over CPUs).
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct ProbeCost {
-    pub(crate) cpu_pct: f64,
+    cpu_pct: f64,
     /// How it was obtained: `kernel.bpf_stats` (program run time only, no dispatch) or an
     /// estimate from the events counted times the benchmark's end-to-end cost per event.
-    pub(crate) method: String,
+    method: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct NapiCpuRow {
-    pub(crate) cpu: u32,
-    pub(crate) polls: u64,
-    pub(crate) ns: u64,
-    pub(crate) threaded_ns: u64,
-    pub(crate) busy_poll_ns: u64,
+struct NapiCpuRow {
+    cpu: u32,
+    polls: u64,
+    ns: u64,
+    threaded_ns: u64,
+    busy_poll_ns: u64,
     /// Share of the instance's poll time (of its polls when no time was measured).
-    pub(crate) share: f64,
+    share: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -241,42 +241,42 @@ pub(crate) struct NapiRow {
     pub(crate) device: String,
     pub(crate) irq: Option<u32>,
     pub(crate) link: LinkMethod,
-    pub(crate) link_evidence: u64,
-    pub(crate) link_confidence: f64,
+    link_evidence: u64,
+    link_confidence: f64,
     /// The poll kthread of threaded NAPI (netlink napi-get), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) thread_pid: Option<u32>,
     pub(crate) polls: u64,
-    pub(crate) packets: u64,
+    packets: u64,
     pub(crate) packets_per_s: f64,
     pub(crate) budget_exhausted_share: f64,
     /// Polls that got no time: outside NET_RX softirq with no start mark (see meta's
     /// threaded_napi and busy_poll).
-    pub(crate) untimed_polls: u64,
+    untimed_polls: u64,
     /// Poll time in NET_RX softirqs.
-    pub(crate) ns: u64,
+    ns: u64,
     pub(crate) pct: f64,
     /// Polls in the instance's NAPI kthread, and their time (task time, not softirq).
-    pub(crate) threaded_polls: u64,
+    threaded_polls: u64,
     pub(crate) threaded_ns: u64,
     pub(crate) threaded_pct: f64,
     /// Busy polls by tasks in a busy-poll loop, and their time (task time, not softirq).
-    pub(crate) busy_polls: u64,
+    busy_polls: u64,
     pub(crate) busy_poll_ns: u64,
     pub(crate) busy_poll_pct: f64,
-    pub(crate) cpus: Vec<NapiCpuRow>,
+    cpus: Vec<NapiCpuRow>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct UnattributedRow {
-    pub(crate) cpu: u32,
-    pub(crate) vec: Softirq,
-    pub(crate) bucket: Bucket,
-    pub(crate) ns: u64,
+struct UnattributedRow {
+    cpu: u32,
+    vec: Softirq,
+    bucket: Bucket,
+    ns: u64,
     /// % of the CPU.
-    pub(crate) pct: f64,
+    pct: f64,
     /// % of the CPU's softirq time.
-    pub(crate) softirq_share: f64,
+    softirq_share: f64,
 }
 
 /// Everything the report says.
@@ -285,19 +285,19 @@ pub struct Report {
     pub(crate) meta: Meta,
     pub(crate) cpus: Vec<CpuRow>,
     pub(crate) irqs: Vec<IrqRow>,
-    pub(crate) softirqs: Vec<SoftirqRow>,
+    softirqs: Vec<SoftirqRow>,
     /// x86 system vectors (local timer, IPIs) per CPU: hardirq time that is no IRQ's.
     pub(crate) system_vectors: Vec<SysvecRow>,
     pub(crate) napi: Vec<NapiRow>,
-    pub(crate) unattributed: Vec<UnattributedRow>,
+    unattributed: Vec<UnattributedRow>,
     /// IRQs and NAPI instances left out by --top.
-    pub(crate) omitted: Omitted,
+    omitted: Omitted,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct Omitted {
-    pub(crate) irqs: usize,
-    pub(crate) napi: usize,
+struct Omitted {
+    irqs: usize,
+    napi: usize,
 }
 
 /// The TASK% cell: threaded (T) and busy-poll (B) time, `-` for none.
@@ -615,7 +615,7 @@ fn unattributed_rows(a: &Attribution) -> Vec<UnattributedRow> {
 impl Report {
     /// Text tables in the full layout, at most 100 columns wide.
     #[cfg(test)]
-    pub(crate) fn to_text(&self) -> String {
+    fn to_text(&self) -> String {
         self.to_text_width(FULL_WIDTH)
     }
 

@@ -96,7 +96,7 @@ pub(crate) struct NapiDelta {
 }
 
 impl NapiDelta {
-    pub(crate) fn is_zero(&self) -> bool {
+    fn is_zero(&self) -> bool {
         *self == NapiDelta::default()
     }
 }
@@ -150,7 +150,7 @@ impl Interval {
 
 /// Difference of a cumulative counter. A 32-bit counter that wrapped (`prev` fits in 32 bits
 /// and `cur` is below it) counts the wrap; any other decrease is a restart and counts from 0.
-pub(crate) fn counter_delta(prev: u64, cur: u64) -> u64 {
+fn counter_delta(prev: u64, cur: u64) -> u64 {
     if cur >= prev {
         cur - prev
     } else if prev <= u64::from(u32::MAX) {

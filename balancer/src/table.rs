@@ -19,19 +19,19 @@ pub(crate) enum Align {
 /// One column of a table.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Column {
-    pub(crate) header: &'static str,
+    header: &'static str,
     /// Shorter headers, longest first, taken when the column is too narrow for the header
     /// (a header is shortened rather than cut where it can be).
-    pub(crate) short: &'static [&'static str],
-    pub(crate) align: Align,
-    pub(crate) min: usize,
-    pub(crate) max: usize,
+    short: &'static [&'static str],
+    align: Align,
+    min: usize,
+    max: usize,
     /// Share of the spare width this column takes; 0: none.
-    pub(crate) flex: usize,
+    flex: usize,
     /// Widens to its longest value (up to `max`).
-    pub(crate) grow: bool,
+    grow: bool,
     /// What stands before the column (not before the first).
-    pub(crate) sep: &'static str,
+    sep: &'static str,
 }
 
 impl Column {
@@ -107,8 +107,8 @@ impl Column {
 /// A table: its columns and what stands before each line.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Table {
-    pub(crate) indent: &'static str,
-    pub(crate) columns: Vec<Column>,
+    indent: &'static str,
+    columns: Vec<Column>,
 }
 
 impl Table {

@@ -18,14 +18,14 @@ pub(crate) struct PlanArgs {
     /// Seconds to measure (0.1 to 86400, fractions allowed).
     #[arg(short, long, default_value = "5", value_name = "SECS",
           value_parser = super::parse_duration)]
-    pub(crate) duration: Duration,
+    duration: Duration,
     /// Config file (TOML) whose policy settings to plan with; default
     /// /etc/balancer/balancer.toml, defaults when it is absent.
     #[arg(long, value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Print JSON (keys: plan, cpus, no_irq_cpus).
     #[arg(long)]
-    pub(crate) json: bool,
+    json: bool,
 }
 
 #[derive(Serialize)]

@@ -28,22 +28,22 @@ pub(crate) struct ReportArgs {
     /// and reports what was measured so far.
     #[arg(short, long, default_value = "5", value_name = "SECS",
           value_parser = super::parse_duration)]
-    pub(crate) duration: Duration,
+    duration: Duration,
     /// Print one JSON object (keys: meta, cpus, irqs, softirqs, napi, unattributed) instead
     /// of tables.
     #[arg(long)]
-    pub(crate) json: bool,
+    json: bool,
     /// Show only the N IRQs and NAPI instances with the most CPU time, N at least 1 (text:
     /// default 20; JSON: default all).
     #[arg(long, value_name = "N", value_parser = super::parse_top)]
-    pub(crate) top: Option<usize>,
+    top: Option<usize>,
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
-    pub(crate) proximity: Option<PathBuf>,
+    proximity: Option<PathBuf>,
     /// Text: the full layout whatever the terminal's width (as when piped); else the tables
     /// fit `COLUMNS` or the terminal, 80 columns at least.
     #[arg(long)]
-    pub(crate) wide: bool,
+    wide: bool,
 }
 
 /// Runs the command.

@@ -24,18 +24,18 @@ balancer does not change): nothing was written; 6 bad config.")]
 pub(crate) struct RestoreArgs {
     /// The journal; default: the config's `journal` (/var/lib/balancer/journal.json).
     #[arg(long, value_name = "FILE")]
-    pub(crate) journal: Option<PathBuf>,
+    journal: Option<PathBuf>,
     /// Config file (TOML) naming the journal and the lock; default
     /// /etc/balancer/balancer.toml.
     #[arg(long, value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Restore a journal written during another boot (or one that records none): only when
     /// the machine has not rebooted since, as IRQs may be numbered differently after a boot.
     #[arg(long)]
-    pub(crate) force: bool,
+    force: bool,
     /// Root of /proc and /sys (tests use a fixture copy).
     #[arg(long, default_value = "/", hide = true)]
-    pub(crate) root: PathBuf,
+    root: PathBuf,
 }
 
 /// Runs the command.

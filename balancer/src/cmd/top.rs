@@ -34,21 +34,21 @@ pub(crate) struct TopArgs {
     /// while running.
     #[arg(short, long, default_value = "1", value_name = "SECS",
           value_parser = super::parse_duration)]
-    pub(crate) interval: Duration,
+    interval: Duration,
     /// Run the balancer policy in-process each interval and show its decisions and the
     /// sticking IRQs it finds. Writes IRQ affinities unless --dry-run.
     #[arg(long)]
-    pub(crate) balance: bool,
+    balance: bool,
     /// With --balance: plan and show, write nothing.
     #[arg(long, requires = "balance")]
-    pub(crate) dry_run: bool,
+    dry_run: bool,
     /// With --balance: write even though irqbalance runs (the two would fight over
     /// affinities); without it top refuses with exit status 3, as the daemon does.
     #[arg(long, requires = "balance")]
-    pub(crate) force: bool,
+    force: bool,
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
-    pub(crate) proximity: Option<PathBuf>,
+    proximity: Option<PathBuf>,
 }
 
 /// Runs the command.

@@ -15,17 +15,17 @@ use crate::{
 pub(crate) struct TopologyArgs {
     /// Read /proc and /sys under this directory instead of the live machine.
     #[arg(long, default_value = "/")]
-    pub(crate) root: PathBuf,
+    root: PathBuf,
     /// Proximity override file (birq's format: `<pci address or prefix> node N|cpumask HEX`).
     #[arg(long, value_name = "FILE")]
-    pub(crate) proximity: Option<PathBuf>,
+    proximity: Option<PathBuf>,
     /// Print the model as JSON.
     #[arg(long)]
-    pub(crate) json: bool,
+    json: bool,
     /// Text: the full layout whatever the terminal's width (as when piped); else the tables
     /// fit `COLUMNS` or the terminal, 80 columns at least.
     #[arg(long)]
-    pub(crate) wide: bool,
+    wide: bool,
 }
 
 /// Runs the command.

@@ -103,8 +103,8 @@ pub struct Loads {
     pub(crate) irqs: BTreeMap<u32, Series>,
     /// CPUs and IRQs whose next reading our own actions change (moves applied or pending,
     /// RPS, pins): their next change is ours, not noise.
-    pub(crate) disturbed_cpus: CpuSet,
-    pub(crate) disturbed_irqs: BTreeSet<u32>,
+    disturbed_cpus: CpuSet,
+    disturbed_irqs: BTreeSet<u32>,
 }
 
 impl Loads {
@@ -121,7 +121,7 @@ impl Loads {
 /// One load's recent readings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
-    pub(crate) last: Option<f64>,
+    last: Option<f64>,
     /// Changes between consecutive readings that nothing we did disturbed, newest last (at
     /// most [`NOISE_WINDOW`]).
     pub(crate) changes: VecDeque<f64>,

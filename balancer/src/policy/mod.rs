@@ -80,27 +80,27 @@ pub use snapshot::{CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, PollSnap, QueueSnap, 
 pub(crate) use sticking::{Stuck, stuck};
 
 /// An IRQ below this share of one CPU is not worth a vector on another CPU.
-pub(crate) const MIN_WEIGHT: f64 = 0.01;
+const MIN_WEIGHT: f64 = 0.01;
 /// CPUs below this load can take RPS work.
-pub(crate) const RPS_IDLE: f64 = 0.5;
+const RPS_IDLE: f64 = 0.5;
 /// Weight of a sibling's load when ranking targets: prefers an idle core to the sibling of
 /// a busy one without refusing siblings.
-pub(crate) const HT_BIAS: f64 = 0.1;
+const HT_BIAS: f64 = 0.1;
 /// A CPU this busy is saturated: its IRQs' measured time understates their demand.
-pub(crate) const SATURATED: f64 = 0.98;
+const SATURATED: f64 = 0.98;
 /// Balancing stops when the busiest CPU is within this share of the best possible.
-pub(crate) const NEAR_BOUND: f64 = 0.05;
+const NEAR_BOUND: f64 = 0.05;
 /// Intervals a CPU that refused a vector (ENOSPC) stays marked full.
-pub(crate) const FULL_FORGET: u64 = 100;
+const FULL_FORGET: u64 = 100;
 /// Readings kept per CPU and IRQ for the noise estimate: 10 intervals (20 to 50 s at the
 /// daemon's intervals) follow a change of traffic and are enough for a median.
-pub(crate) const NOISE_WINDOW: usize = 10;
+const NOISE_WINDOW: usize = 10;
 /// Changes needed before the noise is trusted; below, only `min-gain` holds.
-pub(crate) const NOISE_MIN_SAMPLES: usize = 3;
+const NOISE_MIN_SAMPLES: usize = 3;
 /// A move must gain this many standard deviations of the noise of the loads it compares.
 /// The plan weighs many candidate moves each interval, so two would let pure noise through
 /// too often (a one-sided 2.3% each); three keep that near 0.1%.
-pub(crate) const NOISE_K: f64 = 3.0;
+const NOISE_K: f64 = 3.0;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
@@ -161,7 +161,7 @@ pub enum ActionKind {
 impl ActionKind {
     /// Every IRQ the action writes.
     #[cfg(test)]
-    pub(crate) fn irqs(&self) -> Vec<u32> {
+    fn irqs(&self) -> Vec<u32> {
         match self {
             ActionKind::Move {
                 irq, companions, ..

@@ -11,12 +11,12 @@ use crate::cpumask::CpuSet;
 
 /// A NAPI instance is stuck when more than this share of its poll time is outside its IRQ's
 /// effective affinity...
-pub(crate) const STUCK_SHARE: f64 = 0.5;
+const STUCK_SHARE: f64 = 0.5;
 /// ...and its IRQ took fewer interrupts than this share of those polls ("none of its own":
 /// a stray interrupt from a moment the queue drained does not unstick it).
-pub(crate) const STUCK_IRQ_PER_POLL: f64 = 0.01;
+const STUCK_IRQ_PER_POLL: f64 = 0.01;
 /// Untimed (threaded) polls per second outside the IRQ's CPUs that count as sticking.
-pub(crate) const MIN_UNTIMED_POLLS: f64 = 50.0;
+const MIN_UNTIMED_POLLS: f64 = 50.0;
 
 /// A stuck NAPI instance, as [`stuck`] finds it.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,7 +9,7 @@
 //! from tracefs, offsets inside kernel structs from BTF, both at start-up. A tracepoint this
 //! kernel lacks or missing BTF switches off only the part that needs it; [`ProbeStatus`] says
 //! what runs, how, and what does not, for the report's `meta`.
-pub(crate) mod btf;
+mod btf;
 pub(crate) mod tracefs;
 
 use std::{
@@ -72,7 +72,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ba
 
 /// Reads with no change in a NAPI instance's counters before its entry is deleted from the
 /// kernel map: instances of deleted devices stop polling, and their slots are needed.
-pub(crate) const NAPI_PRUNE_AFTER: u32 = 3;
+const NAPI_PRUNE_AFTER: u32 = 3;
 
 /// End-to-end cost of one event (dispatch and program) by program type, from the probe
 /// benchmark on the development machine (docs/benchmarks.md, `cargo xtask bench probes`):
@@ -92,9 +92,9 @@ const CALIBRATED_NS: [f64; 3] = [72.0, 71.0, 113.0];
 /// Headroom of the NAPI map over the machine's queues: devices and queues come and go
 /// (veths of containers, ethtool -L), and pruned instances free their slot only after
 /// [`NAPI_PRUNE_AFTER`] reads.
-pub(crate) const NAPI_HEADROOM: u32 = 4;
+const NAPI_HEADROOM: u32 = 4;
 /// The smallest NAPI map: small machines still get room for short-lived devices.
-pub(crate) const NAPI_MAP_FLOOR: u32 = 1024;
+const NAPI_MAP_FLOOR: u32 = 1024;
 
 /// Size of the NAPI map for a machine with `queues` netdev queues (rx + tx: a driver may
 /// give each its own instance) and `cpus` possible CPUs (one backlog instance each).

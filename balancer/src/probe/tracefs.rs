@@ -45,27 +45,27 @@ pub enum TracefsError {
 
 /// One field of a tracepoint record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Field {
+struct Field {
     /// The C declaration without the name, e.g. `unsigned int`, `__data_loc char[]`.
-    pub(crate) ty: String,
-    pub(crate) name: String,
-    pub(crate) offset: u32,
-    pub(crate) size: u32,
-    pub(crate) signed: bool,
+    ty: String,
+    name: String,
+    offset: u32,
+    size: u32,
+    signed: bool,
 }
 
 /// The parsed `format` file of one tracepoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Format {
-    pub(crate) name: String,
-    pub(crate) id: Option<u32>,
-    pub(crate) fields: Vec<Field>,
+    name: String,
+    id: Option<u32>,
+    fields: Vec<Field>,
 }
 
 impl Format {
     /// Parses a tracefs `format` file. Lines that are not field declarations are ignored, so
     /// the print-fmt section and future additions do not break it.
-    pub(crate) fn parse(text: &str) -> Format {
+    fn parse(text: &str) -> Format {
         let mut format = Format::default();
         for line in text.lines() {
             let line = line.trim();
@@ -82,7 +82,7 @@ impl Format {
         format
     }
 
-    pub(crate) fn field(&self, name: &str) -> Option<&Field> {
+    fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
     }
 }
@@ -150,7 +150,7 @@ impl Tracefs {
     }
 
     /// A tracefs already mounted at one of the usual places.
-    pub(crate) fn find() -> Option<Tracefs> {
+    fn find() -> Option<Tracefs> {
         TRACEFS_DIRS
             .iter()
             .map(Path::new)
@@ -158,7 +158,7 @@ impl Tracefs {
             .map(|p| Tracefs::at(p.to_path_buf()))
     }
 
-    pub(crate) fn at(root: PathBuf) -> Tracefs {
+    fn at(root: PathBuf) -> Tracefs {
         Tracefs { root }
     }
 

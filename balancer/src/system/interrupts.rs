@@ -40,7 +40,7 @@ pub struct Row {
     /// Numbered rows only.
     pub actions: Vec<String>,
     /// Named rows only, e.g. "Local timer interrupts".
-    pub(crate) description: String,
+    description: String,
 }
 
 impl Row {
@@ -52,7 +52,7 @@ impl Row {
 impl Interrupts {
     /// The row of a numbered IRQ.
     #[cfg(test)]
-    pub(crate) fn irq(&self, number: u32) -> Option<&Row> {
+    fn irq(&self, number: u32) -> Option<&Row> {
         self.rows.iter().find(|r| r.id == RowId::Irq(number))
     }
 }

@@ -21,7 +21,7 @@ mod fsutil;
 pub mod interrupts;
 mod irq;
 pub mod kthreads;
-pub(crate) mod naming;
+mod naming;
 pub mod netdev;
 mod pci;
 pub mod proximity;
@@ -106,12 +106,12 @@ pub struct Cpu {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CacheInfo {
     pub level: u8,
-    pub(crate) size: Option<String>,
+    size: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
-    pub(crate) id: u32,
+    id: u32,
     /// `nodeN/cpulist`: the node's online CPUs (the kernel drops offline ones).
     pub cpus: CpuSet,
     /// `nodeN/distance`, keyed by the other node's id.
@@ -137,7 +137,7 @@ pub struct Irq {
     /// e.g. "PCI-MSIX-0000:00:03.0", "IO-APIC", "IR-PCI-MSI-0000:3b:00.0".
     pub chip: String,
     /// e.g. "1-edge".
-    pub(crate) hwirq: String,
+    hwirq: String,
     /// Action names, e.g. ["virtio2-input.0"].
     pub actions: Vec<String>,
     pub smp_affinity: Option<CpuSet>,
@@ -178,18 +178,18 @@ pub enum QueueKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PciDevice {
-    pub(crate) address: String,
+    address: String,
     /// `numa_node` as the firmware says; -1 kept.
     pub numa_node: Option<i32>,
     /// `local_cpulist` as the firmware says.
-    pub(crate) local_cpus: Option<CpuSet>,
-    pub(crate) driver: Option<String>,
-    pub(crate) msi_irqs: Vec<u32>,
+    local_cpus: Option<CpuSet>,
+    driver: Option<String>,
+    msi_irqs: Vec<u32>,
     pub netdevs: Vec<String>,
     /// Node after proximity overrides; None if unknown or -1.
     pub node: Option<u32>,
     /// Local CPUs after proximity overrides.
-    pub(crate) node_cpus: Option<CpuSet>,
+    node_cpus: Option<CpuSet>,
     pub node_source: NodeSource,
     /// Virtio devices on this PCI function ("virtio2").
     pub virtio: Vec<String>,
@@ -217,12 +217,12 @@ pub struct RxQueue {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VirtioDevice {
-    pub(crate) name: String,
+    name: String,
     /// PCI address of the virtio-pci function carrying it.
     pub pci: Option<String>,
     /// "virtio_net", "virtio_blk", ...
-    pub(crate) driver: Option<String>,
-    pub(crate) netdevs: Vec<String>,
+    driver: Option<String>,
+    netdevs: Vec<String>,
 }
 
 impl SystemModel {
@@ -310,7 +310,7 @@ impl SystemModel {
     }
 
     /// All CPUs of the model (present), online or not.
-    pub(crate) fn present_cpus(&self) -> CpuSet {
+    fn present_cpus(&self) -> CpuSet {
         self.cpus.keys().copied().collect()
     }
 

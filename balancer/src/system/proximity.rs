@@ -46,8 +46,8 @@ pub enum ProximityTarget {
 pub struct ProximityError {
     /// 1-based.
     pub line: usize,
-    pub(crate) text: String,
-    pub(crate) message: String,
+    text: String,
+    message: String,
 }
 
 impl Proximity {

@@ -25,7 +25,7 @@ pub struct CpuTimes {
 }
 
 /// The kernel's USER_HZ, the unit of `proc/stat`.
-pub(crate) fn user_hz() -> u64 {
+fn user_hz() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as u64 } else { 100 }
@@ -41,11 +41,11 @@ pub fn read(root: &Path) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
 }
 
 /// Per-CPU times keyed by CPU id, with USER_HZ from this machine.
-pub(crate) fn parse(text: &str) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
+fn parse(text: &str) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
     parse_with_hz(text, user_hz())
 }
 
-pub(crate) fn parse_with_hz(text: &str, hz: u64) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
+fn parse_with_hz(text: &str, hz: u64) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
     let hz = hz.max(1);
     let info = ExplicitSystemInfo {
         boot_time_secs: 0,

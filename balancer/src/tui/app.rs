@@ -192,7 +192,7 @@ pub(crate) struct App {
     pub(crate) history: BTreeMap<u32, History>,
     /// Intervals measured while paused (not shown).
     pub(crate) skipped: u64,
-    pub(crate) ticks: u64,
+    ticks: u64,
     /// The last measuring error, shown until the next good interval.
     pub(crate) error: Option<String>,
     /// The in-process balancer's log (`top --balance`).

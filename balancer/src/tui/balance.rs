@@ -38,14 +38,14 @@ pub(crate) struct Entry {
     pub(crate) text: String,
     /// What a sticking or note entry is about (kind, IRQ, CPU): the same key in the next
     /// interval updates the entry instead of adding one.
-    pub(crate) key: String,
+    key: String,
 }
 
 /// A sticking IRQ or a note: what it is about, and the sentence.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Event {
-    pub(crate) key: String,
-    pub(crate) text: String,
+    key: String,
+    text: String,
 }
 
 impl Event {
@@ -71,7 +71,7 @@ pub(crate) struct StepOutcome {
 pub(crate) struct BalanceLog {
     pub(crate) dry_run: bool,
     /// Newest last.
-    pub(crate) entries: VecDeque<Entry>,
+    entries: VecDeque<Entry>,
     /// Intervals the policy ran, and the number of actions it planned in all.
     pub(crate) steps: u64,
     pub(crate) actions: u64,
