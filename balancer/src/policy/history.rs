@@ -12,7 +12,7 @@ use crate::cpumask::CpuSet;
 
 /// Intervals old moves and departures are kept (cooldowns, pending checks and the return
 /// window look back less than this).
-pub const MOVE_FORGET: u64 = 1000;
+const MOVE_FORGET: u64 = 1000;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
@@ -42,7 +42,7 @@ pub struct History {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct MoveRecord {
+pub(crate) struct MoveRecord {
     pub(crate) tick: u64,
     pub(crate) from: CpuSet,
     pub(crate) to: u32,
@@ -56,7 +56,7 @@ pub struct MoveRecord {
 /// as long as it stays quiet (seconds, in the field). Only an IRQ that fired and is still
 /// elsewhere did not follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MoveState {
+pub(crate) enum MoveState {
     /// Written; the IRQ has not fired since, so the kernel has not moved it yet.
     Pending,
     /// Its effective affinity holds the CPU written (or there is nothing to check).
@@ -82,21 +82,21 @@ impl MoveRecord {
 
 /// An IRQ left a CPU.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Departure {
+pub(crate) struct Departure {
     pub(crate) tick: u64,
     /// Its own measured load on the CPUs it left (fraction of a CPU), the premise of the move.
     pub(crate) weight: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StuckRecord {
+pub(crate) struct StuckRecord {
     pub(crate) since: u64,
     pub(crate) cpu: u32,
 }
 
 /// The recent readings of the loads the policy compares.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Loads {
+pub(crate) struct Loads {
     /// Busy fraction of each CPU.
     pub(crate) cpus: BTreeMap<u32, Series>,
     /// Each IRQ's measured load (all CPUs), fraction of a CPU.
@@ -120,7 +120,7 @@ impl Loads {
 
 /// One load's recent readings.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Series {
+pub(crate) struct Series {
     last: Option<f64>,
     /// Changes between consecutive readings that nothing we did disturbed, newest last (at
     /// most [`NOISE_WINDOW`]).

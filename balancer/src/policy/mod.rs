@@ -72,10 +72,10 @@ mod history;
 mod snapshot;
 mod sticking;
 
-pub use history::{
-    Departure, History, Loads, MOVE_FORGET, MoveRecord, MoveState, Outcome, Refusals, Series,
-    StuckRecord,
-};
+#[cfg(test)]
+use history::MoveRecord;
+pub(crate) use history::{Departure, MoveState, Series};
+pub use history::{History, Outcome, Refusals};
 pub use snapshot::{CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, PollSnap, QueueSnap, Snapshot};
 pub(crate) use sticking::{Stuck, stuck};
 

@@ -28,7 +28,8 @@ pub mod proximity;
 pub mod stat;
 pub mod topology;
 
-pub use proximity::{Proximity, ProximityError, ProximityRule, ProximityTarget};
+pub use proximity::Proximity;
+use proximity::ProximityTarget;
 
 /// Errors reading the system. Every I/O variant names its path.
 #[derive(Debug, thiserror::Error)]
