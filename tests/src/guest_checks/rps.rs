@@ -93,6 +93,7 @@ pub(super) fn rps(g: &mut Guest) -> Result<Outcome> {
             // Probes attach while nothing flows (see daemon_balances).
             super::wait_metrics(metrics, |m| m.intervals >= 1, Duration::from_secs(60))?;
             let traffic = HostTraffic::start(DUT_ADDR, &[bulk])?;
+            let started = Instant::now();
             let on = wait_for(STEP_TIMEOUT, || {
                 let v = read_trimmed(&rps_path(queue))?;
                 Ok((mask_nonzero(&v)).then_some(v))
@@ -101,7 +102,8 @@ pub(super) fn rps(g: &mut Guest) -> Result<Outcome> {
             let on = on.with_context(|| {
                 format!("rx-{queue} never got rps_cpus under {BULK_PPS}/s ({sent} sent)")
             })?;
-            let on_secs = STEP_TIMEOUT.as_secs();
+            let on_secs = started.elapsed().as_secs_f64();
+            let started = Instant::now();
             let trickle = HostTraffic::start(
                 DUT_ADDR,
                 &[Flow {
@@ -113,13 +115,14 @@ pub(super) fn rps(g: &mut Guest) -> Result<Outcome> {
                 let v = read_trimmed(&rps_path(queue))?;
                 Ok((!mask_nonzero(&v)).then_some(v))
             });
+            let off_secs = started.elapsed().as_secs_f64();
             trickle.stop()?;
             off.with_context(|| {
                 format!("rx-{queue} kept rps_cpus {on} after the flow fell to {TRICKLE_PPS}/s")
             })?;
             Ok(format!(
-                "rx-{queue} under one {BULK_PPS}/s flow got rps_cpus {on} (within {on_secs} s), \
-                 cleared when it fell to {TRICKLE_PPS}/s"
+                "rx-{queue} under one {BULK_PPS}/s flow got rps_cpus {on} after {on_secs:.0} s, \
+                 cleared {off_secs:.0} s after it fell to {TRICKLE_PPS}/s"
             ))
         })();
         // SAFETY: plain kill(2) on our child.
