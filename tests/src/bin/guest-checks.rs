@@ -2157,7 +2157,7 @@ fn overhead(g: &mut Guest) -> Result<Outcome> {
         )?;
         Ok(path)
     };
-    let duty = config("duty.toml", "")?;
+    let duty = config("duty.toml", "log-level = \"debug\"\n")?;
     let continuous = config("continuous.toml", "measure-share = 1\n")?;
     let all_cpus: Vec<usize> = (0..64).collect();
 
