@@ -46,8 +46,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         Bench::Simulator => return bench_bin("sim-table", &[]),
         Bench::Irqbalance => return crate::vm::irqbalance::run_bench(&args.irqbalance),
     };
-    if matches!(args.what, Bench::Top) {
-        // The bench runs the release binary next to its own executable.
+    if matches!(args.what, Bench::Top | Bench::Probes) {
+        // The bench runs the release binary next to its own executable (the probes bench
+        // for its daemon figure).
         step("cargo build --release -p balancer");
         run_checked(Command::new("cargo").current_dir(workspace_root()).args([
             "build",
