@@ -305,6 +305,7 @@ pub fn run_bench(args: &IrqbalanceArgs) -> Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout),
         accel: args.accel,
         append: "",
+        traffic_server: &job.traffic_server,
     }
     .run()?;
     let mut done = false;
@@ -328,8 +329,13 @@ pub fn run_bench(args: &IrqbalanceArgs) -> Result<ExitCode> {
     if args.keep {
         println!("work directory kept: {}", work.path.display());
     }
-    if done {
+    let errors = guest.results.lines().any(|l| l.starts_with("ERROR "));
+    if done && !errors {
         return Ok(ExitCode::SUCCESS);
+    }
+    if done {
+        eprintln!("xtask bench: the guest reported an error (above)");
+        return Ok(ExitCode::FAILURE);
     }
     let why = match guest.ended {
         Waited::TimedOut => format!("hung: killed after {:.0}s", guest.elapsed.as_secs_f64()),
