@@ -1139,12 +1139,24 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
         let (ib, bal) = (&scored[0], &scored[1]);
         let met = |ok: bool| if ok { "MET" } else { "NOT-MET" };
         targets.push(format!(
-            "TARGET {} placement within 5% of the lower bound: {} (balancer {} vs bound {}, {:+.1}%)",
+            "TARGET {} placement within 5% of the lower bound: {} (balancer {} vs bound {}, \
+             {:+.1}%; the best assignment of these costs to the local CPUs is {}, balancer \
+             {:+.1}% over it)",
             sc.name,
             met(bal.0 <= 1.05 * lb + 1e-9),
             pct(bal.0),
             pct(lb),
-            if lb > 0.0 { 100.0 * (bal.0 / lb - 1.0) } else { 0.0 }
+            if lb > 0.0 {
+                100.0 * (bal.0 / lb - 1.0)
+            } else {
+                0.0
+            },
+            pct(best),
+            if best > 0.0 {
+                100.0 * (bal.0 / best - 1.0)
+            } else {
+                0.0
+            }
         ));
         targets.push(format!(
             "TARGET {} placement never worse than irqbalance: {} (balancer {}, irqbalance {})",
