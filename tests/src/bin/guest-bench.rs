@@ -5,8 +5,8 @@
 //! to land on chosen rx queues of the dut):
 //!
 //! 1. costs: the dut's IRQs spread one queue per CPU (so co-occurrence links cannot mix the
-//!    queues up), `balancer daemon --dry-run` measuring continuously: each IRQ's cost
-//!    (hardirq + the NET_RX time it caused, share of one CPU). No balancer acts.
+//!    queues up), one `balancer report` window around the traffic: each IRQ's cost
+//!    (hardirq + the NET_RX time it caused, per second of traffic). No balancer acts.
 //! 2. irqbalance, 3. balancer: from the scenario's start state (every dut IRQ on CPU 0, or
 //!    spread over node 0's CPUs), the tool runs, traffic starts, `--settle` seconds pass,
 //!    then `--measure` seconds are measured.
@@ -549,29 +549,22 @@ impl Tool {
     }
 }
 
-fn start_balancer(g: &Bench, dry_run: bool, tag: &str) -> Result<Tool> {
+fn start_balancer(g: &Bench, tag: &str) -> Result<Tool> {
     let dir = PathBuf::from(format!("/tmp/bench-balancer-{tag}"));
     fs::create_dir_all(&dir)?;
     let config = dir.join("balancer.toml");
-    // The bench's own settings only: the measuring phase measures continuously at 1 s so
-    // its costs are whole; the balancing phase runs balancer's defaults.
-    let mut text = format!(
+    // The bench's own settings only; everything else is balancer's defaults.
+    let text = format!(
         "metrics = \"{METRICS}\"\nbanned-irqs = {:?}\njournal = \"{}\"\nlock-file = \"{}\"\n\
          log-level = \"debug\"\n",
         g.banned,
         dir.join("journal.json").display(),
         dir.join("lock").display()
     );
-    if dry_run {
-        text.push_str("short-interval = 1\nlong-interval = 1\nmeasure-share = 1\n");
-    }
     fs::write(&config, text)?;
     let mut cmd = Command::new(&g.args.balancer);
     cmd.args(["daemon", "--foreground", "--force", "--config"])
         .arg(&config);
-    if dry_run {
-        cmd.arg("--dry-run");
-    }
     Tool::spawn(&mut cmd, dir.join("daemon.log"))
 }
 
@@ -793,21 +786,32 @@ struct Costs {
 fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
     let cpus = cpulist("/sys/devices/system/cpu/online")?;
     g.place(|q| cpus[q % cpus.len()])?;
-    let mut daemon = start_balancer(g, true, &format!("{}-costs", sc.name))?;
-    let r = (|| -> Result<Costs> {
-        // Probes attach while nothing flows (attaching under traffic has oopsed TCG guests).
-        wait_intervals(1, &mut daemon.child, Duration::from_secs(120))?;
+    // One `balancer report` window holding the whole traffic: its probes cost what they cost,
+    // but no daemon works in userspace meanwhile (under single-threaded TCG, a dry-run daemon
+    // measuring continuously cut the delivered packets to 1-2k/s and so starved the queues
+    // it was measuring).
+    let warm = g.args.settle.min(5);
+    let window = warm + g.args.measure + 6;
+    let json = PathBuf::from(format!("/tmp/bench-costs-{}.json", sc.name));
+    let mut report = Command::new(&g.args.balancer)
+        .args(["report", "--json", "--duration", &window.to_string()])
+        .stdin(Stdio::null())
+        .stdout(File::create(&json)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting balancer report")?;
+    let r = (|| -> Result<(f64, Costs)> {
+        // Probes attach while nothing flows (attaching under traffic has oopsed TCG guests);
+        // the report's first snapshot follows its last attach.
+        balancer_tests::wait_attached(&mut report, Duration::from_secs(60))?;
+        thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
         let traffic = Traffic::start(&g.flows(sc))?;
         let r = (|| -> Result<Costs> {
-            thread::sleep(Duration::from_secs(g.args.settle.min(5)));
-            let (t0, m0, i0, r0) = (
-                Instant::now(),
-                metrics()?,
-                interrupts()?,
-                g.receiver.count(),
-            );
+            thread::sleep(Duration::from_secs(warm));
+            let (t0, i0, r0) = (Instant::now(), interrupts()?, g.receiver.count());
             thread::sleep(Duration::from_secs(g.args.measure));
-            let (m1, i1, r1) = (metrics()?, interrupts()?, g.receiver.count());
+            let (i1, r1) = (interrupts()?, g.receiver.count());
             let secs = t0.elapsed().as_secs_f64();
             let sum = |rows: &[IrqRow], irq: u32| -> u64 {
                 rows.iter()
@@ -815,16 +819,11 @@ fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
                     .map(|r| r.counts.iter().sum())
                     .unwrap_or(0)
             };
-            let all = g.dut.all();
             Ok(Costs {
-                cost: all
-                    .iter()
-                    .map(|i| {
-                        let at = |m: &Metrics| m.irq_seconds.get(i).copied().unwrap_or(0.0);
-                        (*i, (at(&m1) - at(&m0)).max(0.0) / secs)
-                    })
-                    .collect(),
-                ints_per_s: all
+                cost: BTreeMap::new(),
+                ints_per_s: g
+                    .dut
+                    .all()
                     .iter()
                     .map(|i| (*i, sum(&i1, *i).saturating_sub(sum(&i0, *i)) as f64 / secs))
                     .collect(),
@@ -832,12 +831,45 @@ fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
             })
         })();
         traffic.stop()?;
-        r
+        Ok((started.elapsed().as_secs_f64(), r?))
     })();
-    // Probes detach with the traced paths quiet again.
-    thread::sleep(Duration::from_secs(1));
-    let log = daemon.stop();
-    r.map_err(|e| anyhow!("{e:#}; daemon log: {}", log.replace('\n', " | ")))
+    let out = report
+        .wait_with_output()
+        .context("waiting for balancer report")?;
+    let (traffic_secs, mut costs) = r?;
+    if !out.status.success() {
+        bail!(
+            "balancer report failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = fs::read_to_string(&json)?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("parsing the report")?;
+    let weight: BTreeMap<u32, u64> = v["irqs"]
+        .as_array()
+        .context("the report has no irqs")?
+        .iter()
+        .filter_map(|r| {
+            Some((
+                u32::try_from(r["irq"].as_u64()?).ok()?,
+                r["weight_ns"].as_u64()?,
+            ))
+        })
+        .collect();
+    // Nearly all of the window's IRQ time is the traffic's: per second of traffic.
+    costs.cost = g
+        .dut
+        .all()
+        .iter()
+        .map(|i| {
+            (
+                *i,
+                weight.get(i).copied().unwrap_or(0) as f64 / 1e9 / traffic_secs,
+            )
+        })
+        .collect();
+    Ok(costs)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -873,7 +905,7 @@ fn run_phase(g: &Bench, sc: &Scenario, which: Which) -> Result<Phase> {
     let tag = format!("{}-{}", sc.name, which.name());
     let mut tool = match which {
         Which::Irqbalance => start_irqbalance(g, &tag)?,
-        Which::Balancer => start_balancer(g, false, &tag)?,
+        Which::Balancer => start_balancer(g, &tag)?,
     };
     let r = (|| {
         match which {
