@@ -146,13 +146,13 @@ fn boot_mismatch(written: &Option<String>, now: &Option<String>) -> String {
 }
 
 /// The current journal format: 2 added the boot id.
-pub const JOURNAL_VERSION: u32 = 2;
+const JOURNAL_VERSION: u32 = 2;
 
 /// Where the kernel says which boot this is, relative to the root.
 const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
 
 /// This boot's id under `root`; None where the file is missing (fixture roots) or unreadable.
-pub fn boot_id<S: Sys>(root: &Path, sys: &mut S) -> Option<String> {
+fn boot_id<S: Sys>(root: &Path, sys: &mut S) -> Option<String> {
     let id = sys.read(&root.join(BOOT_ID)).ok()?;
     Some(id.trim().to_string()).filter(|s| !s.is_empty())
 }
@@ -160,7 +160,7 @@ pub fn boot_id<S: Sys>(root: &Path, sys: &mut S) -> Option<String> {
 /// What was changed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Target {
+pub(crate) enum Target {
     /// A file relative to the root.
     File { path: String },
     /// A kthread's CPU affinity; `comm` guards against pid reuse.
@@ -177,10 +177,10 @@ impl std::fmt::Display for Target {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub target: Target,
+struct Entry {
+    target: Target,
     /// The original value as read (file text, or a cpulist for threads).
-    pub original: String,
+    original: String,
 }
 
 /// Which kind of value a target holds.
@@ -258,17 +258,17 @@ impl Entry {
 
 /// Original values of everything changed, in the order first changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
-    pub version: u32,
+struct Journal {
+    version: u32,
     /// The boot it was written in (absent in version 1, and where the root has no boot id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_id: Option<String>,
-    pub entries: Vec<Entry>,
+    boot_id: Option<String>,
+    entries: Vec<Entry>,
 }
 
 impl Journal {
     /// An empty journal of this format for boot `boot_id`.
-    pub fn new(boot_id: Option<String>) -> Journal {
+    fn new(boot_id: Option<String>) -> Journal {
         Journal {
             version: JOURNAL_VERSION,
             boot_id,
@@ -279,13 +279,13 @@ impl Journal {
     /// Loads `path`; an absent file is an empty journal of no boot. (The balancer itself
     /// needs to tell an absent journal apart: [`Journal::load_opt`].)
     #[cfg(test)]
-    pub fn load(path: &Path) -> Result<Journal, JournalError> {
+    fn load(path: &Path) -> Result<Journal, JournalError> {
         Ok(Journal::load_opt(path)?.unwrap_or_else(|| Journal::new(None)))
     }
 
     /// Loads `path`, None when it does not exist. The version is checked before the rest, so
     /// a newer format is reported as such rather than as a parse error.
-    pub fn load_opt(path: &Path) -> Result<Option<Journal>, JournalError> {
+    fn load_opt(path: &Path) -> Result<Option<Journal>, JournalError> {
         let text = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -322,7 +322,7 @@ impl Journal {
     }
 
     /// Writes `path` atomically: a reader sees the old journal or the new one, never half.
-    pub fn save(&self, path: &Path) -> Result<(), JournalError> {
+    fn save(&self, path: &Path) -> Result<(), JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_path_buf(),
             source,
@@ -347,7 +347,7 @@ impl Journal {
         Ok(())
     }
 
-    pub fn contains(&self, t: &Target) -> bool {
+    pub(crate) fn contains(&self, t: &Target) -> bool {
         self.entries.iter().any(|e| &e.target == t)
     }
 }
@@ -621,7 +621,7 @@ impl<S: Sys> Actuator<S> {
 }
 
 /// Where [`Actuator::new`] puts a journal of another boot.
-pub fn previous_boot_path(journal: &Path) -> PathBuf {
+fn previous_boot_path(journal: &Path) -> PathBuf {
     let mut name = journal.file_name().unwrap_or_default().to_os_string();
     name.push(".previous-boot");
     journal.with_file_name(name)
@@ -632,7 +632,7 @@ fn rps_path(netdev: &str, queue: u32) -> String {
 }
 
 /// The pid of the thread whose `comm` is `name` (kthreads are processes of their own).
-pub fn find_thread(root: &Path, name: &str) -> Option<u32> {
+pub(crate) fn find_thread(root: &Path, name: &str) -> Option<u32> {
     let dir = fs::read_dir(root.join("proc")).ok()?;
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -650,7 +650,7 @@ pub struct Lock(fs::File);
 impl Lock {
     /// Writes this process's pid into the lock file (again after a fork: the child holds
     /// the lock then).
-    pub fn record_pid(&self) -> io::Result<()> {
+    pub(crate) fn record_pid(&self) -> io::Result<()> {
         let mut f = &self.0;
         f.set_len(0)?;
         io::Seek::rewind(&mut f)?;
@@ -707,13 +707,13 @@ pub fn try_lock(path: &Path) -> Result<Lock, LockError> {
 
 /// What `restore` did.
 #[derive(Debug, Default)]
-pub struct Restored {
-    pub restored: Vec<Target>,
+pub(crate) struct Restored {
+    pub(crate) restored: Vec<Target>,
     /// Entries that could not be written back; they stay in the journal.
-    pub failed: Vec<(Target, String)>,
+    pub(crate) failed: Vec<(Target, String)>,
     /// Targets that are gone (IRQ or device removed, thread exited or its pid reused):
     /// nothing to restore; dropped from the journal.
-    pub gone: Vec<Target>,
+    pub(crate) gone: Vec<Target>,
 }
 
 /// Whether a failed write means the target no longer exists.
@@ -728,7 +728,7 @@ fn is_gone(e: &io::Error) -> bool {
 /// Nothing is written unless the whole journal passes first: its version, its boot (this
 /// one, unless `force`), and every entry naming a target of balancer's own kinds with a
 /// value of its syntax. The caller holds the daemon's lock, so no daemon keeps a copy.
-pub fn restore<S: Sys>(
+pub(crate) fn restore<S: Sys>(
     root: &Path,
     journal_path: &Path,
     sys: &mut S,
@@ -810,19 +810,21 @@ pub fn restore<S: Sys>(
     Ok(r)
 }
 
-/// A [`Sys`] that fails chosen writes: for tests, and for trying the error paths by hand.
-pub struct Faults<S: Sys> {
-    pub inner: S,
+/// A [`Sys`] that fails chosen writes, for the tests.
+#[cfg(test)]
+struct Faults<S: Sys> {
+    inner: S,
     /// (path suffix, errno): a write to a path ending so fails with that errno.
-    pub write_errors: Vec<(String, i32)>,
+    write_errors: Vec<(String, i32)>,
     /// Thread affinities, by pid, instead of the real syscalls (fixture roots).
-    pub threads: std::collections::BTreeMap<u32, CpuSet>,
+    threads: std::collections::BTreeMap<u32, CpuSet>,
     /// Every successful write, in order.
-    pub log: Vec<(String, String)>,
+    log: Vec<(String, String)>,
 }
 
+#[cfg(test)]
 impl<S: Sys> Faults<S> {
-    pub fn new(inner: S) -> Self {
+    fn new(inner: S) -> Self {
         Faults {
             inner,
             write_errors: Vec::new(),
@@ -831,12 +833,13 @@ impl<S: Sys> Faults<S> {
         }
     }
 
-    pub fn fail(mut self, suffix: &str, errno: i32) -> Self {
+    fn fail(mut self, suffix: &str, errno: i32) -> Self {
         self.write_errors.push((suffix.to_string(), errno));
         self
     }
 }
 
+#[cfg(test)]
 impl<S: Sys> Sys for Faults<S> {
     fn read(&mut self, path: &Path) -> io::Result<String> {
         self.inner.read(path)

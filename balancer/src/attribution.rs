@@ -29,10 +29,10 @@ use crate::{
 };
 
 /// Device name the kernel gives the backlog NAPI of RPS and loopback.
-pub const BACKLOG_DEVICE: &str = "(no_device)";
+pub(crate) const BACKLOG_DEVICE: &str = "(no_device)";
 /// NET_RX softirqs raised by an IRQ in which an instance was polled, before co-occurrence
 /// counts as a link: a queue that fired twice says nothing yet.
-pub const MIN_COOCCURRENCE: u64 = 5;
+const MIN_COOCCURRENCE: u64 = 5;
 
 /// How a NAPI instance was linked to an IRQ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -54,14 +54,14 @@ pub enum LinkMethod {
 
 impl LinkMethod {
     /// Whether the kernel said the link, rather than it being learned or absent.
-    pub fn is_exact(self) -> bool {
+    pub(crate) fn is_exact(self) -> bool {
         matches!(
             self,
             LinkMethod::Exact | LinkMethod::NapiGet | LinkMethod::QueueGet
         )
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LinkMethod::Exact => "exact",
             LinkMethod::NapiGet => "napi-get",
@@ -73,7 +73,7 @@ impl LinkMethod {
     }
 
     /// In at most five columns, for `top`'s narrow tables.
-    pub fn short(self) -> &'static str {
+    pub(crate) fn short(self) -> &'static str {
         match self {
             LinkMethod::Exact => "exact",
             LinkMethod::NapiGet => "nlirq",
@@ -87,12 +87,12 @@ impl LinkMethod {
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Link {
-    pub irq: Option<u32>,
+    pub(crate) irq: Option<u32>,
     pub method: LinkMethod,
     /// Co-occurrence: NET_RX softirqs raised by `irq` in which the instance was polled.
-    pub evidence: u64,
+    pub(crate) evidence: u64,
     /// Co-occurrence: that count as a share of all (softirq, instance) pairs `irq` caused.
-    pub confidence: f64,
+    pub(crate) confidence: f64,
 }
 
 impl Link {
@@ -121,7 +121,7 @@ impl Link {
 /// exactly one IRQ does. Receive queues decide (a NAPI instance serving rx queue 0 and tx
 /// queue 0 belongs to the rx IRQ when the two have IRQs of their own); an instance that
 /// serves only transmit queues (virtio's tx NAPI) links to the transmit IRQ.
-pub fn netlink_links(dump: &NetdevDump, model: &SystemModel) -> BTreeMap<u32, Link> {
+pub(crate) fn netlink_links(dump: &NetdevDump, model: &SystemModel) -> BTreeMap<u32, Link> {
     let mut out: BTreeMap<u32, Link> = dump
         .napi
         .iter()
@@ -181,7 +181,7 @@ pub fn netlink_links(dump: &NetdevDump, model: &SystemModel) -> BTreeMap<u32, Li
 /// every rx (or combined) queue IRQ of a netdev, and every NAPI instance the dump lists with
 /// a queue. Then co-occurrence has nothing left to learn and the probe need not count
 /// raises. `Err` names what is not linked.
-pub fn linked_exactly(
+pub(crate) fn linked_exactly(
     dump: &NetdevDump,
     model: &SystemModel,
     links: &BTreeMap<u32, Link>,
@@ -242,7 +242,7 @@ impl Linker {
     }
 
     /// Forgets evidence about NAPI instances that no longer exist.
-    pub fn retain(&mut self, alive: impl Fn(NapiKey) -> bool) {
+    pub(crate) fn retain(&mut self, alive: impl Fn(NapiKey) -> bool) {
         self.pairs.retain(|(napi, _), _| alive(*napi));
     }
 
@@ -258,7 +258,7 @@ impl Linker {
     /// The link of every NAPI instance in `identities`: `napi_struct.irq` from the probe,
     /// else the instance's entry in `netlink` (from [`netlink_links`], by NAPI id), else
     /// co-occurrence; the backlog is the backlog.
-    pub fn links_with(
+    pub(crate) fn links_with(
         &self,
         identities: &BTreeMap<NapiKey, NapiIdentity>,
         model: &SystemModel,
@@ -343,30 +343,30 @@ impl Linker {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CpuLoad {
     pub cpu: u32,
-    pub node: Option<u32>,
-    pub online: bool,
+    pub(crate) node: Option<u32>,
+    pub(crate) online: bool,
     /// Measured handler time.
-    pub hardirq_ns: u64,
+    pub(crate) hardirq_ns: u64,
     /// Measured time in x86 system vectors (local timer, IPIs, ...), indexed like
     /// `balancer_common::SYSVEC_NAMES`; hardirq time that is no IRQ's.
-    pub sysvec_ns: [u64; NR_SYSVECS],
-    pub sysvec_runs: [u64; NR_SYSVECS],
+    pub(crate) sysvec_ns: [u64; NR_SYSVECS],
+    pub(crate) sysvec_runs: [u64; NR_SYSVECS],
     /// Measured softirq time per vector (hardirq time inside excluded).
     pub softirq_ns: [u64; NR_SOFTIRQS],
-    pub softirq_raises: [u64; NR_SOFTIRQS],
-    pub softirq_runs: [u64; NR_SOFTIRQS],
+    pub(crate) softirq_raises: [u64; NR_SOFTIRQS],
+    pub(crate) softirq_runs: [u64; NR_SOFTIRQS],
     /// Poll time in NAPI kthreads and in busy-poll loops on this CPU: task time, not part
     /// of `softirq_ns` (the kernel charges it to the polling task).
     pub threaded_ns: u64,
-    pub busy_poll_ns: u64,
+    pub(crate) busy_poll_ns: u64,
     /// What /proc/stat says for the same interval, in ns; `None` when it has no row for the
     /// CPU.
-    pub stat_irq_ns: Option<u64>,
-    pub stat_softirq_ns: Option<u64>,
+    pub(crate) stat_irq_ns: Option<u64>,
+    pub(crate) stat_softirq_ns: Option<u64>,
     /// /proc/stat: time not idle (nor iowait).
-    pub stat_busy_ns: Option<u64>,
+    pub(crate) stat_busy_ns: Option<u64>,
     /// /proc/stat: all time the CPU accounted, the base for its percentages.
-    pub stat_total_ns: Option<u64>,
+    pub(crate) stat_total_ns: Option<u64>,
 }
 
 impl CpuLoad {
@@ -377,40 +377,40 @@ impl CpuLoad {
 
 /// One IRQ on one CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct IrqCpu {
+pub(crate) struct IrqCpu {
     /// From /proc/interrupts.
-    pub interrupts: u64,
+    pub(crate) interrupts: u64,
     /// Handler runs seen by the probe.
-    pub handler_runs: u64,
-    pub hardirq_ns: u64,
+    handler_runs: u64,
+    pub(crate) hardirq_ns: u64,
     /// NET_RX poll time of its NAPI instances on this CPU.
-    pub softirq_ns: u64,
+    pub(crate) softirq_ns: u64,
     /// Poll time of its NAPI instances in their kthreads and in busy-poll loops on this
     /// CPU: task time, shown apart and not in [`IrqLoad::weight_ns`].
-    pub threaded_ns: u64,
-    pub busy_poll_ns: u64,
+    pub(crate) threaded_ns: u64,
+    pub(crate) busy_poll_ns: u64,
 }
 
 /// One IRQ over the interval.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IrqLoad {
-    pub irq: u32,
+    pub(crate) irq: u32,
     pub interrupts: u64,
-    pub hardirq_ns: u64,
-    pub softirq_ns: u64,
+    pub(crate) hardirq_ns: u64,
+    pub(crate) softirq_ns: u64,
     /// Poll time of its instances in NAPI kthreads and busy-poll loops (task time).
-    pub threaded_ns: u64,
-    pub busy_poll_ns: u64,
-    pub per_cpu: BTreeMap<u32, IrqCpu>,
+    pub(crate) threaded_ns: u64,
+    pub(crate) busy_poll_ns: u64,
+    pub(crate) per_cpu: BTreeMap<u32, IrqCpu>,
     /// NAPI instances linked to it.
-    pub napi: Vec<NapiKey>,
+    pub(crate) napi: Vec<NapiKey>,
 }
 
 impl IrqLoad {
     /// Real CPU time this IRQ cost: its handlers plus the polls it caused in softirq. Its
     /// threaded and busy polls are left out: they run where their task runs, not where the
     /// IRQ goes, so moving the IRQ does not move them.
-    pub fn weight_ns(&self) -> u64 {
+    pub(crate) fn weight_ns(&self) -> u64 {
         self.hardirq_ns + self.softirq_ns
     }
 }
@@ -420,7 +420,7 @@ impl IrqLoad {
 pub struct NapiCpu {
     pub polls: u64,
     pub packets: u64,
-    pub budget_exhausted: u64,
+    pub(crate) budget_exhausted: u64,
     /// Poll time in NET_RX softirqs.
     pub ns: u64,
     /// Polls outside NET_RX softirq that got no time (no start mark: a kthread before it was
@@ -436,12 +436,12 @@ pub struct NapiCpu {
 
 impl NapiCpu {
     /// Every poll: in softirq, in a kthread, busy, untimed.
-    pub fn all_polls(&self) -> u64 {
+    pub(crate) fn all_polls(&self) -> u64 {
         self.polls + self.threaded_polls + self.busy_polls + self.untimed_polls
     }
 
     /// Every timed poll's time.
-    pub fn all_ns(&self) -> u64 {
+    pub(crate) fn all_ns(&self) -> u64 {
         self.ns + self.threaded_ns + self.busy_poll_ns
     }
 }
@@ -451,12 +451,12 @@ impl NapiCpu {
 pub struct NapiLoad {
     /// Kernel address of its `struct napi_struct` and its `napi_id`: the key that identifies
     /// it here (an address alone is reused by the next instance).
-    pub id: NapiKey,
-    pub napi_id: Option<u32>,
+    pub(crate) id: NapiKey,
+    pub(crate) napi_id: Option<u32>,
     pub device: String,
     pub link: Link,
     /// The poll kthread of threaded NAPI, from netlink's `napi-get`.
-    pub thread_pid: Option<u32>,
+    pub(crate) thread_pid: Option<u32>,
     pub per_cpu: BTreeMap<u32, NapiCpu>,
 }
 
@@ -493,7 +493,7 @@ pub enum Bucket {
 }
 
 impl Bucket {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Bucket::Vector => "vector",
             Bucket::NetRxOverhead => "net-rx-overhead",
@@ -514,7 +514,7 @@ pub struct Unattributed {
 /// The whole picture of one interval.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Attribution {
-    pub duration_ns: u64,
+    pub(crate) duration_ns: u64,
     pub cpus: Vec<CpuLoad>,
     pub irqs: BTreeMap<u32, IrqLoad>,
     pub napi: Vec<NapiLoad>,
@@ -522,7 +522,7 @@ pub struct Attribution {
     /// Per CPU, poll time beyond the NET_RX time measured (polls of a softirq that straddles
     /// the interval's edge); non-zero values are small and say by how much a CPU's NET_RX
     /// split overshoots.
-    pub netrx_excess_ns: BTreeMap<u32, u64>,
+    pub(crate) netrx_excess_ns: BTreeMap<u32, u64>,
     /// Things that happened: IRQs appearing or vanishing, CPUs going offline, map overflows.
     pub events: Vec<String>,
 }
@@ -686,7 +686,7 @@ impl Attribution {
     }
 
     /// Interrupts of all numbered IRQs.
-    pub fn total_interrupts(&self) -> u64 {
+    pub(crate) fn total_interrupts(&self) -> u64 {
         self.irqs.values().map(|l| l.interrupts).sum()
     }
 
@@ -704,7 +704,7 @@ impl Attribution {
     }
 
     /// Real time of all IRQs.
-    pub fn total_weight_ns(&self) -> u64 {
+    pub(crate) fn total_weight_ns(&self) -> u64 {
         self.irqs.values().map(IrqLoad::weight_ns).sum()
     }
 

@@ -17,11 +17,11 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Sample for a while and print each IRQ's real CPU time (hardirq + the softirq time it
     /// causes) next to its share of interrupts.
     Report(crate::cmd::report::ReportArgs),

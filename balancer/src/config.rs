@@ -17,12 +17,12 @@ use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 use crate::cpumask::CpuSet;
 
 /// Where the daemon keeps the original values it changed.
-pub const DEFAULT_JOURNAL: &str = "/var/lib/balancer/journal.json";
+pub(crate) const DEFAULT_JOURNAL: &str = "/var/lib/balancer/journal.json";
 /// The single-instance lock, in the directory systemd's `RuntimeDirectory=balancer` makes
 /// (the only place under /run the hardened unit can write).
-pub const DEFAULT_LOCK: &str = "/run/balancer/balancer.lock";
+const DEFAULT_LOCK: &str = "/run/balancer/balancer.lock";
 /// Where the daemon looks when `--config` is not given (a missing file means defaults).
-pub const DEFAULT_CONFIG: &str = "/etc/balancer/balancer.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/balancer/balancer.toml";
 
 /// How the IRQ to move off an overloaded CPU is chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    pub fn filter(self) -> log::LevelFilter {
+    pub(crate) fn filter(self) -> log::LevelFilter {
         match self {
             LogLevel::Error => log::LevelFilter::Error,
             LogLevel::Warn => log::LevelFilter::Warn,
@@ -187,17 +187,17 @@ impl Default for Config {
 
 /// One problem of a configuration file: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// 1-based.
-    pub line: usize,
-    pub key: Option<String>,
-    pub message: String,
+    line: usize,
+    key: Option<String>,
+    message: String,
 }
 
 /// A configuration error. `Invalid` lists every problem of the file at once, one
 /// `FILE:LINE: key `name`: message` line each, so one edit fixes them all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{file}: {message}")]
     Read { file: String, message: String },
     #[error("{}", render_problems(file, problems))]
@@ -227,18 +227,18 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
 
 /// What the machine has, for [`Config::check_machine`].
 #[derive(Debug, Clone, Default)]
-pub struct MachineFacts {
+pub(crate) struct MachineFacts {
     /// Present CPUs, online or not.
-    pub cpus: CpuSet,
-    pub online: CpuSet,
-    pub isolated: CpuSet,
-    pub nohz_full: CpuSet,
+    cpus: CpuSet,
+    online: CpuSet,
+    isolated: CpuSet,
+    nohz_full: CpuSet,
     /// IRQ numbers of /proc/interrupts.
-    pub irqs: BTreeSet<u32>,
+    irqs: BTreeSet<u32>,
 }
 
 impl MachineFacts {
-    pub fn of(model: &crate::system::SystemModel) -> MachineFacts {
+    pub(crate) fn of(model: &crate::system::SystemModel) -> MachineFacts {
         MachineFacts {
             cpus: model.cpus.keys().copied().collect(),
             online: model
@@ -254,14 +254,14 @@ impl MachineFacts {
     }
 
     /// CPUs that never take IRQs whatever the config says.
-    pub fn banned_by_kernel(&self) -> CpuSet {
+    fn banned_by_kernel(&self) -> CpuSet {
         self.isolated.union(&self.nohz_full)
     }
 }
 
 impl Config {
     /// Reads `path`; `Ok(None)` when it does not exist.
-    pub fn read_opt(path: &Path) -> Result<Option<Config>, ConfigError> {
+    pub(crate) fn read_opt(path: &Path) -> Result<Option<Config>, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, &path.display().to_string()).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -272,7 +272,7 @@ impl Config {
         }
     }
 
-    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn read(path: &Path) -> Result<Config, ConfigError> {
         Config::read_opt(path)?.ok_or_else(|| ConfigError::Read {
             file: path.display().to_string(),
             message: "no such file".into(),
@@ -281,7 +281,7 @@ impl Config {
 
     /// Parses the text of a file named `file` (for messages). Every problem is reported:
     /// syntax errors, then each key's own, then the checks between keys.
-    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
             file: file.to_string(),
             problems,
@@ -340,7 +340,7 @@ impl Config {
     }
 
     /// Keys whose value differs between `self` and `other`, in file order of the example.
-    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+    pub(crate) fn changed_keys(&self, other: &Config) -> Vec<String> {
         let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) =
             (toml::Value::try_from(self), toml::Value::try_from(other))
         else {
@@ -359,7 +359,7 @@ impl Config {
 
     /// Keys a running daemon cannot change: the journal holds the originals of what it
     /// changed, the lock is held from the start.
-    pub const RESTART_KEYS: [&'static str; 2] = ["journal", "lock-file"];
+    pub(crate) const RESTART_KEYS: [&'static str; 2] = ["journal", "lock-file"];
 
     /// Checks between keys; the later key of a pair is the one named (the one the file sets
     /// when only one is).
@@ -415,7 +415,7 @@ impl Config {
     /// The configuration against the machine: CPUs and IRQs it names that do not exist are
     /// warnings (a file shared by machines of different sizes); no CPU left to take IRQs is
     /// an error.
-    pub fn check_machine(&self, m: &MachineFacts) -> Result<Vec<String>, String> {
+    pub(crate) fn check_machine(&self, m: &MachineFacts) -> Result<Vec<String>, String> {
         let mut warnings = Vec::new();
         let missing = self.exclude_cpus.difference(&m.cpus);
         if !missing.is_empty() {
@@ -455,7 +455,7 @@ impl Config {
     }
 
     /// One line naming the CPUs that take no IRQs and why, for logs and `plan`.
-    pub fn banned_cpus_text(&self, m: &MachineFacts) -> String {
+    pub(crate) fn banned_cpus_text(&self, m: &MachineFacts) -> String {
         format!(
             "CPUs taking no IRQs: excluded {}, isolated {}, nohz_full {}",
             list_or_none(&self.exclude_cpus),
@@ -464,16 +464,16 @@ impl Config {
         )
     }
 
-    pub fn threshold_frac(&self) -> f64 {
+    pub(crate) fn threshold_frac(&self) -> f64 {
         self.threshold / 100.0
     }
-    pub fn load_limit_frac(&self) -> f64 {
+    pub(crate) fn load_limit_frac(&self) -> f64 {
         self.load_limit / 100.0
     }
-    pub fn rps_threshold_frac(&self) -> f64 {
+    pub(crate) fn rps_threshold_frac(&self) -> f64 {
         self.rps_threshold / 100.0
     }
-    pub fn rps_off_frac(&self) -> f64 {
+    pub(crate) fn rps_off_frac(&self) -> f64 {
         self.rps_off / 100.0
     }
 }
@@ -530,7 +530,7 @@ fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 /// The one range of every duration, on the command line (`--duration`, `--interval`) and in
 /// the file (`short-interval`, `long-interval`): 0.1 s to a day.
-pub const SECONDS: std::ops::RangeInclusive<f64> = 0.1..=86_400.0;
+pub(crate) const SECONDS: std::ops::RangeInclusive<f64> = 0.1..=86_400.0;
 
 fn check_seconds(v: f64) -> Result<f64, String> {
     if v.is_finite() && SECONDS.contains(&v) {

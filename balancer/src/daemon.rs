@@ -35,10 +35,10 @@ use crate::{
 /// What the command line decided about the daemon.
 pub(crate) struct Options {
     /// The config file named with `--config`, read again on SIGHUP.
-    pub config: Option<PathBuf>,
-    pub dry_run: bool,
-    pub oneshot: bool,
-    pub pidfile: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) dry_run: bool,
+    pub(crate) oneshot: bool,
+    pub(crate) pidfile: Option<PathBuf>,
 }
 
 /// What the detached daemon writes to its parent once it is ready.

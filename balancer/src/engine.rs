@@ -26,7 +26,7 @@ pub trait Applier {
 
 /// Writes nothing: every action is [`Outcome::Skipped`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DryRun;
+pub(crate) struct DryRun;
 
 impl Applier for DryRun {
     fn apply_plan(&mut self, plan: &Plan, _: &Snapshot) -> Vec<Outcome> {
@@ -49,7 +49,7 @@ impl<A: Applier + ?Sized> Applier for Box<A> {
 /// The applier of a command that balances this machine: the real actuator under `root`
 /// (journal at the config's `journal`), or [`DryRun`]. The caller holds the lock
 /// ([`crate::actuation::try_lock`]) unless `dry_run`.
-pub fn machine_applier(
+pub(crate) fn machine_applier(
     root: &Path,
     cfg: &Config,
     dry_run: bool,
@@ -66,7 +66,7 @@ pub fn machine_applier(
 pub struct Step {
     pub plan: Plan,
     /// One per action of `plan`.
-    pub outcomes: Vec<Outcome>,
+    pub(crate) outcomes: Vec<Outcome>,
 }
 
 impl Step {
@@ -75,11 +75,11 @@ impl Step {
         self.plan.actions.iter().zip(&self.outcomes)
     }
 
-    pub fn applied(&self) -> usize {
+    pub(crate) fn applied(&self) -> usize {
         self.outcomes.iter().filter(|o| o.is_applied()).count()
     }
 
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.outcomes.iter().filter(|o| o.error().is_some()).count()
     }
 }
@@ -102,12 +102,12 @@ impl<A: Applier> Engine<A> {
         }
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
     /// For a reload: the next step plans with what is here.
-    pub fn config_mut(&mut self) -> &mut Config {
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
         &mut self.config
     }
 
@@ -131,7 +131,7 @@ impl<A: Applier> Engine<A> {
 
     /// [`Engine::step`], showing the plan to `planned` before it is carried out (the daemon
     /// logs its findings ahead of what actuation logs while writing).
-    pub fn step_with(&mut self, snap: &Snapshot, planned: impl FnOnce(&Plan)) -> Step {
+    pub(crate) fn step_with(&mut self, snap: &Snapshot, planned: impl FnOnce(&Plan)) -> Step {
         let plan = policy::plan(snap, &self.config, &self.history);
         planned(&plan);
         let outcomes = self.applier.apply_plan(&plan, snap);

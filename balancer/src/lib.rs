@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Modules the integration tests (`tests/`), benches, examples and fuzz targets use are
-//! public; the rest (the daemon's loop, monitor, metrics, the TUI, output, tables) is
-//! `pub(crate)`.
+//! public, and inside them only the items those use; the rest (the daemon's loop, monitor,
+//! metrics, the TUI, output, tables) is `pub(crate)`.
 //!
 //! [`engine`] runs policy and actuation as one loop for every command that plans; [`cmd`]
 //! holds the commands, one file each, and the start-up they share.

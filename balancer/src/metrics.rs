@@ -68,15 +68,15 @@ impl Stage {
 
 /// What the daemon has after one interval, read only.
 pub(crate) struct IntervalView<'a> {
-    pub model: &'a SystemModel,
-    pub attribution: &'a Attribution,
-    pub snapshot: &'a Snapshot,
-    pub plan: &'a Plan,
-    pub outcomes: &'a [Outcome],
+    pub(crate) model: &'a SystemModel,
+    pub(crate) attribution: &'a Attribution,
+    pub(crate) snapshot: &'a Snapshot,
+    pub(crate) plan: &'a Plan,
+    pub(crate) outcomes: &'a [Outcome],
     /// The history after this interval's plan was carried out.
-    pub history: &'a History,
+    pub(crate) history: &'a History,
     /// When the interval ended.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -658,9 +658,9 @@ impl Endpoint {
     still.map(|a| format!(" (still serving on {a})")).unwrap_or_default()
 )]
 pub(crate) struct EndpointError {
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// The listener that keeps serving.
-    pub still: Option<SocketAddr>,
+    still: Option<SocketAddr>,
     #[source]
-    pub source: std::io::Error,
+    source: std::io::Error,
 }

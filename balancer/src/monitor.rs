@@ -29,11 +29,11 @@ use crate::{
 /// One interval, measured and attributed.
 pub(crate) struct Tick {
     /// Extrapolated to the whole interval: `duration_ns` is the time since the previous tick.
-    pub interval: Interval,
-    pub attribution: Attribution,
+    pub(crate) interval: Interval,
+    pub(crate) attribution: Attribution,
     /// The time measured (attached) within it; equal to `interval.duration_ns` when the
     /// measurement is continuous.
-    pub measured_ns: u64,
+    pub(crate) measured_ns: u64,
 }
 
 pub(crate) struct Monitor {

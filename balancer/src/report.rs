@@ -81,223 +81,223 @@ pub(crate) fn coverage(
 
 /// Methods and conditions of the measurement.
 #[derive(Clone, Debug, Serialize)]
-pub struct Meta {
-    pub kernel: Option<String>,
-    pub duration_s: f64,
-    pub cpus_online: String,
-    pub methods: Methods,
+pub(crate) struct Meta {
+    pub(crate) kernel: Option<String>,
+    pub(crate) duration_s: f64,
+    pub(crate) cpus_online: String,
+    methods: Methods,
     /// Parts that could not run, with the reason.
-    pub missing: Vec<String>,
-    pub warnings: Vec<String>,
+    pub(crate) missing: Vec<String>,
+    warnings: Vec<String>,
     /// IRQs appearing or vanishing, CPUs going on- or offline during the sample.
-    pub events: Vec<String>,
+    pub(crate) events: Vec<String>,
     /// Whether /proc/stat has counted any IRQ or softirq time since boot: kernels without
     /// CONFIG_IRQ_TIME_ACCOUNTING (Debian's cloud kernels) never do.
-    pub stat_irq_time: bool,
-    pub coverage: Coverage,
+    stat_irq_time: bool,
+    pub(crate) coverage: Coverage,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Methods {
+struct Methods {
     /// What the probes measure and how, as keys of their own in `methods`.
     #[serde(flatten)]
-    pub probe: ProbeStatus,
+    probe: ProbeStatus,
     /// The netdev generic netlink family (napi-get, queue-get): whether its exact links
     /// (and threaded NAPI's kthread pids) were available, and why not.
-    pub netlink_links: NetdevStatus,
+    netlink_links: NetdevStatus,
     /// Link methods the NAPI instances of this report actually used, by name.
-    pub napi_irq_link: Vec<LinkMethod>,
+    napi_irq_link: Vec<LinkMethod>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct CpuRow {
-    pub cpu: u32,
-    pub node: Option<u32>,
-    pub online: bool,
-    pub hardirq_pct: f64,
+pub(crate) struct CpuRow {
+    pub(crate) cpu: u32,
+    pub(crate) node: Option<u32>,
+    pub(crate) online: bool,
+    pub(crate) hardirq_pct: f64,
     /// Per softirq vector (an object keyed by vector name).
-    pub softirq_pct: PerSoftirq<f64>,
-    pub softirq_total_pct: f64,
+    pub(crate) softirq_pct: PerSoftirq<f64>,
+    pub(crate) softirq_total_pct: f64,
     /// Of the softirq time: the part attributed to IRQs and the part in named buckets.
-    pub softirq_to_irqs_pct: f64,
-    pub softirq_unattributed_pct: f64,
+    softirq_to_irqs_pct: f64,
+    softirq_unattributed_pct: f64,
     /// What /proc/stat claims for the same interval; null without a /proc/stat row.
-    pub stat_hardirq_pct: Option<f64>,
-    pub stat_softirq_pct: Option<f64>,
-    pub busy_pct: Option<f64>,
+    stat_hardirq_pct: Option<f64>,
+    stat_softirq_pct: Option<f64>,
+    pub(crate) busy_pct: Option<f64>,
     /// Poll time in NAPI kthreads and busy-poll loops on this CPU, % of the CPU: task time,
     /// in none of the softirq figures above.
-    pub threaded_pct: f64,
-    pub busy_poll_pct: f64,
+    threaded_pct: f64,
+    busy_poll_pct: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct IrqCpuRow {
-    pub cpu: u32,
-    pub interrupts: u64,
-    pub hardirq_ns: u64,
-    pub softirq_ns: u64,
+pub(crate) struct IrqCpuRow {
+    pub(crate) cpu: u32,
+    pub(crate) interrupts: u64,
+    pub(crate) hardirq_ns: u64,
+    pub(crate) softirq_ns: u64,
     /// Its instances' polls in NAPI kthreads and busy-poll loops (task time, not softirq).
-    pub threaded_ns: u64,
-    pub busy_poll_ns: u64,
+    threaded_ns: u64,
+    busy_poll_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct IrqRow {
-    pub irq: u32,
+pub(crate) struct IrqRow {
+    pub(crate) irq: u32,
     /// Action names, comma-separated.
-    pub name: String,
-    pub chip: Option<String>,
-    pub device: Option<String>,
-    pub netdev: Option<String>,
-    pub queue: Option<u32>,
-    pub queue_kind: Option<QueueKind>,
-    pub node: Option<u32>,
+    pub(crate) name: String,
+    pub(crate) chip: Option<String>,
+    pub(crate) device: Option<String>,
+    netdev: Option<String>,
+    queue: Option<u32>,
+    queue_kind: Option<QueueKind>,
+    pub(crate) node: Option<u32>,
     /// As cpulists.
-    pub smp_affinity: Option<CpuSet>,
-    pub effective_affinity: Option<CpuSet>,
-    pub interrupts: u64,
-    pub interrupts_per_s: f64,
-    pub hardirq_ns: u64,
-    pub softirq_ns: u64,
+    pub(crate) smp_affinity: Option<CpuSet>,
+    pub(crate) effective_affinity: Option<CpuSet>,
+    pub(crate) interrupts: u64,
+    pub(crate) interrupts_per_s: f64,
+    pub(crate) hardirq_ns: u64,
+    pub(crate) softirq_ns: u64,
     /// Poll time of its instances in NAPI kthreads and busy-poll loops: task time, apart
     /// from `softirq_ns` and not in `weight_ns` (moving the IRQ does not move it).
-    pub threaded_ns: u64,
-    pub busy_poll_ns: u64,
-    pub weight_ns: u64,
+    threaded_ns: u64,
+    busy_poll_ns: u64,
+    pub(crate) weight_ns: u64,
     /// Time as % of one CPU over the interval.
-    pub hardirq_pct: f64,
-    pub softirq_pct: f64,
-    pub weight_pct: f64,
+    pub(crate) hardirq_pct: f64,
+    pub(crate) softirq_pct: f64,
+    pub(crate) weight_pct: f64,
     /// Share of all interrupts (what count-based balancers weigh) versus share of real time.
-    pub interrupt_share: f64,
-    pub time_share: f64,
+    pub(crate) interrupt_share: f64,
+    pub(crate) time_share: f64,
     /// napi_id (or kernel address) of linked NAPI instances.
-    pub napi: Vec<String>,
-    pub cpus: Vec<IrqCpuRow>,
+    napi: Vec<String>,
+    pub(crate) cpus: Vec<IrqCpuRow>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct SoftirqRow {
-    pub cpu: u32,
-    pub vec: Softirq,
-    pub raises: u64,
-    pub runs: u64,
-    pub ns: u64,
-    pub pct: f64,
+struct SoftirqRow {
+    cpu: u32,
+    vec: Softirq,
+    raises: u64,
+    runs: u64,
+    ns: u64,
+    pct: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct SysvecRow {
-    pub cpu: u32,
+pub(crate) struct SysvecRow {
+    pub(crate) cpu: u32,
     /// Serialised as the `irq_vectors:` tracepoint's name.
-    pub vector: SysVector,
-    pub runs: u64,
-    pub ns: u64,
-    pub pct: f64,
+    pub(crate) vector: SysVector,
+    pub(crate) runs: u64,
+    ns: u64,
+    pub(crate) pct: f64,
 }
 
 /// How much of what happened the probes saw, and what they cost.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Coverage {
+pub(crate) struct Coverage {
     /// Share of `/proc/interrupts`' interrupts whose handler run the probes saw (each IRQ's
     /// runs capped at its interrupts); null when no IRQ fired.
-    pub interrupts_measured: Option<f64>,
+    pub(crate) interrupts_measured: Option<f64>,
     /// Per event, runs the kernel skipped since the probes were attached because a BPF
     /// program was already running on that CPU (`bpf_prog_info.recursion_misses`).
-    pub recursion_misses: BTreeMap<String, u64>,
+    pub(crate) recursion_misses: BTreeMap<String, u64>,
     /// NET_RX softirqs raised by more than two IRQs: their polls paired with none.
-    pub ambiguous_netrx_raises: u64,
+    pub(crate) ambiguous_netrx_raises: u64,
     /// NAPI instances deleted from the probe's map after they stopped polling.
-    pub napi_pruned: u64,
-    pub probe_cost: ProbeCost,
+    pub(crate) napi_pruned: u64,
+    pub(crate) probe_cost: ProbeCost,
 }
 
 /// What the probes cost over the interval, as % of one CPU (summed over CPUs).
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct ProbeCost {
-    pub cpu_pct: f64,
+pub(crate) struct ProbeCost {
+    cpu_pct: f64,
     /// How it was obtained: `kernel.bpf_stats` (program run time only, no dispatch) or an
     /// estimate from the events counted times the benchmark's end-to-end cost per event.
-    pub method: String,
+    method: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct NapiCpuRow {
-    pub cpu: u32,
-    pub polls: u64,
-    pub ns: u64,
-    pub threaded_ns: u64,
-    pub busy_poll_ns: u64,
+struct NapiCpuRow {
+    cpu: u32,
+    polls: u64,
+    ns: u64,
+    threaded_ns: u64,
+    busy_poll_ns: u64,
     /// Share of the instance's poll time (of its polls when no time was measured).
-    pub share: f64,
+    share: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct NapiRow {
+pub(crate) struct NapiRow {
     /// Kernel address of the napi_struct, hex.
-    pub id: String,
-    pub napi_id: Option<u32>,
-    pub device: String,
-    pub irq: Option<u32>,
-    pub link: LinkMethod,
-    pub link_evidence: u64,
-    pub link_confidence: f64,
+    pub(crate) id: String,
+    pub(crate) napi_id: Option<u32>,
+    pub(crate) device: String,
+    pub(crate) irq: Option<u32>,
+    pub(crate) link: LinkMethod,
+    link_evidence: u64,
+    link_confidence: f64,
     /// The poll kthread of threaded NAPI (netlink napi-get), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread_pid: Option<u32>,
-    pub polls: u64,
-    pub packets: u64,
-    pub packets_per_s: f64,
-    pub budget_exhausted_share: f64,
+    pub(crate) thread_pid: Option<u32>,
+    pub(crate) polls: u64,
+    packets: u64,
+    pub(crate) packets_per_s: f64,
+    pub(crate) budget_exhausted_share: f64,
     /// Polls that got no time: outside NET_RX softirq with no start mark (see meta's
     /// threaded_napi and busy_poll).
-    pub untimed_polls: u64,
+    untimed_polls: u64,
     /// Poll time in NET_RX softirqs.
-    pub ns: u64,
-    pub pct: f64,
+    ns: u64,
+    pub(crate) pct: f64,
     /// Polls in the instance's NAPI kthread, and their time (task time, not softirq).
-    pub threaded_polls: u64,
-    pub threaded_ns: u64,
-    pub threaded_pct: f64,
+    threaded_polls: u64,
+    pub(crate) threaded_ns: u64,
+    pub(crate) threaded_pct: f64,
     /// Busy polls by tasks in a busy-poll loop, and their time (task time, not softirq).
-    pub busy_polls: u64,
-    pub busy_poll_ns: u64,
-    pub busy_poll_pct: f64,
-    pub cpus: Vec<NapiCpuRow>,
+    busy_polls: u64,
+    pub(crate) busy_poll_ns: u64,
+    pub(crate) busy_poll_pct: f64,
+    cpus: Vec<NapiCpuRow>,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct UnattributedRow {
-    pub cpu: u32,
-    pub vec: Softirq,
-    pub bucket: Bucket,
-    pub ns: u64,
+struct UnattributedRow {
+    cpu: u32,
+    vec: Softirq,
+    bucket: Bucket,
+    ns: u64,
     /// % of the CPU.
-    pub pct: f64,
+    pct: f64,
     /// % of the CPU's softirq time.
-    pub softirq_share: f64,
+    softirq_share: f64,
 }
 
 /// Everything the report says.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub meta: Meta,
-    pub cpus: Vec<CpuRow>,
-    pub irqs: Vec<IrqRow>,
-    pub softirqs: Vec<SoftirqRow>,
+    pub(crate) meta: Meta,
+    pub(crate) cpus: Vec<CpuRow>,
+    pub(crate) irqs: Vec<IrqRow>,
+    softirqs: Vec<SoftirqRow>,
     /// x86 system vectors (local timer, IPIs) per CPU: hardirq time that is no IRQ's.
-    pub system_vectors: Vec<SysvecRow>,
-    pub napi: Vec<NapiRow>,
-    pub unattributed: Vec<UnattributedRow>,
+    pub(crate) system_vectors: Vec<SysvecRow>,
+    pub(crate) napi: Vec<NapiRow>,
+    unattributed: Vec<UnattributedRow>,
     /// IRQs and NAPI instances left out by --top.
-    pub omitted: Omitted,
+    omitted: Omitted,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Omitted {
-    pub irqs: usize,
-    pub napi: usize,
+struct Omitted {
+    irqs: usize,
+    napi: usize,
 }
 
 /// The TASK% cell: threaded (T) and busy-poll (B) time, `-` for none.
@@ -614,13 +614,14 @@ fn unattributed_rows(a: &Attribution) -> Vec<UnattributedRow> {
 
 impl Report {
     /// Text tables in the full layout, at most 100 columns wide.
-    pub fn to_text(&self) -> String {
+    #[cfg(test)]
+    fn to_text(&self) -> String {
         self.to_text_width(FULL_WIDTH)
     }
 
     /// Text tables within `width` columns (80 at least): below [`FULL_WIDTH`] the tables
     /// narrow their columns, and prose breaks between words.
-    pub fn to_text_width(&self, width: usize) -> String {
+    pub(crate) fn to_text_width(&self, width: usize) -> String {
         let width = width.max(crate::output::MIN_COLUMNS);
         let mut o = String::new();
         self.meta_text(&mut o, width);
@@ -1060,7 +1061,7 @@ fn kind_prefix(kind: QueueKind) -> &'static str {
 }
 
 /// The width of the full text layout, the one piped output and `--wide` get.
-pub const FULL_WIDTH: usize = 100;
+pub(crate) const FULL_WIDTH: usize = 100;
 
 /// Writes `text` as lines of at most `width` columns, broken between words (a word longer
 /// than a line is cut).

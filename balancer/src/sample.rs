@@ -27,23 +27,23 @@ use crate::{
 
 /// Every cumulative counter at one moment.
 #[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub at: Instant,
-    pub counters: Counters,
-    pub interrupts: Interrupts,
-    pub stat: BTreeMap<u32, CpuTimes>,
-    pub online: CpuSet,
+pub(crate) struct Snapshot {
+    pub(crate) at: Instant,
+    pub(crate) counters: Counters,
+    pub(crate) interrupts: Interrupts,
+    pub(crate) stat: BTreeMap<u32, CpuTimes>,
+    pub(crate) online: CpuSet,
 }
 
 impl Snapshot {
     /// Reads the machine's counters under `root` and the probe's maps.
-    pub fn take(probe: &Probe, root: &Path) -> anyhow::Result<Snapshot> {
+    pub(crate) fn take(probe: &Probe, root: &Path) -> anyhow::Result<Snapshot> {
         let counters = probe.read().context("reading the eBPF maps")?;
         Self::from_parts(root, counters)
     }
 
     /// The /proc and /sys half of a snapshot, with counters from elsewhere (tests, replays).
-    pub fn from_parts(root: &Path, counters: Counters) -> anyhow::Result<Snapshot> {
+    pub(crate) fn from_parts(root: &Path, counters: Counters) -> anyhow::Result<Snapshot> {
         let interrupts = interrupts::read(root)?;
         let stat = stat::read(root)?;
         let online_path = root.join("sys/devices/system/cpu/online");
@@ -69,7 +69,7 @@ pub struct NapiIdentity {
     /// Device name from the poll event; `(no_device)` for the backlog (RPS, loopback).
     pub device: String,
     /// `napi_struct.irq` when the kernel has it and the driver recorded one.
-    pub irq: Option<u32>,
+    pub(crate) irq: Option<u32>,
     /// `napi_struct.napi_id`, when known.
     pub napi_id: Option<u32>,
     /// The poll kthread (`napi/<dev>-<id>`) of a threaded instance, from netlink's
@@ -79,24 +79,24 @@ pub struct NapiIdentity {
 
 /// Per (NAPI instance, CPU) counts over an interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NapiDelta {
-    pub polls: u64,
-    pub work: u64,
-    pub budget_exhausted: u64,
-    pub ns: u64,
+pub(crate) struct NapiDelta {
+    pub(crate) polls: u64,
+    pub(crate) work: u64,
+    pub(crate) budget_exhausted: u64,
+    pub(crate) ns: u64,
     /// Polls outside NET_RX softirq, timed or not; the timed ones are also counted below.
-    pub untimed_polls: u64,
-    pub untimed_work: u64,
+    pub(crate) untimed_polls: u64,
+    pub(crate) untimed_work: u64,
     /// Timed polls in a NAPI kthread: task time, not softirq time.
-    pub threaded_polls: u64,
-    pub threaded_ns: u64,
+    pub(crate) threaded_polls: u64,
+    pub(crate) threaded_ns: u64,
     /// Timed busy polls (process context): task time, not softirq time.
-    pub busy_polls: u64,
-    pub busy_ns: u64,
+    pub(crate) busy_polls: u64,
+    pub(crate) busy_ns: u64,
 }
 
 impl NapiDelta {
-    pub fn is_zero(&self) -> bool {
+    fn is_zero(&self) -> bool {
         *self == NapiDelta::default()
     }
 }
@@ -104,31 +104,31 @@ impl NapiDelta {
 /// Differences between two snapshots. Entries whose delta is zero are left out.
 #[derive(Clone, Debug, Default)]
 pub struct Interval {
-    pub duration_ns: u64,
+    pub(crate) duration_ns: u64,
     /// CPUs online at the end of the interval.
-    pub online: CpuSet,
+    pub(crate) online: CpuSet,
     /// CPUs that went offline or came online during the interval.
-    pub went_offline: Vec<u32>,
-    pub came_online: Vec<u32>,
+    pub(crate) went_offline: Vec<u32>,
+    pub(crate) came_online: Vec<u32>,
     /// (IRQ, CPU) -> handler runs and ns.
-    pub hardirq: BTreeMap<(u32, u32), IrqStat>,
+    pub(crate) hardirq: BTreeMap<(u32, u32), IrqStat>,
     /// (CPU, system vector) -> runs and ns.
-    pub sysvec: BTreeMap<(u32, u32), IrqStat>,
+    pub(crate) sysvec: BTreeMap<(u32, u32), IrqStat>,
     /// (CPU, vector) -> raises, runs, ns.
-    pub softirq: BTreeMap<(u32, u32), SoftirqStat>,
+    pub(crate) softirq: BTreeMap<(u32, u32), SoftirqStat>,
     /// (NAPI instance, CPU) -> polls, packets, ns.
-    pub napi: BTreeMap<(NapiKey, u32), NapiDelta>,
+    pub(crate) napi: BTreeMap<(NapiKey, u32), NapiDelta>,
     /// Every NAPI instance seen so far, active in this interval or not.
     pub napi_identity: BTreeMap<NapiKey, NapiIdentity>,
     /// (NAPI instance, IRQ) -> polls in NET_RX softirqs that IRQ raised.
-    pub pairs: BTreeMap<(NapiKey, u32), u64>,
+    pub(crate) pairs: BTreeMap<(NapiKey, u32), u64>,
     /// (IRQ, CPU) -> interrupts, from /proc/interrupts.
-    pub interrupts: BTreeMap<(u32, u32), u64>,
+    pub(crate) interrupts: BTreeMap<(u32, u32), u64>,
     /// IRQ numbers present at only one end of the interval.
-    pub irqs_appeared: Vec<u32>,
-    pub irqs_vanished: Vec<u32>,
+    pub(crate) irqs_appeared: Vec<u32>,
+    pub(crate) irqs_vanished: Vec<u32>,
     /// Per CPU, the /proc/stat times over the interval, in ns.
-    pub stat: BTreeMap<u32, CpuTimes>,
+    pub(crate) stat: BTreeMap<u32, CpuTimes>,
     /// eBPF map-full and read errors during the interval.
     pub probe_errors: [u64; NR_ERRORS as usize],
 }
@@ -150,7 +150,7 @@ impl Interval {
 
 /// Difference of a cumulative counter. A 32-bit counter that wrapped (`prev` fits in 32 bits
 /// and `cur` is below it) counts the wrap; any other decrease is a restart and counts from 0.
-pub fn counter_delta(prev: u64, cur: u64) -> u64 {
+fn counter_delta(prev: u64, cur: u64) -> u64 {
     if cur >= prev {
         cur - prev
     } else if prev <= u64::from(u32::MAX) {
@@ -167,7 +167,7 @@ fn delta64(prev: u64, cur: u64) -> u64 {
 
 impl Interval {
     /// The interval from `prev` to `cur`.
-    pub fn between(prev: &Snapshot, cur: &Snapshot) -> Interval {
+    pub(crate) fn between(prev: &Snapshot, cur: &Snapshot) -> Interval {
         let duration_ns = cur.at.saturating_duration_since(prev.at).as_nanos() as u64;
         let mut iv = Interval {
             duration_ns,
@@ -374,10 +374,6 @@ impl Sampler {
 
     pub fn probe(&self) -> &Probe {
         &self.probe
-    }
-
-    pub fn probe_mut(&mut self) -> &mut Probe {
-        &mut self.probe
     }
 
     /// The interval since the previous call (or since `new`).

@@ -19,19 +19,19 @@ pub(crate) enum Align {
 /// One column of a table.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Column {
-    pub header: &'static str,
+    header: &'static str,
     /// Shorter headers, longest first, taken when the column is too narrow for the header
     /// (a header is shortened rather than cut where it can be).
-    pub short: &'static [&'static str],
-    pub align: Align,
-    pub min: usize,
-    pub max: usize,
+    short: &'static [&'static str],
+    align: Align,
+    min: usize,
+    max: usize,
     /// Share of the spare width this column takes; 0: none.
-    pub flex: usize,
+    flex: usize,
     /// Widens to its longest value (up to `max`).
-    pub grow: bool,
+    grow: bool,
     /// What stands before the column (not before the first).
-    pub sep: &'static str,
+    sep: &'static str,
 }
 
 impl Column {
@@ -107,8 +107,8 @@ impl Column {
 /// A table: its columns and what stands before each line.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Table {
-    pub indent: &'static str,
-    pub columns: Vec<Column>,
+    indent: &'static str,
+    columns: Vec<Column>,
 }
 
 impl Table {

@@ -24,7 +24,7 @@ pub enum Softirq {
 
 impl Softirq {
     /// Every vector, in the kernel's order: `ALL[v]` is vector number `v`.
-    pub const ALL: [Softirq; NR_SOFTIRQS] = [
+    pub(crate) const ALL: [Softirq; NR_SOFTIRQS] = [
         Softirq::Hi,
         Softirq::Timer,
         Softirq::NetTx,
@@ -38,17 +38,17 @@ impl Softirq {
     ];
 
     /// The vector number `v`, if the kernel has one.
-    pub fn from_index(v: usize) -> Option<Softirq> {
+    pub(crate) fn from_index(v: usize) -> Option<Softirq> {
         Softirq::ALL.get(v).copied()
     }
 
     /// Its number: the index of the probe's per-vector arrays.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
     /// "NET_RX": the kernel's name (`/proc/softirqs`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         SOFTIRQ_NAMES[self.index()]
     }
 }
@@ -68,10 +68,10 @@ impl Serialize for Softirq {
 /// One value per softirq vector. Serialises as an object keyed by vector name, in name order
 /// (as the report's JSON always had it).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct PerSoftirq<T>(pub [T; NR_SOFTIRQS]);
+pub(crate) struct PerSoftirq<T>(pub(crate) [T; NR_SOFTIRQS]);
 
 impl<T: Copy> PerSoftirq<T> {
-    pub fn from_fn(f: impl Fn(Softirq) -> T) -> PerSoftirq<T> {
+    pub(crate) fn from_fn(f: impl Fn(Softirq) -> T) -> PerSoftirq<T> {
         PerSoftirq(Softirq::ALL.map(f))
     }
 }
@@ -98,7 +98,7 @@ impl<T: Serialize> Serialize for PerSoftirq<T> {
 /// An x86 system vector the probe times (local timer, IPIs): hardirq time that passes no
 /// `irq_handler_entry`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SysVector {
+pub(crate) enum SysVector {
     LocalTimer,
     Reschedule,
     CallFunction,
@@ -112,7 +112,7 @@ pub enum SysVector {
 
 impl SysVector {
     /// Every vector, in the probe's order: `ALL[v]` is the probe's vector `v`.
-    pub const ALL: [SysVector; NR_SYSVECS] = [
+    pub(crate) const ALL: [SysVector; NR_SYSVECS] = [
         SysVector::LocalTimer,
         SysVector::Reschedule,
         SysVector::CallFunction,
@@ -124,22 +124,18 @@ impl SysVector {
         SysVector::SpuriousApic,
     ];
 
-    pub fn from_index(v: usize) -> Option<SysVector> {
-        SysVector::ALL.get(v).copied()
-    }
-
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
     /// "local_timer": the `irq_vectors:` tracepoint's name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         SYSVEC_NAMES[self.index()]
     }
 
     /// "LOC": the row `/proc/interrupts` counts it in. Both call-function vectors count in
     /// CAL there.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             SysVector::LocalTimer => "LOC",
             SysVector::Reschedule => "RES",
@@ -181,7 +177,7 @@ mod tests {
         assert_eq!(Softirq::NetRx.name(), "NET_RX");
         assert_eq!(Softirq::from_index(NR_SOFTIRQS), None);
         for (i, v) in SysVector::ALL.iter().enumerate() {
-            assert_eq!((v.index(), SysVector::from_index(i)), (i, Some(*v)));
+            assert_eq!(v.index(), i);
         }
         assert_eq!(SysVector::LocalTimer.name(), "local_timer");
         assert_eq!(SysVector::SpuriousApic.name(), "spurious_apic");

@@ -457,11 +457,12 @@ const DAEMON_PHASE_SECS: f64 = 10.0;
 const DAEMON_PAIRS: usize = 6;
 
 /// What a running `balancer daemon --dry-run` costs the CPU it measures, end to end: the loop
-/// on [`CPU`] in phases of [`DAEMON_PHASE_SECS`] with the daemon (pinned to the other CPU)
-/// running, against phases with it stopped (SIGSTOP at a moment its programs are detached),
-/// ABBA; at the default `measure-share`, then measuring continuously. Everything the loop's CPU
-/// pays is in it: the programs while attached, attaching and detaching (text patching and its
-/// IPIs), the daemon's wake-ups. The daemon's own CPU time is printed beside, not in it.
+/// on [`CPU`] in phases of [`DAEMON_PHASE_SECS`] with a daemon (pinned to the other CPU)
+/// running, against phases with none, ABBA; at the default `measure-share`, then measuring
+/// continuously. Each running phase starts a daemon and waits for its programs to attach
+/// first, so its start-up is not in the figure. Everything else the loop's CPU pays is in it:
+/// the programs while attached, attaching and detaching (text patching and its IPIs), the
+/// daemon's wake-ups. The daemon's own CPU time is printed beside, not in it.
 fn daemon_cost() -> anyhow::Result<()> {
     let phase = std::env::var("PROBE_BENCH_PHASE_SECS")
         .ok()
@@ -486,23 +487,31 @@ fn daemon_cost() -> anyhow::Result<()> {
                 dir.join("lock").display()
             ),
         )?;
-        let daemon = Daemon::start(&config)?;
         let mut diffs = Vec::new();
         let mut base = Vec::new();
         let mut cpu_ms_per_s = Vec::new();
+        let mut attached = Vec::new();
         for i in 0..DAEMON_PAIRS {
             let running_first = i % 2 == 1;
             let mut measure = |running: bool| -> anyhow::Result<f64> {
-                if running {
-                    daemon.resume();
-                } else {
-                    daemon.stop_detached()?;
+                if !running {
+                    // The same /proc reads as a running phase's polls, so both pay them.
+                    let me = std::process::id();
+                    return phase_ns(&tx, to, phase, || {
+                        let _ = bpf_links(me);
+                    });
                 }
+                let daemon = Daemon::start(&config)?;
                 let cpu0 = daemon.cpu_ns();
-                let ns = phase_ns(&tx, to, phase)?;
-                if running {
-                    cpu_ms_per_s.push(daemon.cpu_ns().saturating_sub(cpu0) as f64 / 1e6 / phase);
-                }
+                let (mut polls, mut on) = (0u32, 0u32);
+                let ns = phase_ns(&tx, to, phase, || {
+                    polls += 1;
+                    if bpf_links(daemon.child.id()) > 0 {
+                        on += 1;
+                    }
+                })?;
+                cpu_ms_per_s.push(daemon.cpu_ns().saturating_sub(cpu0) as f64 / 1e6 / phase);
+                attached.push(f64::from(on) / f64::from(polls.max(1)));
                 Ok(ns)
             };
             let (first, second) = (measure(running_first)?, measure(!running_first)?);
@@ -511,32 +520,39 @@ fn daemon_cost() -> anyhow::Result<()> {
             } else {
                 (second, first)
             };
-            eprintln!("{label}: {without:.1} ns/call stopped, {with:.1} running");
+            eprintln!("{label}: {without:.1} ns/call without, {with:.1} with");
             diffs.push(with - without);
             base.push(without);
         }
-        drop(daemon);
         rows.push((
             label,
             median(&mut base),
             median(&mut diffs),
             median(&mut cpu_ms_per_s),
+            median(&mut attached),
         ));
+    }
+    // The last daemon's log, for a figure that looks wrong.
+    if let Ok(log) = std::fs::read_to_string(dir.join("balancer.log")) {
+        eprintln!("--- the last daemon's log ---\n{log}---");
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!();
     println!(
         "balancer daemon --dry-run (pinned to CPU {IPI_CPU}), cost per call of the loop on CPU \
-         {CPU}; medians of {DAEMON_PAIRS} paired {phase} s phases, running vs stopped"
+         {CPU}; medians of {DAEMON_PAIRS} paired {phase} s phases, with vs without a daemon"
     );
     println!(
-        "{:<24} {:>14} {:>10} {:>16}",
-        "DAEMON", "NS/CALL (OFF)", "+NS ON", "DAEMON CPU MS/S"
+        "{:<24} {:>14} {:>10} {:>10} {:>16}",
+        "DAEMON", "NS/CALL (OFF)", "+NS ON", "ATTACHED", "DAEMON CPU MS/S"
     );
-    for (label, b, d, cpu) in &rows {
-        println!("{label:<24} {b:>14.1} {d:>10.1} {cpu:>16.1}");
+    for (label, b, d, cpu, att) in &rows {
+        println!(
+            "{label:<24} {b:>14.1} {d:>10.1} {:>9.0}% {cpu:>16.1}",
+            100.0 * att
+        );
     }
-    if let [(_, _, duty, _), (_, _, continuous, _)] = rows[..] {
+    if let [(_, _, duty, _, _), (_, _, continuous, _, _)] = rows[..] {
         println!(
             "duty-cycled / continuous: {:.2} (target <= 0.10)",
             duty / continuous
@@ -545,8 +561,13 @@ fn daemon_cost() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// ns per call over `secs` of calls.
-fn phase_ns(tx: &UdpSocket, to: std::net::SocketAddr, secs: f64) -> anyhow::Result<f64> {
+/// ns per call over `secs` of calls; `between` runs after every 50,000 (about every 100 ms).
+fn phase_ns(
+    tx: &UdpSocket,
+    to: std::net::SocketAddr,
+    secs: f64,
+    mut between: impl FnMut(),
+) -> anyhow::Result<f64> {
     let t = Instant::now();
     let mut calls = 0u64;
     while t.elapsed().as_secs_f64() < secs {
@@ -554,8 +575,22 @@ fn phase_ns(tx: &UdpSocket, to: std::net::SocketAddr, secs: f64) -> anyhow::Resu
             tx.send_to(&[0], to).context("sendto")?;
         }
         calls += 1_000;
+        if calls.is_multiple_of(50_000) {
+            between();
+        }
     }
     Ok(t.elapsed().as_nanos() as f64 / calls as f64)
+}
+
+/// The bpf links `pid` holds open.
+fn bpf_links(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.to_string_lossy().contains("bpf_link"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// A `balancer daemon --dry-run` child, pinned to [`IPI_CPU`], killed on drop.
@@ -571,7 +606,10 @@ impl Daemon {
             .args(["daemon", "--dry-run", "--foreground", "--force", "--config"])
             .arg(config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(config.with_extension("log"))
+                    .context("creating the daemon's log")?,
+            )
             .spawn();
         pin(CPU)?;
         let mut daemon = Daemon {
@@ -579,7 +617,7 @@ impl Daemon {
                 .context("starting balancer daemon (cargo build --release -p balancer)")?,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while daemon.links() == 0 {
+        while bpf_links(daemon.child.id()) == 0 {
             if let Some(status) = daemon.child.try_wait()? {
                 bail!("balancer daemon ended before attaching: {status}");
             }
@@ -594,39 +632,6 @@ impl Daemon {
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-    }
-
-    fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    /// SIGSTOP at a moment none of its programs is attached.
-    fn stop_detached(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if self.links() == 0 {
-                self.signal(libc::SIGSTOP);
-                // It may have attached between the look and the stop.
-                std::thread::sleep(Duration::from_millis(5));
-                if self.links() == 0 {
-                    return Ok(());
-                }
-                self.resume();
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        bail!("the daemon never detached within 60 s")
-    }
-
-    /// The bpf links it holds open.
-    fn links(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|dir| {
-                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                    .filter(|t| t.to_string_lossy().contains("bpf_link"))
-                    .count()
-            })
-            .unwrap_or(0)
     }
 
     /// Its user and system CPU time, from /proc/<pid>/stat.
@@ -652,7 +657,6 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.resume();
         self.signal(libc::SIGTERM);
         let _ = self.child.wait();
     }

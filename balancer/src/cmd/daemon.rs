@@ -27,36 +27,36 @@ use crate::{
 
 /// Run the balancer: measure, decide, move IRQs, repeat.
 #[derive(Debug, clap::Args)]
-pub struct DaemonArgs {
+pub(crate) struct DaemonArgs {
     /// Config file (TOML); default /etc/balancer/balancer.toml, defaults when it is absent.
     /// The installed example there documents every key.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Measure and decide, log what would be done, change nothing: takes no lock, writes no
     /// journal, and runs beside irqbalance (with a warning) or a balancing daemon.
     #[arg(long)]
-    pub dry_run: bool,
+    dry_run: bool,
     /// Stay attached to the terminal (systemd runs it so); without it the daemon detaches,
     /// and the command returns once the daemon is ready (exit 0) or has failed (its exit
     /// code, its error on stderr).
     #[arg(long)]
-    pub foreground: bool,
+    foreground: bool,
     /// Measure one interval (`long-interval`), place IRQs once, and exit (implies
     /// --foreground): exit 0 when every action applied or there was nothing to do, 1 when
     /// measuring or an action failed. With --dry-run it logs what it would do.
     #[arg(long)]
-    pub oneshot: bool,
+    oneshot: bool,
     /// Write the daemon's pid here.
     #[arg(long, value_name = "FILE")]
-    pub pidfile: Option<PathBuf>,
+    pidfile: Option<PathBuf>,
     /// Start even though irqbalance runs (the two would fight over affinities); without it
     /// the daemon refuses with exit status 3.
     #[arg(long)]
-    pub force: bool,
+    force: bool,
 }
 
 /// Runs the command.
-pub fn run(args: &DaemonArgs) -> Result<ExitCode> {
+pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode> {
     let cfg = startup::load_config(args.config.as_deref())?;
     startup::init_logging(&cfg);
     let root = startup::machine_root();

@@ -3,32 +3,34 @@
 use crate::{actuation::JournalError, config::ConfigError, probe::ProbeError, system::proximity};
 
 /// The exit codes of every command.
-pub mod exit {
+pub(crate) mod exit {
     /// Done.
-    pub const OK: u8 = 0;
+    // Kept so the table is whole; success itself returns ExitCode::SUCCESS.
+    #[allow(dead_code)]
+    pub(crate) const OK: u8 = 0;
     /// Measuring, an action or a write failed at run time (the error says what).
-    pub const RUNTIME: u8 = 1;
+    pub(crate) const RUNTIME: u8 = 1;
     /// The command line is wrong (clap's code for its own errors too).
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// Another balancer (daemon, `top --balance`) or irqbalance runs.
-    pub const BUSY: u8 = 3;
+    pub(crate) const BUSY: u8 = 3;
     /// A journal that cannot be used as it is (damaged, unknown version, another boot, a
     /// target balancer does not change): nothing was written.
-    pub const JOURNAL: u8 = 4;
+    pub(crate) const JOURNAL: u8 = 4;
     /// Missing privileges or capabilities, or a tracefs that could not be mounted.
-    pub const PERMISSION: u8 = 5;
+    pub(crate) const PERMISSION: u8 = 5;
     /// A config or proximity file that cannot be used (missing, malformed, a value out of
     /// range, or no CPU left for IRQs on this machine).
-    pub const CONFIG: u8 = 6;
+    pub(crate) const CONFIG: u8 = 6;
     /// The reader of standard output went away: what a shell shows for a program that
     /// SIGPIPE ended (128 + 13), so `set -o pipefail` sees the output was cut as with any
     /// other tool. Rust ignores SIGPIPE (the daemon's metrics socket needs that), so we say
     /// it.
-    pub const CLOSED_PIPE: u8 = 141;
+    pub(crate) const CLOSED_PIPE: u8 = 141;
 }
 
 /// The exit codes as `--help` lists them.
-pub const EXIT_STATUS_HELP: &str = "\
+pub(crate) const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0    done
   1    runtime error: measuring, an action or a write failed
@@ -41,7 +43,7 @@ Exit status:
 
 /// Why a command failed. The message is one line; [`Error::exit_code`] says which kind.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The command line asks for something that cannot be (clap reports its own errors).
     #[error("{0}")]
     Usage(String),
@@ -95,7 +97,7 @@ impl From<serde_json::Error> for Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Permission(_) => exit::PERMISSION,
@@ -115,7 +117,7 @@ impl Error {
 
     /// The message and its causes on one line, a cause left out when the message before it
     /// already ends with it (many of the library's messages carry their cause).
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut line = String::new();
         let mut push = |part: String| {
             if !line.ends_with(&part) {
@@ -139,7 +141,7 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

@@ -4,21 +4,21 @@
 //! what they return. The stages below neither parse arguments nor print.
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
-pub use error::{EXIT_STATUS_HELP, Error, Result, exit};
+pub(crate) use error::{EXIT_STATUS_HELP, Error, Result, exit};
 
 use crate::{
     cli::{Cli, Command},
     config, output,
 };
 
-pub mod daemon;
-pub mod error;
-pub mod plan;
-pub mod report;
-pub mod restore;
-pub mod startup;
-pub mod top;
-pub mod topology;
+pub(crate) mod daemon;
+pub(crate) mod error;
+pub(crate) mod plan;
+pub(crate) mod report;
+pub(crate) mod restore;
+pub(crate) mod startup;
+pub(crate) mod top;
+pub(crate) mod topology;
 
 /// Runs the command `cli` names and turns its result into the exit code.
 pub fn main(cli: Cli) -> ExitCode {

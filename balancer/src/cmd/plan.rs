@@ -14,18 +14,18 @@ use crate::{
 
 /// Measure one interval and print what the daemon would do now, and why. Changes nothing.
 #[derive(Debug, clap::Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// Seconds to measure (0.1 to 86400, fractions allowed).
     #[arg(short, long, default_value = "5", value_name = "SECS",
           value_parser = super::parse_duration)]
-    pub duration: Duration,
+    duration: Duration,
     /// Config file (TOML) whose policy settings to plan with; default
     /// /etc/balancer/balancer.toml, defaults when it is absent.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Print JSON (keys: plan, cpus, no_irq_cpus).
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 #[derive(Serialize)]
@@ -52,7 +52,7 @@ struct CpuJson {
 }
 
 /// Runs the command.
-pub fn run(args: &PlanArgs) -> Result<ExitCode> {
+pub(crate) fn run(args: &PlanArgs) -> Result<ExitCode> {
     let cfg = startup::load_config(args.config.as_deref())?;
     let root = startup::machine_root();
     let opts = startup::read_options(cfg.proximity.as_deref(), &root)?;

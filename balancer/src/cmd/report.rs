@@ -23,31 +23,31 @@ use crate::{
 /// Sample for a while, then print each IRQ's real CPU time: its hardirq handler time plus the
 /// NET_RX softirq time of the NAPI instances it schedules, next to its share of interrupts.
 #[derive(Debug, clap::Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// How long to sample, in seconds (0.1 to 86400, fractions allowed). Ctrl-C ends early
     /// and reports what was measured so far.
     #[arg(short, long, default_value = "5", value_name = "SECS",
           value_parser = super::parse_duration)]
-    pub duration: Duration,
+    duration: Duration,
     /// Print one JSON object (keys: meta, cpus, irqs, softirqs, napi, unattributed) instead
     /// of tables.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
     /// Show only the N IRQs and NAPI instances with the most CPU time, N at least 1 (text:
     /// default 20; JSON: default all).
     #[arg(long, value_name = "N", value_parser = super::parse_top)]
-    pub top: Option<usize>,
+    top: Option<usize>,
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
-    pub proximity: Option<PathBuf>,
+    proximity: Option<PathBuf>,
     /// Text: the full layout whatever the terminal's width (as when piped); else the tables
     /// fit `COLUMNS` or the terminal, 80 columns at least.
     #[arg(long)]
-    pub wide: bool,
+    wide: bool,
 }
 
 /// Runs the command.
-pub fn run(args: &ReportArgs) -> Result<ExitCode> {
+pub(crate) fn run(args: &ReportArgs) -> Result<ExitCode> {
     let root = startup::machine_root();
     let opts = startup::read_options(args.proximity.as_deref(), &root)?;
     startup::measuring()?;

@@ -21,25 +21,25 @@ Exit status: 0 restored, or no journal at the default path; 1 some values could 
 written back (they stay in the journal); 2 no journal at the --journal path; 3 a balancer \
 is running; 4 the journal cannot be used (damaged, unknown version, another boot, a target \
 balancer does not change): nothing was written; 6 bad config.")]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     /// The journal; default: the config's `journal` (/var/lib/balancer/journal.json).
     #[arg(long, value_name = "FILE")]
-    pub journal: Option<PathBuf>,
+    journal: Option<PathBuf>,
     /// Config file (TOML) naming the journal and the lock; default
     /// /etc/balancer/balancer.toml.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Restore a journal written during another boot (or one that records none): only when
     /// the machine has not rebooted since, as IRQs may be numbered differently after a boot.
     #[arg(long)]
-    pub force: bool,
+    force: bool,
     /// Root of /proc and /sys (tests use a fixture copy).
     #[arg(long, default_value = "/", hide = true)]
-    pub root: PathBuf,
+    root: PathBuf,
 }
 
 /// Runs the command.
-pub fn run(args: &RestoreArgs) -> Result<ExitCode> {
+pub(crate) fn run(args: &RestoreArgs) -> Result<ExitCode> {
     let cfg = startup::load_config(args.config.as_deref())?;
     let journal = args.journal.clone().unwrap_or(cfg.journal);
     // A daemon keeps its journal in memory and rewrites it: restoring under it would lose

@@ -17,12 +17,12 @@ use crate::{
 
 /// The live machine's root: the commands measure and balance it (tests pass fixture roots
 /// to the stages, and `topology --root`).
-pub fn machine_root() -> PathBuf {
+pub(crate) fn machine_root() -> PathBuf {
     PathBuf::from("/")
 }
 
 /// The config from `path`, else the default file when it exists, else defaults.
-pub fn load_config(path: Option<&Path>) -> Result<Config> {
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(match path {
         Some(p) => Config::read(p)?,
         None => Config::read_opt(Path::new(config::DEFAULT_CONFIG))?.unwrap_or_default(),
@@ -32,7 +32,7 @@ pub fn load_config(path: Option<&Path>) -> Result<Config> {
 /// Read options with the proximity file loaded the same way for every command (its PCI
 /// addresses resolved under `root`): a missing file or any bad line is an error, every
 /// problem listed.
-pub fn read_options(proximity: Option<&Path>, root: &Path) -> Result<ReadOptions> {
+pub(crate) fn read_options(proximity: Option<&Path>, root: &Path) -> Result<ReadOptions> {
     let mut opts = ReadOptions::default();
     if let Some(path) = proximity {
         opts.proximity = Some(system::proximity::load(path, root)?);
@@ -43,20 +43,20 @@ pub fn read_options(proximity: Option<&Path>, root: &Path) -> Result<ReadOptions
 /// What measuring needs before anything is loaded: the privileges (one line naming what is
 /// missing) and a mounted tracefs (mounted here when it is not). Checked up front so that
 /// the daemon fails before it forks or takes its lock.
-pub fn measuring() -> Result<()> {
+pub(crate) fn measuring() -> Result<()> {
     probe::check_privileges()?;
     Tracefs::find_or_mount().map_err(ProbeError::from)?;
     Ok(())
 }
 
 /// The pid of a running irqbalance, if any.
-pub fn irqbalance() -> Option<u32> {
+pub(crate) fn irqbalance() -> Option<u32> {
     actuation::find_thread(Path::new("/"), "irqbalance")
 }
 
 /// Refuses to balance beside irqbalance (the two would fight over affinities) unless
 /// `force`: [`Error::Busy`].
-pub fn refuse_beside_irqbalance(force: bool) -> Result<()> {
+pub(crate) fn refuse_beside_irqbalance(force: bool) -> Result<()> {
     if !force && let Some(pid) = irqbalance() {
         return Err(Error::Busy(format!(
             "irqbalance runs (pid {pid}); stop it first (systemctl disable --now irqbalance) or \
@@ -68,13 +68,13 @@ pub fn refuse_beside_irqbalance(force: bool) -> Result<()> {
 
 /// Checks a config against the machine: no CPU left for IRQs is [`Error::Machine`]; returns
 /// the warnings.
-pub fn machine_warnings(cfg: &Config, model: &SystemModel) -> Result<Vec<String>> {
+pub(crate) fn machine_warnings(cfg: &Config, model: &SystemModel) -> Result<Vec<String>> {
     cfg.check_machine(&config::MachineFacts::of(model))
         .map_err(Error::Machine)
 }
 
 /// [`machine_warnings`] on stderr, one line each, for the commands without a log.
-pub fn warn_machine(cfg: &Config, model: &SystemModel) -> Result<()> {
+pub(crate) fn warn_machine(cfg: &Config, model: &SystemModel) -> Result<()> {
     for w in machine_warnings(cfg, model)? {
         super::say(&format!("warning: {w}"));
     }
@@ -82,7 +82,7 @@ pub fn warn_machine(cfg: &Config, model: &SystemModel) -> Result<()> {
 }
 
 /// [`actuation::try_lock`] for the commands: a held lock is [`Error::Busy`].
-pub fn lock(path: &Path) -> Result<Lock> {
+pub(crate) fn lock(path: &Path) -> Result<Lock> {
     actuation::try_lock(path).map_err(|e| match e {
         LockError::Held { .. } => Error::Busy(e.to_string()),
         LockError::Open { .. } => Error::Runtime(e.into()),
@@ -133,7 +133,7 @@ impl log::Log for Logger {
 }
 
 /// Logging to stderr at the config's level, with syslog priorities under journald.
-pub fn init_logging(cfg: &Config) {
+pub(crate) fn init_logging(cfg: &Config) {
     LOGGER.journal.store(
         std::env::var_os("JOURNAL_STREAM").is_some(),
         std::sync::atomic::Ordering::Relaxed,

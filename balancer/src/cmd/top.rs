@@ -29,30 +29,30 @@ use crate::{
 /// Watch interrupts live: CPUs by NUMA node, IRQs by real CPU time, NAPI instances and
 /// where they poll, refreshed every interval. `?` inside lists the keys.
 #[derive(Debug, clap::Args)]
-pub struct TopArgs {
+pub(crate) struct TopArgs {
     /// Refresh interval in seconds (0.1 to 86400, fractions allowed); `+` and `-` change it
     /// while running.
     #[arg(short, long, default_value = "1", value_name = "SECS",
           value_parser = super::parse_duration)]
-    pub interval: Duration,
+    interval: Duration,
     /// Run the balancer policy in-process each interval and show its decisions and the
     /// sticking IRQs it finds. Writes IRQ affinities unless --dry-run.
     #[arg(long)]
-    pub balance: bool,
+    balance: bool,
     /// With --balance: plan and show, write nothing.
     #[arg(long, requires = "balance")]
-    pub dry_run: bool,
+    dry_run: bool,
     /// With --balance: write even though irqbalance runs (the two would fight over
     /// affinities); without it top refuses with exit status 3, as the daemon does.
     #[arg(long, requires = "balance")]
-    pub force: bool,
+    force: bool,
     /// birq-style proximity file repairing devices' NUMA nodes (`<PCI prefix> node N`).
     #[arg(long, value_name = "FILE")]
-    pub proximity: Option<PathBuf>,
+    proximity: Option<PathBuf>,
 }
 
 /// Runs the command.
-pub fn run(args: &TopArgs) -> Result<ExitCode> {
+pub(crate) fn run(args: &TopArgs) -> Result<ExitCode> {
     if args.balance && !args.dry_run {
         startup::refuse_beside_irqbalance(args.force)?;
     }

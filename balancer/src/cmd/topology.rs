@@ -12,24 +12,24 @@ use crate::{
 /// Print the machine as the balancer sees it: CPUs by node, devices, IRQs and where each one's
 /// node came from.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TopologyArgs {
+pub(crate) struct TopologyArgs {
     /// Read /proc and /sys under this directory instead of the live machine.
     #[arg(long, default_value = "/")]
-    pub root: PathBuf,
+    root: PathBuf,
     /// Proximity override file (birq's format: `<pci address or prefix> node N|cpumask HEX`).
     #[arg(long, value_name = "FILE")]
-    pub proximity: Option<PathBuf>,
+    proximity: Option<PathBuf>,
     /// Print the model as JSON.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
     /// Text: the full layout whatever the terminal's width (as when piped); else the tables
     /// fit `COLUMNS` or the terminal, 80 columns at least.
     #[arg(long)]
-    pub wide: bool,
+    wide: bool,
 }
 
 /// Runs the command.
-pub fn run(args: &TopologyArgs) -> Result<ExitCode> {
+pub(crate) fn run(args: &TopologyArgs) -> Result<ExitCode> {
     let opts = startup::read_options(args.proximity.as_deref(), &args.root)?;
     let model = SystemModel::read(&args.root, &opts)
         .with_context(|| format!("reading the system under {}", args.root.display()))?;

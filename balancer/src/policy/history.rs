@@ -12,42 +12,42 @@ use crate::cpumask::CpuSet;
 
 /// Intervals old moves and departures are kept (cooldowns, pending checks and the return
 /// window look back less than this).
-pub const MOVE_FORGET: u64 = 1000;
+const MOVE_FORGET: u64 = 1000;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     /// Number of the interval the next plan is for.
-    pub tick: u64,
+    pub(crate) tick: u64,
     /// The last move of each IRQ.
-    pub last_move: BTreeMap<u32, MoveRecord>,
+    pub(crate) last_move: BTreeMap<u32, MoveRecord>,
     /// The CPUs each IRQ left, with when and what it weighed then (the return window).
-    pub departures: BTreeMap<u32, BTreeMap<u32, Departure>>,
+    pub(crate) departures: BTreeMap<u32, BTreeMap<u32, Departure>>,
     /// IRQs whose affinity writes failed with EIO, with the message (logged once).
-    pub unmovable: BTreeMap<u32, String>,
+    pub(crate) unmovable: BTreeMap<u32, String>,
     /// CPUs that refused a vector (ENOSPC), with the interval they did.
-    pub full_cpus: BTreeMap<u32, u64>,
-    pub stuck: BTreeMap<u32, StuckRecord>,
+    pub(crate) full_cpus: BTreeMap<u32, u64>,
+    pub(crate) stuck: BTreeMap<u32, StuckRecord>,
     /// RPS we set, by (netdev, rx queue), with the interval.
-    pub rps: BTreeMap<(String, u32), u64>,
+    pub(crate) rps: BTreeMap<(String, u32), u64>,
     /// NAPI threads we pinned, by IRQ, with the CPUs.
-    pub pinned: BTreeMap<u32, CpuSet>,
+    pub(crate) pinned: BTreeMap<u32, CpuSet>,
     /// Recent readings of each CPU's and IRQ's load.
-    pub loads: Loads,
+    pub(crate) loads: Loads,
     /// Moves applied since start.
-    pub moves: u64,
+    pub(crate) moves: u64,
     /// Times an IRQ started sticking.
     pub sticking_events: u64,
     /// The last plan balanced load (see [`Plan::balancing`]).
-    pub balancing_last: bool,
+    pub(crate) balancing_last: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct MoveRecord {
-    pub tick: u64,
-    pub from: CpuSet,
-    pub to: u32,
+pub(crate) struct MoveRecord {
+    pub(crate) tick: u64,
+    pub(crate) from: CpuSet,
+    pub(crate) to: u32,
     /// Whether the kernel has moved it yet.
-    pub state: MoveState,
+    pub(crate) state: MoveState,
 }
 
 /// Where a written affinity stands. On x86 the kernel moves a (non-managed) vector at the
@@ -56,7 +56,7 @@ pub struct MoveRecord {
 /// as long as it stays quiet (seconds, in the field). Only an IRQ that fired and is still
 /// elsewhere did not follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MoveState {
+pub(crate) enum MoveState {
     /// Written; the IRQ has not fired since, so the kernel has not moved it yet.
     Pending,
     /// Its effective affinity holds the CPU written (or there is nothing to check).
@@ -67,7 +67,7 @@ pub enum MoveState {
 
 impl MoveRecord {
     /// What `irq` (this interval's view of the moved IRQ) says about the move.
-    pub fn status(&self, irq: Option<&IrqSnap>) -> MoveState {
+    pub(crate) fn status(&self, irq: Option<&IrqSnap>) -> MoveState {
         let Some(irq) = irq else {
             return MoveState::Landed; // gone: nothing left to check
         };
@@ -82,51 +82,51 @@ impl MoveRecord {
 
 /// An IRQ left a CPU.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Departure {
-    pub tick: u64,
+pub(crate) struct Departure {
+    pub(crate) tick: u64,
     /// Its own measured load on the CPUs it left (fraction of a CPU), the premise of the move.
-    pub weight: f64,
+    pub(crate) weight: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StuckRecord {
-    pub since: u64,
-    pub cpu: u32,
+pub(crate) struct StuckRecord {
+    pub(crate) since: u64,
+    pub(crate) cpu: u32,
 }
 
 /// The recent readings of the loads the policy compares.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Loads {
+pub(crate) struct Loads {
     /// Busy fraction of each CPU.
-    pub cpus: BTreeMap<u32, Series>,
+    pub(crate) cpus: BTreeMap<u32, Series>,
     /// Each IRQ's measured load (all CPUs), fraction of a CPU.
-    pub irqs: BTreeMap<u32, Series>,
+    pub(crate) irqs: BTreeMap<u32, Series>,
     /// CPUs and IRQs whose next reading our own actions change (moves applied or pending,
     /// RPS, pins): their next change is ours, not noise.
-    pub disturbed_cpus: CpuSet,
-    pub disturbed_irqs: BTreeSet<u32>,
+    disturbed_cpus: CpuSet,
+    disturbed_irqs: BTreeSet<u32>,
 }
 
 impl Loads {
     /// Noise of one CPU's reading (fraction of a CPU; 0 while unknown).
-    pub fn cpu_noise(&self, cpu: u32) -> f64 {
+    pub(crate) fn cpu_noise(&self, cpu: u32) -> f64 {
         self.cpus.get(&cpu).map_or(0.0, Series::noise)
     }
 
-    pub fn irq_noise(&self, irq: u32) -> f64 {
+    pub(crate) fn irq_noise(&self, irq: u32) -> f64 {
         self.irqs.get(&irq).map_or(0.0, Series::noise)
     }
 }
 
 /// One load's recent readings.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Series {
-    pub last: Option<f64>,
+pub(crate) struct Series {
+    last: Option<f64>,
     /// Changes between consecutive readings that nothing we did disturbed, newest last (at
     /// most [`NOISE_WINDOW`]).
-    pub changes: VecDeque<f64>,
+    pub(crate) changes: VecDeque<f64>,
     /// (interval, reading), newest last (at most [`NOISE_WINDOW`]).
-    pub readings: VecDeque<(u64, f64)>,
+    pub(crate) readings: VecDeque<(u64, f64)>,
 }
 
 impl Series {
@@ -153,23 +153,12 @@ impl Series {
     /// ramping counts as noisy too, which is right for a policy that should not trade IRQs
     /// on it. 0 with fewer than [`NOISE_MIN_SAMPLES`] changes: unknown noise leaves
     /// `min-gain` alone.
-    pub fn noise(&self) -> f64 {
+    pub(crate) fn noise(&self) -> f64 {
         if self.changes.len() < NOISE_MIN_SAMPLES {
             return 0.0;
         }
         let mut size: Vec<f64> = self.changes.iter().map(|x| x.abs()).collect();
         1.4826 * median(&mut size) / std::f64::consts::SQRT_2
-    }
-
-    /// Median of the readings taken at or after `tick`, if any.
-    pub fn median_since(&self, tick: u64) -> Option<f64> {
-        let mut v: Vec<f64> = self
-            .readings
-            .iter()
-            .filter(|(t, _)| *t >= tick)
-            .map(|(_, x)| *x)
-            .collect();
-        (!v.is_empty()).then(|| median(&mut v))
     }
 }
 
@@ -243,7 +232,7 @@ impl Outcome {
         }
     }
 
-    pub fn error(&self) -> Option<&str> {
+    pub(crate) fn error(&self) -> Option<&str> {
         match self {
             Outcome::NotApplied { error, .. } => error.as_deref(),
             _ => None,
@@ -262,7 +251,7 @@ impl Outcome {
 impl History {
     /// The history after `plan`, made for `snap`, was carried out with `outcomes` (one per
     /// action, in order; missing ones count as not applied).
-    pub fn after(&self, snap: &Snapshot, plan: &Plan, outcomes: &[Outcome]) -> History {
+    pub(crate) fn after(&self, snap: &Snapshot, plan: &Plan, outcomes: &[Outcome]) -> History {
         let mut h = self.clone();
         h.tick = self.tick + 1;
         h.balancing_last = plan.balancing;

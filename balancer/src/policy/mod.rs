@@ -72,35 +72,35 @@ mod history;
 mod snapshot;
 mod sticking;
 
-pub use history::{
-    Departure, History, Loads, MOVE_FORGET, MoveRecord, MoveState, Outcome, Refusals, Series,
-    StuckRecord,
-};
+#[cfg(test)]
+use history::MoveRecord;
+pub(crate) use history::{Departure, MoveState, Series};
+pub use history::{History, Outcome, Refusals};
 pub use snapshot::{CpuSnap, IrqCpuSnap, IrqSnap, NapiSnap, PollSnap, QueueSnap, Snapshot};
-pub use sticking::{MIN_UNTIMED_POLLS, STUCK_IRQ_PER_POLL, STUCK_SHARE, Stuck, stuck};
+pub(crate) use sticking::{Stuck, stuck};
 
 /// An IRQ below this share of one CPU is not worth a vector on another CPU.
-pub const MIN_WEIGHT: f64 = 0.01;
+const MIN_WEIGHT: f64 = 0.01;
 /// CPUs below this load can take RPS work.
-pub const RPS_IDLE: f64 = 0.5;
+const RPS_IDLE: f64 = 0.5;
 /// Weight of a sibling's load when ranking targets: prefers an idle core to the sibling of
 /// a busy one without refusing siblings.
-pub const HT_BIAS: f64 = 0.1;
+const HT_BIAS: f64 = 0.1;
 /// A CPU this busy is saturated: its IRQs' measured time understates their demand.
-pub const SATURATED: f64 = 0.98;
+const SATURATED: f64 = 0.98;
 /// Balancing stops when the busiest CPU is within this share of the best possible.
-pub const NEAR_BOUND: f64 = 0.05;
+const NEAR_BOUND: f64 = 0.05;
 /// Intervals a CPU that refused a vector (ENOSPC) stays marked full.
-pub const FULL_FORGET: u64 = 100;
+const FULL_FORGET: u64 = 100;
 /// Readings kept per CPU and IRQ for the noise estimate: 10 intervals (20 to 50 s at the
 /// daemon's intervals) follow a change of traffic and are enough for a median.
-pub const NOISE_WINDOW: usize = 10;
+const NOISE_WINDOW: usize = 10;
 /// Changes needed before the noise is trusted; below, only `min-gain` holds.
-pub const NOISE_MIN_SAMPLES: usize = 3;
+const NOISE_MIN_SAMPLES: usize = 3;
 /// A move must gain this many standard deviations of the noise of the loads it compares.
 /// The plan weighs many candidate moves each interval, so two would let pure noise through
 /// too often (a one-sided 2.3% each); three keep that near 0.1%.
-pub const NOISE_K: f64 = 3.0;
+const NOISE_K: f64 = 3.0;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
@@ -117,7 +117,7 @@ pub struct Plan {
 
 impl Plan {
     /// Whether the daemon should look again soon.
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         !self.actions.is_empty() || !self.overloaded.is_empty()
     }
 }
@@ -160,7 +160,8 @@ pub enum ActionKind {
 
 impl ActionKind {
     /// Every IRQ the action writes.
-    pub fn irqs(&self) -> Vec<u32> {
+    #[cfg(test)]
+    fn irqs(&self) -> Vec<u32> {
         match self {
             ActionKind::Move {
                 irq, companions, ..
@@ -222,7 +223,7 @@ struct Work<'a> {
 }
 
 /// Makes the plan for one interval.
-pub fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
+pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
     let mut w = Work::new(s, cfg, hist);
     w.verify_last_moves();
     let stuck = w.sticking();

@@ -75,7 +75,7 @@ pub struct IrqSnap {
 
 impl IrqSnap {
     /// Where its interrupts go: the effective affinity, else the requested one.
-    pub fn home(&self) -> CpuSet {
+    pub(crate) fn home(&self) -> CpuSet {
         self.effective
             .clone()
             .filter(|s| !s.is_empty())
@@ -83,21 +83,17 @@ impl IrqSnap {
             .unwrap_or_default()
     }
 
-    pub fn total_ns(&self) -> u64 {
+    pub(crate) fn total_ns(&self) -> u64 {
         self.per_cpu.values().map(|c| c.ns).sum()
     }
 
     /// Time spent on the CPUs of `set`.
-    pub fn ns_on(&self, set: &CpuSet) -> u64 {
+    pub(crate) fn ns_on(&self, set: &CpuSet) -> u64 {
         self.per_cpu
             .iter()
             .filter(|(c, _)| set.contains(**c))
             .map(|(_, l)| l.ns)
             .sum()
-    }
-
-    pub fn is_rx(&self) -> bool {
-        matches!(self.queue, Some((QueueKind::Rx | QueueKind::RxTx, _)))
     }
 }
 
@@ -131,7 +127,7 @@ pub struct QueueSnap {
 
 impl Snapshot {
     /// The policy's view of one measured interval.
-    pub fn build(model: &SystemModel, a: &Attribution) -> Snapshot {
+    pub(crate) fn build(model: &SystemModel, a: &Attribution) -> Snapshot {
         let mut s = Snapshot {
             duration_ns: a.duration_ns,
             nr_cpu_ids: model.nr_cpu_ids,
@@ -212,11 +208,11 @@ impl Snapshot {
     }
 
     /// Busy fraction of one CPU over the interval.
-    pub fn load(&self, cpu: u32) -> f64 {
+    pub(crate) fn load(&self, cpu: u32) -> f64 {
         self.frac(self.cpus.get(&cpu).map_or(0, |c| c.busy_ns))
     }
 
-    pub fn frac(&self, ns: u64) -> f64 {
+    pub(crate) fn frac(&self, ns: u64) -> f64 {
         if self.duration_ns == 0 {
             0.0
         } else {

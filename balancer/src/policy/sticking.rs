@@ -11,35 +11,35 @@ use crate::cpumask::CpuSet;
 
 /// A NAPI instance is stuck when more than this share of its poll time is outside its IRQ's
 /// effective affinity...
-pub const STUCK_SHARE: f64 = 0.5;
+const STUCK_SHARE: f64 = 0.5;
 /// ...and its IRQ took fewer interrupts than this share of those polls ("none of its own":
 /// a stray interrupt from a moment the queue drained does not unstick it).
-pub const STUCK_IRQ_PER_POLL: f64 = 0.01;
+const STUCK_IRQ_PER_POLL: f64 = 0.01;
 /// Untimed (threaded) polls per second outside the IRQ's CPUs that count as sticking.
-pub const MIN_UNTIMED_POLLS: f64 = 50.0;
+const MIN_UNTIMED_POLLS: f64 = 50.0;
 
 /// A stuck NAPI instance, as [`stuck`] finds it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Stuck {
-    pub irq: u32,
+pub(crate) struct Stuck {
+    pub(crate) irq: u32,
     /// The CPU outside `home` where it polls most.
-    pub cpu: u32,
+    pub(crate) cpu: u32,
     /// Its poll time outside `home`.
-    pub ns: u64,
+    pub(crate) ns: u64,
     /// Its polls outside `home`.
-    pub polls: u64,
+    pub(crate) polls: u64,
     /// Whether the polls were timed (in softirq); threaded polls are judged by count.
-    pub timed: bool,
+    pub(crate) timed: bool,
     /// Where its IRQ's interrupts go ([`super::IrqSnap::home`]).
-    pub home: CpuSet,
+    pub(crate) home: CpuSet,
     /// Its device and `napi_id`, when known.
-    pub napi: Option<(String, u32)>,
-    pub threaded: bool,
+    pub(crate) napi: Option<(String, u32)>,
+    pub(crate) threaded: bool,
 }
 
 /// Every stuck NAPI instance of the interval, in the snapshot's order. Pure: a function of
 /// the snapshot only.
-pub fn stuck(s: &Snapshot) -> Vec<Stuck> {
+pub(crate) fn stuck(s: &Snapshot) -> Vec<Stuck> {
     let mut out = Vec::new();
     for napi in &s.napi {
         let Some(irq) = napi.irq.and_then(|n| s.irqs.get(&n)) else {

@@ -9,32 +9,32 @@
 use std::path::{Path, PathBuf};
 
 /// Where the kernel's own BTF lives.
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Offsets inside `struct napi_struct` and `struct net_device`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NapiOffsets {
+pub(crate) struct NapiOffsets {
     /// `int irq`, recorded by drivers through `netif_napi_set_irq` (kernel 6.8+).
-    pub irq: Option<u32>,
+    pub(crate) irq: Option<u32>,
     /// `unsigned int napi_id`.
-    pub napi_id: Option<u32>,
+    pub(crate) napi_id: Option<u32>,
     /// `struct net_device *dev`: raw and BTF-typed programs find the device name through it.
-    pub dev: Option<u32>,
+    pub(crate) dev: Option<u32>,
     /// `char name[IFNAMSIZ]` in `struct net_device`.
-    pub dev_name: Option<u32>,
+    pub(crate) dev_name: Option<u32>,
     /// `pid_t pid` in `struct task_struct`: the next task of raw and BTF-typed
     /// `sched_switch` programs.
-    pub task_pid: Option<u32>,
+    pub(crate) task_pid: Option<u32>,
     /// `unsigned long nvcsw, nivcsw` in `struct task_struct`: a busy-poll loop's context
     /// switches.
-    pub task_nvcsw: Option<u32>,
-    pub task_nivcsw: Option<u32>,
+    pub(crate) task_nvcsw: Option<u32>,
+    pub(crate) task_nivcsw: Option<u32>,
 }
 
 /// Why the offsets could not be read; each message is one line for the report (the probe
 /// then links NAPI instances by co-occurrence).
 #[derive(Debug, thiserror::Error)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -49,7 +49,7 @@ pub enum BtfError {
 
 /// What is wrong with a BTF blob.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Malformed {
+pub(crate) enum Malformed {
     #[error("too short for a BTF header")]
     Short,
     #[error("not BTF (magic {0:#06x})")]
@@ -65,7 +65,7 @@ pub enum Malformed {
 }
 
 /// Reads the offsets from a BTF file.
-pub fn napi_offsets(path: &Path) -> Result<NapiOffsets, BtfError> {
+pub(crate) fn napi_offsets(path: &Path) -> Result<NapiOffsets, BtfError> {
     let data = std::fs::read(path).map_err(|source| BtfError::Read {
         path: path.to_path_buf(),
         source,

@@ -9,8 +9,8 @@
 //! from tracefs, offsets inside kernel structs from BTF, both at start-up. A tracepoint this
 //! kernel lacks or missing BTF switches off only the part that needs it; [`ProbeStatus`] says
 //! what runs, how, and what does not, for the report's `meta`.
-pub mod btf;
-pub mod tracefs;
+mod btf;
+pub(crate) mod tracefs;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -58,7 +58,7 @@ pub enum ProbeError {
 impl ProbeError {
     /// Whether the user fixes it by running with more privileges (root, capabilities, a
     /// tracefs only root may mount).
-    pub fn is_permission(&self) -> bool {
+    pub(crate) fn is_permission(&self) -> bool {
         matches!(
             self,
             ProbeError::Permission(_)
@@ -72,12 +72,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ba
 
 /// Reads with no change in a NAPI instance's counters before its entry is deleted from the
 /// kernel map: instances of deleted devices stop polling, and their slots are needed.
-pub const NAPI_PRUNE_AFTER: u32 = 3;
+const NAPI_PRUNE_AFTER: u32 = 3;
 
 /// End-to-end cost of one event (dispatch and program) by program type, from the probe
 /// benchmark on the development machine (docs/benchmarks.md, `cargo xtask bench probes`):
 /// the report's estimate of what the probes cost when `kernel.bpf_stats` is off.
-pub fn calibrated_ns_per_event(t: ProgramType) -> f64 {
+pub(crate) fn calibrated_ns_per_event(t: ProgramType) -> f64 {
     match t {
         ProgramType::BtfTracePoint => CALIBRATED_NS[0],
         ProgramType::RawTracePoint => CALIBRATED_NS[1],
@@ -92,13 +92,13 @@ const CALIBRATED_NS: [f64; 3] = [72.0, 71.0, 113.0];
 /// Headroom of the NAPI map over the machine's queues: devices and queues come and go
 /// (veths of containers, ethtool -L), and pruned instances free their slot only after
 /// [`NAPI_PRUNE_AFTER`] reads.
-pub const NAPI_HEADROOM: u32 = 4;
+const NAPI_HEADROOM: u32 = 4;
 /// The smallest NAPI map: small machines still get room for short-lived devices.
-pub const NAPI_MAP_FLOOR: u32 = 1024;
+const NAPI_MAP_FLOOR: u32 = 1024;
 
 /// Size of the NAPI map for a machine with `queues` netdev queues (rx + tx: a driver may
 /// give each its own instance) and `cpus` possible CPUs (one backlog instance each).
-pub fn napi_map_size(queues: u32, cpus: u32) -> u32 {
+pub(crate) fn napi_map_size(queues: u32, cpus: u32) -> u32 {
     queues
         .saturating_mul(NAPI_HEADROOM)
         .saturating_add(cpus)
@@ -202,14 +202,14 @@ pub struct ProbeStatus {
     /// irq:softirq_entry/exit: run time per softirq vector.
     pub softirq: Feature,
     /// irq:softirq_raise: raises, and which IRQ raised NET_RX (co-occurrence links).
-    pub softirq_raise: Feature,
+    pub(crate) softirq_raise: Feature,
     /// napi:napi_poll: poll time per NAPI instance.
     pub napi: Feature,
     /// `napi_struct.irq` from BTF: the exact NAPI -> IRQ link.
     pub napi_irq_exact: Feature,
     /// irq_vectors:*_entry/_exit (x86): time in the local timer, IPIs and other system
     /// vectors, which never pass through irq_handler_entry.
-    pub system_vectors: Feature,
+    pub(crate) system_vectors: Feature,
     /// sched:sched_switch, attached while NAPI kthreads exist: poll time of threaded NAPI.
     pub threaded_napi: Feature,
     /// fentry/fexit on the busy-poll loop (`__napi_busy_loop`, or `napi_busy_loop` before
@@ -221,7 +221,7 @@ pub struct ProbeStatus {
     pub programs: String,
     /// Entries of the NAPI map (instances x CPUs it can hold); past it polls are counted
     /// in the events as lost.
-    pub napi_map_entries: u32,
+    pub(crate) napi_map_entries: u32,
     /// How the classic programs read record fields: "direct", or why not; "no classic
     /// programs" when none is attached.
     pub field_reads: String,
@@ -229,7 +229,7 @@ pub struct ProbeStatus {
 
 impl ProbeStatus {
     /// One line per part that does not run, for warnings.
-    pub fn missing(&self) -> Vec<String> {
+    pub(crate) fn missing(&self) -> Vec<String> {
         [
             ("hardirq", &self.hardirq),
             ("softirq", &self.softirq),
@@ -259,9 +259,9 @@ pub struct Counters {
     /// (NAPI instance, CPU) -> polls and time.
     pub napi: BTreeMap<(NapiKey, u32), NapiStat>,
     /// (NAPI instance, IRQ) -> polls in a NET_RX softirq that IRQ's handler raised, all CPUs.
-    pub pairs: BTreeMap<(NapiKey, u32), u64>,
+    pub(crate) pairs: BTreeMap<(NapiKey, u32), u64>,
     /// Map-full, read and other health counters of the programs, all CPUs.
-    pub errors: [u64; NR_ERRORS as usize],
+    pub(crate) errors: [u64; NR_ERRORS as usize],
 }
 
 /// Counts of `a` and `b` added; the identity of `b` where it has one (the newer entry), else
@@ -827,7 +827,7 @@ impl Probe {
 
     /// Tells the programs which pids are NAPI kthreads, and attaches `sched_switch` while
     /// there are any (detached, a context switch costs nothing). Cheap when nothing changed.
-    pub fn set_napi_threads(&mut self, pids: &BTreeSet<u32>) -> anyhow::Result<()> {
+    pub(crate) fn set_napi_threads(&mut self, pids: &BTreeSet<u32>) -> anyhow::Result<()> {
         let Some(i) = self.extras.iter().position(|x| x.event == SCHED_SWITCH_ID) else {
             return Ok(());
         };
@@ -886,7 +886,7 @@ impl Probe {
 
     /// Whether the programs are attached now (the raise program aside, which
     /// [`Probe::set_raise_counting`] may have switched off).
-    pub fn is_attached(&self) -> bool {
+    pub(crate) fn is_attached(&self) -> bool {
         self.attached
             .iter()
             .filter(|a| a.event.part != Part::SoftirqRaise)
@@ -1050,14 +1050,14 @@ impl Probe {
     /// The last [`Probe::read`] starts an interval: the counts of instances pruned before it,
     /// and not polling again, are in that interval's start and leave the probe's memory (an
     /// interval's delta of an instance absent at its end is nothing, as it should be).
-    pub fn checkpoint(&self) {
+    pub(crate) fn checkpoint(&self) {
         if let Ok(mut seen) = self.seen.lock() {
             seen.checkpoint();
         }
     }
 
     /// NAPI instances deleted from the kernel map because they stopped polling.
-    pub fn napi_pruned(&self) -> u64 {
+    pub(crate) fn napi_pruned(&self) -> u64 {
         self.seen.lock().map_or(0, |s| s.pruned)
     }
 
@@ -1477,7 +1477,7 @@ const CAP_BPF: u32 = 39;
 
 /// Fails with one line naming what is missing: loading needs CAP_BPF and CAP_PERFMON (or
 /// CAP_SYS_ADMIN on kernels before 5.8), and tracefs is only readable by root.
-pub fn check_privileges() -> Result<(), ProbeError> {
+pub(crate) fn check_privileges() -> Result<(), ProbeError> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = parse_cap_eff(&status);
     // SAFETY: geteuid has no preconditions and cannot fail.

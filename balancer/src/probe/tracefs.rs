@@ -45,27 +45,27 @@ pub enum TracefsError {
 
 /// One field of a tracepoint record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Field {
+struct Field {
     /// The C declaration without the name, e.g. `unsigned int`, `__data_loc char[]`.
-    pub ty: String,
-    pub name: String,
-    pub offset: u32,
-    pub size: u32,
-    pub signed: bool,
+    ty: String,
+    name: String,
+    offset: u32,
+    size: u32,
+    signed: bool,
 }
 
 /// The parsed `format` file of one tracepoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Format {
-    pub name: String,
-    pub id: Option<u32>,
-    pub fields: Vec<Field>,
+pub(crate) struct Format {
+    name: String,
+    id: Option<u32>,
+    fields: Vec<Field>,
 }
 
 impl Format {
     /// Parses a tracefs `format` file. Lines that are not field declarations are ignored, so
     /// the print-fmt section and future additions do not break it.
-    pub fn parse(text: &str) -> Format {
+    fn parse(text: &str) -> Format {
         let mut format = Format::default();
         for line in text.lines() {
             let line = line.trim();
@@ -82,7 +82,7 @@ impl Format {
         format
     }
 
-    pub fn field(&self, name: &str) -> Option<&Field> {
+    fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
     }
 }
@@ -129,7 +129,7 @@ fn parse_field(line: &str) -> Option<Field> {
 
 /// A mounted tracefs.
 #[derive(Clone, Debug)]
-pub struct Tracefs {
+pub(crate) struct Tracefs {
     root: PathBuf,
 }
 
@@ -137,7 +137,7 @@ impl Tracefs {
     /// Finds tracefs; when it is not mounted, mounts it at /sys/kernel/tracing (root only).
     /// `BALANCER_TRACEFS` names another directory to read formats from: tests use it to
     /// play a kernel that lacks a tracepoint.
-    pub fn find_or_mount() -> Result<Tracefs, TracefsError> {
+    pub(crate) fn find_or_mount() -> Result<Tracefs, TracefsError> {
         if let Some(dir) = std::env::var_os("BALANCER_TRACEFS") {
             return Ok(Tracefs::at(PathBuf::from(dir)));
         }
@@ -150,7 +150,7 @@ impl Tracefs {
     }
 
     /// A tracefs already mounted at one of the usual places.
-    pub fn find() -> Option<Tracefs> {
+    fn find() -> Option<Tracefs> {
         TRACEFS_DIRS
             .iter()
             .map(Path::new)
@@ -158,7 +158,7 @@ impl Tracefs {
             .map(|p| Tracefs::at(p.to_path_buf()))
     }
 
-    pub fn at(root: PathBuf) -> Tracefs {
+    fn at(root: PathBuf) -> Tracefs {
         Tracefs { root }
     }
 
@@ -171,7 +171,11 @@ impl Tracefs {
     }
 
     /// The tracepoint's format, or `None` when this kernel does not have the tracepoint.
-    pub fn format(&self, category: &str, name: &str) -> Result<Option<Format>, TracefsError> {
+    pub(crate) fn format(
+        &self,
+        category: &str,
+        name: &str,
+    ) -> Result<Option<Format>, TracefsError> {
         let path = self.format_path(category, name);
         match fs::read_to_string(&path) {
             Ok(text) => Ok(Some(Format::parse(&text))),
@@ -182,7 +186,7 @@ impl Tracefs {
 
     /// The offset of `field`, checking its size so a changed layout fails loudly instead of
     /// reading the wrong bytes.
-    pub fn offset(
+    pub(crate) fn offset(
         &self,
         format: &Format,
         category: &str,

@@ -6,11 +6,11 @@ use super::{CacheInfo, Cpu, Node};
 use crate::cpumask::CpuSet;
 
 pub(crate) struct CpuInfo {
-    pub cpus: BTreeMap<u32, Cpu>,
-    pub nr_cpu_ids: u32,
-    pub nodes: BTreeMap<u32, Node>,
-    pub isolated: CpuSet,
-    pub nohz_full: CpuSet,
+    pub(crate) cpus: BTreeMap<u32, Cpu>,
+    pub(crate) nr_cpu_ids: u32,
+    pub(crate) nodes: BTreeMap<u32, Node>,
+    pub(crate) isolated: CpuSet,
+    pub(crate) nohz_full: CpuSet,
 }
 
 const CPU: &str = "sys/devices/system/cpu";

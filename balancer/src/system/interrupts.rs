@@ -34,13 +34,13 @@ pub struct Row {
     /// Aligned with [`Interrupts::cpus`]; short rows (`ERR`, `MIS`) padded with zeros.
     pub counts: Vec<u64>,
     /// Numbered rows only.
-    pub chip: String,
+    pub(crate) chip: String,
     /// Numbered rows only, e.g. "1-edge".
-    pub hwirq: String,
+    pub(crate) hwirq: String,
     /// Numbered rows only.
     pub actions: Vec<String>,
     /// Named rows only, e.g. "Local timer interrupts".
-    pub description: String,
+    description: String,
 }
 
 impl Row {
@@ -51,13 +51,9 @@ impl Row {
 
 impl Interrupts {
     /// The row of a numbered IRQ.
-    pub fn irq(&self, number: u32) -> Option<&Row> {
+    #[cfg(test)]
+    fn irq(&self, number: u32) -> Option<&Row> {
         self.rows.iter().find(|r| r.id == RowId::Irq(number))
-    }
-
-    /// Column index of a CPU.
-    pub fn column(&self, cpu: u32) -> Option<usize> {
-        self.cpus.iter().position(|&c| c == cpu)
     }
 }
 
@@ -343,7 +339,6 @@ xx yy: 1
             .find(|r| r.id == RowId::Named("IPI0".into()))
             .unwrap();
         assert_eq!(ipi.counts, vec![100, 200, 300]);
-        assert_eq!(t.column(2), Some(1));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn napi_kthreads(root: &Path) -> BTreeSet<u32> {
 }
 
 /// Whether a `/proc/<pid>/stat` line is a kernel thread whose comm starts with `napi/`.
-pub fn is_napi_kthread(stat: &str) -> bool {
+fn is_napi_kthread(stat: &str) -> bool {
     // "pid (comm) state ppid pgrp session tty_nr tpgid flags ..."; comm may hold spaces and
     // parentheses, so it ends at the last ')'.
     let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {

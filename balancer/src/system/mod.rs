@@ -21,14 +21,15 @@ mod fsutil;
 pub mod interrupts;
 mod irq;
 pub mod kthreads;
-pub mod naming;
+mod naming;
 pub mod netdev;
 mod pci;
 pub mod proximity;
 pub mod stat;
 pub mod topology;
 
-pub use proximity::{Proximity, ProximityError, ProximityRule, ProximityTarget};
+pub use proximity::Proximity;
+use proximity::ProximityTarget;
 
 /// Errors reading the system. Every I/O variant names its path.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +91,7 @@ pub struct SystemModel {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cpu {
-    pub id: u32,
+    pub(crate) id: u32,
     pub online: bool,
     pub node: Option<u32>,
     pub package: Option<u32>,
@@ -106,12 +107,12 @@ pub struct Cpu {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CacheInfo {
     pub level: u8,
-    pub size: Option<String>,
+    size: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
-    pub id: u32,
+    id: u32,
     /// `nodeN/cpulist`: the node's online CPUs (the kernel drops offline ones).
     pub cpus: CpuSet,
     /// `nodeN/distance`, keyed by the other node's id.
@@ -133,11 +134,11 @@ pub enum NodeSource {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Irq {
-    pub number: u32,
+    pub(crate) number: u32,
     /// e.g. "PCI-MSIX-0000:00:03.0", "IO-APIC", "IR-PCI-MSI-0000:3b:00.0".
     pub chip: String,
     /// e.g. "1-edge".
-    pub hwirq: String,
+    hwirq: String,
     /// Action names, e.g. ["virtio2-input.0"].
     pub actions: Vec<String>,
     pub smp_affinity: Option<CpuSet>,
@@ -178,18 +179,18 @@ pub enum QueueKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PciDevice {
-    pub address: String,
+    address: String,
     /// `numa_node` as the firmware says; -1 kept.
     pub numa_node: Option<i32>,
     /// `local_cpulist` as the firmware says.
-    pub local_cpus: Option<CpuSet>,
-    pub driver: Option<String>,
-    pub msi_irqs: Vec<u32>,
+    local_cpus: Option<CpuSet>,
+    driver: Option<String>,
+    msi_irqs: Vec<u32>,
     pub netdevs: Vec<String>,
     /// Node after proximity overrides; None if unknown or -1.
     pub node: Option<u32>,
     /// Local CPUs after proximity overrides.
-    pub node_cpus: Option<CpuSet>,
+    node_cpus: Option<CpuSet>,
     pub node_source: NodeSource,
     /// Virtio devices on this PCI function ("virtio2").
     pub virtio: Vec<String>,
@@ -197,9 +198,9 @@ pub struct PciDevice {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetDev {
-    pub name: String,
+    pub(crate) name: String,
     /// `ifindex`: how netlink names the device (in its network namespace).
-    pub ifindex: Option<u32>,
+    pub(crate) ifindex: Option<u32>,
     /// PCI address of the device behind it, when there is one.
     pub device: Option<String>,
     pub rx_queues: Vec<RxQueue>,
@@ -211,18 +212,18 @@ pub struct NetDev {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RxQueue {
-    pub index: u32,
-    pub rps_cpus: Option<CpuSet>,
+    pub(crate) index: u32,
+    pub(crate) rps_cpus: Option<CpuSet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VirtioDevice {
-    pub name: String,
+    name: String,
     /// PCI address of the virtio-pci function carrying it.
     pub pci: Option<String>,
     /// "virtio_net", "virtio_blk", ...
-    pub driver: Option<String>,
-    pub netdevs: Vec<String>,
+    driver: Option<String>,
+    netdevs: Vec<String>,
 }
 
 impl SystemModel {
@@ -310,7 +311,7 @@ impl SystemModel {
     }
 
     /// All CPUs of the model (present), online or not.
-    pub fn present_cpus(&self) -> CpuSet {
+    fn present_cpus(&self) -> CpuSet {
         self.cpus.keys().copied().collect()
     }
 

@@ -20,25 +20,25 @@ use super::{Queue, QueueKind};
 
 /// What one action name tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NameInfo {
+pub(crate) struct NameInfo {
     /// A known netdev named in the action.
-    pub netdev: Option<String>,
+    pub(crate) netdev: Option<String>,
     /// Virtio device ("virtio2").
-    pub virtio: Option<String>,
+    pub(crate) virtio: Option<String>,
     /// PCI address embedded in the name.
-    pub pci: Option<String>,
+    pub(crate) pci: Option<String>,
     /// NVMe controller ("nvme0").
-    pub nvme: Option<String>,
-    pub queue: Option<Queue>,
+    pub(crate) nvme: Option<String>,
+    pub(crate) queue: Option<Queue>,
     /// The driver the name belongs to, when the name says it ("iwlwifi", "nvme").
-    pub driver: Option<&'static str>,
+    pub(crate) driver: Option<&'static str>,
     /// Queues whose IRQ the kernel manages itself (writes to smp_affinity fail).
-    pub managed: bool,
+    pub(crate) managed: bool,
 }
 
 /// Parses one action name. `netdevs` are the interface names present on the machine; they
 /// let `eth0-TxRx-3` be told from a name that merely looks like it.
-pub fn parse_action(name: &str, netdevs: &[&str]) -> NameInfo {
+pub(crate) fn parse_action(name: &str, netdevs: &[&str]) -> NameInfo {
     let mut info = NameInfo::default();
     if let Some(rest) = name.strip_prefix("virtio")
         && let Some((num, what)) = rest.split_once('-')
@@ -179,7 +179,7 @@ fn find_queue_suffix(name: &str) -> Option<usize> {
 }
 
 /// The first PCI address ("0000:3b:00.0") anywhere in a name.
-pub fn find_pci_address(name: &str) -> Option<String> {
+pub(crate) fn find_pci_address(name: &str) -> Option<String> {
     let bytes = name.as_bytes();
     (0..bytes.len().saturating_sub(11))
         .filter(|&i| name.is_char_boundary(i) && name.is_char_boundary(i + 12))

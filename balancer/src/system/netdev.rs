@@ -127,13 +127,13 @@ pub enum Netdev {
 /// Whether netlink links could be had, and why not, for reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NetdevStatus {
-    pub active: bool,
-    pub detail: String,
+    pub(crate) active: bool,
+    pub(crate) detail: String,
 }
 
 impl NetdevStatus {
     /// What a dump holds, in one line.
-    pub fn of_dump(d: &NetdevDump) -> NetdevStatus {
+    pub(crate) fn of_dump(d: &NetdevDump) -> NetdevStatus {
         let count = |f: &dyn Fn(&NapiInfo) -> bool| d.napi.iter().filter(|n| f(n)).count();
         NetdevStatus {
             active: true,
@@ -159,7 +159,7 @@ impl NetdevStatus {
 
 /// `napi` attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NapiAttr {
+enum NapiAttr {
     Ifindex(u32),
     Id(u32),
     Irq(u32),
@@ -170,7 +170,7 @@ pub enum NapiAttr {
 
 /// `queue` attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueueAttr {
+enum QueueAttr {
     Id(u32),
     Ifindex(u32),
     Type(u32),
@@ -265,7 +265,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for QueueAttr {
 
 /// A message of the family: the two operations used here, requests and replies alike.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetdevMessage {
+enum NetdevMessage {
     NapiGet(Vec<NapiAttr>),
     QueueGet(Vec<QueueAttr>),
 }
@@ -327,7 +327,7 @@ impl ParseableParametrized<[u8], GenlHeader> for NetdevMessage {
 
 impl NapiInfo {
     /// The instance an attribute list describes; `None` without an id.
-    pub fn from_attrs(attrs: &[NapiAttr]) -> Option<NapiInfo> {
+    fn from_attrs(attrs: &[NapiAttr]) -> Option<NapiInfo> {
         let mut n = NapiInfo::default();
         let mut id = None;
         for a in attrs {
@@ -346,7 +346,7 @@ impl NapiInfo {
 
 impl QueueInfo {
     /// The queue an attribute list describes; `None` without an id or a type.
-    pub fn from_attrs(attrs: &[QueueAttr]) -> Option<QueueInfo> {
+    fn from_attrs(attrs: &[QueueAttr]) -> Option<QueueInfo> {
         let (mut id, mut kind, mut ifindex, mut napi_id) = (None, None, 0, None);
         for a in attrs {
             match a {
@@ -401,7 +401,7 @@ fn kernel_error(op: &'static str, code: NonZeroI32) -> NetdevError {
 }
 
 /// The payloads of a dump's replies (its datagrams one after another), up to its end.
-pub fn parse_dump(replies: &[u8], op: &'static str) -> Result<Vec<NetdevMessage>, NetdevError> {
+fn parse_dump(replies: &[u8], op: &'static str) -> Result<Vec<NetdevMessage>, NetdevError> {
     let mut out = Vec::new();
     for msg in messages::<GenlMessage<NetdevMessage>>(replies, op)? {
         match msg.payload {
@@ -422,7 +422,7 @@ pub fn parse_dump(replies: &[u8], op: &'static str) -> Result<Vec<NetdevMessage>
 }
 
 /// The `napi-get` dump's instances.
-pub fn parse_napi_dump(replies: &[u8]) -> Result<Vec<NapiInfo>, NetdevError> {
+pub(crate) fn parse_napi_dump(replies: &[u8]) -> Result<Vec<NapiInfo>, NetdevError> {
     Ok(parse_dump(replies, "napi-get")?
         .iter()
         .filter_map(|m| match m {
@@ -433,7 +433,7 @@ pub fn parse_napi_dump(replies: &[u8]) -> Result<Vec<NapiInfo>, NetdevError> {
 }
 
 /// The `queue-get` dump's queues.
-pub fn parse_queue_dump(replies: &[u8]) -> Result<Vec<QueueInfo>, NetdevError> {
+pub(crate) fn parse_queue_dump(replies: &[u8]) -> Result<Vec<QueueInfo>, NetdevError> {
     Ok(parse_dump(replies, "queue-get")?
         .iter()
         .filter_map(|m| match m {
@@ -444,7 +444,7 @@ pub fn parse_queue_dump(replies: &[u8]) -> Result<Vec<QueueInfo>, NetdevError> {
 }
 
 /// The family id in the controller's reply; `Ok(None)` when the kernel has no such family.
-pub fn parse_family_reply(datagram: &[u8]) -> Result<Option<u16>, NetdevError> {
+fn parse_family_reply(datagram: &[u8]) -> Result<Option<u16>, NetdevError> {
     const OP: &str = RESOLVE;
     for msg in messages::<GenlMessage<GenlCtrl>>(datagram, OP)? {
         match msg.payload {

@@ -29,9 +29,9 @@ pub struct Proximity {
 pub struct ProximityRule {
     /// Lowercased PCI address or prefix.
     pub prefix: String,
-    pub target: ProximityTarget,
+    pub(crate) target: ProximityTarget,
     /// 1-based line in the file.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,8 +46,8 @@ pub enum ProximityTarget {
 pub struct ProximityError {
     /// 1-based.
     pub line: usize,
-    pub text: String,
-    pub message: String,
+    text: String,
+    message: String,
 }
 
 impl Proximity {
@@ -64,10 +64,6 @@ impl Proximity {
         &self.rules
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Reads and parses a file.
     pub fn read(path: &Path) -> Result<(Proximity, Vec<ProximityError>), SystemError> {
         let text = std::fs::read_to_string(path).map_err(|e| SystemError::io(path, e))?;
@@ -77,7 +73,7 @@ impl Proximity {
 
 /// Why [`load`] refused a proximity file.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     #[error("proximity file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -103,7 +99,7 @@ fn render(path: &Path, problems: &[ProximityError]) -> String {
 /// Reads, parses and checks a proximity file against the machine under `root`: nodes must
 /// exist (`sys/devices/system/node/nodeN`) and a cpumask must name present CPUs
 /// (`sys/devices/system/cpu/present`). What cannot be read from the machine is not checked.
-pub fn load(path: &Path, root: &Path) -> Result<Proximity, LoadError> {
+pub(crate) fn load(path: &Path, root: &Path) -> Result<Proximity, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,

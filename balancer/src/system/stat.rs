@@ -14,42 +14,18 @@ use super::SystemError;
 /// Time a CPU spent in each state since boot, in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CpuTimes {
-    pub user: u64,
-    pub nice: u64,
-    pub system: u64,
-    pub idle: u64,
-    pub iowait: u64,
+    pub(crate) user: u64,
+    pub(crate) nice: u64,
+    pub(crate) system: u64,
+    pub(crate) idle: u64,
+    pub(crate) iowait: u64,
     pub irq: u64,
-    pub softirq: u64,
-    pub steal: u64,
-}
-
-impl CpuTimes {
-    pub fn total(&self) -> u64 {
-        [
-            self.user,
-            self.nice,
-            self.system,
-            self.idle,
-            self.iowait,
-            self.irq,
-            self.softirq,
-            self.steal,
-        ]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b))
-    }
-
-    /// Time not idle (idle and iowait are both idle).
-    pub fn busy(&self) -> u64 {
-        self.total()
-            .saturating_sub(self.idle)
-            .saturating_sub(self.iowait)
-    }
+    pub(crate) softirq: u64,
+    pub(crate) steal: u64,
 }
 
 /// The kernel's USER_HZ, the unit of `proc/stat`.
-pub fn user_hz() -> u64 {
+fn user_hz() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as u64 } else { 100 }
@@ -65,11 +41,11 @@ pub fn read(root: &Path) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
 }
 
 /// Per-CPU times keyed by CPU id, with USER_HZ from this machine.
-pub fn parse(text: &str) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
+fn parse(text: &str) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
     parse_with_hz(text, user_hz())
 }
 
-pub fn parse_with_hz(text: &str, hz: u64) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
+fn parse_with_hz(text: &str, hz: u64) -> Result<BTreeMap<u32, CpuTimes>, SystemError> {
     let hz = hz.max(1);
     let info = ExplicitSystemInfo {
         boot_time_secs: 0,
@@ -151,7 +127,6 @@ softirq 1 2 3 4 5 6 7 8 9 10 11
         assert_eq!(c0.irq, 30_000_000);
         assert_eq!(c0.softirq, 40_000_000);
         assert_eq!(c0.steal, 40_000_000);
-        assert_eq!(c0.busy(), c0.total() - c0.idle - c0.iowait);
     }
 
     #[test]

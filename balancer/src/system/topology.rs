@@ -8,7 +8,7 @@ use crate::{
 };
 
 /// The full layout's width, what piped output and `--wide` get.
-pub const WIDTH: usize = 100;
+pub(crate) const WIDTH: usize = 100;
 
 fn list_or_dash(set: Option<&CpuSet>) -> String {
     match set {
@@ -264,7 +264,7 @@ pub fn render(m: &SystemModel) -> String {
 /// The text form with every line within `width` columns (80 at least): below the full
 /// width the PCI and IRQ tables narrow their columns; lines and cells that do not fit are
 /// cut.
-pub fn render_width(m: &SystemModel, width: usize) -> String {
+pub(crate) fn render_width(m: &SystemModel, width: usize) -> String {
     let width = width.max(crate::output::MIN_COLUMNS);
     let mut o = String::new();
     let online = m.online_cpus();

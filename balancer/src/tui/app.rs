@@ -109,8 +109,8 @@ pub(crate) enum Effect {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct History {
     /// Real time (hardirq + softirq) in ns per second.
-    pub weight_ns_per_s: VecDeque<u64>,
-    pub interrupts_per_s: VecDeque<u64>,
+    pub(crate) weight_ns_per_s: VecDeque<u64>,
+    pub(crate) interrupts_per_s: VecDeque<u64>,
 }
 
 impl History {
@@ -135,9 +135,9 @@ impl History {
 /// One interval as the screen shows it.
 #[derive(Clone, Debug)]
 pub(crate) struct Snapshot {
-    pub report: Report,
+    pub(crate) report: Report,
     /// IRQ -> CPUs outside its effective affinity where its stuck NAPI instances poll.
-    pub sticking: BTreeMap<u32, Vec<u32>>,
+    pub(crate) sticking: BTreeMap<u32, Vec<u32>>,
 }
 
 impl Snapshot {
@@ -170,33 +170,33 @@ pub(crate) fn sticking(stuck: &[Stuck]) -> BTreeMap<u32, Vec<u32>> {
 /// The whole state of the view.
 #[derive(Debug)]
 pub(crate) struct App {
-    pub interval: Duration,
-    pub paused: bool,
-    pub sort: SortKey,
-    pub filter: String,
+    pub(crate) interval: Duration,
+    pub(crate) paused: bool,
+    pub(crate) sort: SortKey,
+    pub(crate) filter: String,
     /// The filter line has the keyboard.
-    pub editing_filter: bool,
-    pub help: bool,
-    pub view: View,
-    pub focus: Focus,
+    pub(crate) editing_filter: bool,
+    pub(crate) help: bool,
+    pub(crate) view: View,
+    pub(crate) focus: Focus,
     /// Selected IRQ, by number so that it stays selected when the order changes.
-    pub selected: Option<u32>,
+    pub(crate) selected: Option<u32>,
     /// First IRQ row shown.
-    pub irq_offset: usize,
-    pub napi_selected: usize,
-    pub napi_offset: usize,
+    pub(crate) irq_offset: usize,
+    pub(crate) napi_selected: usize,
+    pub(crate) napi_offset: usize,
     /// Rows the IRQ and NAPI tables showed at the last draw (for PgUp/PgDn and scrolling).
-    pub irq_page: usize,
-    pub napi_page: usize,
-    pub data: Option<Snapshot>,
-    pub history: BTreeMap<u32, History>,
+    pub(crate) irq_page: usize,
+    pub(crate) napi_page: usize,
+    pub(crate) data: Option<Snapshot>,
+    pub(crate) history: BTreeMap<u32, History>,
     /// Intervals measured while paused (not shown).
-    pub skipped: u64,
-    pub ticks: u64,
+    pub(crate) skipped: u64,
+    ticks: u64,
     /// The last measuring error, shown until the next good interval.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The in-process balancer's log (`top --balance`).
-    pub balance: Option<BalanceLog>,
+    pub(crate) balance: Option<BalanceLog>,
 }
 
 impl App {

@@ -31,21 +31,21 @@ pub(crate) enum EntryKind {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Entry {
     /// Seconds since `top` started.
-    pub at_s: f64,
-    pub kind: EntryKind,
+    pub(crate) at_s: f64,
+    pub(crate) kind: EntryKind,
     /// Whether the action was written to the kernel (false in dry-run and for non-actions).
-    pub applied: bool,
-    pub text: String,
+    pub(crate) applied: bool,
+    pub(crate) text: String,
     /// What a sticking or note entry is about (kind, IRQ, CPU): the same key in the next
     /// interval updates the entry instead of adding one.
-    pub key: String,
+    key: String,
 }
 
 /// A sticking IRQ or a note: what it is about, and the sentence.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Event {
-    pub key: String,
-    pub text: String,
+    key: String,
+    text: String,
 }
 
 impl Event {
@@ -61,22 +61,22 @@ impl Event {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct StepOutcome {
     /// (applied, sentence) per action of the plan.
-    pub decisions: Vec<(bool, String)>,
-    pub sticking: Vec<Event>,
-    pub notes: Vec<Event>,
-    pub errors: Vec<String>,
+    pub(crate) decisions: Vec<(bool, String)>,
+    pub(crate) sticking: Vec<Event>,
+    pub(crate) notes: Vec<Event>,
+    pub(crate) errors: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct BalanceLog {
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Newest last.
-    pub entries: VecDeque<Entry>,
+    entries: VecDeque<Entry>,
     /// Intervals the policy ran, and the number of actions it planned in all.
-    pub steps: u64,
-    pub actions: u64,
+    pub(crate) steps: u64,
+    pub(crate) actions: u64,
     /// Sticking IRQs of the last interval, for the panel's title.
-    pub sticking_now: usize,
+    pub(crate) sticking_now: usize,
 }
 
 impl BalanceLog {

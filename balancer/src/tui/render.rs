@@ -49,8 +49,8 @@ const HEADER: Style = Style::new()
 /// Rows each table could show, for paging.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Pages {
-    pub irqs: usize,
-    pub napi: usize,
+    pub(crate) irqs: usize,
+    pub(crate) napi: usize,
 }
 
 /// Draws the screen; returns how many rows the tables showed.

@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
+#[path = "../guest_checks/rps.rs"]
+mod rps;
+
 /// The checks, in order. Later scenarios add a line here.
 const CHECKS: &[(&str, CheckFn)] = &[
     ("ebpf-attach", ebpf_attach),
@@ -37,6 +40,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("managed-irq", managed_irq),
     ("busy-poll", busy_poll),
     ("host-traffic", host_traffic),
+    ("rps", rps::rps),
     ("cpu-offline", cpu_offline),
     ("overhead", overhead),
 ];
