@@ -784,9 +784,10 @@ struct Costs {
 }
 
 fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
-    // One queue per CPU where it can be, none on the bench's CPU: a queue there starved the
-    // receiver (367 packets/s delivered). With 4 queues and CPUs 0, 2, 3, q0 and q3 (light in
-    // every scenario) share CPU 0; the bulk queues (q1, q2) sit alone.
+    // One queue per CPU where it can be, none on the bench's CPU (the receiver runs there;
+    // the one run with a queue on it delivered 367 packets/s, on a heavily loaded host). With
+    // 4 queues and CPUs 0, 2, 3, q0 and q3 (light in every scenario but `even`) share CPU 0;
+    // the bulk queues (q1, q2) sit alone.
     let cpus: Vec<u32> = cpulist("/sys/devices/system/cpu/online")?
         .into_iter()
         .filter(|c| *c != BENCH_CPU as u32)
