@@ -21,12 +21,19 @@ pub enum Bench {
     Simulator,
     /// Time to build the system model of the generated 1500-IRQ, 256-CPU machine.
     Model,
+    /// Debian's irqbalance against balancer in one kernel VM guest (`--kernel`, default
+    /// 6.12): same traffic from the guest's host-side namespace, same start state, per
+    /// scenario (root, qemu).
+    Irqbalance,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     #[arg(value_enum)]
     pub what: Bench,
+    /// Options of `irqbalance` (the others take none).
+    #[command(flatten)]
+    pub irqbalance: crate::vm::irqbalance::IrqbalanceArgs,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -37,6 +44,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         Bench::Model => ("balancer", "model"),
         Bench::Daemon => return bench_bin("daemon-bench", &["180"]),
         Bench::Simulator => return bench_bin("sim-table", &[]),
+        Bench::Irqbalance => return crate::vm::irqbalance::run_bench(&args.irqbalance),
     };
     if matches!(args.what, Bench::Top | Bench::Probes) {
         // The bench runs the release binary next to its own executable (the probes bench

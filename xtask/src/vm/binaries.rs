@@ -10,8 +10,11 @@ const MUSL: &str = "x86_64-unknown-linux-musl";
 const GNU: &str = "x86_64-unknown-linux-gnu";
 
 /// (binary, package) pairs built for the guest.
-pub const GUEST_BINARIES: &[(&str, &str)] =
-    &[("balancer", "balancer"), ("guest-checks", "balancer-tests")];
+pub const GUEST_BINARIES: &[(&str, &str)] = &[
+    ("balancer", "balancer"),
+    ("guest-checks", "balancer-tests"),
+    ("guest-bench", "balancer-tests"),
+];
 
 /// The static target of the guest binaries. The host row's tests use it too, so the matrix
 /// builds balancer once and every kernel runs the same binaries.

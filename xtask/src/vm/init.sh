@@ -1,6 +1,6 @@
 #!/bin/sh
 # PID 1 of the test guest: mount what balancer reads, load the NIC driver, run the checks,
-# power off. xtask fills in @GUEST_CHECKS_ARGS@.
+# power off. xtask fills in @GUEST_COMMAND@ (guest-checks, or guest-bench for the benches).
 export PATH=/usr/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -15,6 +15,6 @@ mount -t bpf bpf /sys/fs/bpf
 for m in $(cat /etc/modules); do
     insmod "/lib/modules/$m.ko" || echo "init: insmod $m failed"
 done
-/bin/guest-checks @GUEST_CHECKS_ARGS@
-echo "init: guest-checks exited with status $?"
+@GUEST_COMMAND@
+echo "init: the guest program exited with status $?"
 poweroff -f

@@ -18,6 +18,8 @@ pub struct Contents<'a> {
     /// (path in the guest, file on the host) of the static binaries we built.
     pub binaries: &'a [(&'a str, &'a Path)],
     pub modules: &'a [Module],
+    /// More files: (path in the guest, contents, mode), e.g. irqbalance and its libraries.
+    pub extra: &'a [(String, Vec<u8>, u32)],
 }
 
 /// Host tools the guest needs: `ip` for namespaces (busybox's has no `netns`) and `ethtool`
@@ -53,6 +55,9 @@ pub fn build(path: &Path, contents: &Contents) -> Result<u64> {
     for (guest, host) in contents.binaries {
         let data = fs::read(host).with_context(|| format!("reading {}", host.display()))?;
         cpio.file(guest, 0o755, &data)?;
+    }
+    for (guest, data, mode) in contents.extra {
+        cpio.file(guest, *mode, data)?;
     }
     let mut order = String::new();
     for module in contents.modules {

@@ -18,6 +18,7 @@ mod apt;
 mod binaries;
 mod host;
 mod initramfs;
+pub mod irqbalance;
 mod kernel;
 mod netns;
 mod proc;
@@ -95,9 +96,15 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
             built.elapsed().as_secs_f64()
         );
         let apt = apt::Apt::new(&cache);
+        let checks = format!(
+            "/bin/guest-checks --results /dev/ttyS1 --dut-mac {} --peer-mac {} --queues {}",
+            qemu::DUT_MAC,
+            qemu::PEER_MAC,
+            qemu::QUEUES
+        );
         let guests: Vec<GuestJob> = series
             .iter()
-            .map(|s| prepare(&cache, &apt, &work.path, s, &binaries))
+            .map(|s| prepare(&cache, &apt, &work.path, s, &binaries, &checks, &[]))
             .collect::<Result<_>>()?;
         rows.extend(run_guests(&guests, &args)?);
     }
@@ -263,13 +270,17 @@ struct GuestJob {
     traffic_server: PathBuf,
 }
 
-/// Fetches a kernel and builds its initramfs. A failure becomes that row's failure.
+/// Fetches a kernel and builds its initramfs, whose /init runs `command` (guest-checks, or a
+/// bench) with `extra` files (guest path, contents, mode) beside the static binaries. A
+/// failure becomes that row's failure.
 fn prepare(
     cache: &Path,
     apt: &apt::Apt,
     work: &Path,
     series: &'static Series,
     binaries: &[PathBuf],
+    command: &str,
+    extra: &[(String, Vec<u8>, u32)],
 ) -> Result<GuestJob> {
     proc::check_interrupted()?;
     let start = Instant::now();
@@ -278,15 +289,7 @@ fn prepare(
     let prepared = (|| {
         let kernel = kernel::fetch(cache, apt, series)?;
         let modules = kernel.module_closure(GUEST_MODULES)?;
-        let init = include_str!("init.sh").replace(
-            "@GUEST_CHECKS_ARGS@",
-            &format!(
-                "--results /dev/ttyS1 --dut-mac {} --peer-mac {} --queues {}",
-                qemu::DUT_MAC,
-                qemu::PEER_MAC,
-                qemu::QUEUES
-            ),
-        );
+        let init = include_str!("init.sh").replace("@GUEST_COMMAND@", command);
         let bins: Vec<(String, &Path)> = binaries::GUEST_BINARIES
             .iter()
             .zip(binaries)
@@ -300,6 +303,7 @@ fn prepare(
                 init: &init,
                 binaries: &bins,
                 modules: &modules,
+                extra,
             },
         )?;
         eprintln!(

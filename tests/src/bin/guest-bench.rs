@@ -1,0 +1,1314 @@
+//! `guest-bench`: Debian's irqbalance against balancer inside a kernel VM guest
+//! (`cargo xtask bench irqbalance`, xtask/src/vm/irqbalance.rs).
+//!
+//! Per scenario, three phases on the same traffic (UDP flows whose source ports were probed
+//! to land on chosen rx queues of the dut):
+//!
+//! 1. costs: the dut's IRQs spread over the CPUs but the bench's (so co-occurrence links
+//!    do not mix the queues up), one `balancer report` window around the traffic: each IRQ's cost
+//!    (hardirq + the NET_RX time it caused, per second of traffic). No balancer acts.
+//! 2. irqbalance, 3. balancer: from the scenario's start state (every dut IRQ on CPU 0, or
+//!    spread over node 0's CPUs), the tool runs, traffic starts, `--settle` seconds pass,
+//!    then `--measure` seconds are measured.
+//!
+//! Each tool's placement is scored with the costs of phase 1 (summed per CPU where the phase
+//! left the IRQs, the busiest CPU's sum), beside its lower bound from the same costs over the
+//! dut's local CPUs. Affinity writes and oscillations are seen by polling every dut IRQ's
+//! `smp_affinity_list` every 100 ms, whichever tool wrote. Results go to `--results` as
+//! `TABLE`, `INFO` and `TARGET` lines, then `GUEST-DONE`.
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use balancer_tests::host_traffic::{Flow, HostTraffic};
+
+const GUEST_MARKER: &str = "/etc/balancer-guest";
+const IP: &str = "/usr/sbin/ip";
+const DUT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const DST_PORT: u16 = 9000;
+/// Source ports probed for their rx queue.
+const PROBE_PORTS: std::ops::Range<u16> = 20000..20064;
+const METRICS: &str = "127.0.0.1:9718";
+/// The bench's own threads (receiver, the tools it starts) run here: node 0,
+/// away from the dut's local CPUs.
+const BENCH_CPU: usize = 1;
+
+/// Traffic of one queue, by kind: (datagrams/s, payload bytes).
+const EVEN: (u32, u16) = (2500, 512);
+const BULK: (u32, u16) = (6000, 1400);
+const LIGHT: (u32, u16) = (1500, 64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Every dut IRQ on CPU 0.
+    Cpu0,
+    /// The dut's IRQs spread over node 0's CPUs (remote to the NIC).
+    Node0,
+}
+
+struct Scenario {
+    name: &'static str,
+    about: &'static str,
+    /// Queues carrying a bulk flow; the others carry light flows, or `EVEN` when empty.
+    bulk: &'static [usize],
+    start: Start,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "even",
+        about: "4 queues, equal flows",
+        bulk: &[],
+        start: Start::Cpu0,
+    },
+    Scenario {
+        name: "one-bulk",
+        about: "1 bulk queue, 3 light high-rate queues",
+        bulk: &[1],
+        start: Start::Cpu0,
+    },
+    Scenario {
+        name: "two-bulk",
+        about: "2 bulk queues, 2 light queues",
+        bulk: &[1, 2],
+        start: Start::Cpu0,
+    },
+    Scenario {
+        name: "remote",
+        about: "1 bulk, 3 light; start on node 0 (the NIC is on node 1)",
+        bulk: &[1],
+        start: Start::Node0,
+    },
+];
+
+struct Args {
+    results: Option<PathBuf>,
+    dut_mac: String,
+    peer_mac: String,
+    settle: u64,
+    measure: u64,
+    kernel: String,
+    irqbalance_version: String,
+    scenarios: Vec<String>,
+    balancer: PathBuf,
+    irqbalance: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        results: None,
+        dut_mac: String::new(),
+        peer_mac: String::new(),
+        settle: 40,
+        measure: 10,
+        kernel: "?".into(),
+        irqbalance_version: "?".into(),
+        scenarios: Vec::new(),
+        balancer: "/bin/balancer".into(),
+        irqbalance: "/bin/irqbalance".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--results" => a.results = Some(value()?.into()),
+            "--dut-mac" => a.dut_mac = value()?,
+            "--peer-mac" => a.peer_mac = value()?,
+            "--settle" => a.settle = value()?.parse().context("--settle")?,
+            "--measure" => a.measure = value()?.parse().context("--measure")?,
+            "--kernel" => a.kernel = value()?,
+            "--irqbalance-version" => a.irqbalance_version = value()?,
+            "--scenario" => a.scenarios = value()?.split(',').map(str::to_owned).collect(),
+            "--balancer" => a.balancer = value()?.into(),
+            "--irqbalance" => a.irqbalance = value()?.into(),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.dut_mac.is_empty() || a.peer_mac.is_empty() {
+        bail!("--dut-mac and --peer-mac are required");
+    }
+    Ok(a)
+}
+
+/// Lines for the console and for the results port.
+struct Out {
+    results: Option<File>,
+}
+
+impl Out {
+    fn line(&mut self, text: &str) {
+        println!("{text}");
+        if let Some(f) = &mut self.results {
+            let _ = writeln!(f, "{text}");
+            let _ = f.flush();
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("guest-bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !Path::new(GUEST_MARKER).exists() {
+        eprintln!("guest-bench: not in a test guest ({GUEST_MARKER} missing); refusing to run");
+        return ExitCode::FAILURE;
+    }
+    let results = args.results.as_ref().and_then(|p| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .map_err(|e| eprintln!("guest-bench: opening {}: {e}", p.display()))
+            .ok()
+    });
+    let mut out = Out { results };
+    let code = match bench(&args, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            out.line(&format!("ERROR {}", format!("{e:#}").replace('\n', " | ")));
+            ExitCode::FAILURE
+        }
+    };
+    out.line("GUEST-DONE");
+    code
+}
+
+/// The NIC under test and its IRQs per queue.
+struct Nic {
+    name: String,
+    rx: Vec<u32>,
+    tx: Vec<u32>,
+    other: Vec<u32>,
+}
+
+impl Nic {
+    fn all(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .rx
+            .iter()
+            .chain(&self.tx)
+            .chain(&self.other)
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+fn netdev_by_mac(mac: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for e in fs::read_dir("/sys/class/net")?.filter_map(|e| e.ok()) {
+            let addr = fs::read_to_string(e.path().join("address")).unwrap_or_default();
+            if addr.trim().eq_ignore_ascii_case(mac) {
+                return Ok(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no network device with MAC {mac}");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One `/proc/interrupts` row: IRQ number, per-CPU counts, last field (the action name).
+struct IrqRow {
+    irq: u32,
+    counts: Vec<u64>,
+    name: String,
+}
+
+fn interrupts() -> Result<Vec<IrqRow>> {
+    parse_interrupts(&fs::read_to_string("/proc/interrupts").context("reading /proc/interrupts")?)
+}
+
+fn parse_interrupts(text: &str) -> Result<Vec<IrqRow>> {
+    let mut lines = text.lines();
+    let cpus = lines
+        .next()
+        .context("/proc/interrupts is empty")?
+        .split_whitespace()
+        .count();
+    let mut rows = Vec::new();
+    for line in lines {
+        let mut words = line.split_whitespace();
+        let Some(irq) = words
+            .next()
+            .and_then(|w| w.strip_suffix(':'))
+            .and_then(|w| w.parse().ok())
+        else {
+            continue;
+        };
+        let rest: Vec<&str> = words.collect();
+        let counts = rest
+            .iter()
+            .take(cpus)
+            .map(|w| w.parse().unwrap_or(0))
+            .collect();
+        let name = rest.last().copied().unwrap_or("").to_owned();
+        rows.push(IrqRow { irq, counts, name });
+    }
+    Ok(rows)
+}
+
+fn describe(name: &str) -> Result<Nic> {
+    let device = fs::read_link(format!("/sys/class/net/{name}/device"))
+        .with_context(|| format!("{name} has no device link"))?;
+    let virtio = device
+        .file_name()
+        .context("device link without a name")?
+        .to_string_lossy()
+        .into_owned();
+    let rows = interrupts()?;
+    let by_prefix = |prefix: &str| -> Vec<u32> {
+        let mut q: Vec<(u32, u32)> = rows
+            .iter()
+            .filter_map(|r| {
+                let idx = r.name.strip_prefix(prefix)?.parse().ok()?;
+                Some((idx, r.irq))
+            })
+            .collect();
+        q.sort_unstable();
+        q.into_iter().map(|(_, irq)| irq).collect()
+    };
+    let rx = by_prefix(&format!("{virtio}-input."));
+    let tx = by_prefix(&format!("{virtio}-output."));
+    let other = rows
+        .iter()
+        .filter(|r| r.name.starts_with(&format!("{virtio}-")))
+        .map(|r| r.irq)
+        .filter(|i| !rx.contains(i) && !tx.contains(i))
+        .collect();
+    if rx.is_empty() {
+        bail!("{name} ({virtio}) has no {virtio}-input.N vectors in /proc/interrupts");
+    }
+    Ok(Nic {
+        name: name.to_owned(),
+        rx,
+        tx,
+        other,
+    })
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn read_trimmed(path: &str) -> Result<String> {
+    Ok(fs::read_to_string(path)
+        .with_context(|| format!("reading {path}"))?
+        .trim()
+        .to_owned())
+}
+
+fn cpulist(path: &str) -> Result<Vec<u32>> {
+    let set = balancer::cpumask::CpuSet::parse_list(&read_trimmed(path)?)
+        .with_context(|| format!("parsing {path}"))?;
+    Ok(set.iter().collect())
+}
+
+/// Restricts the calling thread, and what it starts from now on, to `cpus`.
+fn pin(cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; the CPUs are far below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in cpus {
+            libc::CPU_SET(*c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Traffic from the guest's host-side namespace (the sender burns host CPU, not the guest's).
+struct Traffic(HostTraffic);
+
+impl Traffic {
+    fn start(flows: &[Flow]) -> Result<Traffic> {
+        HostTraffic::start(DUT_ADDR, flows).map(Traffic)
+    }
+
+    /// Stops the traffic; returns the datagrams sent.
+    fn stop(self) -> Result<u64> {
+        self.0.stop()
+    }
+}
+
+/// Counts datagrams delivered to the application on the dut.
+struct Receiver {
+    got: Arc<AtomicU64>,
+}
+
+impl Receiver {
+    fn start() -> Result<Receiver> {
+        let sock =
+            UdpSocket::bind(SocketAddrV4::new(DUT_ADDR, DST_PORT)).context("binding on the dut")?;
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt(2) on our socket with a c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let got = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&got);
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            loop {
+                if sock.recv(&mut buf).is_ok() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Receiver { got })
+    }
+
+    fn count(&self) -> u64 {
+        self.got.load(Ordering::Relaxed)
+    }
+}
+
+/// Interrupts per rx queue of the dut, from /proc/interrupts (virtio_net's `ethtool -S`
+/// has no per-queue packet counters on 6.x).
+fn rx_queue_interrupts(dut: &Nic) -> Result<BTreeMap<usize, u64>> {
+    let rows = interrupts()?;
+    Ok(dut
+        .rx
+        .iter()
+        .enumerate()
+        .map(|(q, irq)| {
+            let n = rows
+                .iter()
+                .find(|r| r.irq == *irq)
+                .map(|r| r.counts.iter().sum())
+                .unwrap_or(0);
+            (q, n)
+        })
+        .collect())
+}
+
+/// Per-CPU (non-idle, total) jiffies from /proc/stat.
+fn cpu_times() -> Result<BTreeMap<u32, (u64, u64)>> {
+    let text = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        let Some(cpu) = w
+            .next()
+            .and_then(|l| l.strip_prefix("cpu"))
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        let v: Vec<u64> = w.map(|x| x.parse().unwrap_or(0)).collect();
+        // user nice system idle iowait irq softirq steal (guest time is in user already).
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        out.insert(cpu, (total - idle, total));
+    }
+    Ok(out)
+}
+
+/// The busiest CPU's non-idle share between two readings, CPUs in `skip` left out.
+fn busiest(
+    before: &BTreeMap<u32, (u64, u64)>,
+    after: &BTreeMap<u32, (u64, u64)>,
+    skip: u32,
+) -> (f64, u32) {
+    let mut best = (0.0, 0);
+    for (cpu, (busy, total)) in after {
+        let Some((b0, t0)) = before.get(cpu) else {
+            continue;
+        };
+        if *cpu == skip || total <= t0 {
+            continue;
+        }
+        let share = busy.saturating_sub(*b0) as f64 / (total - t0) as f64;
+        if share > best.0 {
+            best = (share, *cpu);
+        }
+    }
+    best
+}
+
+/// What the daemon's metrics endpoint says.
+#[derive(Default)]
+struct Metrics {
+    intervals: u64,
+    moves: u64,
+    irq_seconds: BTreeMap<u32, f64>,
+}
+
+fn metrics() -> Result<Metrics> {
+    let mut s = TcpStream::connect(METRICS).with_context(|| format!("connecting {METRICS}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(parse_metrics(&text))
+}
+
+fn parse_metrics(text: &str) -> Metrics {
+    let mut m = Metrics::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let v: f64 = value.parse().unwrap_or(0.0);
+        if key == "balancer_intervals_total" {
+            m.intervals = v as u64;
+        } else if key == "balancer_moves_total" {
+            m.moves = v as u64;
+        } else if let Some(labels) = key.strip_prefix("balancer_irq_seconds_total{") {
+            let irq = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("irq=\""))
+                .and_then(|l| l.trim_end_matches(['"', '}']).parse().ok());
+            if let Some(irq) = irq {
+                *m.irq_seconds.entry(irq).or_default() += v;
+            }
+        }
+    }
+    m
+}
+
+fn wait_intervals(n: u64, child: &mut Child, timeout: Duration) -> Result<Metrics> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("balancer daemon ended ({status})");
+        }
+        if let Ok(m) = metrics()
+            && m.intervals >= n
+        {
+            return Ok(m);
+        }
+        if Instant::now() > deadline {
+            bail!("balancer daemon did not finish {n} interval(s) within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A balancing tool running in the background, its output in a log file.
+struct Tool {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Tool {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Result<Tool> {
+        let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Tool { child, log })
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; returns the log's last lines.
+    fn stop(mut self) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+fn start_balancer(g: &Bench, tag: &str) -> Result<Tool> {
+    let dir = PathBuf::from(format!("/tmp/bench-balancer-{tag}"));
+    fs::create_dir_all(&dir)?;
+    let config = dir.join("balancer.toml");
+    // The bench's own settings only; everything else is balancer's defaults.
+    let text = format!(
+        "metrics = \"{METRICS}\"\nbanned-irqs = {:?}\njournal = \"{}\"\nlock-file = \"{}\"\n\
+         log-level = \"debug\"\n",
+        g.banned,
+        dir.join("journal.json").display(),
+        dir.join("lock").display()
+    );
+    fs::write(&config, text)?;
+    let mut cmd = Command::new(&g.args.balancer);
+    cmd.args(["daemon", "--foreground", "--force", "--config"])
+        .arg(&config);
+    Tool::spawn(&mut cmd, dir.join("daemon.log"))
+}
+
+fn start_irqbalance(g: &Bench, tag: &str) -> Result<Tool> {
+    // Its socket for irqbalance-ui lives here.
+    fs::create_dir_all("/run/irqbalance")?;
+    let mut cmd = Command::new(&g.args.irqbalance);
+    cmd.args(["--foreground", "--debug"]);
+    for irq in &g.banned {
+        cmd.arg(format!("--banirq={irq}"));
+    }
+    Tool::spawn(
+        &mut cmd,
+        PathBuf::from(format!("/tmp/irqbalance-{tag}.log")),
+    )
+}
+
+/// Affinity changes of the watched IRQs, polled every 100 ms.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<Change>>,
+    start: BTreeMap<u32, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Change {
+    at: Duration,
+    irq: u32,
+    to: String,
+}
+
+impl Watch {
+    fn start(irqs: &[u32], t0: Instant) -> Result<Watch> {
+        let read = |i: &u32| read_trimmed(&format!("/proc/irq/{i}/smp_affinity_list"));
+        let start: BTreeMap<u32, String> = irqs
+            .iter()
+            .map(|i| Ok((*i, read(i)?)))
+            .collect::<Result<_>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let stop = Arc::clone(&stop);
+            let mut now = start.clone();
+            thread::spawn(move || {
+                let mut changes = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for (irq, cur) in now.iter_mut() {
+                        if let Ok(v) = read(irq)
+                            && v != *cur
+                        {
+                            changes.push(Change {
+                                at: t0.elapsed(),
+                                irq: *irq,
+                                to: v.clone(),
+                            });
+                            *cur = v;
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+                changes
+            })
+        };
+        Ok(Watch {
+            stop,
+            handle,
+            start,
+        })
+    }
+
+    fn stop(self) -> (BTreeMap<u32, String>, Vec<Change>) {
+        self.stop.store(true, Ordering::Relaxed);
+        (self.start, self.handle.join().unwrap_or_default())
+    }
+}
+
+/// Returns to an affinity an IRQ held before in the phase (its start value included).
+fn oscillations(start: &BTreeMap<u32, String>, changes: &[Change]) -> Vec<String> {
+    let mut held: BTreeMap<u32, Vec<String>> =
+        start.iter().map(|(i, v)| (*i, vec![v.clone()])).collect();
+    let mut out = Vec::new();
+    for c in changes {
+        let seen = held.entry(c.irq).or_default();
+        if seen.contains(&c.to) {
+            out.push(format!(
+                "IRQ {} back to {} at {:.0}s ({})",
+                c.irq,
+                c.to,
+                c.at.as_secs_f64(),
+                seen.join(" -> ")
+            ));
+        }
+        seen.push(c.to.clone());
+    }
+    out
+}
+
+/// The busiest CPU's summed cost, with the load per CPU.
+fn score(cost: &BTreeMap<u32, f64>, placement: &BTreeMap<u32, u32>) -> (f64, BTreeMap<u32, f64>) {
+    let mut load: BTreeMap<u32, f64> = BTreeMap::new();
+    for (irq, c) in cost {
+        if let Some(cpu) = placement.get(irq) {
+            *load.entry(*cpu).or_default() += c;
+        }
+    }
+    (load.values().copied().fold(0.0, f64::max), load)
+}
+
+/// No CPU below the largest queue it must hold; the work poured evenly over `cpus` CPUs.
+fn lower_bound(costs: &[f64], cpus: usize) -> f64 {
+    let max = costs.iter().copied().fold(0.0, f64::max);
+    let sum: f64 = costs.iter().sum();
+    max.max(sum / cpus.max(1) as f64)
+}
+
+/// The best busiest-CPU sum of any assignment of the costs to `cpus` CPUs (exhaustive).
+fn best_assignment(costs: &[f64], cpus: usize) -> f64 {
+    fn go(costs: &[f64], load: &mut [f64], best: &mut f64) {
+        let Some((c, rest)) = costs.split_first() else {
+            *best = best.min(load.iter().copied().fold(0.0, f64::max));
+            return;
+        };
+        for i in 0..load.len() {
+            load[i] += c;
+            if load[i] < *best {
+                go(rest, load, best);
+            }
+            load[i] -= c;
+        }
+    }
+    let mut sorted = costs.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut best = f64::INFINITY;
+    go(&sorted, &mut vec![0.0; cpus.max(1)], &mut best);
+    best
+}
+
+/// Where each IRQ's interrupts go now: the first CPU of its effective affinity (where the
+/// kernel has none, of its requested one).
+fn placement(irqs: &[u32]) -> Result<BTreeMap<u32, u32>> {
+    let mut out = BTreeMap::new();
+    for i in irqs {
+        let eff = read_trimmed(&format!("/proc/irq/{i}/effective_affinity_list"))
+            .or_else(|_| read_trimmed(&format!("/proc/irq/{i}/smp_affinity_list")))?;
+        let set = balancer::cpumask::CpuSet::parse_list(&eff)?;
+        if let Some(cpu) = set.first() {
+            out.insert(*i, cpu);
+        }
+    }
+    Ok(out)
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    dut: Nic,
+    /// IRQs neither tool may move: the peer NIC's (test equipment).
+    banned: Vec<u32>,
+    local: Vec<u32>,
+    node0: Vec<u32>,
+    receiver: Receiver,
+    /// A source port per rx queue.
+    ports: BTreeMap<usize, u16>,
+}
+
+impl Bench<'_> {
+    fn flows(&self, sc: &Scenario) -> Vec<Flow> {
+        self.ports
+            .iter()
+            .map(|(q, port)| {
+                let (pps, size) = if sc.bulk.is_empty() {
+                    EVEN
+                } else if sc.bulk.contains(q) {
+                    BULK
+                } else {
+                    LIGHT
+                };
+                Flow {
+                    src_port: *port,
+                    dst_port: DST_PORT,
+                    pps,
+                    size,
+                }
+            })
+            .collect()
+    }
+
+    /// Queue pair q's IRQs (rx and tx) to a CPU each.
+    fn place(&self, cpu_of_queue: impl Fn(usize) -> u32) -> Result<()> {
+        for (q, irq) in self.dut.rx.iter().enumerate() {
+            let cpu = cpu_of_queue(q);
+            for i in std::iter::once(irq).chain(self.dut.tx.get(q)) {
+                fs::write(format!("/proc/irq/{i}/smp_affinity_list"), cpu.to_string())
+                    .with_context(|| format!("pointing IRQ {i} at CPU {cpu}"))?;
+            }
+        }
+        for i in &self.dut.other {
+            let _ = fs::write(format!("/proc/irq/{i}/smp_affinity_list"), "0");
+        }
+        Ok(())
+    }
+
+    fn place_start(&self, start: Start) -> Result<()> {
+        match start {
+            Start::Cpu0 => self.place(|_| 0),
+            Start::Node0 => {
+                let n = self.node0.clone();
+                self.place(move |q| n[q % n.len()])
+            }
+        }
+    }
+}
+
+/// The per-IRQ costs of a scenario, measured with no balancer acting.
+struct Costs {
+    cost: BTreeMap<u32, f64>,
+    ints_per_s: BTreeMap<u32, f64>,
+    delivered_pps: f64,
+}
+
+fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
+    // One queue per CPU where it can be, none on the bench's CPU (the receiver runs there;
+    // the one run with a queue on it delivered 367 packets/s, on a heavily loaded host). With
+    // 4 queues and CPUs 0, 2, 3, q0 and q3 (light in every scenario but `even`) share CPU 0;
+    // the bulk queues (q1, q2) sit alone.
+    let cpus: Vec<u32> = cpulist("/sys/devices/system/cpu/online")?
+        .into_iter()
+        .filter(|c| *c != BENCH_CPU as u32)
+        .collect();
+    g.place(|q| cpus[q % cpus.len()])?;
+    // One `balancer report` window holding the whole traffic: its probes cost what they cost,
+    // but no daemon works in userspace meanwhile (under single-threaded TCG, a dry-run daemon
+    // measuring continuously cut the delivered packets to 1-2k/s and so starved the queues
+    // it was measuring).
+    let warm = g.args.settle.min(5);
+    let window = warm + g.args.measure + 6;
+    let json = PathBuf::from(format!("/tmp/bench-costs-{}.json", sc.name));
+    let mut report = Command::new(&g.args.balancer)
+        .args(["report", "--json", "--duration", &window.to_string()])
+        .stdin(Stdio::null())
+        .stdout(File::create(&json)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting balancer report")?;
+    let r = (|| -> Result<(f64, Costs)> {
+        // Probes attach while nothing flows (attaching under traffic has oopsed TCG guests);
+        // the report's first snapshot follows its last attach.
+        balancer_tests::wait_attached(&mut report, Duration::from_secs(60))?;
+        thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        let traffic = Traffic::start(&g.flows(sc))?;
+        let r = (|| -> Result<Costs> {
+            thread::sleep(Duration::from_secs(warm));
+            let (t0, i0, r0) = (Instant::now(), interrupts()?, g.receiver.count());
+            thread::sleep(Duration::from_secs(g.args.measure));
+            let (i1, r1) = (interrupts()?, g.receiver.count());
+            let secs = t0.elapsed().as_secs_f64();
+            let sum = |rows: &[IrqRow], irq: u32| -> u64 {
+                rows.iter()
+                    .find(|r| r.irq == irq)
+                    .map(|r| r.counts.iter().sum())
+                    .unwrap_or(0)
+            };
+            Ok(Costs {
+                cost: BTreeMap::new(),
+                ints_per_s: g
+                    .dut
+                    .all()
+                    .iter()
+                    .map(|i| (*i, sum(&i1, *i).saturating_sub(sum(&i0, *i)) as f64 / secs))
+                    .collect(),
+                delivered_pps: r1.saturating_sub(r0) as f64 / secs,
+            })
+        })();
+        traffic.stop()?;
+        Ok((started.elapsed().as_secs_f64(), r?))
+    })();
+    let out = report
+        .wait_with_output()
+        .context("waiting for balancer report")?;
+    let (traffic_secs, mut costs) = r?;
+    if !out.status.success() {
+        bail!(
+            "balancer report failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = fs::read_to_string(&json)?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("parsing the report")?;
+    let weight: BTreeMap<u32, u64> = v["irqs"]
+        .as_array()
+        .context("the report has no irqs")?
+        .iter()
+        .filter_map(|r| {
+            Some((
+                u32::try_from(r["irq"].as_u64()?).ok()?,
+                r["weight_ns"].as_u64()?,
+            ))
+        })
+        .collect();
+    // Nearly all of the window's IRQ time is the traffic's: per second of traffic.
+    costs.cost = g
+        .dut
+        .all()
+        .iter()
+        .map(|i| {
+            (
+                *i,
+                weight.get(i).copied().unwrap_or(0) as f64 / 1e9 / traffic_secs,
+            )
+        })
+        .collect();
+    Ok(costs)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Irqbalance,
+    Balancer,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Irqbalance => "irqbalance",
+            Which::Balancer => "balancer",
+        }
+    }
+}
+
+struct Phase {
+    placement: BTreeMap<u32, u32>,
+    busiest_share: (f64, u32),
+    writes: usize,
+    writes_window: usize,
+    oscillations: Vec<String>,
+    delivered_pps: f64,
+}
+
+fn run_phase(g: &Bench, sc: &Scenario, which: Which) -> Result<Phase> {
+    g.place_start(sc.start)?;
+    thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let all = g.dut.all();
+    let watch = Watch::start(&all, t0)?;
+    let tag = format!("{}-{}", sc.name, which.name());
+    let mut tool = match which {
+        Which::Irqbalance => start_irqbalance(g, &tag)?,
+        Which::Balancer => start_balancer(g, &tag)?,
+    };
+    let r = (|| {
+        match which {
+            // Its first interval ends with its probes attached, before any traffic.
+            Which::Balancer => drop(wait_intervals(
+                1,
+                &mut tool.child,
+                Duration::from_secs(120),
+            )?),
+            Which::Irqbalance => {
+                thread::sleep(Duration::from_secs(2));
+                if let Some(status) = tool.child.try_wait()? {
+                    bail!("irqbalance ended at once ({status})");
+                }
+            }
+        }
+        let traffic = Traffic::start(&g.flows(sc))?;
+        let r = (|| {
+            thread::sleep(Duration::from_secs(g.args.settle));
+            let (w0, s0, r0) = (t0.elapsed(), cpu_times()?, g.receiver.count());
+            let m0 = Instant::now();
+            thread::sleep(Duration::from_secs(g.args.measure));
+            let (s1, r1) = (cpu_times()?, g.receiver.count());
+            let secs = m0.elapsed().as_secs_f64();
+            let w1 = t0.elapsed();
+            Ok((
+                w0,
+                w1,
+                busiest(&s0, &s1, BENCH_CPU as u32),
+                r1.saturating_sub(r0) as f64 / secs,
+                placement(&all)?,
+            ))
+        })();
+        traffic.stop()?;
+        r
+    })();
+    if which == Which::Balancer {
+        thread::sleep(Duration::from_secs(1));
+    }
+    let log = tool.stop();
+    let (start, changes) = watch.stop();
+    let (w0, w1, busiest_share, delivered_pps, placement) =
+        r.map_err(|e| anyhow!("{e:#}; {} log: {}", which.name(), log.replace('\n', " | ")))?;
+    let in_phase: Vec<Change> = changes.into_iter().filter(|c| c.at <= w1).collect();
+    println!(
+        "guest-bench: {tag}: changes {:?}\n--- {} log tail ---\n{log}\n---",
+        in_phase,
+        which.name()
+    );
+    Ok(Phase {
+        placement,
+        busiest_share,
+        writes: in_phase.len(),
+        writes_window: in_phase.iter().filter(|c| c.at >= w0).count(),
+        oscillations: oscillations(&start, &in_phase),
+        delivered_pps,
+    })
+}
+
+/// Finds a source port per rx queue: each port's datagrams land on one queue (the tap's
+/// flow hash), seen in the per-queue counters.
+fn probe_ports(g: &Bench) -> Result<BTreeMap<usize, u16>> {
+    let queues = g.dut.rx.len();
+    let mut ports = BTreeMap::new();
+    let mut tried = Vec::new();
+    for port in PROBE_PORTS {
+        if ports.len() == queues {
+            break;
+        }
+        let before = rx_queue_interrupts(&g.dut)?;
+        let traffic = Traffic::start(&[Flow {
+            src_port: port,
+            dst_port: DST_PORT,
+            pps: 400,
+            size: 64,
+        }])?;
+        thread::sleep(Duration::from_millis(300));
+        traffic.stop()?;
+        thread::sleep(Duration::from_millis(200));
+        let after = rx_queue_interrupts(&g.dut)?;
+        let delta: BTreeMap<usize, u64> = after
+            .iter()
+            .map(|(q, v)| (*q, v.saturating_sub(before.get(q).copied().unwrap_or(0))))
+            .collect();
+        let total: u64 = delta.values().sum();
+        let Some((q, n)) = delta.iter().max_by_key(|(_, n)| **n) else {
+            bail!("{} has no rx queues", g.dut.name);
+        };
+        tried.push(format!("{port}->q{q} ({n}/{total})"));
+        // Mostly one queue: the control connection's own segments land on one too.
+        if *n >= 30 && *n * 10 >= total * 7 {
+            ports.entry(*q).or_insert(port);
+        }
+    }
+    if ports.len() < queues {
+        bail!(
+            "no source port found for every rx queue in {PROBE_PORTS:?}: {}",
+            tried.join(" ")
+        );
+    }
+    Ok(ports)
+}
+
+fn setup(args: &Args) -> Result<(Nic, Vec<u32>)> {
+    let dut = netdev_by_mac(&args.dut_mac)?;
+    let peer = netdev_by_mac(&args.peer_mac)?;
+    let dut_nic = describe(&dut)?;
+    // The peer NIC stays down and idle: its IRQs are banned for both tools all the same.
+    let peer_nic = describe(&peer)?;
+    run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
+    run(Command::new(IP).args(["addr", "add", &format!("{DUT_ADDR}/24"), "dev", &dut]))?;
+    run(Command::new(IP).args(["link", "set", &dut, "up"]))?;
+    Ok((dut_nic, peer_nic.all()))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn bench(args: &Args, out: &mut Out) -> Result<()> {
+    pin(&[BENCH_CPU])?;
+    let (dut, banned) = setup(args)?;
+    let local = cpulist(&format!(
+        "/sys/class/net/{}/device/../local_cpulist",
+        dut.name
+    ))?;
+    let node0 = cpulist("/sys/devices/system/node/node0/cpulist")?;
+    let receiver = Receiver::start()?;
+    let mut g = Bench {
+        args,
+        dut,
+        banned,
+        local,
+        node0,
+        receiver,
+        ports: BTreeMap::new(),
+    };
+    // The link needs a moment after coming up before the host answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !HostTraffic::available() {
+        if Instant::now() > deadline {
+            bail!(
+                "no host traffic server answers at {}",
+                balancer_tests::host_traffic::HOST_ADDR
+            );
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    g.ports = probe_ports(&g)?;
+    out.line(&format!(
+        "INFO kernel {}, irqbalance {}, traffic from the guest's host-side namespace, \
+         {} s settle + {} s measured per phase; dut {} rx IRQs {:?} tx IRQs {:?}, local CPUs \
+         {:?}; source port per rx queue {:?}; flows: even {} pps x {} B, bulk {} x {} B, light \
+         {} x {} B",
+        args.kernel,
+        args.irqbalance_version,
+        args.settle,
+        args.measure,
+        g.dut.name,
+        g.dut.rx,
+        g.dut.tx,
+        g.local,
+        g.ports,
+        EVEN.0,
+        EVEN.1,
+        BULK.0,
+        BULK.1,
+        LIGHT.0,
+        LIGHT.1
+    ));
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    let mut cost_lines = Vec::new();
+    for sc in SCENARIOS
+        .iter()
+        .filter(|s| args.scenarios.is_empty() || args.scenarios.iter().any(|n| n == s.name))
+    {
+        out.line(&format!("INFO scenario {}: {}", sc.name, sc.about));
+        let costs = measure_costs(&g, sc).with_context(|| format!("{}: costs", sc.name))?;
+        let rx_costs: Vec<String> = g
+            .dut
+            .rx
+            .iter()
+            .enumerate()
+            .map(|(q, i)| {
+                format!(
+                    "q{q} {} ({:.0} int/s)",
+                    pct(costs.cost.get(i).copied().unwrap_or(0.0)),
+                    costs.ints_per_s.get(i).copied().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        let tx_cost: f64 = g.dut.tx.iter().filter_map(|i| costs.cost.get(i)).sum();
+        let line = format!(
+            "| {} | {} | tx IRQs together {} | {:.0} |",
+            sc.name,
+            rx_costs.join(", "),
+            pct(tx_cost),
+            costs.delivered_pps
+        );
+        out.line(&format!("INFO costs {line}"));
+        cost_lines.push(line);
+        let values: Vec<f64> = costs.cost.values().copied().collect();
+        let lb = lower_bound(&values, g.local.len());
+        let best = best_assignment(&values, g.local.len());
+        let heavy: Vec<u32> = {
+            let max = values.iter().copied().fold(0.0, f64::max);
+            g.dut
+                .rx
+                .iter()
+                .copied()
+                .filter(|i| costs.cost.get(i).copied().unwrap_or(0.0) >= 0.5 * max)
+                .collect()
+        };
+        let mut scored = Vec::new();
+        for which in [Which::Irqbalance, Which::Balancer] {
+            let p = run_phase(&g, sc, which)
+                .with_context(|| format!("{}: {}", sc.name, which.name()))?;
+            let (s, _) = score(&costs.cost, &p.placement);
+            let rx_at: Vec<String> = g
+                .dut
+                .rx
+                .iter()
+                .enumerate()
+                .map(|(q, i)| {
+                    format!(
+                        "q{q}:{}",
+                        p.placement.get(i).map_or("?".to_owned(), |c| c.to_string())
+                    )
+                })
+                .collect();
+            let heavy_local = heavy
+                .iter()
+                .all(|i| p.placement.get(i).is_some_and(|c| g.local.contains(c)));
+            let row = format!(
+                "| {} | {} | {} | {} | {} | {} (CPU {}) | {} / {} | {} | {:.0} | {} | {} |",
+                sc.name,
+                which.name(),
+                pct(s),
+                pct(lb),
+                pct(best),
+                pct(p.busiest_share.0),
+                p.busiest_share.1,
+                p.writes,
+                p.writes_window,
+                p.oscillations.len(),
+                p.delivered_pps,
+                rx_at.join(" "),
+                if heavy_local { "yes" } else { "no" }
+            );
+            out.line(&format!("TABLE {row}"));
+            if !p.oscillations.is_empty() {
+                out.line(&format!(
+                    "INFO {} {}: {}",
+                    sc.name,
+                    which.name(),
+                    p.oscillations.join("; ")
+                ));
+            }
+            rows.push(row);
+            scored.push((s, p));
+        }
+        let (ib, bal) = (&scored[0], &scored[1]);
+        let met = |ok: bool| if ok { "MET" } else { "NOT-MET" };
+        targets.push(format!(
+            "TARGET {} placement within 5% of the lower bound: {} (balancer {} vs bound {}, \
+             {:+.1}%; the best assignment of these costs to the local CPUs is {}, balancer \
+             {:+.1}% over it)",
+            sc.name,
+            met(bal.0 <= 1.05 * lb + 1e-9),
+            pct(bal.0),
+            pct(lb),
+            if lb > 0.0 {
+                100.0 * (bal.0 / lb - 1.0)
+            } else {
+                0.0
+            },
+            pct(best),
+            if best > 0.0 {
+                100.0 * (bal.0 / best - 1.0)
+            } else {
+                0.0
+            }
+        ));
+        targets.push(format!(
+            "TARGET {} placement never worse than irqbalance: {} (balancer {}, irqbalance {})",
+            sc.name,
+            met(bal.0 <= ib.0 + 1e-9),
+            pct(bal.0),
+            pct(ib.0)
+        ));
+        targets.push(format!(
+            "TARGET {} at most half irqbalance's affinity writes: {} (balancer {}, irqbalance {})",
+            sc.name,
+            met(2 * bal.1.writes <= ib.1.writes),
+            bal.1.writes,
+            ib.1.writes
+        ));
+        targets.push(format!(
+            "TARGET {} no IRQ returns to a CPU it left: {} (balancer {}, irqbalance {})",
+            sc.name,
+            met(bal.1.oscillations.is_empty()),
+            bal.1.oscillations.len(),
+            ib.1.oscillations.len()
+        ));
+    }
+    out.line("TABLE");
+    out.line("TABLE Per-queue costs (no balancer acting; q0 and q3 on CPU 0, q1 on 2, q2 on 3), share of one CPU:");
+    out.line("TABLE");
+    out.line("TABLE | scenario | rx queues | tx | delivered pkt/s |");
+    out.line("TABLE |---|---|---|---|");
+    for l in &cost_lines {
+        out.line(&format!("TABLE {l}"));
+    }
+    out.line("TABLE");
+    out.line(
+        "TABLE | scenario | tool | placement (busiest CPU by costs) | lower bound | best \
+         possible | busiest CPU, measured | affinity writes (phase / window) | oscillations | \
+         delivered pkt/s | rx IRQs at the end | heavy queues local |",
+    );
+    out.line("TABLE |---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        out.line(&format!("TABLE {r}"));
+    }
+    for t in &targets {
+        out.line(t);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_and_the_best_assignment() {
+        // One bulk queue and three light ones on two CPUs: the bulk queue alone is the bound.
+        let c = [0.30, 0.05, 0.05, 0.05];
+        assert!((lower_bound(&c, 2) - 0.30).abs() < 1e-9);
+        assert!((best_assignment(&c, 2) - 0.30).abs() < 1e-9);
+        // Two bulk, two light: the sum poured over two CPUs; the best pairs bulk with light.
+        let c = [0.30, 0.30, 0.05, 0.05];
+        assert!((lower_bound(&c, 2) - 0.35).abs() < 1e-9);
+        assert!((best_assignment(&c, 2) - 0.35).abs() < 1e-9);
+        // Three equal queues on two CPUs: the bound (1.5) is below what any placement does.
+        let c = [0.1, 0.1, 0.1];
+        assert!((lower_bound(&c, 2) - 0.15).abs() < 1e-9);
+        assert!((best_assignment(&c, 2) - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn score_sums_per_cpu() {
+        let cost = BTreeMap::from([(30, 0.2), (31, 0.1), (32, 0.05)]);
+        let at = BTreeMap::from([(30, 2), (31, 2), (32, 3)]);
+        let (s, load) = score(&cost, &at);
+        assert!((s - 0.3).abs() < 1e-9);
+        assert_eq!(load.len(), 2);
+    }
+
+    #[test]
+    fn a_return_to_a_left_cpu_is_an_oscillation() {
+        let start = BTreeMap::from([(30, "0".to_owned()), (31, "0".to_owned())]);
+        let ch = |s: u64, irq, to: &str| Change {
+            at: Duration::from_secs(s),
+            irq,
+            to: to.into(),
+        };
+        let changes = [
+            ch(1, 30, "2"),
+            ch(2, 31, "3"),
+            ch(9, 30, "3"),
+            ch(20, 30, "2"),
+        ];
+        let o = oscillations(&start, &changes);
+        assert_eq!(o.len(), 1, "{o:?}");
+        assert!(o[0].starts_with("IRQ 30 back to 2"));
+        assert!(oscillations(&start, &changes[..3]).is_empty());
+        assert_eq!(
+            oscillations(&start, &[ch(1, 31, "2"), ch(2, 31, "0")]).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn proc_files_parse() {
+        let text = "           CPU0       CPU1\n  24:        100         5  PCI-MSIX-0000:81:00.0   1-edge      virtio1-input.0\n\
+                    NMI:          0          0   Non-maskable interrupts\n";
+        let rows = parse_interrupts(text).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].irq, rows[0].counts.clone()), (24, vec![100, 5]));
+        assert_eq!(rows[0].name, "virtio1-input.0");
+        let m = parse_metrics(
+            "# HELP x\nbalancer_intervals_total 3\nbalancer_irq_seconds_total{irq=\"30\",cpu=\"0\",mode=\"hardirq\"} 0.5\n\
+             balancer_irq_seconds_total{irq=\"30\",cpu=\"1\",mode=\"softirq\"} 0.25\n",
+        );
+        assert_eq!(m.intervals, 3);
+        assert!((m.irq_seconds[&30] - 0.75).abs() < 1e-9);
+    }
+}
