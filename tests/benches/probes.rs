@@ -347,6 +347,8 @@ fn main() -> anyhow::Result<()> {
         Ok("program-only") => return program_only(),
         // PROBE_BENCH=interrupt: only the per-interrupt table.
         Ok("interrupt") => return per_interrupt(),
+        // PROBE_BENCH=daemon: only what the daemon's duty cycle costs the loop's CPU.
+        Ok("daemon") => return daemon_cost(),
         _ => {}
     }
     let rx = UdpSocket::bind("127.0.0.1:0").context("binding the receiver")?;
@@ -445,8 +447,215 @@ fn main() -> anyhow::Result<()> {
     );
 
     per_interrupt()?;
+    daemon_cost()?;
     program_only()?;
     Ok(())
+}
+
+/// Seconds per phase of the daemon figure (`PROBE_BENCH_PHASE_SECS`), and phase pairs.
+const DAEMON_PHASE_SECS: f64 = 10.0;
+const DAEMON_PAIRS: usize = 6;
+
+/// What a running `balancer daemon --dry-run` costs the CPU it measures, end to end: the loop
+/// on [`CPU`] in phases of [`DAEMON_PHASE_SECS`] with the daemon (pinned to the other CPU)
+/// running, against phases with it stopped (SIGSTOP at a moment its programs are detached),
+/// ABBA; at the default `measure-share`, then measuring continuously. Everything the loop's CPU
+/// pays is in it: the programs while attached, attaching and detaching (text patching and its
+/// IPIs), the daemon's wake-ups. The daemon's own CPU time is printed beside, not in it.
+fn daemon_cost() -> anyhow::Result<()> {
+    let phase = std::env::var("PROBE_BENCH_PHASE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(DAEMON_PHASE_SECS);
+    let rx = UdpSocket::bind("127.0.0.1:0").context("binding the receiver")?;
+    let to = rx.local_addr()?;
+    let tx = UdpSocket::bind("127.0.0.1:0").context("binding the sender")?;
+    let dir = std::env::temp_dir().join(format!("balancer-bench-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    for (label, extra) in [
+        ("default measure-share", ""),
+        ("measure-share = 1", "measure-share = 1\n"),
+    ] {
+        let config = dir.join("balancer.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{extra}journal = \"{}\"\nlock-file = \"{}\"\n",
+                dir.join("journal.json").display(),
+                dir.join("lock").display()
+            ),
+        )?;
+        let daemon = Daemon::start(&config)?;
+        let mut diffs = Vec::new();
+        let mut base = Vec::new();
+        let mut cpu_ms_per_s = Vec::new();
+        for i in 0..DAEMON_PAIRS {
+            let running_first = i % 2 == 1;
+            let mut measure = |running: bool| -> anyhow::Result<f64> {
+                if running {
+                    daemon.resume();
+                } else {
+                    daemon.stop_detached()?;
+                }
+                let cpu0 = daemon.cpu_ns();
+                let ns = phase_ns(&tx, to, phase)?;
+                if running {
+                    cpu_ms_per_s.push(daemon.cpu_ns().saturating_sub(cpu0) as f64 / 1e6 / phase);
+                }
+                Ok(ns)
+            };
+            let (first, second) = (measure(running_first)?, measure(!running_first)?);
+            let (with, without) = if running_first {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            eprintln!("{label}: {without:.1} ns/call stopped, {with:.1} running");
+            diffs.push(with - without);
+            base.push(without);
+        }
+        drop(daemon);
+        rows.push((
+            label,
+            median(&mut base),
+            median(&mut diffs),
+            median(&mut cpu_ms_per_s),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!();
+    println!(
+        "balancer daemon --dry-run (pinned to CPU {IPI_CPU}), cost per call of the loop on CPU \
+         {CPU}; medians of {DAEMON_PAIRS} paired {phase} s phases, running vs stopped"
+    );
+    println!(
+        "{:<24} {:>14} {:>10} {:>16}",
+        "DAEMON", "NS/CALL (OFF)", "+NS ON", "DAEMON CPU MS/S"
+    );
+    for (label, b, d, cpu) in &rows {
+        println!("{label:<24} {b:>14.1} {d:>10.1} {cpu:>16.1}");
+    }
+    if let [(_, _, duty, _), (_, _, continuous, _)] = rows[..] {
+        println!(
+            "duty-cycled / continuous: {:.2} (target <= 0.10)",
+            duty / continuous
+        );
+    }
+    Ok(())
+}
+
+/// ns per call over `secs` of calls.
+fn phase_ns(tx: &UdpSocket, to: std::net::SocketAddr, secs: f64) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut calls = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        for _ in 0..1_000 {
+            tx.send_to(&[0], to).context("sendto")?;
+        }
+        calls += 1_000;
+    }
+    Ok(t.elapsed().as_nanos() as f64 / calls as f64)
+}
+
+/// A `balancer daemon --dry-run` child, pinned to [`IPI_CPU`], killed on drop.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path) -> anyhow::Result<Daemon> {
+        // The child inherits the CPU it is spawned on.
+        pin(IPI_CPU)?;
+        let spawned = Command::new(balancer_tests::balancer_bin())
+            .args(["daemon", "--dry-run", "--foreground", "--force", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        pin(CPU)?;
+        let mut daemon = Daemon {
+            child: spawned
+                .context("starting balancer daemon (cargo build --release -p balancer)")?,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while daemon.links() == 0 {
+            if let Some(status) = daemon.child.try_wait()? {
+                bail!("balancer daemon ended before attaching: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("balancer daemon attached nothing within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(daemon)
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// SIGSTOP at a moment none of its programs is attached.
+    fn stop_detached(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.links() == 0 {
+                self.signal(libc::SIGSTOP);
+                // It may have attached between the look and the stop.
+                std::thread::sleep(Duration::from_millis(5));
+                if self.links() == 0 {
+                    return Ok(());
+                }
+                self.resume();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        bail!("the daemon never detached within 60 s")
+    }
+
+    /// The bpf links it holds open.
+    fn links(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|t| t.to_string_lossy().contains("bpf_link"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Its user and system CPU time, from /proc/<pid>/stat.
+    fn cpu_ns(&self) -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return 0;
+        };
+        // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return 0;
+        };
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        f.iter().sum::<u64>() * 1_000_000_000 / hz
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.resume();
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+    }
 }
 
 /// `kernel.bpf_stats`: each program's own run time per event. Program time only: dispatch and

@@ -38,8 +38,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         Bench::Daemon => return bench_bin("daemon-bench", &["180"]),
         Bench::Simulator => return bench_bin("sim-table", &[]),
     };
-    if matches!(args.what, Bench::Top) {
-        // The bench runs the release binary next to its own executable.
+    if matches!(args.what, Bench::Top | Bench::Probes) {
+        // The bench runs the release binary next to its own executable (the probes bench
+        // for its daemon figure).
         step("cargo build --release -p balancer");
         run_checked(Command::new("cargo").current_dir(workspace_root()).args([
             "build",

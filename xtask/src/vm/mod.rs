@@ -259,6 +259,8 @@ struct GuestJob {
     prepared: Result<(Kernel, PathBuf)>,
     dir: PathBuf,
     elapsed: Duration,
+    /// The host build of guest-checks, which also serves the guest's host-side traffic.
+    traffic_server: PathBuf,
 }
 
 /// Fetches a kernel and builds its initramfs. A failure becomes that row's failure.
@@ -314,11 +316,18 @@ fn prepare(
         );
         Ok((kernel, initramfs))
     })();
+    let traffic_server = binaries::GUEST_BINARIES
+        .iter()
+        .zip(binaries)
+        .find(|((name, _), _)| *name == "guest-checks")
+        .map(|(_, path)| path.clone())
+        .context("guest-checks is not among the guest binaries")?;
     Ok(GuestJob {
         series,
         prepared,
         dir,
         elapsed: start.elapsed(),
+        traffic_server,
     })
 }
 
@@ -376,6 +385,7 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
         timeout: Duration::from_secs(args.timeout),
         accel: args.accel,
         append: &args.append,
+        traffic_server: &job.traffic_server,
     }
     .run()?;
     let lines = report::parse_guest(&run.results);

@@ -16,9 +16,9 @@ pub struct HostNet {
 }
 
 impl HostNet {
-    /// Creates namespace `balancer-vm-<pid>-<tag>` with bridge `br0` and one multi-queue tap
-    /// per entry of `taps` on it.
-    pub fn create(tag: &str, taps: &[&str]) -> Result<HostNet> {
+    /// Creates namespace `balancer-vm-<pid>-<tag>` with bridge `br0`, holding `addr` (the
+    /// host-side traffic server's address), and one multi-queue tap per entry of `taps` on it.
+    pub fn create(tag: &str, addr: &str, taps: &[&str]) -> Result<HostNet> {
         let name = format!("{PREFIX}{}-{tag}", std::process::id());
         output(
             Command::new("ip").args(["netns", "add", &name]),
@@ -29,6 +29,7 @@ impl HostNet {
         net.ip(&["link", "set", "lo", "up"])?;
         net.ip(&["link", "add", "br0", "type", "bridge"])?;
         net.ip(&["link", "set", "br0", "up"])?;
+        net.ip(&["addr", "add", addr, "dev", "br0"])?;
         for tap in taps {
             net.ip(&["tuntap", "add", "dev", tap, "mode", "tap", "multi_queue"])?;
             net.ip(&["link", "set", tap, "master", "br0"])?;

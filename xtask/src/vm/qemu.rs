@@ -21,8 +21,11 @@ pub const PEER_MAC: &str = "52:54:00:ba:1a:00";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
-    /// Emulation: slow but boots everywhere.
+    /// Emulation: slow but boots everywhere. One host thread for all vCPUs.
     Tcg,
+    /// Emulation with one host thread per vCPU: work on one vCPU does not stall the others
+    /// (what the overhead figure needs); guests died now and then in kernel code patching.
+    TcgMulti,
     /// Hardware virtualisation: guests hang under it on some hosts (the build machines).
     Kvm,
 }
@@ -37,7 +40,15 @@ pub struct Guest<'a> {
     pub accel: Accel,
     /// Extra kernel parameters.
     pub append: &'a str,
+    /// The static guest-checks binary, run on the host side as the guest's traffic server.
+    pub traffic_server: &'a Path,
 }
+
+/// Where the host-side traffic server listens: `balancer_tests::host_traffic`'s address and
+/// port (xtask does not link the tests crate; a test there checks that they agree).
+pub const TRAFFIC_ADDR: &str = "10.77.0.3";
+pub const TRAFFIC_PREFIX: u8 = 24;
+pub const TRAFFIC_PORT: u16 = 7700;
 
 /// How a guest ended and what it wrote.
 pub struct Run {
@@ -54,7 +65,13 @@ impl Guest<'_> {
         let console = self.dir.join("console.log");
         let results = self.dir.join("results.log");
         let qemu_log = self.dir.join("qemu.log");
-        let net = HostNet::create(self.tag, &["tap0", "tap1"])?;
+        let net = HostNet::create(
+            self.tag,
+            &format!("{TRAFFIC_ADDR}/{TRAFFIC_PREFIX}"),
+            &["tap0", "tap1"],
+        )?;
+        let server =
+            TrafficServer::start(&net, self.traffic_server, &self.dir.join("traffic.log"))?;
 
         // qemu's own complaints (a bad option, a missing tap) go to its stderr.
         let log = File::create(&qemu_log).context("creating the qemu log")?;
@@ -67,6 +84,7 @@ impl Guest<'_> {
         let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
         let ended = wait(&mut child, Some(self.timeout), "qemu")?;
         let elapsed = start.elapsed();
+        drop(server);
         drop(net);
         Ok(Run {
             ended,
@@ -93,6 +111,7 @@ impl Guest<'_> {
             // in kernel code patching (a soft lockup on a jump-label NOP at boot, an oops under
             // traffic); single-threaded they run as fast on this 2-core machine.
             Accel::Tcg => ("tcg,thread=single", "max"),
+            Accel::TcgMulti => ("tcg,thread=multi", "max"),
             Accel::Kvm => ("kvm", "host"),
         };
         let vectors = 2 * QUEUES + 2; // rx and tx per queue pair, config, spare
@@ -168,5 +187,30 @@ impl Guest<'_> {
             format!("file:{}", results.display()),
         ]);
         args
+    }
+}
+
+/// The host-side traffic server of one guest, killed when dropped (before its namespace goes).
+struct TrafficServer(std::process::Child);
+
+impl TrafficServer {
+    fn start(net: &HostNet, binary: &Path, log: &Path) -> Result<TrafficServer> {
+        let log = File::create(log).context("creating the traffic server's log")?;
+        let child = net
+            .command(&binary.display().to_string())
+            .args(["--serve-traffic", &format!("{TRAFFIC_ADDR}:{TRAFFIC_PORT}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the traffic server {}", binary.display()))?;
+        Ok(TrafficServer(child))
+    }
+}
+
+impl Drop for TrafficServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
