@@ -160,7 +160,7 @@ fn boot_id<S: Sys>(root: &Path, sys: &mut S) -> Option<String> {
 /// What was changed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub(crate) enum Target {
+pub enum Target {
     /// A file relative to the root.
     File { path: String },
     /// A kthread's CPU affinity; `comm` guards against pid reuse.
@@ -254,6 +254,17 @@ impl Entry {
             ))
         }
     }
+}
+
+/// Each target a journal at `path` holds with its original value, in the order written; None
+/// when there is no journal. For checks that a restore put everything back.
+pub fn journal_entries(path: &Path) -> Result<Option<Vec<(Target, String)>>, JournalError> {
+    Ok(Journal::load_opt(path)?.map(|j| {
+        j.entries
+            .into_iter()
+            .map(|e| (e.target, e.original))
+            .collect()
+    }))
 }
 
 /// Original values of everything changed, in the order first changed.

@@ -41,11 +41,16 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("busy-poll", busy_poll),
     ("host-traffic", host_traffic),
     ("rps", rps::rps),
+    ("kill-restore", scenarios::kill_restore),
+    ("saturation-sticking", scenarios::saturation_sticking),
     ("cpu-offline", cpu_offline),
     ("overhead", overhead),
 ];
 
 type CheckFn = fn(&mut Guest) -> Result<Outcome>;
+
+#[path = "../guest_scenarios.rs"]
+mod scenarios;
 
 /// Only the initramfs that xtask builds has this file: the checks rewire NICs, so they must
 /// never run anywhere else.

@@ -48,7 +48,7 @@ pub struct VmArgs {
     #[arg(long)]
     list: bool,
     /// Seconds after which a guest counts as hung and is killed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 420)]
     timeout: u64,
     /// Guests to run at the same time. Two on this 2-core machine: the matrix took 298 s
     /// against 365 s with one (tests/vm/README.md).
