@@ -211,6 +211,7 @@ fn session(stream: TcpStream) -> Result<()> {
 
 struct Socket {
     sock: UdpSocket,
+    to: SocketAddrV4,
     flow: Flow,
     /// Datagrams of the schedule dealt with: sent, dropped by a full queue, or skipped.
     owed: u64,
@@ -220,12 +221,13 @@ fn open(flows: &[(Ipv4Addr, Flow)]) -> Result<Vec<Socket>> {
     flows
         .iter()
         .map(|(dst, flow)| {
+            // Not connected: a connected UDP socket reports the guest's ICMP port-unreachable
+            // answers as ECONNREFUSED on a later send, which would drop that datagram.
             let sock = UdpSocket::bind(SocketAddrV4::new(HOST_ADDR, flow.src_port))
                 .with_context(|| format!("binding {HOST_ADDR}:{}", flow.src_port))?;
-            sock.connect(SocketAddrV4::new(*dst, flow.dst_port))
-                .with_context(|| format!("connecting to {dst}:{}", flow.dst_port))?;
             Ok(Socket {
                 sock,
+                to: SocketAddrV4::new(*dst, flow.dst_port),
                 flow: *flow,
                 owed: 0,
             })
@@ -250,7 +252,10 @@ fn send(mut sockets: Vec<Socket>, stop: &AtomicBool) -> u64 {
             s.owed = s.owed.max(owed.saturating_sub(due(s.flow.pps, MAX_LAG)));
             while s.owed < owed {
                 // A full queue drops the datagram: the schedule moves on (load is the point).
-                if s.sock.send(&payload[..usize::from(s.flow.size)]).is_ok() {
+                if s.sock
+                    .send_to(&payload[..usize::from(s.flow.size)], s.to)
+                    .is_ok()
+                {
                     sent += 1;
                 }
                 s.owed += 1;
