@@ -642,6 +642,24 @@ fn rps_path(netdev: &str, queue: u32) -> String {
     format!("sys/class/net/{netdev}/queues/rx-{queue}/rps_cpus")
 }
 
+/// The rx queues, (netdev, queue), whose `rps_cpus` journal `entries` hold: RPS a previous
+/// run of the daemon set, which a restarted daemon takes back as its own when the queue
+/// shrinks (rather than leaving it to `restore` as someone else's).
+pub(crate) fn journaled_rps(entries: &[(Target, String)]) -> Vec<(String, u32)> {
+    entries
+        .iter()
+        .filter_map(|(target, _)| {
+            let Target::File { path } = target else {
+                return None;
+            };
+            let rest = path.strip_prefix("sys/class/net/")?;
+            let (dev, rest) = rest.split_once("/queues/rx-")?;
+            let queue = rest.strip_suffix("/rps_cpus")?.parse().ok()?;
+            (!dev.contains('/')).then(|| (dev.to_owned(), queue))
+        })
+        .collect()
+}
+
 /// The pid of the thread whose `comm` is `name` (kthreads are processes of their own).
 pub(crate) fn find_thread(root: &Path, name: &str) -> Option<u32> {
     let dir = fs::read_dir(root.join("proc")).ok()?;

@@ -102,6 +102,14 @@ impl<A: Applier> Engine<A> {
         }
     }
 
+    /// RPS a previous run set on these rx queues (its journal holds their originals) is
+    /// this engine's to take back when the queue shrinks, as if it had set it itself.
+    pub(crate) fn adopt_rps(&mut self, queues: Vec<(String, u32)>) {
+        for q in queues {
+            self.history.rps.entry(q).or_insert(0);
+        }
+    }
+
     pub(crate) fn config(&self) -> &Config {
         &self.config
     }

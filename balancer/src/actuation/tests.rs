@@ -446,3 +446,25 @@ fn unknown_versions_and_damaged_journals_are_explained() {
         assert!(err.to_string().contains(want));
     }
 }
+
+#[test]
+fn journaled_rps_names_the_rx_queues_of_rps_entries() {
+    let file = |p: &str| (Target::File { path: p.into() }, "0".to_owned());
+    let entries = vec![
+        file("proc/irq/40/smp_affinity"),
+        file("sys/class/net/eth1/queues/rx-2/rps_cpus"),
+        file("sys/class/net/enp1s0f0/queues/rx-13/rps_cpus"),
+        file("sys/class/net/eth1/queues/tx-2/xps_cpus"),
+        (
+            Target::Thread {
+                pid: 7,
+                comm: "napi/eth1-8193".into(),
+            },
+            "0-3".to_owned(),
+        ),
+    ];
+    assert_eq!(
+        journaled_rps(&entries),
+        vec![("eth1".to_owned(), 2), ("enp1s0f0".to_owned(), 13)]
+    );
+}

@@ -20,8 +20,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::{Result, say, startup};
 use crate::{
+    actuation,
     daemon::{self, Readiness},
-    engine::{self, Engine},
+    engine::{self, Applier, Engine},
     monitor::Monitor,
 };
 
@@ -104,16 +105,37 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode> {
         oneshot: args.oneshot,
         pidfile: args.pidfile.clone(),
     };
-    let code = daemon::run(
-        opts,
-        root,
-        monitor,
-        Engine::new(cfg, applier),
-        readiness,
-        &signals,
-    );
+    let mut engine = Engine::new(cfg, applier);
+    if !args.dry_run {
+        adopt_journaled_rps(&mut engine);
+    }
+    let code = daemon::run(opts, root, monitor, engine, readiness, &signals);
     drop(lock);
     Ok(code?)
+}
+
+/// A journal kept from a previous run (killed, crashed, or stopped without restore-on-exit):
+/// its RPS becomes this run's, so the policy takes it back when the queue shrinks (it would
+/// otherwise stay until `balancer restore`, taken for someone else's).
+fn adopt_journaled_rps(engine: &mut Engine<Box<dyn Applier>>) {
+    let path = engine.config().journal.clone();
+    let entries = match actuation::journal_entries(&path) {
+        Ok(Some(e)) if !e.is_empty() => e,
+        Ok(_) => return,
+        Err(e) => {
+            log::warn!("reading the journal {}: {e}", path.display());
+            return;
+        }
+    };
+    let rps = actuation::journaled_rps(&entries);
+    log::info!(
+        "journal {} kept from a previous run: {} original value(s), put back by `balancer \
+         restore`; the rps_cpus it set on {} rx queue(s) are this run's to take back",
+        path.display(),
+        entries.len(),
+        rps.len()
+    );
+    engine.adopt_rps(rps);
 }
 
 /// Forks into the background, new session, stdin and stdout on /dev/null; stderr stays for
