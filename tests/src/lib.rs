@@ -218,6 +218,7 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub mod guest;
 pub mod host_traffic;
 pub mod sim;
 

@@ -26,6 +26,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
+
+use balancer_tests::guest::{IrqRow, interrupt_rows as interrupts, read_trimmed, run};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -223,46 +225,6 @@ fn netdev_by_mac(mac: &str) -> Result<String> {
     }
 }
 
-/// One `/proc/interrupts` row: IRQ number, per-CPU counts, last field (the action name).
-struct IrqRow {
-    irq: u32,
-    counts: Vec<u64>,
-    name: String,
-}
-
-fn interrupts() -> Result<Vec<IrqRow>> {
-    parse_interrupts(&fs::read_to_string("/proc/interrupts").context("reading /proc/interrupts")?)
-}
-
-fn parse_interrupts(text: &str) -> Result<Vec<IrqRow>> {
-    let mut lines = text.lines();
-    let cpus = lines
-        .next()
-        .context("/proc/interrupts is empty")?
-        .split_whitespace()
-        .count();
-    let mut rows = Vec::new();
-    for line in lines {
-        let mut words = line.split_whitespace();
-        let Some(irq) = words
-            .next()
-            .and_then(|w| w.strip_suffix(':'))
-            .and_then(|w| w.parse().ok())
-        else {
-            continue;
-        };
-        let rest: Vec<&str> = words.collect();
-        let counts = rest
-            .iter()
-            .take(cpus)
-            .map(|w| w.parse().unwrap_or(0))
-            .collect();
-        let name = rest.last().copied().unwrap_or("").to_owned();
-        rows.push(IrqRow { irq, counts, name });
-    }
-    Ok(rows)
-}
-
 fn describe(name: &str) -> Result<Nic> {
     let device = fs::read_link(format!("/sys/class/net/{name}/device"))
         .with_context(|| format!("{name} has no device link"))?;
@@ -300,21 +262,6 @@ fn describe(name: &str) -> Result<Nic> {
         tx,
         other,
     })
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-fn read_trimmed(path: &str) -> Result<String> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("reading {path}"))?
-        .trim()
-        .to_owned())
 }
 
 fn cpulist(path: &str) -> Result<Vec<u32>> {
@@ -1298,12 +1245,6 @@ mod tests {
 
     #[test]
     fn proc_files_parse() {
-        let text = "           CPU0       CPU1\n  24:        100         5  PCI-MSIX-0000:81:00.0   1-edge      virtio1-input.0\n\
-                    NMI:          0          0   Non-maskable interrupts\n";
-        let rows = parse_interrupts(text).unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].irq, rows[0].counts.clone()), (24, vec![100, 5]));
-        assert_eq!(rows[0].name, "virtio1-input.0");
         let m = parse_metrics(
             "# HELP x\nbalancer_intervals_total 3\nbalancer_irq_seconds_total{irq=\"30\",cpu=\"0\",mode=\"hardirq\"} 0.5\n\
              balancer_irq_seconds_total{irq=\"30\",cpu=\"1\",mode=\"softirq\"} 0.25\n",

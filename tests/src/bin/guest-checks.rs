@@ -24,6 +24,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use balancer_tests::guest::{interrupt_totals as interrupts, read_trimmed, run};
 use serde_json::Value;
 
 #[path = "../guest_checks/rps.rs"]
@@ -1504,53 +1505,12 @@ fn describe_nic(name: &str) -> Result<Nic> {
     })
 }
 
-/// Total interrupts per numbered IRQ, summed over CPUs.
-fn interrupts() -> Result<BTreeMap<u32, u64>> {
-    let text = fs::read_to_string("/proc/interrupts").context("reading /proc/interrupts")?;
-    let mut lines = text.lines();
-    let cpus = lines.next().map_or(0, |h| h.split_whitespace().count());
-    Ok(lines
-        .filter_map(|line| {
-            let (irq, rest) = line.trim_start().split_once(':')?;
-            let irq = irq.parse().ok()?;
-            let total = rest
-                .split_whitespace()
-                .take(cpus)
-                .map_while(|c| c.parse::<u64>().ok())
-                .sum();
-            Some((irq, total))
-        })
-        .collect())
-}
-
 fn count_prefixed(dir: &str, prefix: &str) -> Result<usize> {
     Ok(fs::read_dir(dir)
         .with_context(|| format!("reading {dir}"))?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .count())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{:?} {:?} failed: {}",
-            cmd.get_program(),
-            cmd.get_args().collect::<Vec<_>>(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn read_trimmed(path: &str) -> Result<String> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("reading {path}"))?
-        .trim()
-        .to_owned())
 }
 
 fn file_name(path: &Path) -> Result<String> {
