@@ -48,6 +48,10 @@ pub(crate) struct MoveRecord {
     pub(crate) to: u32,
     /// Whether the kernel has moved it yet.
     pub(crate) state: MoveState,
+    /// Made by a plan that only placed IRQs (locality, bans), on readings from where the
+    /// IRQ sat before: the CPUs it went to are balanced among themselves once it has
+    /// measured there (see `Work::placement_check`).
+    pub(crate) placed: bool,
 }
 
 /// Where a written affinity stands. On x86 the kernel moves a (non-managed) vector at the
@@ -362,6 +366,7 @@ impl History {
                                 from: from.clone(),
                                 to,
                                 state: MoveState::Pending,
+                                placed: !plan.balancing,
                             },
                         );
                         let weight = snap.irqs.get(n).map_or(0.0, |i| snap.frac(i.ns_on(from)));

@@ -182,6 +182,7 @@ fn managed_banned_and_cooling_irqs_stay() {
             from: CpuSet::from_cpus([1]),
             to: 0,
             state: MoveState::Landed,
+            placed: false,
         },
     );
     let p = plan(&s, &cfg, &h);
@@ -409,6 +410,7 @@ fn moves_that_did_not_take_are_reported() {
             from: CpuSet::from_cpus([0]),
             to: 1,
             state: MoveState::Pending,
+            placed: false,
         },
     );
     let p = plan(&s, &Config::default(), &h);
@@ -548,6 +550,112 @@ fn locality_moves_start_no_balancing_episode() {
     );
 }
 
+/// The bench's start state on 7.x: four equal queues of a node-1 NIC on CPU 0, read as one
+/// at 22% and three at 8% (their split on one CPU is the least certain reading).
+fn four_on_cpu0() -> Snapshot {
+    let mut s = machine(&[(0, 0, 0.46), (1, 0, 0.45), (2, 1, 0.0), (3, 1, 0.0)]);
+    s.cpus.get_mut(&1).unwrap().irq_ns = ns(0.02);
+    rx(&mut s, 40, "eth1", 0, 0, 0.22, 5000, &[2, 3]);
+    for (n, q) in [(42, 1), (44, 2), (46, 3)] {
+        rx(&mut s, n, "eth1", q, 0, 0.08, 4700, &[2, 3]);
+    }
+    s
+}
+
+/// The same queues where `at` put them, read as they measure there: `cost` each.
+fn landed(at: &[(u32, u32)], cost: &BTreeMap<u32, f64>) -> Snapshot {
+    let mut s = machine(&[(0, 0, 0.01), (1, 0, 0.45), (2, 1, 0.0), (3, 1, 0.0)]);
+    s.cpus.get_mut(&1).unwrap().irq_ns = ns(0.02);
+    for &(n, cpu) in at {
+        let q = (n - 40) / 2;
+        rx(&mut s, n, "eth1", q, cpu, cost[&n], 3000, &[2, 3]);
+        let c = s.cpus.get_mut(&cpu).unwrap();
+        c.busy_ns += ns(cost[&n]);
+        c.irq_ns += ns(cost[&n]);
+    }
+    s
+}
+
+#[test]
+fn a_placement_made_on_shared_readings_is_balanced_where_it_landed() {
+    let cfg = Config::default();
+    let p = plan(&four_on_cpu0(), &cfg, &History::default());
+    let m = moves(&p);
+    assert_eq!(m.len(), 4, "{p:#?}");
+    assert!(!p.balancing);
+    // The 22% one alone, the other three together: right by those readings.
+    let alone = m.iter().find(|(n, _)| *n == 40).unwrap().1;
+    assert!(m.iter().all(|(n, c)| *n == 40 || *c != alone), "{m:?}");
+    let outcomes: Vec<Outcome> = m.iter().map(|(_, c)| Outcome::applied(Some(*c))).collect();
+    let mut h = History::default().after(&four_on_cpu0(), &p, &outcomes);
+    // Where they landed they measure alike: the CPU with three reads three times the other.
+    let cost = BTreeMap::from([(40, 0.15), (42, 0.14), (44, 0.13), (46, 0.12)]);
+    let s = landed(&m, &cost);
+    for _ in 1..cfg.cooldown {
+        let p = plan(&s, &cfg, &h);
+        assert!(moves(&p).is_empty(), "within the cooldown: {p:#?}");
+        h = h.after(&s, &p, &[]);
+    }
+    let p = plan(&s, &cfg, &h);
+    let m2 = moves(&p);
+    assert_eq!(m2.len(), 1, "{p:#?}");
+    assert!(m2[0].1 == alone && m2[0].0 != 40, "{m2:?}");
+    assert!(
+        p.actions[0]
+            .reason
+            .contains("of the CPUs the last placement filled"),
+        "{}",
+        p.actions[0].reason
+    );
+    assert!(!p.balancing, "a check starts no episode");
+    // Two and two now: the check of that move finds nothing worth a move.
+    let h = h.after(&s, &p, &[Outcome::applied(Some(alone))]);
+    let mut at = m.clone();
+    for x in at.iter_mut().filter(|x| x.0 == m2[0].0) {
+        x.1 = alone;
+    }
+    let s = landed(&at, &cost);
+    let mut h = h;
+    for _ in 0..=cfg.cooldown {
+        let p = plan(&s, &cfg, &h);
+        assert!(moves(&p).is_empty(), "{p:#?}");
+        h = h.after(&s, &p, &[]);
+    }
+}
+
+#[test]
+fn a_placement_check_leaves_cpus_the_placement_did_not_fill() {
+    // As `locality_moves_start_no_balancing_episode`, until the check: IRQ 29 stays.
+    let mut s = machine(&[(0, 0, 0.17), (1, 0, 0.23), (2, 1, 0.05), (3, 1, 0.05)]);
+    rx(&mut s, 29, "eth0", 1, 1, 0.03, 500, &[0, 1]);
+    rx(&mut s, 35, "eth1", 0, 0, 0.05, 500, &[2, 3]);
+    let cfg = Config::default();
+    let p = plan(&s, &cfg, &History::default());
+    assert_eq!(moves(&p), vec![(35, 2)], "{p:#?}");
+    let mut h = History::default().after(&s, &p, &[Outcome::applied(Some(2))]);
+    let mut s2 = machine(&[(0, 0, 0.12), (1, 0, 0.23), (2, 1, 0.10), (3, 1, 0.05)]);
+    rx(&mut s2, 29, "eth0", 1, 1, 0.03, 500, &[0, 1]);
+    rx(&mut s2, 35, "eth1", 0, 2, 0.05, 500, &[2, 3]);
+    for _ in 0..=cfg.cooldown {
+        let p = plan(&s2, &cfg, &h);
+        assert!(moves(&p).is_empty(), "{p:#?}");
+        h = h.after(&s2, &p, &[]);
+    }
+}
+
+#[test]
+fn a_cpu_busy_with_tasks_is_no_finding() {
+    // CPU 1 at 95% with 1% of it IRQs: nothing an IRQ move relieves, nothing to say.
+    let mut s = machine(&[(0, 0, 0.2), (1, 0, 0.95)]);
+    s.cpus.get_mut(&1).unwrap().irq_ns = ns(0.01);
+    rx(&mut s, 10, "eth0", 0, 0, 0.1, 100, &[0, 1]);
+    let p = plan(&s, &Config::default(), &History::default());
+    assert!(
+        p.findings.iter().all(|f| f.kind != FindingKind::NoRelief),
+        "{p:#?}"
+    );
+}
+
 #[test]
 fn a_busy_isolated_cpu_without_irqs_is_not_overloaded() {
     let mut s = machine(&[(0, 0, 0.2), (1, 0, 1.0)]);
@@ -583,6 +691,7 @@ fn bans_hold_for_light_idle_and_cooling_irqs_under_every_strategy() {
             to: 0,
             from: CpuSet::from_cpus([1]),
             state: MoveState::Landed,
+            placed: false,
         },
     );
     for strategy in [
@@ -880,6 +989,7 @@ fn findings_after_a_move_use_the_loads_the_plan_expects() {
                 from: CpuSet::from_cpus([0]),
                 to,
                 state: MoveState::Pending,
+                placed: false,
             },
         );
     }

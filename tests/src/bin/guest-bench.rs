@@ -491,9 +491,25 @@ impl Tool {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        decisions(&text)
     }
+}
+
+/// What explains a phase's placement, from a tool's log: every line but balancer's per-IRQ
+/// readings, which are kept only for the first intervals (what the first placement was
+/// decided on) and the last two (what it ended on); at most 200 lines, the last ones.
+fn decisions(text: &str) -> String {
+    let per_irq = |l: &str| l.contains(": debug: interval ") && l.contains(" interrupts, on ");
+    let interval = |l: &str| -> Option<u64> {
+        let rest = l.split(": debug: interval ").nth(1)?;
+        rest.split(':').next()?.parse().ok()
+    };
+    let last = text.lines().filter_map(interval).max().unwrap_or(0);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !per_irq(l) || interval(l).is_some_and(|n| n <= 2 || n + 1 >= last))
+        .collect();
+    lines[lines.len().saturating_sub(200)..].join("\n")
 }
 
 fn start_balancer(g: &Bench, tag: &str) -> Result<Tool> {
@@ -848,6 +864,8 @@ struct Phase {
     writes_window: usize,
     oscillations: Vec<String>,
     delivered_pps: f64,
+    /// The tool's own CPU time (user + system, all threads) per second of the window.
+    tool_cpu: f64,
 }
 
 fn run_phase(g: &Bench, sc: &Scenario, which: Which) -> Result<Phase> {
@@ -879,10 +897,11 @@ fn run_phase(g: &Bench, sc: &Scenario, which: Which) -> Result<Phase> {
         let traffic = Traffic::start(&g.flows(sc))?;
         let r = (|| {
             thread::sleep(Duration::from_secs(g.args.settle));
+            let pid = tool.child.id();
             let (w0, s0, r0) = (t0.elapsed(), cpu_times()?, g.receiver.count());
-            let m0 = Instant::now();
+            let (m0, c0) = (Instant::now(), process_cpu_secs(pid)?);
             thread::sleep(Duration::from_secs(g.args.measure));
-            let (s1, r1) = (cpu_times()?, g.receiver.count());
+            let (s1, r1, c1) = (cpu_times()?, g.receiver.count(), process_cpu_secs(pid)?);
             let secs = m0.elapsed().as_secs_f64();
             let w1 = t0.elapsed();
             Ok((
@@ -891,6 +910,7 @@ fn run_phase(g: &Bench, sc: &Scenario, which: Which) -> Result<Phase> {
                 busiest(&s0, &s1, BENCH_CPU as u32),
                 r1.saturating_sub(r0) as f64 / secs,
                 placement(&all)?,
+                (c1 - c0) / secs,
             ))
         })();
         traffic.stop()?;
@@ -901,11 +921,11 @@ fn run_phase(g: &Bench, sc: &Scenario, which: Which) -> Result<Phase> {
     }
     let log = tool.stop();
     let (start, changes) = watch.stop();
-    let (w0, w1, busiest_share, delivered_pps, placement) =
+    let (w0, w1, busiest_share, delivered_pps, placement, tool_cpu) =
         r.map_err(|e| anyhow!("{e:#}; {} log: {}", which.name(), log.replace('\n', " | ")))?;
     let in_phase: Vec<Change> = changes.into_iter().filter(|c| c.at <= w1).collect();
     println!(
-        "guest-bench: {tag}: changes {:?}\n--- {} log tail ---\n{log}\n---",
+        "guest-bench: {tag}: changes {:?}\n--- {} log ---\n{log}\n---",
         in_phase,
         which.name()
     );
@@ -916,7 +936,29 @@ fn run_phase(g: &Bench, sc: &Scenario, which: Which) -> Result<Phase> {
         writes_window: in_phase.iter().filter(|c| c.at >= w0).count(),
         oscillations: oscillations(&start, &in_phase),
         delivered_pps,
+        tool_cpu,
     })
+}
+
+/// A process's user + system CPU time so far (all its threads), in seconds.
+fn process_cpu_secs(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("{path}: no command name"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    let ticks = |i: usize| -> Result<u64> {
+        f.get(i)
+            .and_then(|x| x.parse().ok())
+            .with_context(|| format!("{path}: field {} unreadable", i + 3))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((ticks(11)? + ticks(12)?) as f64 / hz)
 }
 
 /// Finds a source port per rx queue: each port's datagrams land on one queue (the tap's
@@ -1095,7 +1137,7 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
                 .iter()
                 .all(|i| p.placement.get(i).is_some_and(|c| g.local.contains(c)));
             let row = format!(
-                "| {} | {} | {} | {} | {} | {} (CPU {}) | {} / {} | {} | {:.0} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} (CPU {}) | {} / {} | {} | {:.0} | {} | {} | {} |",
                 sc.name,
                 which.name(),
                 pct(s),
@@ -1108,7 +1150,8 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
                 p.oscillations.len(),
                 p.delivered_pps,
                 rx_at.join(" "),
-                if heavy_local { "yes" } else { "no" }
+                if heavy_local { "yes" } else { "no" },
+                pct(p.tool_cpu)
             );
             out.line(&format!("TABLE {row}"));
             if !p.oscillations.is_empty() {
@@ -1178,9 +1221,9 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
     out.line(
         "TABLE | scenario | tool | placement (busiest CPU by costs) | lower bound | best \
          possible | busiest CPU, measured | affinity writes (phase / window) | oscillations | \
-         delivered pkt/s | rx IRQs at the end | heavy queues local |",
+         delivered pkt/s | rx IRQs at the end | heavy queues local | tool's own CPU |",
     );
-    out.line("TABLE |---|---|---|---|---|---|---|---|---|---|---|");
+    out.line("TABLE |---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         out.line(&format!("TABLE {r}"));
     }
