@@ -33,7 +33,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes,
     },
     macros::{btf_tracepoint, fentry, fexit, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, RawTracePointContext, TracePointContext,
     },
@@ -67,6 +67,12 @@ static NAPI_IRQ_PAIRS: PerCpuHashMap<PairKey, u64> = PerCpuHashMap::with_max_ent
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_ERRORS, 0);
 #[map]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+/// 1 while the daemon is between windows. The system-vector programs stay attached then:
+/// toggling a tracepoint rewrites kernel text (a static key and a static call, each a round
+/// of synchronising IPIs to every CPU), and 18 of them cost more to toggle each interval
+/// than their events (a few hundred a second per CPU) cost to ignore.
+#[map]
+static PAUSED: Array<u32> = Array::with_max_entries(1, 0);
 /// Pids of NAPI kthreads (`napi/<dev>-<id>`), filled by userspace, to the generation of
 /// the `sched_switch` attach they belong to (`CpuState::task_gen`).
 #[map]
@@ -147,6 +153,10 @@ fn on_handler_exit(irq: u32) {
 
 #[inline(always)]
 fn on_sysvec_entry(which: u32) {
+    // An exit pairs only with an entry seen: nothing is counted while paused.
+    if PAUSED.get(0).is_some_and(|p| *p != 0) {
+        return;
+    }
     if let Some(st) = state() {
         st.sysvec = which;
         st.sysvec_start = now();

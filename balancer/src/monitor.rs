@@ -175,9 +175,10 @@ impl Monitor {
         Ok(())
     }
 
-    /// Detaches the programs (the maps keep their counts).
+    /// Detaches the programs, the system vectors' paused instead (the maps keep their
+    /// counts; see `Probe::pause`).
     pub(crate) fn pause(&mut self) -> anyhow::Result<()> {
-        self.probe.detach().context("detaching the eBPF programs")
+        self.probe.pause().context("pausing the eBPF programs")
     }
 
     /// Attaches the programs again and starts a window once all are attached: the maps and

@@ -229,6 +229,70 @@ fn handler_time_is_measured(opts: &ProbeOptions) {
     assert!(ns > 0, "handler time is zero over {runs} runs");
 }
 
+/// Between the daemon's windows (`Probe::pause`) the system-vector programs stay attached
+/// (toggling them would rewrite kernel text each interval) but count nothing; everything
+/// else is detached and counts nothing either; `attach` resumes both. Local timer
+/// interrupts come from a busy CPU (HZ per second while it runs).
+#[test]
+#[ignore = "needs root"]
+fn paused_programs_count_nothing_and_system_vectors_stay_attached() {
+    require_root();
+    let mut probe = Probe::load(&ProbeOptions::default()).expect("loading the probes");
+    let sysvec_runs = |p: &Probe| -> u64 {
+        p.read()
+            .expect("read")
+            .sysvecs
+            .values()
+            .map(|s| s.runs)
+            .sum()
+    };
+    let softirq_runs = |p: &Probe| -> u64 {
+        p.read()
+            .expect("read")
+            .softirqs
+            .values()
+            .map(|s| s.runs)
+            .sum()
+    };
+    let busy = || {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(400) {
+            std::hint::spin_loop();
+        }
+    };
+    let timers: Vec<String> = probe
+        .attached_events()
+        .into_iter()
+        .filter(|e| e.starts_with("irq_vectors:"))
+        .collect();
+    if timers.is_empty() {
+        eprintln!("SKIP: no irq_vectors tracepoints on this kernel");
+        return;
+    }
+    busy();
+    let (v0, s0) = (sysvec_runs(&probe), softirq_runs(&probe));
+    assert!(v0 > 0, "no system vector counted while attached");
+    probe.pause().expect("pause");
+    let (v1, s1) = (sysvec_runs(&probe), softirq_runs(&probe));
+    busy();
+    let (v2, s2) = (sysvec_runs(&probe), softirq_runs(&probe));
+    assert_eq!(v2, v1, "system vectors counted while paused");
+    assert_eq!(s2, s1, "softirqs counted while paused");
+    let left = probe.attached_events();
+    assert_eq!(left, timers, "attached while paused");
+    probe.attach().expect("attach");
+    busy();
+    assert!(
+        sysvec_runs(&probe) > v2,
+        "no system vector counted after resuming"
+    );
+    assert!(softirq_runs(&probe) >= s2);
+    assert!(
+        s0 > 0 || softirq_runs(&probe) > s2,
+        "no softirq counted at all"
+    );
+}
+
 /// With bpftrace's classic softirq programs running beside ours, our BTF-typed programs
 /// still see every interrupt: each guards itself against recursion, so an IRQ that arrives
 /// while bpftrace runs is not skipped. Interrupts come from direct reads of a file the test

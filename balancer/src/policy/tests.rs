@@ -644,6 +644,31 @@ fn a_placement_check_leaves_cpus_the_placement_did_not_fill() {
 }
 
 #[test]
+fn a_cpu_busy_with_tasks_does_not_end_an_episode() {
+    // The 7.x bench four intervals after its first placement: the receiver's CPU 1 is the
+    // busiest (57%, tasks), CPU 2 holds three queues (53%), CPU 3 one (25%). CPU 2's IRQ
+    // time is 33 points above the mean: an episode, and a move must come of it.
+    let mut s = machine(&[(0, 0, 0.03), (1, 0, 0.57), (2, 1, 0.0), (3, 1, 0.0)]);
+    s.cpus.get_mut(&1).unwrap().irq_ns = ns(0.02);
+    for (n, q, cpu, w) in [
+        (40, 0, 3, 0.25),
+        (42, 1, 2, 0.15),
+        (44, 2, 2, 0.20),
+        (46, 3, 2, 0.18),
+    ] {
+        rx(&mut s, n, "eth1", q, cpu, w, 3000, &[2, 3]);
+        let c = s.cpus.get_mut(&cpu).unwrap();
+        c.busy_ns += ns(w);
+        c.irq_ns += ns(w);
+    }
+    let p = plan(&s, &Config::default(), &History::default());
+    assert_eq!(p.overloaded, vec![2], "{p:#?}");
+    let m = moves(&p);
+    assert_eq!(m.len(), 1, "{p:#?}");
+    assert_eq!(m[0].1, 3, "{m:?}");
+}
+
+#[test]
 fn a_cpu_busy_with_tasks_is_no_finding() {
     // CPU 1 at 95% with 1% of it IRQs: nothing an IRQ move relieves, nothing to say.
     let mut s = machine(&[(0, 0, 0.2), (1, 0, 0.95)]);
