@@ -103,6 +103,8 @@ struct Args {
     scenarios: Vec<String>,
     balancer: PathBuf,
     irqbalance: PathBuf,
+    /// balancer's `measure-share`, when not its default.
+    measure_share: Option<f64>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -117,6 +119,7 @@ fn parse_args() -> Result<Args> {
         scenarios: Vec::new(),
         balancer: "/bin/balancer".into(),
         irqbalance: "/bin/irqbalance".into(),
+        measure_share: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -132,6 +135,9 @@ fn parse_args() -> Result<Args> {
             "--scenario" => a.scenarios = value()?.split(',').map(str::to_owned).collect(),
             "--balancer" => a.balancer = value()?.into(),
             "--irqbalance" => a.irqbalance = value()?.into(),
+            "--measure-share" => {
+                a.measure_share = Some(value()?.parse().context("--measure-share")?);
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -517,13 +523,16 @@ fn start_balancer(g: &Bench, tag: &str) -> Result<Tool> {
     fs::create_dir_all(&dir)?;
     let config = dir.join("balancer.toml");
     // The bench's own settings only; everything else is balancer's defaults.
-    let text = format!(
+    let mut text = format!(
         "metrics = \"{METRICS}\"\nbanned-irqs = {:?}\njournal = \"{}\"\nlock-file = \"{}\"\n\
          log-level = \"debug\"\n",
         g.banned,
         dir.join("journal.json").display(),
         dir.join("lock").display()
     );
+    if let Some(share) = g.args.measure_share {
+        text.push_str(&format!("measure-share = {share}\n"));
+    }
     fs::write(&config, text)?;
     let mut cmd = Command::new(&g.args.balancer);
     cmd.args(["daemon", "--foreground", "--force", "--config"])
@@ -1052,12 +1061,14 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
     }
     g.ports = probe_ports(&g)?;
     out.line(&format!(
-        "INFO kernel {}, irqbalance {}, traffic from the guest's host-side namespace, \
-         {} s settle + {} s measured per phase; dut {} rx IRQs {:?} tx IRQs {:?}, local CPUs \
+        "INFO kernel {}, irqbalance {}, balancer measure-share {}, traffic from the guest's \
+         host-side namespace, {} s settle + {} s measured per phase; dut {} rx IRQs {:?} tx IRQs {:?}, local CPUs \
          {:?}; source port per rx queue {:?}; flows: even {} pps x {} B, bulk {} x {} B, light \
          {} x {} B",
         args.kernel,
         args.irqbalance_version,
+        args.measure_share
+            .map_or("default".to_owned(), |s| s.to_string()),
         args.settle,
         args.measure,
         g.dut.name,

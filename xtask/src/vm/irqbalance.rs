@@ -55,6 +55,10 @@ pub struct IrqbalanceArgs {
     /// qemu accelerator.
     #[arg(long, value_enum, default_value_t = qemu::Accel::Tcg)]
     pub accel: qemu::Accel,
+    /// balancer's `measure-share` in its phases (default: balancer's own default); 1
+    /// measures continuously, without the windows' attach and detach.
+    #[arg(long)]
+    pub measure_share: Option<f64>,
 }
 
 /// The Debian suite whose irqbalance goes with a kernel row: the release the kernel ships
@@ -278,6 +282,12 @@ pub fn run_bench(args: &IrqbalanceArgs) -> Result<ExitCode> {
     );
     if !args.scenario.is_empty() {
         command.push_str(&format!(" --scenario {}", args.scenario.join(",")));
+    }
+    if let Some(share) = args.measure_share {
+        if !(share > 0.0 && share <= 1.0) {
+            bail!("--measure-share {share}: a share of each interval, 0 < share <= 1");
+        }
+        command.push_str(&format!(" --measure-share {share}"));
     }
     let job = super::prepare(
         &cache,
