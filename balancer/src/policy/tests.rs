@@ -669,6 +669,49 @@ fn a_cpu_busy_with_tasks_does_not_end_an_episode() {
 }
 
 #[test]
+fn queues_on_a_remote_cpu_go_home_on_their_unlinked_polls() {
+    // The 6.12 bench: all four queues of a node-1 NIC on CPU 0 and no exact link; CPU 0 is
+    // 66% busy with their polls, which co-occurrence could not pair with any of the IRQs
+    // (each reads 0.2-0.8%, under the 1% a move needs).
+    let mut s = machine(&[(0, 0, 0.66), (1, 0, 0.5), (2, 1, 0.0), (3, 1, 0.0)]);
+    for (n, q) in [(40, 0), (42, 1), (44, 2), (46, 3)] {
+        rx(&mut s, n, "eth1", q, 0, 0.004, 3500, &[2, 3]);
+        s.napi.push(NapiSnap {
+            id: NapiKey::new(0xffff_0000 + u64::from(q), 0),
+            napi_id: Some(8192 + q),
+            device: "eth1".into(),
+            irq: None,
+            per_cpu: BTreeMap::from([(
+                0,
+                PollSnap {
+                    polls: 5000,
+                    ns: ns(0.16),
+                    budget_exhausted: 0,
+                },
+            )]),
+            ..NapiSnap::default()
+        });
+    }
+    let p = plan(&s, &Config::default(), &History::default());
+    let m = moves(&p);
+    assert_eq!(m.len(), 4, "{p:#?}");
+    for cpu in [2, 3] {
+        assert_eq!(m.iter().filter(|(_, c)| *c == cpu).count(), 2, "{m:?}");
+    }
+    assert!(
+        p.actions.iter().all(|a| a.reason.contains("no link names")),
+        "{:#?}",
+        p.actions
+    );
+    // Linked elsewhere, the same polls are no IRQ's share here.
+    for n in &mut s.napi {
+        n.irq = Some(99);
+    }
+    let p = plan(&s, &Config::default(), &History::default());
+    assert!(moves(&p).is_empty(), "{p:#?}");
+}
+
+#[test]
 fn a_cpu_busy_with_tasks_is_no_finding() {
     // CPU 1 at 95% with 1% of it IRQs: nothing an IRQ move relieves, nothing to say.
     let mut s = machine(&[(0, 0, 0.2), (1, 0, 0.95)]);
