@@ -1035,7 +1035,7 @@ impl<'a> Work<'a> {
             }
             if unlinked > linked {
                 reason.push_str(&format!(
-                    "; its weight is its share of the {}'s polls there that no link names \
+                    "; its weight is its share of {}'s polls there that no link names \
                      ({} measured as its own: queues whose IRQs share a CPU cannot be told \
                      apart by co-occurrence)",
                     irq.netdev.as_deref().unwrap_or("device"),
