@@ -1050,7 +1050,7 @@ impl<'a> Work<'a> {
 
     /// An rx IRQ's share of the poll time its device's NAPI instances spent on its home CPU
     /// without a link to any IRQ: split evenly between the device's rx IRQs homed there.
-    /// With every queue of a NIC on one CPU and no exact link (before 6.13 virtio_net names
+    /// With every queue of a NIC on one CPU and no exact link (6.12's virtio_net names
     /// neither its NAPI IRQs nor its queues' NAPI), co-occurrence cannot tell the queues
     /// apart: on 6.12 CPU 0 was 65-84% busy with their polls while each IRQ read 0.1-0.8%,
     /// under the 1% a move needs, and four queues stayed on a remote node for the whole run.
