@@ -190,18 +190,27 @@ fn ipi_block_ns() -> anyhow::Result<f64> {
 }
 
 /// The median on/off difference of `set` over [`PAIRS`] ABBA pairs of `block`, and the
-/// median time without.
+/// median time without: on is everything attached, off everything detached.
 fn paired(
     probe: &mut Probe,
+    block: impl FnMut() -> anyhow::Result<f64>,
+) -> anyhow::Result<(f64, f64)> {
+    paired_states(probe, Probe::attach, block)
+}
+
+/// As [`paired`], with `on` putting the probe in the state measured against all detached.
+fn paired_states(
+    probe: &mut Probe,
+    mut on: impl FnMut(&mut Probe) -> anyhow::Result<()>,
     mut block: impl FnMut() -> anyhow::Result<f64>,
 ) -> anyhow::Result<(f64, f64)> {
     let mut diffs = Vec::new();
     let mut base = Vec::new();
     for i in 0..PAIRS {
         let on_first = i % 2 == 1;
-        let mut measure = |on: bool| -> anyhow::Result<f64> {
-            if on {
-                probe.attach()?;
+        let mut measure = |state_on: bool| -> anyhow::Result<f64> {
+            if state_on {
+                on(probe)?;
             } else {
                 probe.detach()?;
             }
@@ -308,37 +317,19 @@ fn paused_cost() -> anyhow::Result<()> {
     let to = rx.local_addr()?;
     let tx = UdpSocket::bind("127.0.0.1:0").context("binding the sender")?;
     let mut probe = Probe::load(&ProbeOptions::default())?;
-    let mut diffs = Vec::new();
-    let mut base = Vec::new();
-    for i in 0..PAIRS {
-        let paused_first = i % 2 == 1;
-        let mut measure = |paused: bool| -> anyhow::Result<f64> {
-            if paused {
-                probe.attach()?;
-                probe.pause()?;
-            } else {
-                probe.detach()?;
-            }
-            block_ns(&tx, to)
-        };
-        let (first, second) = (measure(paused_first)?, measure(!paused_first)?);
-        let (with, without) = if paused_first {
-            (first, second)
-        } else {
-            (second, first)
-        };
-        diffs.push(with - without);
-        base.push(without);
-    }
+    let (base, diff) = paired_states(
+        &mut probe,
+        |p| {
+            p.attach()?;
+            p.pause()
+        },
+        || block_ns(&tx, to),
+    )?;
     println!(
         "Between windows (system-vector programs attached and paused) against all detached, \
          per call of the softirq loop; medians of {PAIRS} paired blocks of {BLOCK} calls"
     );
-    println!(
-        "{:.1} ns/call detached, {:+.1} ns paused",
-        median(&mut base),
-        median(&mut diffs)
-    );
+    println!("{base:.1} ns/call detached, {diff:+.1} ns paused");
     Ok(())
 }
 

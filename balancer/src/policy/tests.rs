@@ -562,16 +562,20 @@ fn four_on_cpu0() -> Snapshot {
     s
 }
 
+/// Queue `q` of the node-1 NIC eth1 (IRQ `n`) on `cpu`, its cost `w` added to the CPU's.
+fn eth1_queue_on(s: &mut Snapshot, n: u32, q: u32, cpu: u32, w: f64) {
+    rx(s, n, "eth1", q, cpu, w, 3000, &[2, 3]);
+    let c = s.cpus.get_mut(&cpu).unwrap();
+    c.busy_ns += ns(w);
+    c.irq_ns += ns(w);
+}
+
 /// The same queues where `at` put them, read as they measure there: `cost` each.
 fn landed(at: &[(u32, u32)], cost: &BTreeMap<u32, f64>) -> Snapshot {
     let mut s = machine(&[(0, 0, 0.01), (1, 0, 0.45), (2, 1, 0.0), (3, 1, 0.0)]);
     s.cpus.get_mut(&1).unwrap().irq_ns = ns(0.02);
     for &(n, cpu) in at {
-        let q = (n - 40) / 2;
-        rx(&mut s, n, "eth1", q, cpu, cost[&n], 3000, &[2, 3]);
-        let c = s.cpus.get_mut(&cpu).unwrap();
-        c.busy_ns += ns(cost[&n]);
-        c.irq_ns += ns(cost[&n]);
+        eth1_queue_on(&mut s, n, (n - 40) / 2, cpu, cost[&n]);
     }
     s
 }
@@ -656,10 +660,7 @@ fn a_cpu_busy_with_tasks_does_not_end_an_episode() {
         (44, 2, 2, 0.20),
         (46, 3, 2, 0.18),
     ] {
-        rx(&mut s, n, "eth1", q, cpu, w, 3000, &[2, 3]);
-        let c = s.cpus.get_mut(&cpu).unwrap();
-        c.busy_ns += ns(w);
-        c.irq_ns += ns(w);
+        eth1_queue_on(&mut s, n, q, cpu, w);
     }
     let p = plan(&s, &Config::default(), &History::default());
     assert_eq!(p.overloaded, vec![2], "{p:#?}");
