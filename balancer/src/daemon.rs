@@ -393,6 +393,7 @@ impl Daemon {
             tick.measured_ns as f64 / 1e9,
             tick.interval.duration_ns as f64 / 1e9
         );
+        log::debug!("interval {n}: own time: {}", tick.costs);
         for ev in &tick.attribution.events {
             log::info!("{ev}");
         }
@@ -401,7 +402,12 @@ impl Daemon {
             log_interval(&snap, n);
         }
         let findings = &mut self.log.findings;
+        let planned = Instant::now();
         let step = self.engine.step_with(&snap, |plan| findings.log(plan));
+        log::debug!(
+            "interval {n}: policy and actuation {:.1} ms",
+            planned.elapsed().as_secs_f64() * 1e3
+        );
         self.log.actions(&step);
         self.count(|m| {
             m.record(&metrics::IntervalView {

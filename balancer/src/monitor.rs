@@ -34,6 +34,42 @@ pub(crate) struct Tick {
     /// The time measured (attached) within it; equal to `interval.duration_ns` when the
     /// measurement is continuous.
     pub(crate) measured_ns: u64,
+    /// Where the tool's own time went in this interval (debug log).
+    pub(crate) costs: StageTimes,
+}
+
+/// Wall time of each stage of the last window and tick: what `--log-level debug` prints to
+/// say where the daemon's own CPU goes (the tool's-own-CPU column of the irqbalance bench).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StageTimes {
+    /// Attaching the programs and the window's first snapshot.
+    pub(crate) attach: Duration,
+    /// The closing snapshot: maps, /proc/interrupts, /proc/stat.
+    pub(crate) read: Duration,
+    pub(crate) detach: Duration,
+    /// The system model (sysfs and /proc/irq).
+    pub(crate) model: Duration,
+    /// napi-get and queue-get dumps.
+    pub(crate) netlink: Duration,
+    /// Links and attribution.
+    pub(crate) attribution: Duration,
+}
+
+impl std::fmt::Display for StageTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "attach {:.1} ms, read {:.1} ms, detach {:.1} ms, model {:.1} ms, netlink {:.1} ms, \
+             attribution {:.1} ms",
+            ms(self.attach),
+            ms(self.read),
+            ms(self.detach),
+            ms(self.model),
+            ms(self.netlink),
+            ms(self.attribution)
+        )
+    }
 }
 
 pub(crate) struct Monitor {
@@ -48,6 +84,8 @@ pub(crate) struct Monitor {
     netdev_status: NetdevStatus,
     /// The kernel has no netdev family: not asked again.
     netdev_absent: bool,
+    /// The last resume's attach time, reported with the tick that ends its window.
+    attach_time: Duration,
 }
 
 impl Monitor {
@@ -88,6 +126,7 @@ impl Monitor {
             netdev: NetdevDump::default(),
             netdev_status: NetdevStatus::inactive("not read yet"),
             netdev_absent: false,
+            attach_time: Duration::ZERO,
         };
         m.refresh_netdev();
         let netlink = attribution::netlink_links(&m.netdev, &m.model);
@@ -131,12 +170,24 @@ impl Monitor {
         // counters, counted what the programs saw while being detached and attached, outside
         // the window: in a 6.12 TCG guest the dry-run daemon read CPU 0 103-300% busy in
         // 0.2 s windows (18-83% with this order, the same traffic).
+        let mut costs = StageTimes {
+            attach: std::mem::take(&mut self.attach_time),
+            ..StageTimes::default()
+        };
+        let mut clock = Instant::now();
+        let mut lap = |stage: &mut Duration| {
+            let now = Instant::now();
+            *stage = now - clock;
+            clock = now;
+        };
         let end = Snapshot::take(&self.probe, &self.root);
+        lap(&mut costs.read);
         if pause && let Err(e) = self.pause() {
             // What stays attached is detached at the next pause, attached again at the next
             // resume.
             log::warn!("{e:#}");
         }
+        lap(&mut costs.detach);
         let end = end?;
         // After the read: a kthread that appeared in this interval is timed from the next.
         crate::sample::sync_napi_threads(&mut self.probe, &self.root);
@@ -144,7 +195,9 @@ impl Monitor {
         self.probe.checkpoint();
         self.model =
             SystemModel::read(&self.root, &self.opts).context("reading the system model")?;
+        lap(&mut costs.model);
         self.refresh_netdev();
+        lap(&mut costs.netlink);
         interval.add_netdev(&self.netdev);
         // Evidence is counted as observed (pairs are never extrapolated), so links learned
         // over many short windows weigh what was seen.
@@ -157,10 +210,12 @@ impl Monitor {
             .linker
             .links_with(&interval.napi_identity, &self.model, &netlink);
         let attribution = Attribution::build(&interval, &self.model, &links);
+        lap(&mut costs.attribution);
         Ok(Tick {
             interval,
             attribution,
             measured_ns,
+            costs,
         })
     }
 
@@ -185,8 +240,10 @@ impl Monitor {
     /// /proc read then are its start, so what the programs counted while being attached (and
     /// what /proc counted while detached) is left out of every interval.
     pub(crate) fn resume(&mut self) -> anyhow::Result<()> {
+        let t = Instant::now();
         self.probe.attach().context("attaching the eBPF programs")?;
         let start = Snapshot::take(&self.probe, &self.root)?;
+        self.attach_time = t.elapsed();
         self.windows.restart(start);
         Ok(())
     }

@@ -59,6 +59,10 @@ pub struct IrqbalanceArgs {
     /// measures continuously, without the windows' attach and detach.
     #[arg(long)]
     pub measure_share: Option<f64>,
+    /// Extra kernel command-line parameters for the guest (e.g.
+    /// `sysctl.net.core.skb_defer_max=0`); the table's heading names them.
+    #[arg(long, value_name = "PARAMS", default_value = "")]
+    pub append: String,
 }
 
 /// The Debian suite whose irqbalance goes with a kernel row: the release the kernel ships
@@ -314,13 +318,18 @@ pub fn run_bench(args: &IrqbalanceArgs) -> Result<ExitCode> {
         dir: &job.dir,
         timeout: Duration::from_secs(args.timeout),
         accel: args.accel,
-        append: "",
+        append: &args.append,
         traffic_server: &job.traffic_server,
     }
     .run()?;
     let mut done = false;
+    let appended = if args.append.is_empty() {
+        String::new()
+    } else {
+        format!(", guest command line + `{}`", args.append)
+    };
     println!(
-        "\n`cargo xtask bench irqbalance --kernel {}` ({}, irqbalance {})\n",
+        "\n`cargo xtask bench irqbalance --kernel {}` ({}, irqbalance {}{appended})\n",
         series.label, kernel.release, irqbalance.version
     );
     for line in guest.results.lines().map(|l| l.trim_end_matches('\r')) {
