@@ -402,12 +402,9 @@ impl Daemon {
             log_interval(&snap, n);
         }
         let findings = &mut self.log.findings;
-        let planned = Instant::now();
+        let mut clock = crate::monitor::Stopwatch::start();
         let step = self.engine.step_with(&snap, |plan| findings.log(plan));
-        log::debug!(
-            "interval {n}: policy and actuation {:.1} ms",
-            planned.elapsed().as_secs_f64() * 1e3
-        );
+        log::debug!("interval {n}: policy and actuation {}", clock.lap());
         self.log.actions(&step);
         self.count(|m| {
             m.record(&metrics::IntervalView {

@@ -38,36 +38,92 @@ pub(crate) struct Tick {
     pub(crate) costs: StageTimes,
 }
 
-/// Wall time of each stage of the last window and tick: what `--log-level debug` prints to
-/// say where the daemon's own CPU goes (the tool's-own-CPU column of the irqbalance bench).
+/// Wall and CPU time of each stage of the last window and tick: what `--log-level debug`
+/// prints to say where the daemon's own time goes (the tool's-own-CPU column of the
+/// irqbalance bench). Wall time includes waiting (RCU grace periods when detaching, other
+/// CPUs acknowledging code patching); CPU time is the whole process's, helpers included.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct StageTimes {
     /// Attaching the programs and the window's first snapshot.
-    pub(crate) attach: Duration,
+    pub(crate) attach: Lap,
     /// The closing snapshot: maps, /proc/interrupts, /proc/stat.
-    pub(crate) read: Duration,
-    pub(crate) detach: Duration,
+    pub(crate) read: Lap,
+    pub(crate) detach: Lap,
     /// The system model (sysfs and /proc/irq).
-    pub(crate) model: Duration,
+    pub(crate) model: Lap,
     /// napi-get and queue-get dumps.
-    pub(crate) netlink: Duration,
+    pub(crate) netlink: Lap,
     /// Links and attribution.
-    pub(crate) attribution: Duration,
+    pub(crate) attribution: Lap,
+}
+
+/// One stage's wall and process CPU time.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Lap {
+    pub(crate) wall: Duration,
+    pub(crate) cpu: Duration,
+}
+
+/// A running stopwatch of wall and process CPU time.
+#[derive(Clone, Copy)]
+pub(crate) struct Stopwatch {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Stopwatch {
+    pub(crate) fn start() -> Stopwatch {
+        Stopwatch {
+            wall: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+
+    /// The time since the start (or the last lap), and a new start.
+    pub(crate) fn lap(&mut self) -> Lap {
+        let next = Stopwatch::start();
+        let lap = Lap {
+            wall: next.wall - self.wall,
+            cpu: next.cpu.saturating_sub(self.cpu),
+        };
+        *self = next;
+        lap
+    }
+}
+
+/// CPU time of the whole process (user + system, every thread); zero where the clock fails.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call writes nothing else.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+impl std::fmt::Display for Lap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} ms (cpu {:.1})",
+            self.wall.as_secs_f64() * 1e3,
+            self.cpu.as_secs_f64() * 1e3
+        )
+    }
 }
 
 impl std::fmt::Display for StageTimes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         write!(
             f,
-            "attach {:.1} ms, read {:.1} ms, detach {:.1} ms, model {:.1} ms, netlink {:.1} ms, \
-             attribution {:.1} ms",
-            ms(self.attach),
-            ms(self.read),
-            ms(self.detach),
-            ms(self.model),
-            ms(self.netlink),
-            ms(self.attribution)
+            "attach {}, read {}, detach {}, model {}, netlink {}, attribution {}",
+            self.attach, self.read, self.detach, self.model, self.netlink, self.attribution
         )
     }
 }
@@ -85,7 +141,7 @@ pub(crate) struct Monitor {
     /// The kernel has no netdev family: not asked again.
     netdev_absent: bool,
     /// The last resume's attach time, reported with the tick that ends its window.
-    attach_time: Duration,
+    attach_time: Lap,
 }
 
 impl Monitor {
@@ -126,7 +182,7 @@ impl Monitor {
             netdev: NetdevDump::default(),
             netdev_status: NetdevStatus::inactive("not read yet"),
             netdev_absent: false,
-            attach_time: Duration::ZERO,
+            attach_time: Lap::default(),
         };
         m.refresh_netdev();
         let netlink = attribution::netlink_links(&m.netdev, &m.model);
@@ -174,12 +230,8 @@ impl Monitor {
             attach: std::mem::take(&mut self.attach_time),
             ..StageTimes::default()
         };
-        let mut clock = Instant::now();
-        let mut lap = |stage: &mut Duration| {
-            let now = Instant::now();
-            *stage = now - clock;
-            clock = now;
-        };
+        let mut clock = Stopwatch::start();
+        let mut lap = |stage: &mut Lap| *stage = clock.lap();
         let end = Snapshot::take(&self.probe, &self.root);
         lap(&mut costs.read);
         if pause && let Err(e) = self.pause() {
@@ -240,10 +292,10 @@ impl Monitor {
     /// /proc read then are its start, so what the programs counted while being attached (and
     /// what /proc counted while detached) is left out of every interval.
     pub(crate) fn resume(&mut self) -> anyhow::Result<()> {
-        let t = Instant::now();
+        let mut clock = Stopwatch::start();
         self.probe.attach().context("attaching the eBPF programs")?;
         let start = Snapshot::take(&self.probe, &self.root)?;
-        self.attach_time = t.elapsed();
+        self.attach_time = clock.lap();
         self.windows.restart(start);
         Ok(())
     }
