@@ -68,6 +68,35 @@ pub fn parse_interrupts(text: &str) -> Result<Vec<IrqRow>> {
     Ok(rows)
 }
 
+/// Per-CPU rows of `/proc/stat` text: CPU number -> its tick counts (user nice system idle
+/// iowait irq softirq steal guest guest_nice); the `cpu` total row and other lines left out.
+pub fn parse_cpu_ticks(text: &str) -> Result<BTreeMap<u32, Vec<u64>>> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        let Some(cpu) = w
+            .next()
+            .and_then(|l| l.strip_prefix("cpu"))
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        let ticks = w
+            .map(|v| {
+                v.parse()
+                    .with_context(|| format!("/proc/stat: cpu{cpu}: {v:?}"))
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        out.insert(cpu, ticks);
+    }
+    Ok(out)
+}
+
+/// This machine's per-CPU `/proc/stat` rows ([`parse_cpu_ticks`]).
+pub fn cpu_ticks() -> Result<BTreeMap<u32, Vec<u64>>> {
+    parse_cpu_ticks(&fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
+}
+
 /// The rows of this machine's `/proc/interrupts`.
 pub fn interrupt_rows() -> Result<Vec<IrqRow>> {
     parse_interrupts(&fs::read_to_string("/proc/interrupts").context("reading /proc/interrupts")?)
@@ -93,5 +122,15 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].irq, rows[0].counts.clone()), (24, vec![100, 5]));
         assert_eq!(rows[0].name, "virtio1-input.0");
+    }
+
+    #[test]
+    fn cpu_ticks_parse() {
+        let text = "cpu  10 0 5 100 1 0 2 0 0 0\ncpu0 4 0 2 50 1 0 1 0 0 0\n\
+                    cpu1 6 0 3 50 0 0 1 0 0 0\nintr 99 1 2\nctxt 7\n";
+        let t = parse_cpu_ticks(text).unwrap();
+        assert_eq!(t.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(t[&1][..4], [6, 0, 3, 50]);
+        assert!(parse_cpu_ticks("cpu0 4 x 2\n").is_err());
     }
 }

@@ -366,24 +366,15 @@ fn rx_queue_interrupts(dut: &Nic) -> Result<BTreeMap<usize, u64>> {
 
 /// Per-CPU (non-idle, total) jiffies from /proc/stat.
 fn cpu_times() -> Result<BTreeMap<u32, (u64, u64)>> {
-    let text = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let mut w = line.split_whitespace();
-        let Some(cpu) = w
-            .next()
-            .and_then(|l| l.strip_prefix("cpu"))
-            .and_then(|n| n.parse().ok())
-        else {
-            continue;
-        };
-        let v: Vec<u64> = w.map(|x| x.parse().unwrap_or(0)).collect();
-        // user nice system idle iowait irq softirq steal (guest time is in user already).
-        let total: u64 = v.iter().take(8).sum();
-        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-        out.insert(cpu, (total - idle, total));
-    }
-    Ok(out)
+    Ok(balancer_tests::guest::cpu_ticks()?
+        .into_iter()
+        .map(|(cpu, v)| {
+            // user nice system idle iowait irq softirq steal (guest time is in user already).
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (cpu, (total - idle, total))
+        })
+        .collect())
 }
 
 /// The busiest CPU's non-idle share between two readings, CPUs in `skip` left out.

@@ -1991,17 +1991,9 @@ impl Load {
 /// sent at a fixed rate), so busy time is the wall time
 /// less this.
 fn idle_ns(cpu: u32) -> Result<u64> {
-    let text = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let label = format!("cpu{cpu}");
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(label.as_str()))
-        .with_context(|| format!("no {label} in /proc/stat"))?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().context("parsing /proc/stat"))
-        .collect::<Result<_>>()?;
+    let ticks = balancer_tests::guest::cpu_ticks()?
+        .remove(&cpu)
+        .with_context(|| format!("no cpu{cpu} in /proc/stat"))?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     // user nice system idle iowait ...

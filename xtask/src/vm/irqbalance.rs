@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -302,26 +302,19 @@ pub fn run_bench(args: &IrqbalanceArgs) -> Result<ExitCode> {
         &command,
         &irqbalance.files,
     )?;
-    let (kernel, initramfs) = match &job.prepared {
+    let prepared = match &job.prepared {
         Ok(p) => p,
         Err(err) => bail!("preparing the {} guest: {err:#}", series.label),
     };
+    let kernel = &prepared.0;
     eprintln!(
         "xtask bench: {}: booting {} (irqbalance {}, {} s settle + {} s measured per phase)",
         series.label, kernel.release, irqbalance.version, args.settle, args.measure
     );
     let tag = format!("bench{}", series.label.replace('.', "_"));
-    let guest = qemu::Guest {
-        tag: &tag,
-        kernel,
-        initramfs,
-        dir: &job.dir,
-        timeout: Duration::from_secs(args.timeout),
-        accel: args.accel,
-        append: &args.append,
-        traffic_server: &job.traffic_server,
-    }
-    .run()?;
+    let guest = job
+        .guest(prepared, &tag, args.timeout, args.accel, &args.append)
+        .run()?;
     let mut done = false;
     let appended = if args.append.is_empty() {
         String::new()

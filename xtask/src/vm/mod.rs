@@ -270,6 +270,29 @@ struct GuestJob {
     traffic_server: PathBuf,
 }
 
+impl GuestJob {
+    /// The qemu guest of a prepared job (`prepared` is `Ok`); `tag` names its tap devices.
+    fn guest<'a>(
+        &'a self,
+        (kernel, initramfs): &'a (Kernel, PathBuf),
+        tag: &'a str,
+        timeout_secs: u64,
+        accel: qemu::Accel,
+        append: &'a str,
+    ) -> qemu::Guest<'a> {
+        qemu::Guest {
+            tag,
+            kernel,
+            initramfs,
+            dir: &self.dir,
+            timeout: Duration::from_secs(timeout_secs),
+            accel,
+            append,
+            traffic_server: &self.traffic_server,
+        }
+    }
+}
+
 /// Fetches a kernel and builds its initramfs, whose /init runs `command` (guest-checks, or a
 /// bench) with `extra` files (guest path, contents, mode) beside the static binaries. A
 /// failure becomes that row's failure.
@@ -364,7 +387,7 @@ fn run_guests(jobs: &[GuestJob], args: &VmArgs) -> Result<Vec<Row>> {
 }
 
 fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
-    let (kernel, initramfs) = match &job.prepared {
+    let prepared = match &job.prepared {
         Ok(p) => p,
         Err(err) => {
             return Ok(Row {
@@ -378,20 +401,13 @@ fn run_guest(job: &GuestJob, args: &VmArgs) -> Result<Row> {
             });
         }
     };
+    let kernel = &prepared.0;
     proc::check_interrupted()?;
     eprintln!("xtask vm: {}: booting {}", job.series.label, kernel.release);
     let tag = job.series.label.replace('.', "_");
-    let run = qemu::Guest {
-        tag: &tag,
-        kernel,
-        initramfs,
-        dir: &job.dir,
-        timeout: Duration::from_secs(args.timeout),
-        accel: args.accel,
-        append: &args.append,
-        traffic_server: &job.traffic_server,
-    }
-    .run()?;
+    let run = job
+        .guest(prepared, &tag, args.timeout, args.accel, &args.append)
+        .run()?;
     let lines = report::parse_guest(&run.results);
     let console = fs::read_to_string(&run.console).unwrap_or_default();
     let secs = run.elapsed.as_secs_f64();
