@@ -49,11 +49,12 @@ pub(crate) struct StageTimes {
     /// The closing snapshot: maps, /proc/interrupts, /proc/stat.
     pub(crate) read: Lap,
     pub(crate) detach: Lap,
-    /// The system model (sysfs and /proc/irq).
+    /// The NAPI kthreads' sync, the window's extrapolation and the system model (sysfs and
+    /// /proc/irq; nearly all of it).
     pub(crate) model: Lap,
     /// napi-get and queue-get dumps.
     pub(crate) netlink: Lap,
-    /// Links and attribution.
+    /// Link learning (and switching the raise program, when the links change) and attribution.
     pub(crate) attribution: Lap,
 }
 
@@ -762,5 +763,26 @@ mod tests {
         s.ticked(t3, long);
         assert!(!s.pauses());
         assert_eq!((s.due(), s.wait(t3)), (Due::Tick, long));
+    }
+
+    #[test]
+    fn a_lap_counts_the_process_cpu_it_spent() {
+        let mut clock = Stopwatch::start();
+        // Work the optimiser cannot drop: CPU time grows with it, whatever the speed.
+        let mut x = 1u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        std::hint::black_box(x);
+        let lap = clock.lap();
+        assert!(lap.cpu > Duration::ZERO, "{lap:?}");
+        assert!(lap.wall > Duration::ZERO, "{lap:?}");
+        let text = StageTimes {
+            model: lap,
+            ..StageTimes::default()
+        }
+        .to_string();
+        assert!(text.starts_with("attach 0.0 ms (cpu 0.0), read "), "{text}");
+        assert!(text.contains(", model ") && text.contains(" ms (cpu "), "{text}");
     }
 }
