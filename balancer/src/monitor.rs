@@ -783,6 +783,9 @@ mod tests {
         }
         .to_string();
         assert!(text.starts_with("attach 0.0 ms (cpu 0.0), read "), "{text}");
-        assert!(text.contains(", model ") && text.contains(" ms (cpu "), "{text}");
+        assert!(
+            text.contains(", model ") && text.contains(" ms (cpu "),
+            "{text}"
+        );
     }
 }
