@@ -4,7 +4,10 @@
 //! seed and the interval number, so the daemon, `balancer plan` and the simulator get the same
 //! answer from the same input.
 //!
-//! The `weight` strategy:
+//! The `weight` strategy weighs an IRQ by the CPU time it costs where it runs: its handlers,
+//! its NAPI instances' polls, and their share of the NET_RX round's work outside the polls
+//! ([`Snapshot::build`]), which moves with them.
+//!
 //!
 //! 0. **Moves not yet carried out.** A written affinity takes effect at the IRQ's next
 //!    interrupt (x86 moves the vector then), so an IRQ that has not fired since its move
