@@ -12,16 +12,30 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Pids of the kernel threads named `napi/...` under `root`'s `proc`. Unreadable entries
 /// (processes exiting meanwhile) are skipped.
+///
+/// Every kthread is a child of kthreadd (pid 2), so where the kernel lists children
+/// (`CONFIG_PROC_CHILDREN`, set in Debian's kernels 5.10-7.x) one read names the
+/// candidates and only they are read: a fleet machine runs thousands of processes and a
+/// few hundred kthreads, and this runs every interval. Without the file, every process.
 pub fn napi_kthreads(root: &Path) -> BTreeSet<u32> {
-    let Ok(dir) = std::fs::read_dir(root.join("proc")) else {
+    let proc = root.join("proc");
+    let is_napi = |pid: u32| {
+        std::fs::read_to_string(proc.join(pid.to_string()).join("stat"))
+            .is_ok_and(|stat| is_napi_kthread(&stat))
+    };
+    if let Ok(children) = std::fs::read_to_string(proc.join("2/task/2/children")) {
+        return children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&pid| is_napi(pid))
+            .collect();
+    }
+    let Ok(dir) = std::fs::read_dir(&proc) else {
         return BTreeSet::new();
     };
     dir.filter_map(Result::ok)
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            is_napi_kthread(&stat).then_some(pid)
-        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&pid| is_napi(pid))
         .collect()
 }
 
@@ -77,6 +91,18 @@ mod tests {
         std::fs::create_dir_all(dir.join("proc/self")).unwrap();
         assert_eq!(napi_kthreads(&dir), BTreeSet::from([300]));
         assert!(napi_kthreads(&dir.join("nope")).is_empty());
+        // With kthreadd's children listed, only they are read: 302 is not among them.
+        std::fs::create_dir_all(dir.join("proc/2/task/2")).unwrap();
+        std::fs::write(dir.join("proc/2/task/2/children"), "300 303 \n").unwrap();
+        std::fs::create_dir_all(dir.join("proc/302")).unwrap();
+        std::fs::write(
+            dir.join("proc/302/stat"),
+            "302 (napi/eth0-8194) S 2 0 0 0 -1 2129984 0",
+        )
+        .unwrap();
+        assert_eq!(napi_kthreads(&dir), BTreeSet::from([300]));
+        std::fs::write(dir.join("proc/2/task/2/children"), "300 302").unwrap();
+        assert_eq!(napi_kthreads(&dir), BTreeSet::from([300, 302]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
