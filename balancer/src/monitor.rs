@@ -246,8 +246,10 @@ impl Monitor {
         crate::sample::sync_napi_threads(&mut self.probe, &self.root);
         let (mut interval, measured_ns) = self.windows.end(end);
         self.probe.checkpoint();
-        self.model =
-            SystemModel::read(&self.root, &self.opts).context("reading the system model")?;
+        self.model = self
+            .model
+            .reread(&self.opts)
+            .context("reading the system model")?;
         lap(&mut costs.model);
         self.refresh_netdev();
         lap(&mut costs.netlink);

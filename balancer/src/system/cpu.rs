@@ -5,6 +5,7 @@ use super::fsutil::{Root, Warnings, parse_int_warn, parse_list_warn};
 use super::{CacheInfo, Cpu, Node};
 use crate::cpumask::CpuSet;
 
+#[derive(Debug, Clone)]
 pub(crate) struct CpuInfo {
     pub(crate) cpus: BTreeMap<u32, Cpu>,
     pub(crate) nr_cpu_ids: u32,

@@ -220,7 +220,7 @@ fn into_string(bytes: Vec<u8>) -> String {
 }
 
 /// Warnings grouped by kind: a count and the first example of each.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Warnings {
     kinds: BTreeMap<String, (usize, Option<String>)>,
 }

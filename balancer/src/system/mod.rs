@@ -2,7 +2,8 @@
 //! them, read from `/proc` and `/sys` under a root path so that every part can be built from a
 //! fixture tree.
 //!
-//! [`SystemModel::read`] builds the whole picture once (or when the machine changes);
+//! [`SystemModel::read`] builds the whole picture; [`SystemModel::reread`] builds it again,
+//! keeping what only hot-plug changes while what it depends on stays the same;
 //! [`interrupts`] and [`stat`] are the cheap per-interval counters.
 //!
 //! Missing optional files are not errors (old kernels have no `effective_affinity`, non-NUMA
@@ -11,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -87,6 +89,57 @@ pub struct SystemModel {
     pub virtio: BTreeMap<String, VirtioDevice>,
     /// Skipped or malformed input, one line per kind, with a count and the first example.
     pub warnings: Vec<String>,
+    /// What the next [`SystemModel::reread`] may keep.
+    #[serde(skip)]
+    fixed: Option<Arc<Fixed>>,
+}
+
+/// The parts of the model only hot-plug changes: CPU topology and nodes, PCI and virtio
+/// devices (before netdevs and proximity rules are joined to them), with the warnings their
+/// reading gave and the key they were read under. In the kernel VM they were 35-50% of the
+/// daemon's model read each interval.
+#[derive(Debug)]
+struct Fixed {
+    key: FixedKey,
+    cpu: cpu::CpuInfo,
+    pci: BTreeMap<String, PciDevice>,
+    legacy: pci::LegacyIrqs,
+    virtio: BTreeMap<String, VirtioDevice>,
+    warn: fsutil::Warnings,
+}
+
+/// What a hot-plug changes and the fixed parts depend on: the numbered IRQs of
+/// `proc/interrupts` with their chips and actions (a device bound, unbound or given other
+/// vectors), the CPU lists (hotplug, isolation) and the netdevs' names (hotplug, renames).
+#[derive(Debug, PartialEq, Eq)]
+struct FixedKey {
+    irqs: Vec<(u32, String, Vec<String>)>,
+    cpu_lists: Vec<Option<String>>,
+    netdevs: Vec<String>,
+}
+
+impl FixedKey {
+    fn read(fs: &fsutil::Root, table: &interrupts::Interrupts) -> FixedKey {
+        // What fails here fails in the full read too, which reports it.
+        let mut quiet = fsutil::Warnings::default();
+        let mut netdevs = fs.list("sys/class/net", &mut quiet);
+        netdevs.sort();
+        FixedKey {
+            irqs: table
+                .rows
+                .iter()
+                .filter_map(|r| match r.id {
+                    interrupts::RowId::Irq(n) => Some((n, r.chip.clone(), r.actions.clone())),
+                    interrupts::RowId::Named(_) => None,
+                })
+                .collect(),
+            cpu_lists: ["present", "online", "possible", "isolated", "nohz_full"]
+                .iter()
+                .map(|f| fs.read_opt(format!("sys/devices/system/cpu/{f}"), &mut quiet))
+                .collect(),
+            netdevs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -229,6 +282,21 @@ pub struct VirtioDevice {
 impl SystemModel {
     /// Reads the machine under `root` (`/` for the live one).
     pub fn read(root: &Path, opts: &ReadOptions) -> Result<SystemModel, SystemError> {
+        Self::read_keeping(root, opts, None)
+    }
+
+    /// Reads the same machine again. What only hot-plug changes (CPU topology, PCI and
+    /// virtio devices) is kept from this model while the IRQs, CPU lists and netdevs it
+    /// depends on are unchanged; affinities, netdevs, queues and RPS are read afresh.
+    pub fn reread(&self, opts: &ReadOptions) -> Result<SystemModel, SystemError> {
+        Self::read_keeping(&self.root, opts, self.fixed.as_ref())
+    }
+
+    fn read_keeping(
+        root: &Path,
+        opts: &ReadOptions,
+        kept: Option<&Arc<Fixed>>,
+    ) -> Result<SystemModel, SystemError> {
         let mut warn = fsutil::Warnings::default();
         let fs = fsutil::Root::new(root);
         let text = fs.read_required("proc/interrupts")?;
@@ -250,13 +318,30 @@ impl SystemModel {
             let kernel = fs
                 .read_opt("proc/sys/kernel/osrelease", &mut warn)
                 .map(|s| s.trim().to_string());
-            let cpu_info = cpu::read(&fs, &mut warn);
-            let (mut pci, legacy) = pci::read_pci(&fs, &mut warn);
-            let virtio = pci::read_virtio(&fs, &mut pci, &mut warn);
-            let netdevs = pci::read_netdevs(&fs, &mut pci, &virtio, &mut warn);
+            let key = FixedKey::read(&fs, &table);
+            let fixed = match kept {
+                Some(f) if f.key == key => Arc::clone(f),
+                _ => {
+                    let mut warn = fsutil::Warnings::default();
+                    let cpu = cpu::read(&fs, &mut warn);
+                    let (mut pci, legacy) = pci::read_pci(&fs, &mut warn);
+                    let virtio = pci::read_virtio(&fs, &mut pci, &mut warn);
+                    Arc::new(Fixed {
+                        key,
+                        cpu,
+                        pci,
+                        legacy,
+                        virtio,
+                        warn,
+                    })
+                }
+            };
+            warn.merge(fixed.warn.clone());
+            let mut pci = fixed.pci.clone();
+            let netdevs = pci::read_netdevs(&fs, &mut pci, &fixed.virtio, &mut warn);
             pci::apply_proximity(
                 &mut pci,
-                &cpu_info.nodes,
+                &fixed.cpu.nodes,
                 opts.proximity.as_ref(),
                 &mut warn,
             );
@@ -264,16 +349,17 @@ impl SystemModel {
             let mut model = SystemModel {
                 root: root.to_path_buf(),
                 kernel,
-                cpus: cpu_info.cpus,
-                nr_cpu_ids: cpu_info.nr_cpu_ids,
-                nodes: cpu_info.nodes,
-                isolated: cpu_info.isolated,
-                nohz_full: cpu_info.nohz_full,
+                cpus: fixed.cpu.cpus.clone(),
+                nr_cpu_ids: fixed.cpu.nr_cpu_ids,
+                nodes: fixed.cpu.nodes.clone(),
+                isolated: fixed.cpu.isolated.clone(),
+                nohz_full: fixed.cpu.nohz_full.clone(),
                 irqs: BTreeMap::new(),
                 pci,
                 netdevs,
-                virtio,
+                virtio: fixed.virtio.clone(),
                 warnings: Vec::new(),
+                fixed: None,
             };
             // Help with what is left, then collect; a helper that panicked (a bug) leaves
             // its chunk to be read again in irq::read.
@@ -288,12 +374,13 @@ impl SystemModel {
                 &fs,
                 &table,
                 &model,
-                &legacy,
+                &fixed.legacy,
                 &job,
                 &mut affinities,
                 &mut warn,
             );
             model.warnings = warn.into_lines();
+            model.fixed = Some(fixed);
             Ok(model)
         })
     }
@@ -320,5 +407,76 @@ impl SystemModel {
         self.irqs
             .values()
             .filter(move |irq| irq.netdev.as_deref() == Some(netdev))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::test_support::copy_dir;
+
+    fn fixture() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vm-4cpu-2node");
+        copy_dir(&src, &root);
+        (dir, root)
+    }
+
+    fn kept(a: &SystemModel, b: &SystemModel) -> bool {
+        match (&a.fixed, &b.fixed) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+
+    /// On an unchanged machine a reread is what a fresh read gives.
+    #[test]
+    fn a_reread_is_a_fresh_read() {
+        let (_dir, root) = fixture();
+        let opts = ReadOptions::default();
+        let first = SystemModel::read(&root, &opts).unwrap();
+        let again = first.reread(&opts).unwrap();
+        assert!(kept(&first, &again));
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&first).unwrap()
+        );
+    }
+
+    /// Affinities and RPS are read every time; a device's node only after a hot-plug
+    /// changed what the fixed parts depend on (here: a CPU going offline, a new netdev).
+    #[test]
+    fn fixed_parts_are_kept_until_a_hotplug() {
+        let (_dir, root) = fixture();
+        let opts = ReadOptions::default();
+        let first = SystemModel::read(&root, &opts).unwrap();
+        let nic = "0000:81:00.0";
+        assert_eq!(first.pci[nic].numa_node, Some(1));
+        fs::write(root.join("proc/irq/36/smp_affinity"), "8\n").unwrap();
+        fs::write(
+            root.join("sys/bus/pci/devices/0000:81:00.0/numa_node"),
+            "0\n",
+        )
+        .unwrap();
+        let again = first.reread(&opts).unwrap();
+        assert!(kept(&first, &again));
+        assert_eq!(again.irqs[&36].smp_affinity, Some(CpuSet::from_cpus([3])));
+        assert_eq!(again.pci[nic].numa_node, Some(1));
+
+        fs::write(root.join("sys/devices/system/cpu/online"), "0-2\n").unwrap();
+        let after = again.reread(&opts).unwrap();
+        assert!(!kept(&again, &after));
+        assert_eq!(after.pci[nic].numa_node, Some(0));
+        assert!(!after.cpus[&3].online);
+        let settled = after.reread(&opts).unwrap();
+        assert!(kept(&after, &settled));
+
+        fs::create_dir(root.join("sys/class/net/eth2")).unwrap();
+        let plugged = settled.reread(&opts).unwrap();
+        assert!(!kept(&settled, &plugged));
+        assert!(plugged.netdevs.contains_key("eth2"));
     }
 }
