@@ -16,7 +16,14 @@ pub(crate) struct Affinity {
     node: Option<i32>,
 }
 
-fn read_affinity(dir: &Dir, irq: u32, warn: &mut Warnings) -> Affinity {
+/// What of an IRQ only its allocation sets, kept between reads of the model.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fixed {
+    pub(crate) node: Option<i32>,
+    pub(crate) managed: Option<bool>,
+}
+
+fn read_affinity(dir: &Dir, irq: u32, read_node: bool, warn: &mut Warnings) -> Affinity {
     // The hex files first: one read each on every kernel; the _list forms only as fallback.
     let mask_or_list = |warn: &mut Warnings, name: &str| -> Option<CpuSet> {
         let rel = format!("{irq}/{name}");
@@ -39,9 +46,12 @@ fn read_affinity(dir: &Dir, irq: u32, warn: &mut Warnings) -> Affinity {
     };
     let smp = mask_or_list(warn, "smp_affinity");
     let effective = mask_or_list(warn, "effective_affinity");
-    let node = dir.read_opt(&format!("{irq}/node"), warn).and_then(|t| {
-        parse_int_warn::<i32>(&t, "malformed irq node", &format!("proc/irq/{irq}"), warn)
-    });
+    let node = read_node
+        .then(|| dir.read_opt(&format!("{irq}/node"), warn))
+        .flatten()
+        .and_then(|t| {
+            parse_int_warn::<i32>(&t, "malformed irq node", &format!("proc/irq/{irq}"), warn)
+        });
     Affinity {
         smp,
         effective,
@@ -57,6 +67,8 @@ pub(crate) struct AffinityJob {
     dir: Dir,
     numbers: Vec<u32>,
     next: AtomicUsize,
+    /// False when the nodes are kept from the last read.
+    read_node: bool,
 }
 
 /// Results of one worker.
@@ -64,7 +76,7 @@ pub(crate) type AffinityPart = (Vec<(u32, Affinity)>, Warnings);
 
 impl AffinityJob {
     /// Lists `proc/irq` (every N there, without waiting for `proc/interrupts`).
-    pub(super) fn new(fs: &Root, warn: &mut Warnings) -> AffinityJob {
+    pub(super) fn new(fs: &Root, read_node: bool, warn: &mut Warnings) -> AffinityJob {
         let mut numbers: Vec<u32> = fs
             .list("proc/irq", warn)
             .iter()
@@ -75,6 +87,7 @@ impl AffinityJob {
             dir: fs.open_dir("proc/irq"),
             numbers,
             next: AtomicUsize::new(0),
+            read_node,
         }
     }
 
@@ -100,7 +113,7 @@ impl AffinityJob {
             let part = &self.numbers[start..(start + CHUNK).min(self.numbers.len())];
             out.extend(
                 part.iter()
-                    .map(|&n| (n, read_affinity(&self.dir, n, &mut warn))),
+                    .map(|&n| (n, read_affinity(&self.dir, n, self.read_node, &mut warn))),
             );
         }
         (out, warn)
@@ -118,12 +131,15 @@ fn debugfs_managed(fs: &Root, irq: u32, warn: &mut Warnings) -> Option<bool> {
 /// Every numbered IRQ of `table` with what is known of it. Long on purpose: one pass per IRQ
 /// joins each source of its identity (MSI table, chip, action names, virtio, NVMe, netdev,
 /// legacy ports) in priority order, each choice visible beside the next; the lookups built
-/// first are shared by all IRQs.
+/// first are shared by all IRQs. `kept`: each IRQ's node and managed state from the last
+/// read, when the IRQs are the same.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn read(
     fs: &Root,
     table: &Interrupts,
     model: &SystemModel,
     legacy: &LegacyIrqs,
+    kept: Option<&BTreeMap<u32, Fixed>>,
     job: &AffinityJob,
     affinities: &mut Affinities,
     warn: &mut Warnings,
@@ -148,9 +164,10 @@ pub(crate) fn read(
     let mut irqs = BTreeMap::new();
     for (number, row) in rows {
         // Missing only if a worker died (a bug) or proc/irq could not be listed: read it here.
+        let kept = kept.and_then(|k| k.get(&number));
         let aff = affinities
             .remove(&number)
-            .unwrap_or_else(|| read_affinity(&job.dir, number, warn));
+            .unwrap_or_else(|| read_affinity(&job.dir, number, kept.is_none(), warn));
         // The first action that says something wins (shared lines list several).
         let names: Vec<naming::NameInfo> = row
             .actions
@@ -201,10 +218,10 @@ pub(crate) fn read(
                 pci.and_then(|p| single(&p.netdevs))
             });
         let queue = names.iter().find_map(|n| n.queue);
-        let managed = if debugfs {
-            debugfs_managed(fs, number, warn)
-        } else {
-            names.iter().any(|n| n.managed).then_some(true)
+        let managed = match kept {
+            Some(k) => k.managed,
+            None if debugfs => debugfs_managed(fs, number, warn),
+            None => names.iter().any(|n| n.managed).then_some(true),
         };
 
         irqs.insert(
@@ -216,7 +233,7 @@ pub(crate) fn read(
                 actions: row.actions.clone(),
                 smp_affinity: aff.smp,
                 effective_affinity: aff.effective,
-                kernel_node: aff.node,
+                kernel_node: kept.map_or(aff.node, |k| k.node),
                 device,
                 driver,
                 netdev,

@@ -95,7 +95,8 @@ pub struct SystemModel {
 }
 
 /// The parts of the model only hot-plug changes: CPU topology and nodes, PCI and virtio
-/// devices (before netdevs and proximity rules are joined to them), with the warnings their
+/// devices (before netdevs and proximity rules are joined to them), each IRQ's node and
+/// whether it is managed, with the warnings their
 /// reading gave and the key they were read under. In the kernel VM they were 35-50% of the
 /// daemon's model read each interval.
 #[derive(Debug)]
@@ -105,7 +106,24 @@ struct Fixed {
     pci: BTreeMap<String, PciDevice>,
     legacy: pci::LegacyIrqs,
     virtio: BTreeMap<String, VirtioDevice>,
+    /// Each IRQ's node and whether it is managed: set when it is allocated.
+    irqs: BTreeMap<u32, irq::Fixed>,
     warn: fsutil::Warnings,
+}
+
+/// The fixed parts of this read: kept from the last one, or read now.
+enum Parts {
+    Kept(Arc<Fixed>),
+    Fresh(Box<Fixed>),
+}
+
+impl Parts {
+    fn get(&self) -> &Fixed {
+        match self {
+            Parts::Kept(f) => f,
+            Parts::Fresh(f) => f,
+        }
+    }
 }
 
 /// What a hot-plug changes and the fixed parts depend on: the numbered IRQs of
@@ -300,42 +318,45 @@ impl SystemModel {
         let mut warn = fsutil::Warnings::default();
         let fs = fsutil::Root::new(root);
         let text = fs.read_required("proc/interrupts")?;
+        let table = interrupts::parse(&text);
+        if table.skipped > 0 {
+            warn.add(
+                "proc/interrupts: malformed lines skipped",
+                table.skipped,
+                None,
+            );
+        }
+        let key = FixedKey::read(&fs, &table);
+        let kept = kept.filter(|f| f.key == key).cloned();
         // The per-IRQ files are most of the cost on big machines: read them on other threads
-        // while this one does the rest.
-        let job = irq::AffinityJob::new(&fs, &mut warn);
+        // while this one does the rest. An IRQ's node stays what it was while the IRQ does.
+        let job = irq::AffinityJob::new(&fs, kept.is_none(), &mut warn);
         std::thread::scope(|scope| {
             let helpers: Vec<_> = (0..job.helpers())
                 .map(|_| scope.spawn(|| job.work()))
                 .collect();
-            let table = interrupts::parse(&text);
-            if table.skipped > 0 {
-                warn.add(
-                    "proc/interrupts: malformed lines skipped",
-                    table.skipped,
-                    None,
-                );
-            }
             let kernel = fs
                 .read_opt("proc/sys/kernel/osrelease", &mut warn)
                 .map(|s| s.trim().to_string());
-            let key = FixedKey::read(&fs, &table);
-            let fixed = match kept {
-                Some(f) if f.key == key => Arc::clone(f),
-                _ => {
+            let held = match kept {
+                Some(f) => Parts::Kept(f),
+                None => {
                     let mut warn = fsutil::Warnings::default();
                     let cpu = cpu::read(&fs, &mut warn);
                     let (mut pci, legacy) = pci::read_pci(&fs, &mut warn);
                     let virtio = pci::read_virtio(&fs, &mut pci, &mut warn);
-                    Arc::new(Fixed {
+                    Parts::Fresh(Box::new(Fixed {
                         key,
                         cpu,
                         pci,
                         legacy,
                         virtio,
+                        irqs: BTreeMap::new(),
                         warn,
-                    })
+                    }))
                 }
             };
+            let fixed = held.get();
             warn.merge(fixed.warn.clone());
             let mut pci = fixed.pci.clone();
             let netdevs = pci::read_netdevs(&fs, &mut pci, &fixed.virtio, &mut warn);
@@ -370,17 +391,38 @@ impl SystemModel {
                 affinities.extend(part);
                 warn.merge(part_warn);
             }
+            let kept_irqs = match &held {
+                Parts::Kept(f) => Some(&f.irqs),
+                Parts::Fresh(_) => None,
+            };
             model.irqs = irq::read(
                 &fs,
                 &table,
                 &model,
                 &fixed.legacy,
+                kept_irqs,
                 &job,
                 &mut affinities,
                 &mut warn,
             );
             model.warnings = warn.into_lines();
-            model.fixed = Some(fixed);
+            model.fixed = Some(match held {
+                Parts::Kept(f) => f,
+                Parts::Fresh(mut f) => {
+                    f.irqs = model
+                        .irqs
+                        .iter()
+                        .map(|(n, i)| {
+                            let fixed = irq::Fixed {
+                                node: i.kernel_node,
+                                managed: i.managed,
+                            };
+                            (*n, fixed)
+                        })
+                        .collect();
+                    Arc::from(f)
+                }
+            });
             Ok(model)
         })
     }
@@ -455,7 +497,9 @@ mod tests {
         let first = SystemModel::read(&root, &opts).unwrap();
         let nic = "0000:81:00.0";
         assert_eq!(first.pci[nic].numa_node, Some(1));
+        assert_eq!(first.irqs[&36].kernel_node, Some(1));
         fs::write(root.join("proc/irq/36/smp_affinity"), "8\n").unwrap();
+        fs::write(root.join("proc/irq/36/node"), "0\n").unwrap();
         fs::write(
             root.join("sys/bus/pci/devices/0000:81:00.0/numa_node"),
             "0\n",
@@ -465,11 +509,13 @@ mod tests {
         assert!(kept(&first, &again));
         assert_eq!(again.irqs[&36].smp_affinity, Some(CpuSet::from_cpus([3])));
         assert_eq!(again.pci[nic].numa_node, Some(1));
+        assert_eq!(again.irqs[&36].kernel_node, Some(1));
 
         fs::write(root.join("sys/devices/system/cpu/online"), "0-2\n").unwrap();
         let after = again.reread(&opts).unwrap();
         assert!(!kept(&again, &after));
         assert_eq!(after.pci[nic].numa_node, Some(0));
+        assert_eq!(after.irqs[&36].kernel_node, Some(0));
         assert!(!after.cpus[&3].online);
         let settled = after.reread(&opts).unwrap();
         assert!(kept(&after, &settled));
