@@ -85,7 +85,8 @@ pub struct Config {
     /// Never move an IRQ to a CPU that would end above this (percent).
     #[serde(deserialize_with = "percent")]
     pub load_limit: f64,
-    /// Seconds between measurements after a move or while a CPU is overloaded.
+    /// Seconds between measurements after a move, and while one is landing on an
+    /// overloaded CPU.
     #[serde(deserialize_with = "interval")]
     pub short_interval: f64,
     /// Seconds between measurements when calm.

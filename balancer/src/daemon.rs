@@ -1,6 +1,7 @@
 //! The balancing daemon's loop, started by `cmd::daemon`: measure one interval, plan,
-//! apply, and sleep for `short-interval` after a move or while a CPU is overloaded,
-//! `long-interval` when calm (birq's 2 s / 5 s).
+//! apply, and sleep for `short-interval` after a move or while a move is landing on an
+//! overloaded CPU, `long-interval` otherwise (birq's 2 s / 5 s): an overload that no move
+//! relieves is watched at the calm interval, not at twice and a half the daemon's cost.
 //!
 //! It measures only the last `measure-share` of each interval, detached before it (see
 //! [`crate::monitor`]): the probes cost the measured CPUs about as much as what they measure.
@@ -585,6 +586,7 @@ mod tests {
             actions: Vec::new(),
             findings,
             overloaded: Vec::new(),
+            relievable: Vec::new(),
             tick: 0,
             balancing: false,
         }

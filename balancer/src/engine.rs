@@ -205,10 +205,18 @@ pub(crate) mod tests {
     fn a_lone_saturated_queue_is_not_shuffled() {
         let snap = saturated_alone_on_3();
         assert_eq!(snap.irqs[&36].total_ns(), 950_006_000);
-        let mut e = Engine::new(Config::default(), DryRun);
+        // RPS off: spreading the queue is an action, and the point here is the moves.
+        let cfg = Config {
+            rps: false,
+            ..Config::default()
+        };
+        let mut e = Engine::new(cfg, DryRun);
         for _ in 0..4 {
             let step = e.step(&snap);
             assert!(!moves_36(&step.plan), "{:?}", step.plan.actions);
+            // Overloaded, and nothing is changing it: the daemon waits the calm interval.
+            assert_eq!(step.plan.overloaded, vec![3]);
+            assert!(!step.plan.busy(), "{:?}", step.plan);
         }
     }
 

@@ -125,6 +125,7 @@ fn restore_puts_a_fixture_root_back() {
         ],
         findings: vec![],
         overloaded: vec![],
+        relievable: vec![],
         tick: 0,
         balancing: false,
     };
@@ -216,6 +217,7 @@ fn moved_fixture(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pa
             }],
             findings: vec![],
             overloaded: vec![],
+            relievable: vec![],
             tick: 0,
             balancing: false,
         },

@@ -115,6 +115,7 @@ fn restore_into_a_closed_pipe_still_restores_and_warns() {
         }],
         findings: vec![],
         overloaded: vec![],
+        relievable: vec![],
         tick: 0,
         balancing: false,
     };

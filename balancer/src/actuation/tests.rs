@@ -44,6 +44,7 @@ fn mv(irq: u32, companions: &[u32], targets: &[u32]) -> Plan {
         }],
         findings: vec![],
         overloaded: vec![],
+        relievable: vec![],
         tick: 0,
         balancing: false,
     }
@@ -217,6 +218,7 @@ fn rps_and_thread_pinning_are_journaled_and_restored() {
         ],
         findings: vec![],
         overloaded: vec![],
+        relievable: vec![],
         tick: 0,
         balancing: false,
     };

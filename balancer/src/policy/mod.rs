@@ -116,8 +116,14 @@ const NOISE_K: f64 = 3.0;
 pub struct Plan {
     pub actions: Vec<Action>,
     pub findings: Vec<Finding>,
-    /// CPUs found overloaded (the daemon measures again soon while there are any).
+    /// CPUs found overloaded.
     pub overloaded: Vec<u32>,
+    /// Of those, the ones whose load is changing now: a move planned off them, or one made
+    /// that the kernel has yet to carry out (an affinity waiting for the IRQ's next
+    /// interrupt, a stuck instance for its queue to drain). The daemon measures again soon
+    /// while there are any; an overload nothing is changing (no movable IRQ gains beyond
+    /// the noise, IRQs in cooldown, a CPU busy with tasks) waits the calm interval.
+    pub relievable: Vec<u32>,
     /// Interval number the plan was made at (the history's).
     pub tick: u64,
     /// The plan moved IRQs to relieve or balance load (not only for locality): the next
@@ -128,7 +134,7 @@ pub struct Plan {
 impl Plan {
     /// Whether the daemon should look again soon.
     pub(crate) fn busy(&self) -> bool {
-        !self.actions.is_empty() || !self.overloaded.is_empty()
+        !self.actions.is_empty() || !self.relievable.is_empty()
     }
 }
 
@@ -259,6 +265,7 @@ pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
         Strategy::Count => w.balance_count(),
         Strategy::Min | Strategy::Max | Strategy::Rnd => w.balance_birq(),
     }
+    let mut relievable = Vec::new();
     for cpu in &overloaded {
         // Judged on the load the plan expects (moves pending or stuck booked where they go),
         // not the stale reading of load that has already been moved.
@@ -272,12 +279,24 @@ pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
         if w.irq_load.get(cpu).copied().unwrap_or(0.0) < NO_RELIEF_IRQ {
             continue;
         }
-        let measured = s.load(*cpu);
-        let level = w.level(hist.loads.cpus.get(cpu), 0, measured);
-        if !w.actions.iter().any(|a| match &a.kind {
+        let moved_off = w.actions.iter().any(|a| match &a.kind {
             ActionKind::Move { from, .. } => from.contains(*cpu),
             _ => false,
-        }) && expected >= cfg.threshold_frac()
+        });
+        // Moves that land within seconds: a written affinity waiting for its interrupt, or
+        // a stuck instance waiting for its queue to drain. (An IRQ in cooldown waits for
+        // intervals to pass, which a shorter interval only spends faster.)
+        let settling = s.irqs.values().any(|i| {
+            i.home().contains(*cpu)
+                && matches!(w.frozen.get(&i.number), Some(&"pending") | Some(&"stuck"))
+        }) || w.pending.iter().any(|(_, to)| to == cpu);
+        if moved_off || settling {
+            relievable.push(*cpu);
+        }
+        let measured = s.load(*cpu);
+        let level = w.level(hist.loads.cpus.get(cpu), 0, measured);
+        if !moved_off
+            && expected >= cfg.threshold_frac()
             && measured >= cfg.threshold_frac()
             && level >= cfg.threshold_frac()
         {
@@ -305,6 +324,7 @@ pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
         actions: w.actions,
         findings: w.findings,
         overloaded,
+        relievable,
         tick: hist.tick,
         balancing: w.balancing,
     }

@@ -240,8 +240,9 @@ impl Overhead {
     }
 }
 
-/// Per CPU, NET_RX time outside polls (the round's own work after its last poll: deferred
-/// skb frees, RPS IPIs, the loop) with the timed poll time of every instance there. That
+/// Per CPU, NET_RX time outside polls (the round's work after its last poll event: the GRO
+/// flush after a full budget, deferred skb frees, RPS IPIs, the loop) with the timed poll
+/// time of every instance there. That
 /// work moves with the queues polled: in the VM a saturated queue read 88% of CPU 3 while
 /// CPU 3 was 95% busy; the policy counted the 7% as staying and moved the queue to an idle
 /// CPU for a "gain" of 6 points, and CPU 2 then read 95%. Shared by poll time, the IRQs'

@@ -95,6 +95,8 @@ fn overloaded_cpu_sheds_heaviest_irqs_by_weight_with_reasons() {
         assert!(a.reason.contains("busiest"), "{}", a.reason);
     }
     assert_eq!(p.overloaded, vec![0]);
+    assert_eq!(p.relievable, vec![0]);
+    assert!(p.busy());
 }
 
 #[test]
@@ -1075,6 +1077,7 @@ fn findings_after_a_move_use_the_loads_the_plan_expects() {
             .count(),
         2
     );
+
     // Where the plan expects CPU 0 still overloaded (threshold 50%: IRQ 11 never moved and
     // cannot), the finding gives the load expected, and the one measured.
     let cfg = Config {
@@ -1090,6 +1093,10 @@ fn findings_after_a_move_use_the_loads_the_plan_expects() {
     s.irqs.get_mut(&11).unwrap().smp_affinity = Some(CpuSet::from_cpus([0]));
     s.irqs.get_mut(&11).unwrap().managed = true;
     let p = plan(&s, &cfg, &h_one);
+    // IRQ 10's move lands at its next interrupt: the daemon looks again soon at both ends
+    // (CPU 1 expects 50% once it lands).
+    assert_eq!(p.relievable, vec![0, 1], "{p:#?}");
+    assert!(p.busy());
     let f = p
         .findings
         .iter()
@@ -1127,6 +1134,7 @@ fn no_irq_returns_to_a_cpu_it_left_within_the_window_unless_contradicted() {
         }],
         findings: vec![],
         overloaded: vec![],
+        relievable: vec![],
         tick: 0,
         balancing: true,
     };

@@ -96,9 +96,8 @@ pub struct SystemModel {
 
 /// The parts of the model only hot-plug changes: CPU topology and nodes, PCI and virtio
 /// devices (before netdevs and proximity rules are joined to them), each IRQ's node and
-/// whether it is managed, with the warnings their
-/// reading gave and the key they were read under. In the kernel VM they were 35-50% of the
-/// daemon's model read each interval.
+/// whether it is managed, with the warnings their reading gave and the key they were read
+/// under. In the kernel VM the first three were 35-50% of the daemon's model read.
 #[derive(Debug)]
 struct Fixed {
     key: FixedKey,
@@ -304,8 +303,9 @@ impl SystemModel {
     }
 
     /// Reads the same machine again. What only hot-plug changes (CPU topology, PCI and
-    /// virtio devices) is kept from this model while the IRQs, CPU lists and netdevs it
-    /// depends on are unchanged; affinities, netdevs, queues and RPS are read afresh.
+    /// virtio devices, each IRQ's node and managed state) is kept from this model while the
+    /// IRQs, CPU lists and netdevs it depends on are unchanged; affinities, netdevs, queues,
+    /// RPS and threaded NAPI are read afresh.
     pub fn reread(&self, opts: &ReadOptions) -> Result<SystemModel, SystemError> {
         Self::read_keeping(&self.root, opts, self.fixed.as_ref())
     }
