@@ -31,7 +31,9 @@
 //!    loaded local CPU anyway, RPS set on it or not. Each interval judges this on its own
 //!    measurement, so a first placement that a wrong reading decided (the start state's
 //!    co-occurrence link crediting a bulk queue's polls to another IRQ) is corrected at the
-//!    next one.
+//!    next one. The placement weighs each IRQ by its active readings since it last moved
+//!    ([`Work::steady`]): one interval's reading of a light queue swings as much as queues
+//!    differ, and a pairing made on it is one no single move mends.
 //! 4. **RPS** for a queue that alone needs more than a CPU (in most of its recent readings,
 //!    not one swing): its packets are spread over idle CPUs local to the device; taken back
 //!    when the queue's load falls. Judged after locality, on a queue where it will stay.
