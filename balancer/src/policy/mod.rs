@@ -288,10 +288,13 @@ pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
         // Moves that land within seconds: a written affinity waiting for its interrupt, or
         // a stuck instance waiting for its queue to drain. (An IRQ in cooldown waits for
         // intervals to pass, which a shorter interval only spends faster.)
-        let settling = s.irqs.values().any(|i| {
-            i.home().contains(*cpu)
-                && matches!(w.frozen.get(&i.number), Some(&"pending") | Some(&"stuck"))
-        }) || w.pending.iter().any(|(_, to)| to == cpu);
+        let settling = w
+            .pending
+            .iter()
+            .any(|(n, to)| to == cpu || s.irqs.get(n).is_some_and(|i| i.home().contains(*cpu)))
+            || s.irqs
+                .values()
+                .any(|i| i.home().contains(*cpu) && w.frozen.get(&i.number) == Some(&"stuck"));
         if moved_off || settling {
             relievable.push(*cpu);
         }
@@ -957,7 +960,8 @@ impl<'a> Work<'a> {
     /// take IRQs, go to a good CPU with room.
     fn locality(&mut self) {
         let irqs: Vec<&IrqSnap> = self.s.irqs.values().collect();
-        let mut todo: Vec<(&IrqSnap, f64, &'static str)> = Vec::new();
+        // (IRQ, weight, its own steady weight, why).
+        let mut todo: Vec<(&IrqSnap, f64, f64, &'static str)> = Vec::new();
         for irq in irqs {
             if !self.movable(irq) {
                 continue;
@@ -966,9 +970,8 @@ impl<'a> Work<'a> {
             if home.is_empty() {
                 continue;
             }
-            let w = self
-                .steady(irq, self.weight(irq, &[]))
-                .max(self.unlinked_share(irq));
+            let alone = self.steady(irq, self.weight(irq, &[]));
+            let w = alone.max(self.unlinked_share(irq));
             if w < MIN_WEIGHT {
                 continue;
             }
@@ -983,17 +986,16 @@ impl<'a> Work<'a> {
             } else {
                 continue;
             };
-            todo.push((irq, w, why));
+            todo.push((irq, w, alone, why));
         }
         // Heaviest first, so the big ones get the emptiest CPUs.
         todo.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.number.cmp(&b.0.number)));
-        for (irq, _, why) in todo {
+        for (irq, _, steady, why) in todo {
             if self.moved.contains(&irq.number) {
                 continue;
             }
             let companions = self.companions(irq);
-            let alone = self.weight(irq, &[]);
-            let linked = self.weight(irq, &companions) - alone + self.steady(irq, alone);
+            let linked = self.weight(irq, &companions) - self.weight(irq, &[]) + steady;
             let unlinked = self.unlinked_share(irq);
             let w = linked.max(unlinked);
             let from = irq.home();

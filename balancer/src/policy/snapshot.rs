@@ -242,11 +242,11 @@ impl Overhead {
 
 /// Per CPU, NET_RX time outside polls (the round's work after its last poll event: the GRO
 /// flush after a full budget, deferred skb frees, RPS IPIs, the loop) with the timed poll
-/// time of every instance there. That
-/// work moves with the queues polled: in the VM a saturated queue read 88% of CPU 3 while
-/// CPU 3 was 95% busy; the policy counted the 7% as staying and moved the queue to an idle
-/// CPU for a "gain" of 6 points, and CPU 2 then read 95%. Shared by poll time, the IRQs'
-/// weights carry it; what backlog and unlinked polls brought stays with the CPU.
+/// time of every instance there. That work moves with the queues polled: in the VM a
+/// saturated queue read 88% of CPU 3 while CPU 3 was 95% busy; the policy counted the 7% as
+/// staying and moved the queue to an idle CPU for a "gain" of 6 points, and CPU 2 then read
+/// 95%. Shared by poll time, the IRQs' weights carry it; what backlog and unlinked polls
+/// brought stays with the CPU.
 fn netrx_overhead(a: &Attribution) -> BTreeMap<u32, Overhead> {
     let mut out: BTreeMap<u32, Overhead> = BTreeMap::new();
     for u in &a.unattributed {
