@@ -185,6 +185,10 @@ pub struct NapiStat {
     pub busy_polls: u64,
     pub busy_work: u64,
     pub busy_ns: u64,
+    /// The instance's `struct napi_struct *`: with `napi_id`, whose counts a slot of
+    /// `NAPI_STATS` holds on this CPU (a slot freed and given to another instance keeps a
+    /// stale copy on a CPU until that CPU polls the new one).
+    pub napi: u64,
 }
 
 impl NapiStat {
@@ -205,10 +209,23 @@ impl NapiStat {
         busy_polls: 0,
         busy_work: 0,
         busy_ns: 0,
+        napi: 0,
     };
+
+    /// Whether this slot's copy belongs to instance `key`.
+    #[inline(always)]
+    pub fn is(&self, key: &NapiKey) -> bool {
+        self.napi == key.napi && self.napi_id == key.napi_id
+    }
 }
 
-/// Key of `NAPI_STATS`: the `struct napi_struct *` of the poll event and the instance's
+impl Default for NapiStat {
+    fn default() -> NapiStat {
+        NapiStat::EMPTY
+    }
+}
+
+/// Key of `NAPI_SLOTS`: the `struct napi_struct *` of the poll event and the instance's
 /// `napi_id` (0 where BTF is missing). A freed instance's address is often reused by the next
 /// one; its new `napi_id` makes it a new key, so it gets its own identity.
 #[repr(C)]
@@ -311,6 +328,11 @@ pub struct CpuState {
     /// See `raiser_irq` and `netrx_cause`.
     pub raiser_irq2: u32,
     pub netrx_cause2: u32,
+    /// Slot (+1, 0 for none) in `NAPI_STATS` of the instance last polled here: the next poll
+    /// of the same instance, the common case, needs no hash lookup.
+    pub napi_slot: u32,
+    /// Slot (+1) of `task_napi`.
+    pub task_napi_slot: u32,
 }
 
 /// `CpuState::task_kind`: a NAPI kthread was switched in.
@@ -324,7 +346,7 @@ pub const MAX_NAPI_THREADS: u32 = 4096;
 pub const COUNTED_SLOTS: usize = 4;
 
 /// Per-CPU health counters of the programs, indexed by these constants in the `ERRORS` map.
-/// Poll events whose instance found no room in `NAPI_STATS`.
+/// Poll events whose instance found no free slot in `NAPI_STATS`.
 pub const ERR_NAPI_FULL: u32 = 0;
 /// A `bpf_probe_read_kernel` that failed.
 pub const ERR_READ: u32 = 1;

@@ -33,7 +33,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes,
     },
     macros::{btf_tracepoint, fentry, fexit, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Stack},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, RawTracePointContext, TracePointContext,
     },
@@ -58,9 +58,20 @@ static SYSVEC_STATS: PerCpuArray<IrqStat> = PerCpuArray::with_max_entries(NR_SYS
 #[map]
 static SOFTIRQ_STATS: PerCpuArray<SoftirqStat> =
     PerCpuArray::with_max_entries(NR_SOFTIRQS as u32, 0);
-/// Resized by the loader to the machine's queues x headroom.
+/// NAPI instance -> its slot in `NAPI_STATS`, the same on every CPU. Resized by the loader,
+/// as the two below, to the machine's queues x headroom.
 #[map]
-static NAPI_STATS: PerCpuHashMap<NapiKey, NapiStat> = PerCpuHashMap::with_max_entries(1024, 0);
+static NAPI_SLOTS: HashMap<NapiKey, u32> = HashMap::with_max_entries(1024, 0);
+/// Per-CPU counts of each slot's instance. An array, not a hash keyed by instance: a poll of
+/// the instance its CPU polled last (`CpuState::napi_slot`) needs no hash lookup, which was
+/// a sixth of the probes' cost per softirq (docs/benchmarks.md).
+#[map]
+static NAPI_STATS: PerCpuArray<NapiStat> = PerCpuArray::with_max_entries(1024, 0);
+/// Free slots of `NAPI_STATS`: all of them pushed by the loader, a pruned instance's given
+/// back by userspace after it zeroed its counts. A stack, so the slots in use stay low and
+/// userspace reads one short prefix of the array.
+#[map]
+static NAPI_FREE: Stack<u32> = Stack::with_max_entries(1024, 0);
 #[map]
 static NAPI_IRQ_PAIRS: PerCpuHashMap<PairKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 #[map]
@@ -81,6 +92,8 @@ static NAPI_THREADS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_NAPI_THRE
 /// IRQ slots in [`CpuState`] hold the IRQ number plus one, so the zeroed initial state
 /// means "none" rather than IRQ 0.
 const NO_IRQ: u32 = 0;
+/// `CpuState::napi_slot` and `task_napi_slot` hold the slot plus one, 0 for none.
+const NO_SLOT: u32 = 0;
 /// `raiser_irq` when more than one IRQ raised NET_RX before the softirq ran.
 const AMBIGUOUS: u32 = u32::MAX;
 const BPF_NOEXIST: u64 = 1;
@@ -261,7 +274,6 @@ enum DevName<'a> {
 fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
     let work = if work > 0 { work as u64 } else { 0 };
     let exhausted = (budget > 0 && work >= budget as u64) as u64;
-    let o = &OFFSETS;
     let nkey = NapiKey {
         napi,
         napi_id,
@@ -293,23 +305,65 @@ fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
         (NO_IRQ, NO_IRQ)
     };
 
-    if let Some(s) = NAPI_STATS.get_ptr_mut(nkey) {
-        unsafe { add_poll(&mut *s, timed, task, work, exhausted, ns) };
-    } else {
-        let mut fresh = NapiStat::EMPTY;
-        add_poll(&mut fresh, timed, task, work, exhausted, ns);
-        read_identity(o, napi, nkey.napi_id, dev, &mut fresh);
-        if NAPI_STATS.insert(nkey, fresh, BPF_NOEXIST).is_err() {
-            // Another CPU created the key first, or the map is full.
-            match NAPI_STATS.get_ptr_mut(nkey) {
-                Some(s) => unsafe { add_poll(&mut *s, timed, task, work, exhausted, ns) },
-                None => count_error(ERR_NAPI_FULL),
+    match napi_stat(st, &nkey, dev) {
+        Some((s, slot)) => {
+            add_poll(s, timed, task, work, exhausted, ns);
+            if task == TASK_THREADED {
+                st.task_napi_slot = slot + 1;
             }
         }
+        None => count_error(ERR_NAPI_FULL),
     }
 
     count_pair(napi, nkey.napi_id, cause);
     count_pair(napi, nkey.napi_id, cause2);
+}
+
+/// The counts of instance `key` on this CPU and their slot: the slot this CPU polled last
+/// when it is still that instance's (no hash lookup), else the instance's slot, found or
+/// taken from the free ones. A slot's copy on this CPU that holds another instance (a slot
+/// freed and reused) or none starts again with this one's identity.
+#[inline(always)]
+fn napi_stat(
+    st: &mut CpuState,
+    key: &NapiKey,
+    dev: DevName,
+) -> Option<(&'static mut NapiStat, u32)> {
+    let last = st.napi_slot;
+    if last != NO_SLOT
+        && let Some(p) = NAPI_STATS.get_ptr_mut(last - 1)
+    {
+        // SAFETY: a per-CPU array value of this CPU, valid for the program's run.
+        let s = unsafe { &mut *p };
+        if s.is(key) {
+            return Some((s, last - 1));
+        }
+    }
+    let slot = match unsafe { NAPI_SLOTS.get(key) } {
+        Some(slot) => *slot,
+        None => new_slot(key)?,
+    };
+    // SAFETY: as above.
+    let s = unsafe { &mut *NAPI_STATS.get_ptr_mut(slot)? };
+    if !s.is(key) {
+        *s = NapiStat::EMPTY;
+        s.napi = key.napi;
+        read_identity(&OFFSETS, key.napi, key.napi_id, dev, s);
+    }
+    st.napi_slot = slot + 1;
+    Some((s, slot))
+}
+
+/// A free slot for instance `key`, recorded in `NAPI_SLOTS`; `None` when none is free.
+#[inline(always)]
+fn new_slot(key: &NapiKey) -> Option<u32> {
+    let slot = NAPI_FREE.pop().ok().flatten()?;
+    if NAPI_SLOTS.insert(key, slot, BPF_NOEXIST).is_ok() {
+        return Some(slot);
+    }
+    // Another CPU recorded the instance first: its slot is the one.
+    let _ = NAPI_FREE.push(slot, 0);
+    unsafe { NAPI_SLOTS.get(key) }.copied()
 }
 
 /// One more NET_RX softirq that IRQ `cause - 1` raised and in which the instance polled.
@@ -409,6 +463,7 @@ fn task_mark(st: &mut CpuState, pid: u32, kind: u32, switches: u64) {
     st.task_pid = pid;
     st.task_gen = 0;
     st.task_napi = 0;
+    st.task_napi_slot = NO_SLOT;
     st.task_kind = kind;
     st.task_mark = now();
     st.task_hardirq_base = st.hardirq_ns;
@@ -472,8 +527,12 @@ fn on_sched_switch(next_pid: u32) {
                 napi_id: st.task_napi_id,
                 _pad: 0,
             };
-            if let Some(s) = NAPI_STATS.get_ptr_mut(key) {
-                unsafe { (*s).threaded_ns += tail };
+            if let Some(s) = NAPI_STATS.get_ptr_mut(st.task_napi_slot.wrapping_sub(1)) {
+                // SAFETY: a per-CPU array value of this CPU, valid for the program's run.
+                let s = unsafe { &mut *s };
+                if s.is(&key) {
+                    s.threaded_ns += tail;
+                }
             }
         }
     }
@@ -731,6 +790,29 @@ empty_programs!(
     "error_apic_exit" => empty_error_apic_exit,
     "spurious_apic_entry" => empty_spurious_apic_entry,
     "spurious_apic_exit" => empty_spurious_apic_exit,
+);
+
+/// The floor with the clock reads the measurement needs per NET_RX softirq: one at each
+/// boundary (entry, each poll, exit), stored where the real programs keep it
+/// (`ProbeOptions::clock_floor`).
+macro_rules! clock_programs {
+    ($($event:literal => $name:ident),* $(,)?) => {
+        $(
+            #[btf_tracepoint(function = $event)]
+            pub fn $name(_ctx: BtfTracePointContext) -> i32 {
+                if let Some(st) = state() {
+                    st.poll_mark = now();
+                }
+                0
+            }
+        )*
+    };
+}
+
+clock_programs!(
+    "softirq_entry" => clock_softirq_entry,
+    "softirq_exit" => clock_softirq_exit,
+    "napi_poll" => clock_napi_poll,
 );
 
 // irq_handler_entry(int irq, struct irqaction *action), _exit(int irq, action, int ret).

@@ -36,7 +36,11 @@ const CALLS: u32 = 100_000;
 /// Calls per block of the end-to-end figure, and paired blocks per set.
 const BLOCK: u32 = 5_000;
 const PAIRS: usize = 60;
-const BPFTRACE_ROUNDS: usize = 9;
+/// Rounds of the per-softirq table, and ABBA pairs per set in each.
+const ROUNDS: usize = 15;
+const PAIRS_PER_ROUND: usize = 6;
+/// Blocks measured with bpftrace attached in each round, between two without.
+const BPFTRACE_BLOCKS: usize = 3;
 /// The CPU the loop runs on.
 const CPU: usize = 1;
 const BPFTRACE_SCRIPT: &str = "tracepoint:irq:softirq_entry { @start[cpu] = nsecs; }
@@ -50,6 +54,8 @@ enum Set {
     NoRaise,
     Balancer(ProgramType),
     Empty,
+    /// Empty programs but for one clock read at each boundary (entry, poll, exit).
+    ClockFloor,
     Bpftrace,
 }
 
@@ -60,6 +66,7 @@ impl Set {
             Set::Balancer(ProgramType::BtfTracePoint) => "balancer".into(),
             Set::Balancer(t) => format!("balancer/{}", t.as_str()),
             Set::Empty => "empty tp_btf".into(),
+            Set::ClockFloor => "empty + 3 clocks".into(),
             Set::Bpftrace => "bpftrace".into(),
         }
     }
@@ -93,6 +100,11 @@ fn load_probe(set: Set) -> anyhow::Result<Option<Probe>> {
             empty: true,
             ..ProbeOptions::default()
         },
+        Set::ClockFloor => ProbeOptions {
+            empty: true,
+            clock_floor: true,
+            ..ProbeOptions::default()
+        },
         Set::NoRaise => {
             let mut p = Probe::load(&ProbeOptions::default())?;
             p.set_raise_counting(false, "benchmark")?;
@@ -105,7 +117,7 @@ fn load_probe(set: Set) -> anyhow::Result<Option<Probe>> {
 
 fn attach(set: Set) -> anyhow::Result<Attached> {
     Ok(match set {
-        Set::Balancer(_) | Set::Empty | Set::NoRaise => match load_probe(set)? {
+        Set::Balancer(_) | Set::Empty | Set::ClockFloor | Set::NoRaise => match load_probe(set)? {
             Some(p) => Attached::Probe(Box::new(p)),
             None => Attached::None,
         },
@@ -189,24 +201,26 @@ fn ipi_block_ns() -> anyhow::Result<f64> {
     Ok(t.elapsed().as_nanos() as f64 / f64::from(BLOCK))
 }
 
-/// The median on/off difference of `set` over [`PAIRS`] ABBA pairs of `block`, and the
+/// The median on/off difference of `set` over `pairs` ABBA pairs of `block`, and the
 /// median time without: on is everything attached, off everything detached.
 fn paired(
     probe: &mut Probe,
+    pairs: usize,
     block: impl FnMut() -> anyhow::Result<f64>,
 ) -> anyhow::Result<(f64, f64)> {
-    paired_states(probe, Probe::attach, block)
+    paired_states(probe, pairs, Probe::attach, block)
 }
 
 /// As [`paired`], with `on` putting the probe in the state measured against all detached.
 fn paired_states(
     probe: &mut Probe,
+    pairs: usize,
     mut on: impl FnMut(&mut Probe) -> anyhow::Result<()>,
     mut block: impl FnMut() -> anyhow::Result<f64>,
 ) -> anyhow::Result<(f64, f64)> {
     let mut diffs = Vec::new();
     let mut base = Vec::new();
-    for i in 0..PAIRS {
+    for i in 0..pairs {
         let on_first = i % 2 == 1;
         let mut measure = |state_on: bool| -> anyhow::Result<f64> {
             if state_on {
@@ -282,7 +296,7 @@ fn per_interrupt() -> anyhow::Result<()> {
             let Some(mut probe) = load_probe(set)? else {
                 continue;
             };
-            let (b, d) = paired(&mut probe, ipi_block_ns)?;
+            let (b, d) = paired(&mut probe, PAIRS, ipi_block_ns)?;
             eprintln!("{:<20} {b:8.1} ns/IPI without, +{d:.1} with", set.name());
             rows.push((set, b, d));
         }
@@ -319,6 +333,7 @@ fn paused_cost() -> anyhow::Result<()> {
     let mut probe = Probe::load(&ProbeOptions::default())?;
     let (base, diff) = paired_states(
         &mut probe,
+        PAIRS,
         |p| {
             p.attach()?;
             p.pause()
@@ -384,8 +399,19 @@ fn main() -> anyhow::Result<()> {
         Ok("daemon") => return daemon_cost(),
         // PROBE_BENCH=paused: what the programs left attached between windows cost.
         Ok("paused") => return paused_cost(),
+        // PROBE_BENCH=softirq: only the end-to-end table per NET_RX softirq.
+        Ok("softirq") => return per_softirq(),
         _ => {}
     }
+    per_softirq()?;
+    per_interrupt()?;
+    daemon_cost()?;
+    program_only()
+}
+
+/// Cost per call-function IPI (a system vector's entry and exit), balancer against the empty
+/// programs' floor.
+fn per_softirq() -> anyhow::Result<()> {
     let rx = UdpSocket::bind("127.0.0.1:0").context("binding the receiver")?;
     let to = rx.local_addr()?;
     let tx = UdpSocket::bind("127.0.0.1:0").context("binding the sender")?;
@@ -420,70 +446,89 @@ fn main() -> anyhow::Result<()> {
 
     // Paired blocks: with our own programs the links go on and off between blocks of calls
     // (ABBA order), so a pair is measured within milliseconds and drift from the rest of the
-    // machine cancels; the figure is the median of the pairs' differences. bpftrace cannot be
-    // switched that way: it starts and stops around each of its blocks.
+    // machine cancels. bpftrace cannot be switched that way: it starts and stops around its
+    // blocks. This machine's speed wanders by a third over minutes, so every set is measured
+    // in every round, bpftrace included: the medians over the rounds compare sets measured
+    // over the same minutes.
     let sets = [
         Set::Balancer(ProgramType::BtfTracePoint),
         Set::NoRaise,
         Set::Balancer(ProgramType::RawTracePoint),
         Set::Balancer(ProgramType::TracePoint),
         Set::Empty,
+        Set::ClockFloor,
     ];
-    let mut results: Vec<(Set, f64, f64)> = Vec::new();
+    let mut probes = Vec::new();
     for set in sets {
-        let Some(mut probe) = load_probe(set)? else {
-            continue;
-        };
-        let (b, d) = paired(&mut probe, || block_ns(&tx, to))?;
-        eprintln!("{:<20} {b:8.1} ns/call without, +{d:.1} with", set.name());
-        results.push((set, b, d));
-    }
-    {
-        let mut diffs = Vec::new();
-        let mut base = Vec::new();
-        for _ in 0..BPFTRACE_ROUNDS {
-            let without = block_ns(&tx, to)?;
-            let attached = attach(Set::Bpftrace)?;
-            let with = block_ns(&tx, to)?;
-            drop(attached);
-            let after = block_ns(&tx, to)?;
-            diffs.push(with - (without + after) / 2.0);
-            base.push(without);
+        if let Some(mut probe) = load_probe(set)? {
+            probe.detach()?;
+            probes.push((set, probe));
         }
-        let d = median(&mut diffs);
-        let b = median(&mut base);
-        eprintln!("bpftrace             {b:8.1} ns/call without, +{d:.1} with");
-        results.push((Set::Bpftrace, b, d));
     }
-    let cost = |set: Set| {
-        results
-            .iter()
-            .find(|r| r.0 == set)
-            .map_or(f64::NAN, |r| r.2)
-    };
+    // Per set: (time without, cost) of each round.
+    let mut rounds: Vec<(Set, Vec<f64>, Vec<f64>)> = probes
+        .iter()
+        .map(|(set, _)| (*set, Vec::new(), Vec::new()))
+        .chain([(Set::Bpftrace, Vec::new(), Vec::new())])
+        .collect();
+    for round in 0..ROUNDS {
+        for (i, (_, probe)) in probes.iter_mut().enumerate() {
+            let (b, d) = paired(probe, PAIRS_PER_ROUND, || block_ns(&tx, to))?;
+            rounds[i].1.push(b);
+            rounds[i].2.push(d);
+        }
+        let without = block_ns(&tx, to)?;
+        let attached = attach(Set::Bpftrace)?;
+        let mut with = 0.0;
+        for _ in 0..BPFTRACE_BLOCKS {
+            with += block_ns(&tx, to)? / BPFTRACE_BLOCKS as f64;
+        }
+        drop(attached);
+        let after = block_ns(&tx, to)?;
+        let last = rounds.len() - 1;
+        rounds[last].1.push(without);
+        rounds[last].2.push(with - (without + after) / 2.0);
+        eprintln!(
+            "round {round}: {}",
+            rounds
+                .iter()
+                .map(|(set, _, d)| format!("{} +{:.0}", set.name(), d[round]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let of = |set: Set| rounds.iter().find(|r| r.0 == set).map(|r| r.2.clone());
+    let cost = |set: Set| of(set).map_or(f64::NAN, |mut d| median(&mut d));
+    let ratio = |a: Set, b: Set| cost(a) / cost(b);
     println!();
     println!(
         "End to end, per NET_RX softirq (1-byte UDP sendto on loopback, pinned to CPU {CPU}; \
-         medians of {PAIRS} paired blocks of {BLOCK} calls, bpftrace {BPFTRACE_ROUNDS} rounds)"
+         {ROUNDS} rounds, each of {PAIRS_PER_ROUND} paired blocks of {BLOCK} calls per set and \
+         one bpftrace start; medians over the rounds)"
     );
     println!("{:<20} {:>14} {:>10}", "SET", "NS/CALL (OFF)", "+NS ON");
-    for (set, b, d) in &results {
-        println!("{:<20} {b:>14.1} {d:>10.1}", set.name());
+    for (set, base, diffs) in &rounds {
+        let (mut b, mut d) = (base.clone(), diffs.clone());
+        println!(
+            "{:<20} {:>14.1} {:>10.1}",
+            set.name(),
+            median(&mut b),
+            median(&mut d)
+        );
     }
-    let ours = cost(Set::Balancer(ProgramType::BtfTracePoint));
-    let floor = cost(Set::Empty);
-    let theirs = cost(Set::Bpftrace);
+    let ours = Set::Balancer(ProgramType::BtfTracePoint);
     println!(
-        "balancer / bpftrace: {:.2} (target <= 0.30); balancer / empty-program floor: {:.2} \
-         (fallback target <= 1.30); floor / bpftrace: {:.2}",
-        ours / theirs,
-        ours / floor,
-        floor / theirs
+        "balancer / bpftrace: {:.2} (target <= 0.30); balancer / \
+         empty-program floor: {:.2} (fallback target <= 1.30); floor / bpftrace: {:.2}; floor \
+         with the 3 clock reads / bpftrace: {:.2}; balancer / that floor: {:.2}; the 3 clock \
+         reads: {:.1} ns",
+        ratio(ours, Set::Bpftrace),
+        ratio(ours, Set::Empty),
+        ratio(Set::Empty, Set::Bpftrace),
+        ratio(Set::ClockFloor, Set::Bpftrace),
+        ratio(ours, Set::ClockFloor),
+        cost(Set::ClockFloor) - cost(Set::Empty),
     );
-
-    per_interrupt()?;
-    daemon_cost()?;
-    program_only()?;
     Ok(())
 }
 

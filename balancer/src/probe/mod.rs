@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, Stack},
     programs::{
         BtfTracePoint, FEntry, FExit, ProgramError, RawTracePoint, TracePoint,
         fentry::FEntryLinkId, fexit::FExitLinkId, raw_trace_point::RawTracePointLinkId,
@@ -53,6 +53,12 @@ pub enum ProbeError {
     /// failed.
     #[error("attaching {event}: {tried}")]
     Attach { event: String, tried: String },
+    #[error("setting up map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
 }
 
 impl ProbeError {
@@ -123,6 +129,9 @@ pub struct ProbeOptions {
     /// Attach programs that do nothing (BTF-typed only) to the same events: the cost floor
     /// the probe benchmark compares with. Nothing is measured.
     pub empty: bool,
+    /// With `empty`: the programs of softirq entry and exit and of polls read the clock once
+    /// and store it, as the real ones do at each boundary (the floor with the clock reads).
+    pub clock_floor: bool,
 }
 
 impl Default for ProbeOptions {
@@ -136,6 +145,7 @@ impl Default for ProbeOptions {
             direct_loads: true,
             program_type: ProgramType::BtfTracePoint,
             empty: false,
+            clock_floor: false,
         }
     }
 }
@@ -285,6 +295,7 @@ fn napi_sum(a: &NapiStat, b: &NapiStat) -> NapiStat {
         busy_polls: a.busy_polls + b.busy_polls,
         busy_work: a.busy_work + b.busy_work,
         busy_ns: a.busy_ns + b.busy_ns,
+        napi: id.napi,
     }
 }
 
@@ -571,14 +582,23 @@ impl Probe {
 
         // The programs carry no CO-RE relocations: nothing to relocate against the kernel's
         // BTF (aya's loader parses it anyway when constructed; see docs/benchmarks.md).
+        let napi_slots = opts.max_napi.max(64);
+        let empty = match (opts.empty, opts.clock_floor) {
+            (false, _) => Empty::No,
+            (true, false) => Empty::Yes,
+            (true, true) => Empty::Clock,
+        };
         let mut ebpf = EbpfLoader::new()
             .btf(None)
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("IRQ_STATS", offsets.max_irqs)
-            .map_max_entries("NAPI_STATS", opts.max_napi.max(64))
-            .map_max_entries("NAPI_IRQ_PAIRS", opts.max_napi.max(64).saturating_mul(4))
+            .map_max_entries("NAPI_SLOTS", napi_slots)
+            .map_max_entries("NAPI_STATS", napi_slots)
+            .map_max_entries("NAPI_FREE", napi_slots)
+            .map_max_entries("NAPI_IRQ_PAIRS", napi_slots.saturating_mul(4))
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
+        free_slots(&mut ebpf, napi_slots)?;
 
         let mut attached = Vec::new();
         let mut absent: BTreeMap<String, String> = BTreeMap::new();
@@ -611,7 +631,7 @@ impl Probe {
                     ));
                     continue;
                 }
-                match attach_one(&mut ebpf, ev, kind, kernel_btf.as_ref(), opts.empty) {
+                match attach_one(&mut ebpf, ev, kind, kernel_btf.as_ref(), empty) {
                     Ok(a) => {
                         if !tried.is_empty() {
                             fallbacks.push(format!(
@@ -677,7 +697,7 @@ impl Probe {
             busy_poll,
             program_types,
             programs,
-            napi_map_entries: opts.max_napi.max(64),
+            napi_map_entries: napi_slots,
             field_reads: if classic {
                 field_reads(&offsets)
             } else {
@@ -1008,16 +1028,13 @@ impl Probe {
             }
         }
 
-        let napi: PerCpuHashMap<&MapData, NapiKey, NapiStat> =
-            PerCpuHashMap::try_from(self.map("NAPI_STATS")?)?;
-        for entry in napi.iter() {
-            let (key, values) = entry.context("reading NAPI_STATS")?;
-            for (cpu, v) in values.iter().enumerate() {
-                if v.polls != 0 || v.untimed_polls != 0 {
-                    c.napi.insert((key, cpu as u32), *v);
-                }
-            }
-        }
+        let slots: BpfHashMap<&MapData, NapiKey, u32> =
+            BpfHashMap::try_from(self.map("NAPI_SLOTS")?)?;
+        let live: BTreeMap<NapiKey, u32> = slots
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading NAPI_SLOTS")?;
+        self.read_napi(&live, ncpus, &mut c)?;
 
         let pairs: PerCpuHashMap<&MapData, PairKey, u64> =
             PerCpuHashMap::try_from(self.map("NAPI_IRQ_PAIRS")?)?;
@@ -1038,8 +1055,45 @@ impl Probe {
         for (i, slot) in c.errors.iter_mut().enumerate() {
             *slot = errors.get(&(i as u32), 0)?.iter().sum();
         }
-        self.prune(&mut c)?;
+        self.prune(&mut c, &live)?;
         Ok(c)
+    }
+
+    /// The counts of the instances in `live` (instance -> slot): one batch read of the
+    /// slots in use (the lowest: free slots are taken from the bottom of a stack), or one
+    /// lookup per instance where the kernel has no batch operations. A CPU's copy of a slot
+    /// counts only when it is the instance's (a reused slot's copy on a CPU that has not
+    /// polled the new instance is the old one's, or zeroes).
+    fn read_napi(
+        &self,
+        live: &BTreeMap<NapiKey, u32>,
+        ncpus: usize,
+        c: &mut Counters,
+    ) -> anyhow::Result<()> {
+        let Some(len) = live.values().max().map(|m| m + 1) else {
+            return Ok(());
+        };
+        let mut add = |key: &NapiKey, values: &[NapiStat]| add_napi_copies(c, key, values);
+        let map = match self.map("NAPI_STATS")? {
+            aya::maps::Map::PerCpuArray(m) => m,
+            _ => anyhow::bail!("NAPI_STATS is not a per-CPU array"),
+        };
+        if let Some(all) = lookup_batch::<NapiStat>(map.fd().as_fd().as_raw_fd(), len, ncpus) {
+            for (key, &slot) in live {
+                let at = slot as usize * ncpus;
+                if let Some(values) = all.get(at..at + ncpus) {
+                    add(key, values);
+                }
+            }
+            return Ok(());
+        }
+        let stats: PerCpuArray<&MapData, NapiStat> =
+            PerCpuArray::try_from(self.map("NAPI_STATS")?)?;
+        for (key, &slot) in live {
+            let values = stats.get(&slot, 0).context("reading NAPI_STATS")?;
+            add(key, &values);
+        }
+        Ok(())
     }
 
     /// Deletes NAPI instances whose counters did not move for [`NAPI_PRUNE_AFTER`] reads, and
@@ -1048,31 +1102,50 @@ impl Probe {
     /// counts instances that came and went inside it. A deleted instance that polls again
     /// starts a new kernel entry from zero on top of its kept counts; only polls between this
     /// read and the delete are lost.
-    fn prune(&self, c: &mut Counters) -> anyhow::Result<()> {
+    fn prune(&self, c: &mut Counters, live: &BTreeMap<NapiKey, u32>) -> anyhow::Result<()> {
         let mut seen = self
             .seen
             .lock()
             .map_err(|_| anyhow!("NAPI prune state poisoned"))?;
         let dead = seen.idle_out(c);
         if !dead.is_empty() {
-            self.delete_napi(&dead)?;
+            self.delete_napi(&dead, live)?;
             seen.retire(c, &dead);
         }
         seen.add_retired(c);
         Ok(())
     }
 
-    /// Deletes instances and their pairs from the kernel maps.
-    fn delete_napi(&self, dead: &BTreeSet<NapiKey>) -> anyhow::Result<()> {
+    /// Deletes instances and their pairs from the kernel maps and frees their slots: out of
+    /// `NAPI_SLOTS` first (a poll from now on takes a new slot), then zeroed on every CPU
+    /// (a CPU whose last poll was in the slot no longer takes it for the instance's), then
+    /// given back.
+    fn delete_napi(
+        &self,
+        dead: &BTreeSet<NapiKey>,
+        live: &BTreeMap<NapiKey, u32>,
+    ) -> anyhow::Result<()> {
         // Deleting needs the maps mutably; they are shared kernel objects, so a second
         // handle from the same fd is as good.
-        let mut napi: PerCpuHashMap<MapData, NapiKey, NapiStat> =
-            PerCpuHashMap::try_from(self.owned_map("NAPI_STATS")?)?;
+        let mut slots: BpfHashMap<MapData, NapiKey, u32> =
+            BpfHashMap::try_from(self.owned_map("NAPI_SLOTS")?)?;
+        let mut stats: PerCpuArray<MapData, NapiStat> =
+            PerCpuArray::try_from(self.owned_map("NAPI_STATS")?)?;
+        let mut free: Stack<MapData, u32> = Stack::try_from(self.owned_map("NAPI_FREE")?)?;
         let mut pairs: PerCpuHashMap<MapData, PairKey, u64> =
             PerCpuHashMap::try_from(self.owned_map("NAPI_IRQ_PAIRS")?)?;
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         for key in dead {
-            // Already gone is fine: nothing else deletes, but a failed delete only delays.
-            let _ = napi.remove(key);
+            let Some(&slot) = live.get(key) else { continue };
+            // Already gone is fine: nothing else deletes. A slot whose delete or zeroing
+            // failed is not given back (one slot fewer, never two instances in one).
+            if slots.remove(key).is_err() {
+                continue;
+            }
+            let zero = aya::maps::PerCpuValues::try_from(vec![NapiStat::EMPTY; ncpus])?;
+            if stats.set(slot, zero, 0).is_ok() {
+                free.push(slot, 0).context("freeing a NAPI_STATS slot")?;
+            }
         }
         let pair_keys: Vec<PairKey> = pairs
             .keys()
@@ -1113,12 +1186,15 @@ impl Probe {
 
     /// An owned handle on a map (a duplicate of its fd), for the writes `read` makes.
     fn owned_map(&self, name: &str) -> anyhow::Result<aya::maps::Map> {
-        let info = match self.map(name)? {
-            aya::maps::Map::PerCpuHashMap(m) => m.info()?,
-            _ => anyhow::bail!("{name} is not a per-CPU hash"),
+        use aya::maps::Map;
+        let (data, wrap): (&MapData, fn(MapData) -> Map) = match self.map(name)? {
+            Map::PerCpuHashMap(m) => (m, Map::PerCpuHashMap),
+            Map::HashMap(m) => (m, Map::HashMap),
+            Map::PerCpuArray(m) => (m, Map::PerCpuArray),
+            Map::Stack(m) => (m, Map::Stack),
+            _ => anyhow::bail!("{name}: no owned handle for this map type"),
         };
-        let data = MapData::from_id(info.id())?;
-        Ok(aya::maps::Map::PerCpuHashMap(data))
+        Ok(wrap(MapData::from_id(data.info()?.id())?))
     }
 
     /// Per program: (name, run count, run time in ns, recursion misses). Run count and time
@@ -1180,6 +1256,36 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
     /// Runs the kernel skipped because a BPF program was already running on that CPU.
     pub recursion_misses: u64,
+}
+
+/// Adds the per-CPU copies of `key`'s slot to `c`: those that are `key`'s and have polled.
+/// A copy naming another instance is a reused slot's stale copy on a CPU that has not
+/// polled the new instance yet; one naming none was zeroed when the slot was freed.
+fn add_napi_copies(c: &mut Counters, key: &NapiKey, values: &[NapiStat]) {
+    for (cpu, v) in values.iter().enumerate() {
+        if v.is(key) && (v.polls != 0 || v.untimed_polls != 0) {
+            c.napi.insert((*key, cpu as u32), *v);
+        }
+    }
+}
+
+/// Pushes every slot of `NAPI_STATS` on the free stack, the highest first, so the programs
+/// take the lowest.
+fn free_slots(ebpf: &mut Ebpf, n: u32) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Map {
+        map: "NAPI_FREE",
+        source,
+    };
+    let map = ebpf.map_mut("NAPI_FREE").ok_or_else(|| {
+        err(aya::maps::MapError::InvalidName {
+            name: "NAPI_FREE".into(),
+        })
+    })?;
+    let mut free: Stack<&mut MapData, u32> = Stack::try_from(map).map_err(err)?;
+    for slot in (0..n).rev() {
+        free.push(slot, 0).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Every entry of a per-CPU array of `len` entries with BPF_MAP_LOOKUP_BATCH (5.6+): entry
@@ -1420,9 +1526,17 @@ fn attach_one(
     ev: &Event,
     kind: ProgramType,
     kernel_btf: Option<&Btf>,
-    empty: bool,
+    empty: Empty,
 ) -> anyhow::Result<Attached> {
-    let prefix = if empty { "empty_" } else { kind.prefix() };
+    let clock = matches!(
+        ev.name.as_str(),
+        "softirq_entry" | "softirq_exit" | "napi_poll"
+    );
+    let prefix = match empty {
+        Empty::No => kind.prefix(),
+        Empty::Clock if clock => "clock_",
+        Empty::Clock | Empty::Yes => "empty_",
+    };
     let program = format!("{prefix}{}", ev.name);
     let prog = ebpf
         .program_mut(&program)
@@ -1451,6 +1565,15 @@ fn attach_one(
         event: ev.clone(),
         kind,
     })
+}
+
+/// Which programs [`attach_one`] takes: the real ones, or a benchmark floor's.
+#[derive(Clone, Copy)]
+enum Empty {
+    No,
+    Yes,
+    /// Empty but for one clock read at each boundary of a NET_RX softirq.
+    Clock,
 }
 
 /// A load error with the verifier's last words, not its whole log.
@@ -1594,6 +1717,22 @@ mod tests {
         v.work = polls * 2;
         v.dev_name[..name.len()].copy_from_slice(name);
         v
+    }
+
+    /// A slot's copies on three CPUs: this instance's, a stale one of the slot's previous
+    /// instance (the same address, another `napi_id`), and one zeroed when the slot was
+    /// freed. Only the first is the instance's.
+    #[test]
+    fn a_reused_slot_counts_only_the_copies_of_its_instance() {
+        let (old, new) = (key(7), key(8));
+        let mut mine = polled(5, b"veth1");
+        (mine.napi, mine.napi_id) = (new.napi, new.napi_id);
+        let mut stale = polled(9, b"veth0");
+        (stale.napi, stale.napi_id) = (old.napi, old.napi_id);
+        let mut c = Counters::default();
+        add_napi_copies(&mut c, &new, &[mine, stale, NapiStat::EMPTY]);
+        assert_eq!(c.napi.len(), 1, "{:?}", c.napi);
+        assert_eq!(c.napi.get(&(new, 0)).map(|v| v.polls), Some(5));
     }
 
     /// One read of the kernel map as `prune` does it, without the map.
