@@ -49,6 +49,14 @@ pub struct Offsets {
     /// whose task was switched out between two polls must not time the time away.
     pub task_struct_nvcsw: u32,
     pub task_struct_nivcsw: u32,
+    /// `se.sum_exec_runtime` and `se.prev_sum_exec_runtime` in struct task_struct (BTF), or
+    /// [`NO_OFFSET`]: a NAPI kthread's run as the scheduler counts it, which begins before
+    /// the `sched_switch` event that starts its timing.
+    pub task_struct_sum_exec: u32,
+    pub task_struct_prev_sum_exec: u32,
+    /// Non-zero when the kernel has no IRQ time accounting: a task's run time then
+    /// includes the interrupts inside it.
+    pub runtime_has_irqs: u32,
 }
 
 /// A field of a classic tracepoint's record that the programs read, declared once for the
@@ -132,6 +140,9 @@ impl Offsets {
         task_struct_pid: NO_OFFSET,
         task_struct_nvcsw: NO_OFFSET,
         task_struct_nivcsw: NO_OFFSET,
+        task_struct_sum_exec: NO_OFFSET,
+        task_struct_prev_sum_exec: NO_OFFSET,
+        runtime_has_irqs: 0,
     };
 }
 
@@ -333,6 +344,10 @@ pub struct CpuState {
     pub napi_slot: u32,
     /// Slot (+1) of `task_napi`.
     pub task_napi_slot: u32,
+    /// The marked NAPI kthread's switch-in, and `hardirq_ns` and the softirq total then.
+    pub task_in: u64,
+    pub task_in_hardirq: u64,
+    pub task_in_softirq: u64,
 }
 
 /// `CpuState::task_kind`: a NAPI kthread was switched in.

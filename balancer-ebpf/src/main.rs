@@ -14,7 +14,8 @@
 //! from `sched_switch`, attached only while userspace lists NAPI kthreads; the loop's entry
 //! from an fentry program) or the task's previous poll, less the hardirqs and softirqs that
 //! ran in between (softirqs run inside the task at `local_bh_enable` and are counted as
-//! softirq time already).
+//! softirq time already). A kthread's run also gets what the scheduler charged it before
+//! its switch-in event (the pick and the switch), so its polls add up to its run time.
 //!
 //! Every event has three programs with one body: a BTF-typed tracepoint (`btf_*`), a raw
 //! tracepoint (`raw_*`) and a classic one (`tp_*`). The loader attaches the cheapest this
@@ -464,6 +465,7 @@ fn task_mark(st: &mut CpuState, pid: u32, kind: u32, switches: u64) {
     st.task_gen = 0;
     st.task_napi = 0;
     st.task_napi_slot = NO_SLOT;
+    st.task_in = 0;
     st.task_kind = kind;
     st.task_mark = now();
     st.task_hardirq_base = st.hardirq_ns;
@@ -522,6 +524,7 @@ fn on_sched_switch(next_pid: u32) {
     if st.task_kind == TASK_THREADED && st.task_mark != 0 && st.task_napi != 0 {
         let mut tail = 0;
         if task_poll(st, &mut tail) == TASK_THREADED {
+            tail += switch_in_cost(st);
             let key = NapiKey {
                 napi: st.task_napi,
                 napi_id: st.task_napi_id,
@@ -539,10 +542,53 @@ fn on_sched_switch(next_pid: u32) {
     if let Some(generation) = unsafe { NAPI_THREADS.get(next_pid) }.copied() {
         task_mark(st, next_pid, TASK_THREADED, 0);
         st.task_gen = generation;
+        st.task_in = st.task_mark;
+        st.task_in_hardirq = st.task_hardirq_base;
+        st.task_in_softirq = st.task_softirq_base;
     } else if st.task_kind == TASK_THREADED {
         st.task_mark = 0;
         st.task_kind = 0;
         st.task_pid = 0;
+    }
+}
+
+/// The most a kthread's switch-in may add: a few microseconds are the scheduler's pick and
+/// switch; more means the run counters did not start at this run (a class that does not
+/// reset `prev_sum_exec_runtime`), and nothing is added.
+const MAX_SWITCH_IN_NS: u64 = 50_000;
+
+/// At the outgoing NAPI kthread's `sched_switch`, its `task_poll` just done: what the
+/// scheduler counted of this run before the switch-in event opened the probe's window (the
+/// pick and the switch itself, charged to the kthread), so that its time adds up to its
+/// run time. The scheduler's run is `sum_exec_runtime - prev_sum_exec_runtime` (reset when
+/// the task is picked), plus the interrupts inside it where IRQ time accounting takes them
+/// out; the window runs from the switch-in to now.
+#[inline(always)]
+fn switch_in_cost(st: &CpuState) -> u64 {
+    let o = &OFFSETS;
+    if st.task_in == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let (Some(sum), Some(prev)) = (
+        read_struct::<u64>(task, off(&o.task_struct_sum_exec)),
+        read_struct::<u64>(task, off(&o.task_struct_prev_sum_exec)),
+    ) else {
+        return 0;
+    };
+    let irqs = if off(&o.runtime_has_irqs) != 0 {
+        0
+    } else {
+        // task_poll left the bases at now.
+        st.task_hardirq_base
+            .wrapping_sub(st.task_in_hardirq)
+            .wrapping_add(st.task_softirq_base.wrapping_sub(st.task_in_softirq))
+    };
+    let ran = sum.wrapping_sub(prev).wrapping_add(irqs);
+    let window = st.task_mark.wrapping_sub(st.task_in);
+    match ran.checked_sub(window) {
+        Some(extra) if extra <= MAX_SWITCH_IN_NS => extra,
+        _ => 0,
     }
 }
 

@@ -188,15 +188,14 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
         .find(|c| c.0 == pair.dev_b)
         .expect("the receiving end");
     assert!(t.0 > 100, "threaded polls {t:?}");
-    // The issue's target is 10%; measured here 0.85-0.99 on a quiet machine (the kthread's
-    // wake-up and loop outside its polls, and the hardirq and softirq time excluded from
-    // the polls, are in schedstat): the test holds the 20% below. Above, 1.15-1.18 was seen
-    // while qemu guests and builds loaded this VM: the probe's clock runs on while the
-    // hypervisor steals the vCPU, a task's run time does not, so the steal of the interval
-    // (all CPUs: an upper bound of the kthread's share) is allowed on top. Whether steal
-    // is all of that excess is not yet shown: a failure prints the interval's steal.
+    // The issue's target: within 10%. Before the switch-in's share was counted, 0.82-0.99
+    // (the scheduler's pick and switch, about 1.8 us per switch-in here, are in the
+    // kthread's run time before its sched_switch event); with it, 1.020-1.095 on this VM.
+    // Above 1: the probe's clock runs on while the hypervisor steals the vCPU, a task's run
+    // time (paravirt steal accounting) does not, so the interval's steal (all CPUs: an upper
+    // bound of the kthread's share) is allowed on top.
     assert!(
-        *ratio >= 0.8 && t.1 as f64 <= 1.1 * (run + steal) as f64,
+        *ratio >= 0.9 && t.1 as f64 <= 1.1 * (run + steal) as f64,
         "threaded poll time {} ns vs kthread runtime {run} ns (ratio {ratio:.3}), steal \
          {steal} ns in the interval",
         t.1

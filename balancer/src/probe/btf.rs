@@ -29,6 +29,14 @@ pub(crate) struct NapiOffsets {
     /// switches.
     pub(crate) task_nvcsw: Option<u32>,
     pub(crate) task_nivcsw: Option<u32>,
+    /// `se.sum_exec_runtime` and `se.prev_sum_exec_runtime` in `struct task_struct`
+    /// (`struct sched_entity se`): the scheduler's run time of a NAPI kthread's current run,
+    /// which starts before the `sched_switch` that opens the probe's window.
+    pub(crate) task_sum_exec: Option<u32>,
+    pub(crate) task_prev_sum_exec: Option<u32>,
+    /// `struct rq` has `prev_irq_time`: the kernel has CONFIG_IRQ_TIME_ACCOUNTING, so a
+    /// task's run time leaves out the interrupts that ran inside it.
+    pub(crate) irq_time_accounting: bool,
 }
 
 /// Why the offsets could not be read; each message is one line for the report (the probe
@@ -84,6 +92,12 @@ pub(crate) fn napi_offsets(path: &Path) -> Result<NapiOffsets, BtfError> {
         .and_then(|d| btf.member_offset(d, "name", Member::CharArray(16)));
     let task = btf.struct_named("task_struct");
     let task_member = |name, want| task.and_then(|t| btf.member_offset(t, name, want));
+    let se = task_member("se", Member::Struct);
+    let entity = btf.struct_named("sched_entity");
+    let sched_entity_member = |name| {
+        let inner = entity.and_then(|e| btf.member_offset(e, name, Member::Int(8)))?;
+        Some(se? + inner)
+    };
     Ok(NapiOffsets {
         irq: btf.member_offset(napi, "irq", Member::Int(4)),
         napi_id: btf.member_offset(napi, "napi_id", Member::Int(4)),
@@ -92,6 +106,12 @@ pub(crate) fn napi_offsets(path: &Path) -> Result<NapiOffsets, BtfError> {
         task_pid: task_member("pid", Member::Int(4)),
         task_nvcsw: task_member("nvcsw", Member::Int(8)),
         task_nivcsw: task_member("nivcsw", Member::Int(8)),
+        task_sum_exec: sched_entity_member("sum_exec_runtime"),
+        task_prev_sum_exec: sched_entity_member("prev_sum_exec_runtime"),
+        irq_time_accounting: btf
+            .struct_named("rq")
+            .and_then(|r| btf.member_offset(r, "prev_irq_time", Member::Int(8)))
+            .is_some(),
     })
 }
 
@@ -103,6 +123,8 @@ enum Member {
     Pointer,
     /// `char[len]`.
     CharArray(u32),
+    /// A struct (not through a pointer).
+    Struct,
 }
 
 // Kinds (include/uapi/linux/btf.h) and the bytes each one's record carries after the common
@@ -240,6 +262,7 @@ impl<'a> Btf<'a> {
         match want {
             Member::Int(size) => t.kind == KIND_INT && t.size_or_type == size,
             Member::Pointer => t.kind == KIND_PTR,
+            Member::Struct => t.kind == KIND_STRUCT,
             Member::CharArray(len) => {
                 // struct btf_array { type, index_type, nelems } after the header.
                 t.kind == KIND_ARRAY
@@ -428,5 +451,16 @@ mod tests {
         assert!(offs.task_pid.is_some_and(|p| p % 4 == 0), "{offs:?}");
         let (v, iv) = (offs.task_nvcsw.unwrap(), offs.task_nivcsw.unwrap());
         assert_eq!(iv, v + 8, "nivcsw follows nvcsw: {offs:?}");
+        // A NAPI kthread's run as the scheduler counts it: two u64 of the embedded
+        // sched_entity in task_struct, at most two fields apart.
+        let (sum, prev) = (
+            offs.task_sum_exec.unwrap(),
+            offs.task_prev_sum_exec.unwrap(),
+        );
+        assert!(sum % 8 == 0 && prev % 8 == 0 && sum != prev, "{offs:?}");
+        assert!(
+            sum.abs_diff(prev) <= 24,
+            "both in one sched_entity: {offs:?}"
+        );
     }
 }

@@ -547,6 +547,9 @@ impl Probe {
                 offsets.net_device_name = n.dev_name.unwrap_or(NO_OFFSET);
                 offsets.task_struct_pid = n.task_pid.unwrap_or(NO_OFFSET);
                 offsets.task_struct_nvcsw = n.task_nvcsw.unwrap_or(NO_OFFSET);
+                offsets.task_struct_sum_exec = n.task_sum_exec.unwrap_or(NO_OFFSET);
+                offsets.task_struct_prev_sum_exec = n.task_prev_sum_exec.unwrap_or(NO_OFFSET);
+                offsets.runtime_has_irqs = u32::from(!n.irq_time_accounting);
                 offsets.task_struct_nivcsw = n.task_nivcsw.unwrap_or(NO_OFFSET);
                 let exact = match n.irq {
                     Some(off) => {
