@@ -431,10 +431,79 @@ impl<S: Sys> Actuator<S> {
     /// Carries out every action of `plan`, one [`Outcome`] per action. `nr_cpu_ids` is the
     /// width of the masks written.
     pub fn apply(&mut self, plan: &Plan, nr_cpu_ids: u32) -> Vec<Outcome> {
-        plan.actions
-            .iter()
-            .map(|a| self.apply_one(&a.kind, nr_cpu_ids))
-            .collect()
+        let mut out = Vec::with_capacity(plan.actions.len());
+        let mut i = 0;
+        while let Some(a) = plan.actions.get(i) {
+            if plan.swaps.contains(&i)
+                && let Some(b) = plan.actions.get(i + 1)
+                && let Some(both) = self.apply_swap(&a.kind, &b.kind, nr_cpu_ids)
+            {
+                out.extend(both);
+                i += 2;
+                continue;
+            }
+            out.push(self.apply_one(&a.kind, nr_cpu_ids));
+            i += 1;
+        }
+        out
+    }
+
+    /// Two moves that exchange IRQs between two CPUs, in one transaction: both are written
+    /// or, when any write fails, none stays (one half alone makes the busier CPU busier).
+    /// A refusal is booked on the half whose write met it. `None` when these are not two
+    /// moves to one CPU each.
+    fn apply_swap(&mut self, a: &ActionKind, b: &ActionKind, nr: u32) -> Option<[Outcome; 2]> {
+        let halves = [a, b].map(|k| match k {
+            ActionKind::Move {
+                irq,
+                companions,
+                targets,
+                ..
+            } if targets.len() == 1 => Some((*irq, companions.clone(), targets[0])),
+            _ => None,
+        });
+        let [Some(ha), Some(hb)] = halves else {
+            return None;
+        };
+        let mut writes = Vec::new();
+        let mut half_of = Vec::new();
+        for (h, (irq, companions, cpu)) in [&ha, &hb].into_iter().enumerate() {
+            let set = CpuSet::from_cpus([*cpu]);
+            for n in std::iter::once(*irq).chain(companions.iter().copied()) {
+                writes.push(self.affinity_write(n, &set, nr));
+                half_of.push((h, n, *cpu));
+            }
+        }
+        let f = match self.transaction(&writes) {
+            Ok(()) => {
+                return Some([Outcome::applied(Some(ha.2)), Outcome::applied(Some(hb.2))]);
+            }
+            Err(f) => f,
+        };
+        let (h, n, cpu) = half_of[f.index];
+        let mut refused = [Refusals::default(), Refusals::default()];
+        match f.error.raw_os_error() {
+            Some(libc::EIO | libc::EPERM) => {
+                refused[h].unmovable.push((n, f.error.to_string()));
+            }
+            Some(libc::ENOSPC) => refused[h].full_cpus.push(cpu),
+            _ => {}
+        }
+        let error = format!(
+            "swap of IRQ {} and IRQ {} not made, nothing changed: {}: {}",
+            ha.0, hb.0, writes[f.index].target, f.error
+        );
+        let [ra, rb] = refused;
+        Some([
+            Outcome::NotApplied {
+                refused: ra,
+                error: Some(error.clone()),
+            },
+            Outcome::NotApplied {
+                refused: rb,
+                error: Some(error),
+            },
+        ])
     }
 
     fn apply_one(&mut self, kind: &ActionKind, nr: u32) -> Outcome {

@@ -589,6 +589,7 @@ mod tests {
             relievable: Vec::new(),
             tick: 0,
             balancing: false,
+            swaps: Vec::new(),
         }
     }
 

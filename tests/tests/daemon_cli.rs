@@ -128,6 +128,7 @@ fn restore_puts_a_fixture_root_back() {
         relievable: vec![],
         tick: 0,
         balancing: false,
+        swaps: Vec::new(),
     };
     let out = act.apply(&plan, 4);
     assert!(out.iter().all(|o| o.is_applied()), "{out:?}");
@@ -220,6 +221,7 @@ fn moved_fixture(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pa
             relievable: vec![],
             tick: 0,
             balancing: false,
+            swaps: Vec::new(),
         },
         4,
     );

@@ -47,6 +47,7 @@ fn mv(irq: u32, companions: &[u32], targets: &[u32]) -> Plan {
         relievable: vec![],
         tick: 0,
         balancing: false,
+        swaps: Vec::new(),
     }
 }
 
@@ -221,6 +222,7 @@ fn rps_and_thread_pinning_are_journaled_and_restored() {
         relievable: vec![],
         tick: 0,
         balancing: false,
+        swaps: Vec::new(),
     };
     let out = act.apply(&plan, 4);
     assert!(out[0].is_applied() && out[1].is_applied(), "{out:?}");
@@ -468,5 +470,65 @@ fn journaled_rps_names_the_rx_queues_of_rps_entries() {
     assert_eq!(
         journaled_rps(&entries),
         vec![("eth1".to_owned(), 2), ("enp1s0f0".to_owned(), 13)]
+    );
+}
+
+/// Two moves exchanging IRQs 36 and 38 between CPUs 1 and 3, as one swap.
+fn swap_plan() -> Plan {
+    let half = |irq: u32, from: u32, to: u32| Action {
+        kind: ActionKind::Move {
+            irq,
+            companions: vec![],
+            from: CpuSet::from_cpus([from]),
+            targets: vec![to],
+            weight: 0.3,
+        },
+        reason: "swap: test".into(),
+    };
+    Plan {
+        actions: vec![half(36, 1, 3), half(38, 3, 1)],
+        swaps: vec![0],
+        ..mv(36, &[], &[3])
+    }
+}
+
+#[test]
+fn a_swap_is_written_whole_or_not_at_all() {
+    let fx = fixture();
+    let mut act = Actuator::new(&fx.root, &fx.journal, Faults::new(RealSys)).unwrap();
+    let out = act.apply(&swap_plan(), 4);
+    assert_eq!(
+        out,
+        vec![Outcome::applied(Some(3)), Outcome::applied(Some(1))]
+    );
+    assert_eq!(read(&fx.root, "proc/irq/36/smp_affinity"), "8");
+    assert_eq!(read(&fx.root, "proc/irq/38/smp_affinity"), "2");
+
+    // The second half refused (its target has no free vector): the first is taken back.
+    let fx = fixture();
+    let orig36 = read(&fx.root, "proc/irq/36/smp_affinity");
+    let orig38 = read(&fx.root, "proc/irq/38/smp_affinity");
+    let sys = Faults::new(RealSys).fail("irq/38/smp_affinity", libc::ENOSPC);
+    let mut act = Actuator::new(&fx.root, &fx.journal, sys).unwrap();
+    let out = act.apply(&swap_plan(), 4);
+    assert!(out.iter().all(|o| !o.is_applied()), "{out:?}");
+    assert!(
+        out[0]
+            .error()
+            .is_some_and(|e| e.contains("nothing changed")),
+        "{out:?}"
+    );
+    assert_eq!(
+        out[1].refusals().map(|r| r.full_cpus.clone()),
+        Some(vec![1])
+    );
+    assert_eq!(out[0].refusals().map(|r| r.full_cpus.len()), Some(0));
+    assert_eq!(
+        read(&fx.root, "proc/irq/36/smp_affinity").trim(),
+        orig36.trim()
+    );
+    assert_eq!(
+        read(&fx.root, "proc/irq/38/smp_affinity").trim(),
+        orig38.trim()
     );
 }

@@ -41,7 +41,10 @@
 //!    `imbalance`, the (IRQ, target) pair that leaves the lower maximum of the two CPUs is
 //!    moved, repeatedly, while a move lowers that maximum by more than the noise of the
 //!    loads it compares (see below) and keeps the target under `load-limit`. Only IRQs
-//!    active in the interval and out of cooldown move.
+//!    active in the interval and out of cooldown move. When no single move gains, two IRQs
+//!    are exchanged between the busiest CPU and another if that lowers the busier of the
+//!    two beyond the noise: queues paired wrongly on filled CPUs need two moves that each
+//!    alone would make things worse ([`Work::best_swap`]).
 //! 6. **Placement check.** A plan that only placed IRQs (locality, bans) weighed them where
 //!    they sat, often all on one CPU where their split is least certain. Once they are out
 //!    of cooldown, the CPUs they went to are balanced among themselves on what the IRQs
@@ -131,6 +134,10 @@ pub struct Plan {
     /// The plan moved IRQs to relieve or balance load (not only for locality): the next
     /// interval goes on balancing while the effect settles.
     pub balancing: bool,
+    /// Indexes `i` of moves carried out with move `i + 1` as one: both or neither (two IRQs
+    /// exchanged, where one half alone makes the busier CPU busier).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub swaps: Vec<usize>,
 }
 
 impl Plan {
@@ -237,6 +244,8 @@ struct Work<'a> {
     /// Load-driven moves were planned.
     balancing: bool,
     actions: Vec<Action>,
+    /// See [`Plan::swaps`].
+    swaps: Vec<usize>,
     findings: Vec<Finding>,
 }
 
@@ -332,6 +341,7 @@ pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
         relievable,
         tick: hist.tick,
         balancing: w.balancing,
+        swaps: w.swaps,
     }
 }
 
@@ -353,6 +363,18 @@ struct Candidate {
     src_load: f64,
     /// Targets the IRQ left within the return window but may go back to, with why.
     revisits: BTreeMap<u32, String>,
+}
+
+/// Two IRQs to exchange between CPUs `src` and `to`: `a` (number, companions, weight) goes
+/// from `src` to `to`, the lighter `b` the other way.
+struct Swap {
+    src: u32,
+    src_load: f64,
+    to: u32,
+    to_load: f64,
+    new_max: f64,
+    a: (u32, Vec<u32>, f64),
+    b: (u32, Vec<u32>, f64),
 }
 
 fn pct(x: f64) -> String {
@@ -403,6 +425,7 @@ impl<'a> Work<'a> {
             pending: Vec::new(),
             moved: BTreeSet::new(),
             balancing: false,
+            swaps: Vec::new(),
             actions: Vec::new(),
             findings: Vec::new(),
         }
@@ -1410,6 +1433,7 @@ impl<'a> Work<'a> {
             } else {
                 self.overloaded()
             };
+            let busiest_source = sources.first().copied();
             for src in sources {
                 let src_load = self.load_of(src);
                 for irq in self.on_cpu(src) {
@@ -1445,6 +1469,16 @@ impl<'a> Work<'a> {
                 if best.is_some() {
                     break; // relieve the busiest overloaded CPU first
                 }
+            }
+            if best.is_none() {
+                // No single move gains: two IRQs exchanged may (pairs made wrongly).
+                let b = check_bound.as_ref().unwrap_or(&bound);
+                let swap = busiest_source.and_then(|src| self.best_swap(src, check.as_ref(), b));
+                let Some(sw) = swap else { break };
+                episode = true;
+                self.balancing |= check.is_none();
+                self.push_swap(sw, check.is_some());
+                continue;
             }
             let Some(Candidate {
                 new_max,
@@ -1485,6 +1519,111 @@ impl<'a> Work<'a> {
         }
     }
 
+    /// The exchange of an IRQ of `src` with a lighter one of another CPU (within `scope`
+    /// when given) that lowers the busier of the two CPUs the most, by more than the noise
+    /// of the two CPUs' and both IRQs' readings; `None` when none does. Where every CPU
+    /// holds queues, queues paired wrongly ({A, B} and {C, D} where {A, D} and {B, C} is
+    /// best) need two moves that each alone makes the busier CPU busier: one move never
+    /// mends them. Neither IRQ goes back to a CPU it left within the return window.
+    fn best_swap(&self, src: u32, scope: Option<&CpuSet>, bound: &Bound) -> Option<Swap> {
+        let src_load = self.load_of(src);
+        if src_load <= bound.value * (1.0 + NEAR_BOUND) + 1e-9 {
+            return None;
+        }
+        let mut best: Option<Swap> = None;
+        for a in self.on_cpu(src) {
+            let ca = self.companions(a);
+            let wa = self.weight(a, &ca);
+            if wa < MIN_WEIGHT {
+                continue;
+            }
+            for (t, _) in self.targets(a, &a.home(), 0.0) {
+                if scope.is_some_and(|sc| !sc.contains(t))
+                    || self.left_recently(a.number, t).is_some()
+                {
+                    continue;
+                }
+                for b in self.on_cpu(t) {
+                    let cb = self.companions(b);
+                    let wb = self.weight(b, &cb);
+                    if wb < MIN_WEIGHT || wb >= wa || self.left_recently(b.number, src).is_some() {
+                        continue;
+                    }
+                    // The loads after, and whether each may go where the other was.
+                    let after_t = self.load_of(t) + wa - wb;
+                    let after_src = src_load - wa + wb;
+                    let b_may = self
+                        .targets(b, &b.home(), wb - wa)
+                        .iter()
+                        .any(|(c, _)| *c == src);
+                    if !b_may || after_t > self.cfg.load_limit_frac() {
+                        continue;
+                    }
+                    let new_max = after_t.max(after_src);
+                    let irqs: Vec<u32> = [a.number, b.number]
+                        .into_iter()
+                        .chain(ca.iter().copied())
+                        .chain(cb.iter().copied())
+                        .collect();
+                    if src_load - new_max < self.noise_floor(src_load, [src, t], &irqs) {
+                        continue;
+                    }
+                    // Of two as good, the one that moves less load (fewer caches to
+                    // warm again).
+                    let better = best.as_ref().is_none_or(|x| {
+                        new_max < x.new_max - 1e-9
+                            || (new_max < x.new_max + 1e-9 && wa + wb < x.a.2 + x.b.2 - 1e-9)
+                    });
+                    if better {
+                        best = Some(Swap {
+                            src,
+                            src_load,
+                            to: t,
+                            to_load: self.load_of(t),
+                            new_max,
+                            a: (a.number, ca.clone(), wa),
+                            b: (b.number, cb, wb),
+                        });
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// Both moves of a swap, each with the reason of the pair.
+    fn push_swap(&mut self, sw: Swap, check: bool) {
+        let snap = self.s;
+        let (Some(a), Some(b)) = (snap.irqs.get(&sw.a.0), snap.irqs.get(&sw.b.0)) else {
+            return;
+        };
+        let reason = format!(
+            "swap: CPU {} is the busiest{} ({} busy) and no single move gains: IRQ {} ({}, \
+             {} of a CPU) goes to CPU {} ({} busy), IRQ {} ({}, {}) from there to CPU {}; \
+             the busier of the two ends at {}",
+            sw.src,
+            if check {
+                " of the CPUs the last placement filled"
+            } else {
+                ""
+            },
+            pct(sw.src_load),
+            a.number,
+            a.name,
+            pct(sw.a.2),
+            sw.to,
+            pct(sw.to_load),
+            b.number,
+            b.name,
+            pct(sw.b.2),
+            sw.src,
+            pct(sw.new_max)
+        );
+        self.swaps.push(self.actions.len());
+        self.push_move(a, sw.a.1, vec![sw.to], sw.a.2, reason.clone());
+        self.push_move(b, sw.b.1, vec![sw.src], sw.b.2, reason);
+    }
+
     /// What a move off a CPU at `load` must gain. Off an overloaded CPU any real gain counts:
     /// many small IRQs could otherwise never leave it one by one. Elsewhere `min-gain` is the
     /// hysteresis that keeps balanced CPUs from trading IRQs.
@@ -1514,13 +1653,18 @@ impl<'a> Work<'a> {
         irq: &IrqSnap,
         companions: &[u32],
     ) -> f64 {
+        let irqs: Vec<u32> = std::iter::once(irq.number)
+            .chain(companions.iter().copied())
+            .collect();
+        self.noise_floor(src_load, [src, to], &irqs)
+    }
+
+    /// [`Work::required_gain`], or [`NOISE_K`] standard deviations of the combined noise of
+    /// these CPUs' and IRQs' readings when more.
+    fn noise_floor(&self, src_load: f64, cpus: [u32; 2], irqs: &[u32]) -> f64 {
         let l = &self.hist.loads;
-        let var = l.cpu_noise(src).powi(2)
-            + l.cpu_noise(to).powi(2)
-            + std::iter::once(irq.number)
-                .chain(companions.iter().copied())
-                .map(|n| l.irq_noise(n).powi(2))
-                .sum::<f64>();
+        let var = cpus.iter().map(|c| l.cpu_noise(*c).powi(2)).sum::<f64>()
+            + irqs.iter().map(|n| l.irq_noise(*n).powi(2)).sum::<f64>();
         self.required_gain(src_load).max(NOISE_K * var.sqrt())
     }
 

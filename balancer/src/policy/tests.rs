@@ -1137,6 +1137,7 @@ fn no_irq_returns_to_a_cpu_it_left_within_the_window_unless_contradicted() {
         relievable: vec![],
         tick: 0,
         balancing: true,
+        swaps: Vec::new(),
     };
     let mut h = History::default().after(&s, &first, &[Outcome::applied(Some(2))]);
     assert_eq!(h.departures[&10][&3].tick, 0);
@@ -1213,4 +1214,54 @@ fn a_placement_pairs_queues_by_their_readings_over_several_intervals() {
     let m = moves(&p);
     let to = |n: u32| m.iter().find(|(i, _)| *i == n).unwrap().1;
     assert_eq!(to(42), to(46), "{m:?}");
+}
+
+#[test]
+fn queues_paired_wrongly_are_swapped_when_no_single_move_mends_them() {
+    // The 6.1 bench's even scenario: the placement paired the queues by their readings on
+    // CPU 0 ({40, 46} and {42, 44}), where they measure 35 + 30 = 65% and 25 + 20 = 45%.
+    // Moving either queue of the 65% CPU makes the other CPU the busier (75%, 80%); the
+    // exchange of 46 and 44 gives 55% and 55%, the best pairing.
+    let cfg = Config::default();
+    let mut start = machine(&[(0, 0, 0.0), (1, 0, 0.0), (2, 1, 0.0), (3, 1, 0.0)]);
+    for (n, x) in [(40, 0.10), (42, 0.09), (44, 0.08), (46, 0.07)] {
+        eth1_queue_on(&mut start, n, (n - 40) / 2, 0, x);
+    }
+    let p = plan(&start, &cfg, &History::default());
+    let m = moves(&p);
+    let to = |n: u32| m.iter().find(|(i, _)| *i == n).map(|x| x.1);
+    assert_eq!((to(40), to(46)), (Some(2), Some(2)), "{p:#?}");
+    assert_eq!((to(42), to(44)), (Some(3), Some(3)), "{p:#?}");
+    let outcomes: Vec<Outcome> = m.iter().map(|(_, c)| Outcome::applied(Some(*c))).collect();
+    let mut h = History::default().after(&start, &p, &outcomes);
+    let cost = BTreeMap::from([(40, 0.35), (46, 0.30), (42, 0.25), (44, 0.20)]);
+    let s = landed(&m, &cost);
+    for _ in 1..cfg.cooldown {
+        let p = plan(&s, &cfg, &h);
+        assert!(moves(&p).is_empty(), "within the cooldown: {p:#?}");
+        h = h.after(&s, &p, &[]);
+    }
+    let p = plan(&s, &cfg, &h);
+    assert_eq!(moves(&p), vec![(46, 3), (44, 2)], "{p:#?}");
+    assert!(
+        p.actions[0]
+            .reason
+            .starts_with("swap: CPU 2 is the busiest")
+            && p.actions[0].reason.contains("ends at 55%"),
+        "{}",
+        p.actions[0].reason
+    );
+    // Where they are now nothing is worth a move, and neither goes back.
+    let h = h.after(
+        &s,
+        &p,
+        &[Outcome::applied(Some(3)), Outcome::applied(Some(2))],
+    );
+    let s = landed(&[(40, 2), (44, 2), (42, 3), (46, 3)], &cost);
+    let mut h = h;
+    for _ in 0..=cfg.return_window {
+        let p = plan(&s, &cfg, &h);
+        assert!(moves(&p).is_empty(), "{p:#?}");
+        h = h.after(&s, &p, &[]);
+    }
 }
