@@ -120,15 +120,37 @@ impl Loads {
     pub(crate) fn irq_noise(&self, irq: u32) -> f64 {
         self.irqs.get(&irq).map_or(0.0, Series::noise)
     }
+
+    /// Noise of the difference of two CPUs' readings, from the intervals where both
+    /// changed undisturbed; `None` with fewer than [`NOISE_MIN_SAMPLES`] of them. A move's
+    /// gain depends on the two loads' difference, not on each: swings they share (under
+    /// emulation every vCPU reads slower at once) leave it alone, and taking the two as
+    /// independent counts them twice.
+    pub(crate) fn pair_noise(&self, a: u32, b: u32) -> Option<f64> {
+        let (sa, sb) = (self.cpus.get(&a)?, self.cpus.get(&b)?);
+        let diffs: Vec<f64> = sa
+            .changes
+            .iter()
+            .filter_map(|(t, x)| sb.changes.iter().find(|(u, _)| u == t).map(|(_, y)| x - y))
+            .collect();
+        (diffs.len() >= NOISE_MIN_SAMPLES).then(|| robust_sd(&diffs))
+    }
+}
+
+/// The standard deviation of one reading from changes between readings: see
+/// [`Series::noise`].
+fn robust_sd(changes: &[f64]) -> f64 {
+    let mut size: Vec<f64> = changes.iter().map(|x| x.abs()).collect();
+    1.4826 * median(&mut size) / std::f64::consts::SQRT_2
 }
 
 /// One load's recent readings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Series {
     last: Option<f64>,
-    /// Changes between consecutive readings that nothing we did disturbed, newest last (at
-    /// most [`NOISE_WINDOW`]).
-    pub(crate) changes: VecDeque<f64>,
+    /// Changes between consecutive readings that nothing we did disturbed, with the
+    /// interval of the later one, newest last (at most [`NOISE_WINDOW`]).
+    pub(crate) changes: VecDeque<(u64, f64)>,
     /// (interval, reading), newest last (at most [`NOISE_WINDOW`]).
     pub(crate) readings: VecDeque<(u64, f64)>,
 }
@@ -136,7 +158,7 @@ pub(crate) struct Series {
 impl Series {
     fn push(&mut self, tick: u64, value: f64, disturbed: bool) {
         if let (Some(last), false) = (self.last, disturbed) {
-            self.changes.push_back(value - last);
+            self.changes.push_back((tick, value - last));
             if self.changes.len() > NOISE_WINDOW {
                 self.changes.pop_front();
             }
@@ -161,8 +183,8 @@ impl Series {
         if self.changes.len() < NOISE_MIN_SAMPLES {
             return 0.0;
         }
-        let mut size: Vec<f64> = self.changes.iter().map(|x| x.abs()).collect();
-        1.4826 * median(&mut size) / std::f64::consts::SQRT_2
+        let changes: Vec<f64> = self.changes.iter().map(|(_, x)| *x).collect();
+        robust_sd(&changes)
     }
 }
 

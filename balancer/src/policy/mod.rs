@@ -56,9 +56,11 @@
 //! 3 -> 2 -> 3 -> 2 in 45 s). The [`History`] keeps each CPU's and IRQ's last
 //! [`NOISE_WINDOW`] readings; the changes between consecutive readings that our own actions
 //! did not cause give a robust standard deviation of one reading ([`Series::noise`]). A move
-//! must gain [`NOISE_K`] of the combined deviations of its source, target and IRQ, and at
-//! least `min-gain` (the floor, and all there is until a load has [`NOISE_MIN_SAMPLES`]
-//! changes).
+//! must gain [`NOISE_K`] of the combined deviations of its IRQ and of the difference of its
+//! source and target (`Loads::pair_noise`, from the intervals both changed in: swings all
+//! CPUs share, as under emulation, do not change which is busier; each CPU's deviation
+//! taken as independent until there are enough), and at least `min-gain` (the floor, and
+//! all there is until a load has [`NOISE_MIN_SAMPLES`] changes).
 //!
 //! **No ping-pong.** Within `return-window` intervals of leaving a CPU, an IRQ is not moved
 //! back to it by locality or balancing, unless what it has measured since contradicts the
@@ -1660,11 +1662,15 @@ impl<'a> Work<'a> {
     }
 
     /// [`Work::required_gain`], or [`NOISE_K`] standard deviations of the combined noise of
-    /// these CPUs' and IRQs' readings when more.
+    /// these IRQs' readings and of the two CPUs' difference when more (each CPU's noise,
+    /// taken as independent, until the pair has enough intervals in common).
     fn noise_floor(&self, src_load: f64, cpus: [u32; 2], irqs: &[u32]) -> f64 {
         let l = &self.hist.loads;
-        let var = cpus.iter().map(|c| l.cpu_noise(*c).powi(2)).sum::<f64>()
-            + irqs.iter().map(|n| l.irq_noise(*n).powi(2)).sum::<f64>();
+        let pair = l.pair_noise(cpus[0], cpus[1]).map_or_else(
+            || cpus.iter().map(|c| l.cpu_noise(*c).powi(2)).sum::<f64>(),
+            |n| n.powi(2),
+        );
+        let var = pair + irqs.iter().map(|n| l.irq_noise(*n).powi(2)).sum::<f64>();
         self.required_gain(src_load).max(NOISE_K * var.sqrt())
     }
 
