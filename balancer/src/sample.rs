@@ -300,9 +300,9 @@ fn napi_delta(p: &NapiStat, c: &NapiStat) -> NapiDelta {
     }
 }
 
-/// The programs record a NAPI instance's identity only in the slot of the CPU that first saw
-/// it (the other CPUs' slots of a new per-CPU entry start zeroed), so take it from the slot
-/// that has a device name.
+/// The programs record a NAPI instance's identity in each CPU's copy of its slot when that
+/// CPU first polls it; a read that failed leaves a copy without a device name, so take it
+/// from a copy that has one.
 fn identities(c: &Counters) -> BTreeMap<NapiKey, NapiIdentity> {
     let mut out: BTreeMap<NapiKey, NapiIdentity> = BTreeMap::new();
     for ((id, _cpu), s) in &c.napi {
