@@ -582,6 +582,16 @@ fn landed(at: &[(u32, u32)], cost: &BTreeMap<u32, f64>) -> Snapshot {
     s
 }
 
+/// The intervals of the cooldown after a placement, on `s`: nothing moves in them.
+fn through_cooldown(s: &Snapshot, cfg: &Config, mut h: History) -> History {
+    for _ in 1..cfg.cooldown {
+        let p = plan(s, cfg, &h);
+        assert!(moves(&p).is_empty(), "within the cooldown: {p:#?}");
+        h = h.after(s, &p, &[]);
+    }
+    h
+}
+
 #[test]
 fn a_placement_made_on_shared_readings_is_balanced_where_it_landed() {
     let cfg = Config::default();
@@ -597,11 +607,7 @@ fn a_placement_made_on_shared_readings_is_balanced_where_it_landed() {
     // Where they landed they measure alike: the CPU with three reads three times the other.
     let cost = BTreeMap::from([(40, 0.15), (42, 0.14), (44, 0.13), (46, 0.12)]);
     let s = landed(&m, &cost);
-    for _ in 1..cfg.cooldown {
-        let p = plan(&s, &cfg, &h);
-        assert!(moves(&p).is_empty(), "within the cooldown: {p:#?}");
-        h = h.after(&s, &p, &[]);
-    }
+    h = through_cooldown(&s, &cfg, h);
     let p = plan(&s, &cfg, &h);
     let m2 = moves(&p);
     assert_eq!(m2.len(), 1, "{p:#?}");
@@ -1266,11 +1272,7 @@ fn queues_paired_wrongly_are_swapped_when_no_single_move_mends_them() {
     let mut h = History::default().after(&start, &p, &outcomes);
     let cost = BTreeMap::from([(40, 0.35), (46, 0.30), (42, 0.25), (44, 0.20)]);
     let s = landed(&m, &cost);
-    for _ in 1..cfg.cooldown {
-        let p = plan(&s, &cfg, &h);
-        assert!(moves(&p).is_empty(), "within the cooldown: {p:#?}");
-        h = h.after(&s, &p, &[]);
-    }
+    h = through_cooldown(&s, &cfg, h);
     let p = plan(&s, &cfg, &h);
     assert_eq!(moves(&p), vec![(46, 3), (44, 2)], "{p:#?}");
     assert!(
