@@ -611,8 +611,8 @@ fn hold_lock(path: &Path) -> HeldLock {
     HeldLock(f)
 }
 
-/// A process named irqbalance (a copy of sleep) and a config whose lock-file the test holds,
-/// so that nothing could write even if the irqbalance check failed.
+/// A process named irqbalance (sleep run through a symlink of that name) and a config whose
+/// lock-file the test holds, so that nothing could write even if the irqbalance check failed.
 struct FakeIrqbalance {
     child: std::process::Child,
     _held: HeldLock,
@@ -624,7 +624,10 @@ impl FakeIrqbalance {
     fn start() -> FakeIrqbalance {
         let dir = tempfile_dir();
         let fake = dir.join("irqbalance");
-        fs::copy("/bin/sleep", &fake).unwrap();
+        // A symlink, not a copy: the kernel names the process after the path it ran (comm
+        // "irqbalance"), and a freshly written copy can fail to exec with ETXTBSY while
+        // another test thread's fork still holds its write descriptor.
+        std::os::unix::fs::symlink("/bin/sleep", &fake).unwrap();
         let child = std::process::Command::new(&fake).arg("30").spawn().unwrap();
         let lock = dir.join("lock");
         let held = hold_lock(&lock);
