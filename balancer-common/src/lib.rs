@@ -93,9 +93,11 @@ pub mod field {
     pub const NAPI_POLL_WORK: usize = 7;
     pub const NAPI_POLL_BUDGET: usize = 8;
     pub const SCHED_SWITCH_NEXT_PID: usize = 9;
+    /// `long`: the outgoing task's state as the event reports it.
+    pub const SCHED_SWITCH_PREV_STATE: usize = 10;
 }
 
-pub const NR_RECORD_FIELDS: usize = 10;
+pub const NR_RECORD_FIELDS: usize = 11;
 
 const fn record_field(
     category: &'static str,
@@ -125,6 +127,7 @@ pub const RECORD_FIELDS: [RecordField; NR_RECORD_FIELDS] = [
     record_field("napi", "napi_poll", "work", 4, 20),
     record_field("napi", "napi_poll", "budget", 4, 24),
     record_field("sched", "sched_switch", "next_pid", 4, NO_OFFSET),
+    record_field("sched", "sched_switch", "prev_state", 8, NO_OFFSET),
 ];
 
 impl Offsets {

@@ -515,9 +515,10 @@ fn task_poll(st: &mut CpuState, ns: &mut u64) -> u32 {
 }
 
 /// A context switch to `next_pid`: a NAPI kthread switched in gets a mark; any other task
-/// ends the kthread's.
+/// ends the kthread's. `prev_blocked` says whether the outgoing task went to sleep (neither
+/// preempted nor the idle task), asked only when a kthread comes in.
 #[inline(always)]
-fn on_sched_switch(next_pid: u32) {
+fn on_sched_switch(next_pid: u32, prev_blocked: impl FnOnce() -> bool) {
     let Some(st) = state() else { return };
     // A mark is cleared at every switch away, so a kthread mark here is the outgoing task's:
     // its tail since its last poll goes to the instance it polled.
@@ -542,7 +543,12 @@ fn on_sched_switch(next_pid: u32) {
     if let Some(generation) = unsafe { NAPI_THREADS.get(next_pid) }.copied() {
         task_mark(st, next_pid, TASK_THREADED, 0);
         st.task_gen = generation;
-        st.task_in = st.task_mark;
+        // A switch-in that preempts a task (or the idle task) follows the kthread's wakeup,
+        // and the scheduler then charges the kthread from that wakeup (the wakeup skips the
+        // next rq clock update): time its waker spent, often in the interrupt handler the
+        // probe books already. Only after a task that slept is the scheduler's extra the
+        // pick and switch alone.
+        st.task_in = if prev_blocked() { st.task_mark } else { 0 };
         st.task_in_hardirq = st.task_hardirq_base;
         st.task_in_softirq = st.task_softirq_base;
     } else if st.task_kind == TASK_THREADED {
@@ -770,14 +776,25 @@ macro_rules! arg_programs {
 // attached only while NAPI_THREADS has pids.
 arg_programs!("sched_switch", raw_sched_switch, btf_sched_switch, |a| {
     if let Some(pid) = read_struct::<u32>(a(2), off(&OFFSETS.task_struct_pid)) {
-        on_sched_switch(pid)
+        on_sched_switch(pid, || {
+            a(0) as u8 == 0
+                && read_struct::<u32>(a(1), off(&OFFSETS.task_struct_pid)).is_some_and(|p| p != 0)
+        })
     }
 });
+
+/// `prev_state` in the classic record: the task state bits below 0x100, 0 for runnable,
+/// 0x100 (TASK_REPORT_MAX) set for a preemption.
+const PREV_STATE_BITS: i64 = 0xff;
+const PREV_STATE_PREEMPT: i64 = 0x100;
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn tp_sched_switch(ctx: TracePointContext) -> u32 {
     if let Some(pid) = record!(&ctx, u32, SCHED_SWITCH_NEXT_PID) {
-        on_sched_switch(pid);
+        on_sched_switch(pid, || {
+            record!(&ctx, i64, SCHED_SWITCH_PREV_STATE)
+                .is_some_and(|s| s & PREV_STATE_BITS != 0 && s & PREV_STATE_PREEMPT == 0)
+        });
     }
     0
 }

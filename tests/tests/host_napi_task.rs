@@ -177,7 +177,7 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
         let ratio = t.1 as f64 / run as f64;
         eprintln!(
             "{dev}: threaded polls {} untimed {} poll time {} ns, kthread runtime {run} ns, \
-             ratio {ratio:.3}; softirq poll time {} ns",
+             ratio {ratio:.3}; softirq poll time {} ns; steal {steal} ns",
             t.0, t.3, t.1, t.2
         );
         checked.push((dev.to_string(), t, run, ratio));
@@ -190,7 +190,9 @@ fn threaded_napi_poll_time_matches_the_kthreads_runtime() {
     assert!(t.0 > 100, "threaded polls {t:?}");
     // The issue's target: within 10%. Before the switch-in's share was counted, 0.82-0.99
     // (the scheduler's pick and switch, about 1.8 us per switch-in here, are in the
-    // kthread's run time before its sched_switch event); with it, 1.020-1.095 on this VM.
+    // kthread's run time before its sched_switch event); with it, 1.020-1.095 on this VM,
+    // and 1.14 once in CI until switch-ins that preempt (where the scheduler charges the
+    // kthread from its wakeup) were left out of it: then 0.992-1.058.
     // Above 1: the probe's clock runs on while the hypervisor steals the vCPU, a task's run
     // time (paravirt steal accounting) does not, so the interval's steal (all CPUs: an upper
     // bound of the kthread's share) is allowed on top.
