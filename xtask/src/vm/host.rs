@@ -11,22 +11,34 @@ use super::binaries::StaticTarget;
 use super::proc::{Waited, wait};
 use super::report::{Check, Row, Status, tail};
 
+/// The tests run the balancer binary, which cargo builds only for its own package's tests.
+const BUILD: &[&str] = &["build", "--release", "-p", "balancer", "--bin", "balancer"];
+/// Root-only tests are #[ignore = "needs root"]: as root they must run (and fail, not skip).
+const TEST: &[&str] = &[
+    "test",
+    "-p",
+    "balancer-tests",
+    "--release",
+    "--",
+    "--include-ignored",
+];
+
+/// Builds what [`run`] runs, so that its build does not compete with guests running beside
+/// it. A failure is left for [`run`] to meet again and report in the row.
+pub fn prebuild(root: &Path, dir: &Path, target: &StaticTarget) {
+    let log = fs::create_dir_all(dir).and_then(|()| File::create(dir.join("cargo-build.log")));
+    let Ok(log) = log else { return };
+    let no_run = ["test", "-p", "balancer-tests", "--release", "--no-run"];
+    if cargo(target.cargo(root, BUILD), &log).is_ok_and(|s| s.success()) {
+        let _ = cargo(target.cargo(root, &no_run), &log);
+    }
+}
+
 pub fn run(root: &Path, dir: &Path, target: &StaticTarget) -> Result<Row> {
     fs::create_dir_all(dir)?;
     let log_path = dir.join("cargo-test.log");
     let log = File::create(&log_path).context("creating the test log")?;
     let start = Instant::now();
-    // The tests run the balancer binary, which cargo builds only for its own package's tests.
-    const BUILD: &[&str] = &["build", "--release", "-p", "balancer", "--bin", "balancer"];
-    // Root-only tests are #[ignore = "needs root"]: as root they must run (and fail, not skip).
-    const TEST: &[&str] = &[
-        "test",
-        "-p",
-        "balancer-tests",
-        "--release",
-        "--",
-        "--include-ignored",
-    ];
     let mut what = BUILD;
     let mut status = cargo(target.cargo(root, BUILD), &log)?;
     if status.success() {
