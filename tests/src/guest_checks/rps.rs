@@ -18,8 +18,8 @@ use balancer_tests::host_traffic::{Flow, HostTraffic};
 
 use super::{DUT_ADDR, Guest, IP, Outcome, PORT, pin_this_thread, read_trimmed, run};
 
-/// Datagrams per second of the bulk flow, tried in turn until one keeps the queue's CPU
-/// saturated. What a TCG vCPU takes depends on the host's speed that day: 40,000/s
+/// Datagrams per second of the bulk flow, tried in turn until one loads the queue's CPU past
+/// [`SATURATED`]. What a TCG vCPU takes depends on the host's speed that day: 40,000/s
 /// saturated it in the CIs of 2026-12-01 and kept it at 35-56% on 2026-12-02, when the
 /// daemon rightly set no RPS and the check failed. The host side sends at most
 /// `MAX_TOTAL_PPS` (200,000/s).
@@ -101,7 +101,7 @@ pub(super) fn rps(g: &mut Guest) -> Result<Outcome> {
                 s
             })
         };
-        // Ok(Err(why)): the queue's CPU could not be saturated, a SKIP.
+        // Ok(Err(why)): no rate loaded the queue's CPU enough, a SKIP.
         let steps = (|| -> Result<Result<String, String>> {
             // Probes attach while nothing flows (see daemon_balances).
             super::wait_metrics(metrics, |m| m.intervals >= 1, Duration::from_secs(60))?;
