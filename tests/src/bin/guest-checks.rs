@@ -1528,8 +1528,9 @@ fn join<'a>(items: impl Iterator<Item = &'a u32>) -> String {
 /// The daemon's scenario: every dut queue IRQ on CPU 0 under traffic; after `balancer daemon`
 /// runs, the rx IRQs sit on node-1 CPUs and the busiest CPU holds at most 60% of the queues'
 /// summed costs (a 40% fall from all on CPU 0), by the costs read where the placement put
-/// them or by those read while all shared CPU 0; a forced sticking case (threaded NAPI with its kthreads pinned to CPU 0, away
-/// from their IRQs) is detected and reported; `balancer restore` returns every value.
+/// them or by those read while all shared CPU 0; a forced sticking case (threaded NAPI with
+/// its kthreads pinned to CPU 0, away from their IRQs) is detected and reported; `balancer
+/// restore` returns every value.
 ///
 /// One daemon process does all of it, read through its metrics endpoint: the probes attach
 /// and detach once (under TCG, patching tracepoint sites while traffic flows has oopsed the
@@ -1713,7 +1714,8 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
         // 4-5% once apart, and the daemon's correct correction of its first placement scored
         // a 36% fall by the shared readings. Read apart, two busy vCPUs inflate each other
         // under single-threaded TCG, and one queue read 6.9% apart against 3.1% shared. A
-        // placement that leaves the heavy queues together falls short by both.
+        // placement that leaves the heavy queues together passes only if both readings
+        // mislead the same way.
         let fell = |total: f64, busiest: f64| total > 0.0 && busiest <= 0.6 * total;
         if !fell(total_apart, busiest_apart) && !fell(score_before, score_after) {
             bail!("{balanced}: the placement's busiest CPU fell by less than 40% by both");
