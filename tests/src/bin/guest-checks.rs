@@ -1626,13 +1626,7 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             .duration_since(cost_start.0)
             .as_secs_f64()
             .max(1e-3);
-        let cost: BTreeMap<u32, f64> = irqs
-            .iter()
-            .map(|i| {
-                let at = |m: &Metrics| m.irq_seconds.get(i).copied().unwrap_or(0.0);
-                (*i, (at(&cost_end.1) - at(&cost_start.1)).max(0.0) / secs)
-            })
-            .collect();
+        let cost = irq_costs(&irqs, &cost_start.1, &cost_end.1, secs);
         write_config(&generator_irqs)?;
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
@@ -1643,13 +1637,7 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
         let after_m = read_metrics(metrics)?;
         // Each IRQ's cost where the placement put it, apart from most of the others.
         let secs = start.0.elapsed().as_secs_f64().max(1e-3);
-        let cost_apart: BTreeMap<u32, f64> = irqs
-            .iter()
-            .map(|i| {
-                let at = |m: &Metrics| m.irq_seconds.get(i).copied().unwrap_or(0.0);
-                (*i, (at(&after_m) - at(&start.1)).max(0.0) / secs)
-            })
-            .collect();
+        let cost_apart = irq_costs(&irqs, &start.1, &after_m, secs);
         let mut placed = Vec::new();
         let mut off_node = Vec::new();
         for i in &rx_irqs {
@@ -1989,6 +1977,14 @@ fn wait_metrics(addr: &str, ok: impl Fn(&Metrics) -> bool, timeout: Duration) ->
         ),
         Err(e) => Err(e),
     }
+}
+
+/// Each IRQ's share of one CPU between two metrics readings `secs` apart.
+fn irq_costs(irqs: &BTreeSet<u32>, from: &Metrics, to: &Metrics, secs: f64) -> BTreeMap<u32, f64> {
+    let at = |m: &Metrics, i: &u32| m.irq_seconds.get(i).copied().unwrap_or(0.0);
+    irqs.iter()
+        .map(|i| (*i, (at(to, i) - at(from, i)).max(0.0) / secs))
+        .collect()
 }
 
 /// What one phase of [`overhead`] measured on the CPU that carries the dut's queues.

@@ -105,7 +105,7 @@ pub(super) fn rps(g: &mut Guest) -> Result<Outcome> {
         let steps = (|| -> Result<Result<String, String>> {
             // Probes attach while nothing flows (see daemon_balances).
             super::wait_metrics(metrics, |m| m.intervals >= 1, Duration::from_secs(60))?;
-            let (traffic, pps, tried) = match saturating_flow(bulk, &rps_path(queue))? {
+            let (traffic, pps, tried) = match saturating_flow(bulk, &dev, &rps_path(queue))? {
                 Ok(found) => found,
                 Err(why) => return Ok(Err(why)),
             };
@@ -205,17 +205,14 @@ pub(super) fn rps(g: &mut Guest) -> Result<Outcome> {
 /// rate and what each rate did. Err: no rate loaded CPU 2 enough, with the figures.
 fn saturating_flow(
     bulk: Flow,
+    dev: &str,
     rps_path: &str,
 ) -> Result<std::result::Result<(HostTraffic, u32, String), String>> {
     let (mut tried, mut sent) = (Vec::new(), 0);
     for pps in BULK_RATES {
         let traffic = HostTraffic::start(DUT_ADDR, &[Flow { pps, ..bulk }])?;
         thread::sleep(Duration::from_secs(2));
-        let (idle0, t0) = (super::idle_ns(2)?, Instant::now());
-        thread::sleep(Duration::from_secs(3));
-        let idle = super::idle_ns(2)?.saturating_sub(idle0);
-        let wall = t0.elapsed().as_nanos().max(1) as f64;
-        let busy = (1.0 - idle as f64 / wall).clamp(0.0, 1.0);
+        let busy = super::measure_load(2, dev, 3.0, None)?.0.share();
         tried.push(format!("CPU 2 {:.0}% busy at {pps}/s", 100.0 * busy));
         if busy >= SATURATED || mask_nonzero(&read_trimmed(rps_path)?) {
             return Ok(Ok((traffic, pps, tried.join(", "))));

@@ -28,13 +28,16 @@ const TEST: &[&str] = &[
 pub fn prebuild(root: &Path, dir: &Path, target: &StaticTarget) {
     let log = fs::create_dir_all(dir).and_then(|()| File::create(dir.join("cargo-build.log")));
     let Ok(log) = log else { return };
-    let no_run = ["test", "-p", "balancer-tests", "--release", "--no-run"];
     if cargo(target.cargo(root, BUILD), &log).is_ok_and(|s| s.success()) {
+        // TEST's cargo arguments (not libtest's, after "--"), built only.
+        let mut no_run: Vec<&str> = TEST.iter().copied().take_while(|a| *a != "--").collect();
+        no_run.push("--no-run");
         let _ = cargo(target.cargo(root, &no_run), &log);
     }
 }
 
 pub fn run(root: &Path, dir: &Path, target: &StaticTarget) -> Result<Row> {
+    eprintln!("xtask vm: host: cargo test -p balancer-tests --release (static target)");
     fs::create_dir_all(dir)?;
     let log_path = dir.join("cargo-test.log");
     let log = File::create(&log_path).context("creating the test log")?;

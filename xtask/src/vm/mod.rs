@@ -108,10 +108,7 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
             .collect::<Result<_>>()?;
         // The host row runs in the slot the last guest leaves free, built beforehand so that
         // no build competes with the guests for the CPUs.
-        let host_row = || {
-            eprintln!("xtask vm: host: cargo test -p balancer-tests --release (static target)");
-            host::run(&root, &work.path.join(HOST), &target)
-        };
+        let host_row = || host::run(&root, &work.path.join(HOST), &target);
         if host {
             let built = Instant::now();
             host::prebuild(&root, &work.path.join(HOST), &target);
@@ -122,7 +119,6 @@ pub fn run(args: VmArgs) -> Result<ExitCode> {
         }
         rows.extend(run_guests(&guests, &args, host.then_some(&host_row))?);
     } else if host {
-        eprintln!("xtask vm: host: cargo test -p balancer-tests --release (static target)");
         rows.push(host::run(&root, &work.path.join(HOST), &target)?);
     }
 
