@@ -49,7 +49,9 @@
 //!    they sat, often all on one CPU where their split is least certain. Once they are out
 //!    of cooldown, the CPUs they went to are balanced among themselves on what the IRQs
 //!    measure there (the rule of 5, no CPU outside them touched); what that moves is checked
-//!    the same way in turn (`Work::placement_check`).
+//!    the same way in turn (`Work::placement_check`). A check that moves nothing says why in
+//!    a [`FindingKind::Held`] finding: near the bound, or the closest move or exchange and
+//!    the gain it fell short of.
 //!
 //! **Noise.** Readings swing from one interval to the next with the same traffic (in the VM
 //! a CPU read 54%, 98%, 63%, 72%, and a fixed 2% `min-gain` let a light IRQ go
@@ -226,6 +228,8 @@ pub enum FindingKind {
     Revisit,
     /// A queue needs RPS but no idle local CPU is left.
     NoRpsCpus,
+    /// A placement check found nothing worth doing: what it weighed and why it stays.
+    Held,
 }
 
 /// Everything the plan works on, in fractions of one CPU.
@@ -377,6 +381,29 @@ struct Swap {
     new_max: f64,
     a: (u32, Vec<u32>, f64),
     b: (u32, Vec<u32>, f64),
+}
+
+/// The move or exchange a placement check came closest to making, for the finding that says
+/// why it made none: what it was, what it gains and the gain it needed.
+struct Weighed {
+    src: u32,
+    src_load: f64,
+    to: u32,
+    /// The IRQ that would go from `src` to `to`, and the one that would come back for it.
+    irq: u32,
+    back: Option<u32>,
+    new_max: f64,
+    gain: f64,
+    floor: f64,
+}
+
+impl Weighed {
+    /// Keeps the one of the two that gains more.
+    fn keep(slot: &mut Option<Weighed>, w: Weighed) {
+        if slot.as_ref().is_none_or(|x| w.gain > x.gain) {
+            *slot = Some(w);
+        }
+    }
 }
 
 fn pct(x: f64) -> String {
@@ -1406,6 +1433,11 @@ impl<'a> Work<'a> {
         // lowers, and judging the stop on it ended the episode before its first move.
         let busiest_holder =
             |w: &Self, b: &Bound| b.holders.iter().map(|c| w.load_of(c)).fold(0.0, f64::max);
+        // What a placement check weighed, for the finding when it moves nothing: the CPUs
+        // it found near the bound, or its closest candidate.
+        let mut near: Option<(u32, f64, f64)> = None;
+        let mut weighed: Option<Weighed> = None;
+        let mut check_moved = false;
         for _ in 0..self.s.irqs.len() {
             let mut best: Option<Candidate> = None;
             let sources = if !saturated.is_empty() {
@@ -1416,7 +1448,10 @@ impl<'a> Work<'a> {
                     .filter(|c| self.load_of(*c) >= t)
                     .collect()
             } else if let (Some(scope), Some(bound)) = (&check, &check_bound) {
-                if busiest_holder(self, bound) <= bound.value * (1.0 + NEAR_BOUND) + 1e-9 {
+                let busiest = busiest_holder(self, bound);
+                if busiest <= bound.value * (1.0 + NEAR_BOUND) + 1e-9 {
+                    let cpu = self.by_load().into_iter().find(|c| scope.contains(*c));
+                    near = cpu.map(|c| (c, busiest, bound.value));
                     break;
                 }
                 let mut v = self.by_load();
@@ -1450,9 +1485,23 @@ impl<'a> Work<'a> {
                         continue;
                     };
                     let new_max = (src_load - w).max(after);
-                    if src_load - new_max
-                        < self.gain_beyond_noise(src_load, src, to, irq, &companions)
-                    {
+                    let floor = self.gain_beyond_noise(src_load, src, to, irq, &companions);
+                    if src_load - new_max < floor {
+                        if check.is_some() {
+                            Weighed::keep(
+                                &mut weighed,
+                                Weighed {
+                                    src,
+                                    src_load,
+                                    to,
+                                    irq: irq.number,
+                                    back: None,
+                                    new_max,
+                                    gain: src_load - new_max,
+                                    floor,
+                                },
+                            );
+                        }
                         continue;
                     }
                     if best.as_ref().is_none_or(|b| new_max < b.new_max - 1e-9) {
@@ -1475,10 +1524,12 @@ impl<'a> Work<'a> {
             if best.is_none() {
                 // No single move gains: two IRQs exchanged may (pairs made wrongly).
                 let b = check_bound.as_ref().unwrap_or(&bound);
-                let swap = busiest_source.and_then(|src| self.best_swap(src, check.as_ref(), b));
+                let swap = busiest_source
+                    .and_then(|src| self.best_swap(src, check.as_ref(), b, &mut weighed));
                 let Some(sw) = swap else { break };
                 episode = true;
                 self.balancing |= check.is_none();
+                check_moved |= check.is_some();
                 self.push_swap(sw, check.is_some());
                 continue;
             }
@@ -1501,6 +1552,7 @@ impl<'a> Work<'a> {
             episode = true;
             // A placement check's moves are placements: checked in turn, no episode.
             self.balancing |= check.is_none();
+            check_moved |= check.is_some();
             let mut reason = format!(
                 "CPU {} is the busiest{} ({} busy): IRQ {} ({}) costs {} of a CPU there; on \
                  CPU {to} the busier of the two ends at {}",
@@ -1519,6 +1571,87 @@ impl<'a> Work<'a> {
             self.revisit(irq, to, &revisits, &mut reason);
             self.push_move(irq, companions, cands, w, reason);
         }
+        if let (Some(scope), false) = (&check, check_moved) {
+            self.held(scope, near, weighed);
+        }
+    }
+
+    /// The finding of a placement check that moved nothing: the CPUs it checked are near
+    /// the best they allow, or its closest candidate gained less than the noise asks (the
+    /// check acts once, so without this line a placement it left uneven says nothing of
+    /// why).
+    fn held(&mut self, scope: &CpuSet, near: Option<(u32, f64, f64)>, w: Option<Weighed>) {
+        let name = |n: u32| self.s.irqs.get(&n).map_or("?", |i| i.name.as_str());
+        let (cpu, irq, why) = match (near, w) {
+            (Some((cpu, busiest, bound)), _) => (
+                Some(cpu),
+                None,
+                format!(
+                    "the busiest, CPU {cpu} at {}, is within {:.0}% of the best they allow \
+                     ({})",
+                    pct(busiest),
+                    100.0 * NEAR_BOUND,
+                    pct(bound)
+                ),
+            ),
+            (None, Some(w)) => {
+                let what = match w.back {
+                    None => format!(
+                        "the best move, IRQ {} ({}) from CPU {} ({} busy) to CPU {},",
+                        w.irq,
+                        name(w.irq),
+                        w.src,
+                        pct(w.src_load),
+                        w.to
+                    ),
+                    Some(b) => format!(
+                        "the best exchange, IRQ {} ({}) of CPU {} ({} busy) for IRQ {} ({}) \
+                         of CPU {},",
+                        w.irq,
+                        name(w.irq),
+                        w.src,
+                        pct(w.src_load),
+                        b,
+                        name(b),
+                        w.to
+                    ),
+                };
+                let why = if w.gain <= 0.0 {
+                    format!(
+                        "{what} would leave the busier of the two at {}, no lower than CPU \
+                         {} is now",
+                        pct(w.new_max),
+                        w.src
+                    )
+                } else {
+                    format!(
+                        "{what} would leave the busier of the two at {}: a gain of {:.1} \
+                         points where {:.1} are needed (`min-gain`, or {NOISE_K} deviations \
+                         of these readings' noise when more)",
+                        pct(w.new_max),
+                        100.0 * w.gain,
+                        100.0 * w.floor
+                    )
+                };
+                (Some(w.src), Some(w.irq), why)
+            }
+            (None, None) => (
+                None,
+                None,
+                "no IRQ there could go to another of them (each under the weight a move \
+                 needs, or with no room where it could go)"
+                    .to_string(),
+            ),
+        };
+        self.findings.push(Finding {
+            kind: FindingKind::Held,
+            irq,
+            cpu,
+            message: format!(
+                "placement check of CPUs {}: nothing moved: {why}",
+                scope.to_list_string()
+            ),
+        });
     }
 
     /// The exchange of an IRQ of `src` with a lighter one of another CPU (within `scope`
@@ -1526,8 +1659,16 @@ impl<'a> Work<'a> {
     /// of the two CPUs' and both IRQs' readings; `None` when none does. Where every CPU
     /// holds queues, queues paired wrongly ({A, B} and {C, D} where {A, D} and {B, C} is
     /// best) need two moves that each alone makes the busier CPU busier: one move never
-    /// mends them. Neither IRQ goes back to a CPU it left within the return window.
-    fn best_swap(&self, src: u32, scope: Option<&CpuSet>, bound: &Bound) -> Option<Swap> {
+    /// mends them. Neither IRQ goes back to a CPU it left within the return window. A
+    /// placement check's (`scope`) exchanges that fall short of the noise are offered to
+    /// `weighed`.
+    fn best_swap(
+        &self,
+        src: u32,
+        scope: Option<&CpuSet>,
+        bound: &Bound,
+        weighed: &mut Option<Weighed>,
+    ) -> Option<Swap> {
         let src_load = self.load_of(src);
         if src_load <= bound.value * (1.0 + NEAR_BOUND) + 1e-9 {
             return None;
@@ -1567,7 +1708,23 @@ impl<'a> Work<'a> {
                         .chain(ca.iter().copied())
                         .chain(cb.iter().copied())
                         .collect();
-                    if src_load - new_max < self.noise_floor(src_load, [src, t], &irqs) {
+                    let floor = self.noise_floor(src_load, [src, t], &irqs);
+                    if src_load - new_max < floor {
+                        if scope.is_some() {
+                            Weighed::keep(
+                                weighed,
+                                Weighed {
+                                    src,
+                                    src_load,
+                                    to: t,
+                                    irq: a.number,
+                                    back: Some(b.number),
+                                    new_max,
+                                    gain: src_load - new_max,
+                                    floor,
+                                },
+                            );
+                        }
                         continue;
                     }
                     // Of two as good, the one that moves less load (fewer caches to
