@@ -1383,3 +1383,65 @@ fn a_placement_check_names_the_exchange_that_fell_short() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_lone_queue_is_not_moved_for_the_housekeeping_its_load_brings() {
+    // The `rps` check on 6.1: one bulk queue alone on CPU 2, CPU 3 idle, threshold 70%.
+    // CPU 2 read 69% then 91% with the queue at 67% then 89%: the other 2 points are the
+    // timer, RCU and scheduler softirqs a busy CPU runs. The daemon moved the queue to CPU 3
+    // for a "gain" of those 2 points, and CPU 3 then read 87% with the queue at 86%.
+    let cfg = Config {
+        threshold: 70.0,
+        rps_threshold: 70.0,
+        ..Config::default()
+    };
+    let at = |cpu2: f64, q: f64| {
+        let mut s = machine(&[(0, 0, 0.01), (1, 0, 0.07), (2, 1, cpu2), (3, 1, 0.0)]);
+        rx(&mut s, 40, "eth1", 0, 2, q, 13, &[2, 3]);
+        s
+    };
+    // Its readings before: idle (the daemon starts before the traffic), then 67%: RPS waits
+    // for most of them to agree.
+    let mut h = History::default();
+    for s in [at(0.01, 0.0), at(0.69, 0.674)] {
+        let p = plan(&s, &cfg, &h);
+        assert!(p.actions.is_empty(), "{p:#?}");
+        h = h.after(&s, &p, &[]);
+    }
+    let p = plan(&at(0.91, 0.886), &cfg, &h);
+    assert!(moves(&p).is_empty(), "{p:#?}");
+    // Once most readings agree RPS spreads it, and that relieves the CPU: no finding says
+    // nothing could.
+    let h = h.after(&at(0.91, 0.886), &p, &[]);
+    let p = plan(&at(0.91, 0.886), &cfg, &h);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::SetRps { .. })),
+        "{p:#?}"
+    );
+    assert!(
+        p.findings.iter().all(|f| f.kind != FindingKind::NoRelief),
+        "{p:#?}"
+    );
+    assert_eq!(p.relievable, vec![2], "{p:#?}");
+    // Without RPS the finding says what the overload is.
+    let no_rps = Config {
+        rps: false,
+        ..cfg.clone()
+    };
+    let p = plan(&at(0.91, 0.886), &no_rps, &h);
+    assert!(moves(&p).is_empty(), "{p:#?}");
+    let f: Vec<&str> = p.findings.iter().map(|f| f.message.as_str()).collect();
+    assert!(
+        f.iter().any(
+            |m| m.contains("IRQ 40 (eth1-rx-0) alone costs 89% of a CPU") && m.contains("is off")
+        ),
+        "{f:?}"
+    );
+    // With other load beside it that stays, the same queue does move.
+    let mut s = at(0.91, 0.60);
+    rx(&mut s, 42, "eth1", 1, 2, 0.29, 500, &[2, 3]);
+    let p = plan(&s, &cfg, &h);
+    assert_eq!(moves(&p).len(), 1, "{p:#?}");
+}
