@@ -59,6 +59,10 @@ pub struct IrqbalanceArgs {
     /// measures continuously, without the windows' attach and detach.
     #[arg(long)]
     pub measure_share: Option<f64>,
+    /// Skip the replays: each tool's final placement, and the best assignment of the alone
+    /// costs, measured again with no tool running (one report window each, about 25 s).
+    #[arg(long)]
+    pub no_replay: bool,
     /// Extra kernel command-line parameters for the guest (e.g.
     /// `sysctl.net.core.skb_defer_max=0`); the table's heading names them.
     #[arg(long, value_name = "PARAMS", default_value = "")]
@@ -286,6 +290,9 @@ pub fn run_bench(args: &IrqbalanceArgs) -> Result<ExitCode> {
     );
     if !args.scenario.is_empty() {
         command.push_str(&format!(" --scenario {}", args.scenario.join(",")));
+    }
+    if args.no_replay {
+        command.push_str(" --no-replay");
     }
     if let Some(share) = args.measure_share {
         if !(share > 0.0 && share <= 1.0) {
