@@ -330,31 +330,38 @@ pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
             && level >= cfg.threshold_frac()
         {
             // One IRQ that alone keeps the CPU over threshold is the overload: moved, it
-            // keeps its new CPU as busy.
-            let alone = w
-                .on_cpu(*cpu)
-                .into_iter()
+            // keeps its new CPU as busy; with RPS on its queue, what stays is its own.
+            let alone = s
+                .irqs
+                .values()
+                .filter(|i| i.home().len() == 1 && i.home().contains(*cpu))
                 .map(|i| (i, w.weight(i, &[])))
                 .filter(|(_, wt)| *wt >= cfg.threshold_frac())
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(i, wt)| {
-                    format!(
-                        ": IRQ {} ({}) alone costs {} of a CPU, and wherever it goes it keeps \
-                         that CPU as busy{}",
-                        i.number,
-                        i.name,
-                        pct(wt),
-                        if i.queue.is_some_and(|q| q.0 == QueueKind::Rx) {
-                            if cfg.rps {
-                                " (RPS spreads one queue's packets once most of its recent \
-                                 readings need it)"
+                    let head = format!(": IRQ {} ({}) alone costs {}", i.number, i.name, pct(wt));
+                    if w.frozen.get(&i.number) == Some(&"rps") {
+                        format!(
+                            "{head}, and its queue spreads its packets with RPS already: what \
+                             stays here is its interrupt and polls, which RPS does not move"
+                        )
+                    } else if !w.movable(i) {
+                        format!("{head} and may not move")
+                    } else {
+                        format!(
+                            "{head} of a CPU, and wherever it goes it keeps that CPU as busy{}",
+                            if i.queue.is_some_and(|q| q.0 == QueueKind::Rx) {
+                                if cfg.rps {
+                                    " (RPS spreads one queue's packets once most of its \
+                                     recent readings need it)"
+                                } else {
+                                    " (RPS, which spreads one queue's packets, is off: `rps`)"
+                                }
                             } else {
-                                " (RPS, which spreads one queue's packets, is off: `rps`)"
+                                ""
                             }
-                        } else {
-                            ""
-                        }
-                    )
+                        )
+                    }
                 })
                 .unwrap_or_default();
             w.findings.push(Finding {

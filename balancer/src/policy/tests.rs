@@ -1425,6 +1425,19 @@ fn a_lone_queue_is_not_moved_for_the_housekeeping_its_load_brings() {
         "{p:#?}"
     );
     assert_eq!(p.relievable, vec![2], "{p:#?}");
+    // With RPS on, CPU 2 still over threshold with the queue's own interrupt and polls: the
+    // finding says so.
+    let mut h2 = h.after(&at(0.91, 0.886), &p, &[Outcome::applied(None)]);
+    let mut spread = at(0.85, 0.83);
+    spread.queues[0].rps_cpus = CpuSet::from_cpus([3]);
+    for _ in 0..3 {
+        let p = plan(&spread, &cfg, &h2);
+        h2 = h2.after(&spread, &p, &[]);
+    }
+    let p = plan(&spread, &cfg, &h2);
+    assert!(p.actions.is_empty(), "{p:#?}");
+    let f: Vec<&str> = p.findings.iter().map(|f| f.message.as_str()).collect();
+    assert!(f.iter().any(|m| m.contains("with RPS already")), "{f:?}");
     // Without RPS the finding says what the overload is.
     let no_rps = Config {
         rps: false,
