@@ -242,6 +242,8 @@ struct Work<'a> {
     banned: CpuSet,
     load: BTreeMap<u32, f64>,
     irq_load: BTreeMap<u32, f64>,
+    /// Per CPU, what a unit of IRQ time moved off it costs where it lands (`Work::carry`).
+    carry: BTreeMap<u32, f64>,
     /// IRQs that may not move this interval, with why.
     frozen: BTreeMap<u32, &'static str>,
     /// Moves written that the kernel has not carried out yet: (IRQ, CPU written).
@@ -471,6 +473,23 @@ impl<'a> Work<'a> {
         }
         let load = s.cpus.values().map(|c| (c.id, s.frac(c.busy_ns))).collect();
         let irq_load = s.cpus.values().map(|c| (c.id, s.frac(c.irq_ns))).collect();
+        // See `Work::carry`: once per interval, not per candidate move.
+        let mut credited: BTreeMap<u32, u64> = BTreeMap::new();
+        for i in s.irqs.values() {
+            for (cpu, p) in &i.per_cpu {
+                *credited.entry(*cpu).or_default() += p.ns;
+            }
+        }
+        let carry = s
+            .cpus
+            .values()
+            .filter(|c| c.busy_ns > 0)
+            .map(|c| {
+                let claimed = credited.get(&c.id).copied().unwrap_or(0) + c.rps_ns;
+                let unclaimed = c.irq_ns.saturating_sub(claimed);
+                (c.id, 1.0 + unclaimed as f64 / c.busy_ns as f64)
+            })
+            .collect();
         let mut frozen = BTreeMap::new();
         for irq in s.irqs.values() {
             let why = if cfg.banned_irqs.contains(&irq.number) {
@@ -494,6 +513,7 @@ impl<'a> Work<'a> {
             banned,
             load,
             irq_load,
+            carry,
             frozen,
             pending: Vec::new(),
             moved: BTreeSet::new(),
@@ -785,21 +805,7 @@ impl<'a> Work<'a> {
     /// the move's gain went with it. What stays behind is taken as staying, so both sides
     /// of a move are judged conservatively.
     fn carry(&self, cpu: u32) -> f64 {
-        let Some(c) = self.s.cpus.get(&cpu) else {
-            return 1.0;
-        };
-        if c.busy_ns == 0 {
-            return 1.0;
-        }
-        let credited: u64 = self
-            .s
-            .irqs
-            .values()
-            .filter_map(|i| i.per_cpu.get(&cpu))
-            .map(|p| p.ns)
-            .sum();
-        let unclaimed = c.irq_ns.saturating_sub(credited + c.rps_ns);
-        1.0 + unclaimed as f64 / c.busy_ns as f64
+        self.carry.get(&cpu).copied().unwrap_or(1.0)
     }
 
     fn movable(&self, irq: &IrqSnap) -> bool {
