@@ -590,6 +590,7 @@ mod tests {
             tick: 0,
             balancing: false,
             swaps: Vec::new(),
+            checked: Vec::new(),
         }
     }
 

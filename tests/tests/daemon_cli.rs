@@ -129,6 +129,7 @@ fn restore_puts_a_fixture_root_back() {
         tick: 0,
         balancing: false,
         swaps: Vec::new(),
+        checked: Vec::new(),
     };
     let out = act.apply(&plan, 4);
     assert!(out.iter().all(|o| o.is_applied()), "{out:?}");
@@ -222,6 +223,7 @@ fn moved_fixture(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pa
             tick: 0,
             balancing: false,
             swaps: Vec::new(),
+            checked: Vec::new(),
         },
         4,
     );

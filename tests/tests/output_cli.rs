@@ -119,6 +119,7 @@ fn restore_into_a_closed_pipe_still_restores_and_warns() {
         tick: 0,
         balancing: false,
         swaps: Vec::new(),
+        checked: Vec::new(),
     };
     assert!(act.apply(&plan, 4)[0].is_applied());
     std::fs::remove_dir_all(root.join("proc/irq/37")).unwrap();

@@ -48,6 +48,7 @@ fn mv(irq: u32, companions: &[u32], targets: &[u32]) -> Plan {
         tick: 0,
         balancing: false,
         swaps: Vec::new(),
+        checked: Vec::new(),
     }
 }
 
@@ -223,6 +224,7 @@ fn rps_and_thread_pinning_are_journaled_and_restored() {
         tick: 0,
         balancing: false,
         swaps: Vec::new(),
+        checked: Vec::new(),
     };
     let out = act.apply(&plan, 4);
     assert!(out[0].is_applied() && out[1].is_applied(), "{out:?}");
@@ -488,6 +490,7 @@ fn swap_plan() -> Plan {
     Plan {
         actions: vec![half(36, 1, 3), half(38, 3, 1)],
         swaps: vec![0],
+        checked: Vec::new(),
         ..mv(36, &[], &[3])
     }
 }

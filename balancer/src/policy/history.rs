@@ -52,6 +52,8 @@ pub(crate) struct MoveRecord {
     /// IRQ sat before: the CPUs it went to are balanced among themselves once it has
     /// measured there (see `Work::placement_check`).
     pub(crate) placed: bool,
+    /// A placement check has looked at the CPUs this placement filled (see `placed`).
+    pub(crate) checked: bool,
 }
 
 /// Where a written affinity stands. On x86 the kernel moves a (non-managed) vector at the
@@ -112,25 +114,29 @@ pub(crate) struct Loads {
 }
 
 impl Loads {
-    /// Noise of one CPU's reading (fraction of a CPU; 0 while unknown).
-    pub(crate) fn cpu_noise(&self, cpu: u32) -> f64 {
-        self.cpus.get(&cpu).map_or(0.0, Series::noise)
+    /// Noise of one CPU's reading (fraction of a CPU; 0 while unknown), from the changes
+    /// after interval `since` only (0: all that are kept): what a load swung before a
+    /// placement changed it (an idle CPU's changes are all near 0) is no measure of its
+    /// noise now.
+    pub(crate) fn cpu_noise_since(&self, cpu: u32, since: u64) -> f64 {
+        self.cpus.get(&cpu).map_or(0.0, |s| s.noise_since(since))
     }
 
-    pub(crate) fn irq_noise(&self, irq: u32) -> f64 {
-        self.irqs.get(&irq).map_or(0.0, Series::noise)
+    pub(crate) fn irq_noise_since(&self, irq: u32, since: u64) -> f64 {
+        self.irqs.get(&irq).map_or(0.0, |s| s.noise_since(since))
     }
 
     /// Noise of the difference of two CPUs' readings, from the intervals where both
     /// changed undisturbed; `None` with fewer than [`NOISE_MIN_SAMPLES`] of them. A move's
     /// gain depends on the two loads' difference, not on each: swings they share (under
     /// emulation every vCPU reads slower at once) leave it alone, and taking the two as
-    /// independent counts them twice.
-    pub(crate) fn pair_noise(&self, a: u32, b: u32) -> Option<f64> {
+    /// independent counts them twice. Changes after `since` only, as for a CPU.
+    pub(crate) fn pair_noise_since(&self, a: u32, b: u32, since: u64) -> Option<f64> {
         let (sa, sb) = (self.cpus.get(&a)?, self.cpus.get(&b)?);
         let diffs: Vec<f64> = sa
             .changes
             .iter()
+            .filter(|(t, _)| *t > since)
             .filter_map(|(t, x)| sb.changes.iter().find(|(u, _)| u == t).map(|(_, y)| x - y))
             .collect();
         (diffs.len() >= NOISE_MIN_SAMPLES).then(|| robust_sd(&diffs))
@@ -180,11 +186,26 @@ impl Series {
     /// on it. 0 with fewer than [`NOISE_MIN_SAMPLES`] changes: unknown noise leaves
     /// `min-gain` alone.
     pub(crate) fn noise(&self) -> f64 {
-        if self.changes.len() < NOISE_MIN_SAMPLES {
+        self.noise_since(0)
+    }
+
+    /// [`Series::noise`] from the changes after interval `since`.
+    pub(crate) fn noise_since(&self, since: u64) -> f64 {
+        let changes: Vec<f64> = self
+            .changes
+            .iter()
+            .filter(|(t, _)| *t > since)
+            .map(|(_, x)| *x)
+            .collect();
+        if changes.len() < NOISE_MIN_SAMPLES {
             return 0.0;
         }
-        let changes: Vec<f64> = self.changes.iter().map(|(_, x)| *x).collect();
         robust_sd(&changes)
+    }
+
+    /// Changes recorded after interval `since`.
+    pub(crate) fn changes_since(&self, since: u64) -> usize {
+        self.changes.iter().filter(|(t, _)| *t > since).count()
     }
 }
 
@@ -304,6 +325,12 @@ impl History {
             );
             loads.irqs.insert(*n, s);
         }
+        // Before booking: a check's own moves are placements that are checked in turn.
+        for n in &plan.checked {
+            if let Some(m) = h.last_move.get_mut(n) {
+                m.checked = true;
+            }
+        }
         h.book_actions(self.tick, &mut loads, snap, plan, outcomes);
         let mut stuck = BTreeMap::new();
         for f in &plan.findings {
@@ -389,6 +416,7 @@ impl History {
                                 to,
                                 state: MoveState::Pending,
                                 placed: !plan.balancing,
+                                checked: false,
                             },
                         );
                         let weight = snap.irqs.get(n).map_or(0.0, |i| snap.frac(i.ns_on(from)));

@@ -49,9 +49,10 @@
 //!    they sat, often all on one CPU where their split is least certain. Once they are out
 //!    of cooldown, the CPUs they went to are balanced among themselves on what the IRQs
 //!    measure there (the rule of 5, no CPU outside them touched); what that moves is checked
-//!    the same way in turn (`Work::placement_check`). A check that moves nothing says why in
-//!    a [`FindingKind::Held`] finding: near the bound, or the closest move or exchange and
-//!    the gain it fell short of.
+//!    the same way in turn (`Work::placement_check`). It waits until the loads it compares
+//!    have a noise of their own since the placement, and judges on that. A check that
+//!    moves nothing says why in a [`FindingKind::Held`] finding: near the bound, or the
+//!    closest move or exchange and the gain it fell short of.
 //!
 //! **Noise.** Readings swing from one interval to the next with the same traffic (in the VM
 //! a CPU read 54%, 98%, 63%, 72%, and a fixed 2% `min-gain` let a light IRQ go
@@ -59,7 +60,7 @@
 //! [`NOISE_WINDOW`] readings; the changes between consecutive readings that our own actions
 //! did not cause give a robust standard deviation of one reading ([`Series::noise`]). A move
 //! must gain [`NOISE_K`] of the combined deviations of its IRQ and of the difference of its
-//! source and target (`Loads::pair_noise`, from the intervals both changed in: swings all
+//! source and target (`Loads::pair_noise_since`, from the intervals both changed in: swings all
 //! CPUs share, as under emulation, do not change which is busier; each CPU's deviation
 //! taken as independent until there are enough), and at least `min-gain` (the floor, and
 //! all there is until a load has [`NOISE_MIN_SAMPLES`] changes).
@@ -89,7 +90,6 @@ mod history;
 mod snapshot;
 mod sticking;
 
-#[cfg(test)]
 use history::MoveRecord;
 pub(crate) use history::{Departure, MoveState, Series};
 pub use history::{History, Outcome, Refusals};
@@ -142,6 +142,10 @@ pub struct Plan {
     /// exchanged, where one half alone makes the busier CPU busier).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub swaps: Vec<usize>,
+    /// IRQs whose placement a placement check looked at in this plan (moved or held): the
+    /// history marks them checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checked: Vec<u32>,
 }
 
 impl Plan {
@@ -254,7 +258,20 @@ struct Work<'a> {
     actions: Vec<Action>,
     /// See [`Plan::swaps`].
     swaps: Vec<usize>,
+    /// See [`Plan::checked`].
+    checked: Vec<u32>,
+    /// Noise is estimated from the changes after this interval (a placement check's
+    /// placement; 0: all that are kept).
+    noise_since: u64,
     findings: Vec<Finding>,
+}
+
+/// What a placement check looks at: the CPUs a placement filled, the interval it was made
+/// at, and the IRQs whose moves made it.
+struct Check {
+    scope: CpuSet,
+    since: u64,
+    irqs: Vec<u32>,
 }
 
 /// Makes the plan for one interval.
@@ -394,6 +411,7 @@ pub(crate) fn plan(s: &Snapshot, cfg: &Config, hist: &History) -> Plan {
         tick: hist.tick,
         balancing: w.balancing,
         swaps: w.swaps,
+        checked: w.checked,
     }
 }
 
@@ -519,6 +537,8 @@ impl<'a> Work<'a> {
             moved: BTreeSet::new(),
             balancing: false,
             swaps: Vec::new(),
+            checked: Vec::new(),
+            noise_since: 0,
             actions: Vec::new(),
             findings: Vec::new(),
         }
@@ -1460,26 +1480,53 @@ impl<'a> Work<'a> {
     }
 
     /// The CPUs a placement-only plan (locality, bans) filled, once the IRQs it moved are
-    /// out of cooldown: None when there is none to check now. Such a plan weighed the IRQs
-    /// where they sat before, typically all on one remote CPU at boot, where their split is
-    /// the least certain (in the VM one of four equal queues read 22% and the others 8%
-    /// each, and three of them went to one CPU). Where they landed they measure apart, so
-    /// the CPUs they went to are balanced among themselves on those readings, once; moves
-    /// this makes are placements too and are checked in turn. Other CPUs are left alone:
-    /// no episode runs beyond the placement's CPUs (a 3% trade between two CPUs it never
-    /// touched was the cost of running one).
-    fn placement_check(&self) -> Option<CpuSet> {
+    /// out of cooldown and the loads there have a noise of their own: None when there is
+    /// none to check now. Such a plan weighed the IRQs where they sat before, typically all
+    /// on one remote CPU at boot, where their split is the least certain (in the VM one of
+    /// four equal queues read 22% and the others 8% each, and three of them went to one
+    /// CPU). Where they landed they measure apart, so the CPUs they went to are balanced
+    /// among themselves on those readings, once; moves this makes are placements too and
+    /// are checked in turn. Other CPUs are left alone: no episode runs beyond the
+    /// placement's CPUs (a 3% trade between two CPUs it never touched was the cost of
+    /// running one).
+    ///
+    /// The check waits until every CPU it compares and every IRQ on them has
+    /// [`NOISE_MIN_SAMPLES`] changes since the placement (at most [`NOISE_WINDOW`]
+    /// intervals past the cooldown), and judges the noise on those changes only. Run at the
+    /// end of the cooldown, it knew no noise and moved on `min-gain` alone: in the 6.1
+    /// bench it swapped two queues for 6 points, out of the best pairing, where three
+    /// intervals later the same readings asked 21.5.
+    fn placement_check(&self) -> Option<Check> {
         let cooldown = u64::from(self.cfg.cooldown.max(1));
-        let scope: CpuSet = self
+        let tick = self.hist.tick;
+        let due: Vec<(u32, &MoveRecord)> = self
             .hist
             .last_move
-            .values()
-            .filter(|m| m.placed && m.tick + cooldown == self.hist.tick)
-            .filter(|m| m.state != MoveState::NotFollowed)
-            .map(|m| m.to)
+            .iter()
+            .filter(|(_, m)| m.placed && !m.checked && m.tick + cooldown <= tick)
+            .filter(|(_, m)| m.state != MoveState::NotFollowed)
+            .map(|(n, m)| (*n, m))
+            .collect();
+        let since = due.iter().map(|(_, m)| m.tick).max()?;
+        let scope: CpuSet = due
+            .iter()
+            .map(|(_, m)| m.to)
             .filter(|c| self.eligible.contains(*c))
             .collect();
-        (!scope.is_empty()).then_some(scope)
+        if scope.is_empty() {
+            return None;
+        }
+        let l = &self.hist.loads;
+        let known =
+            |s: Option<&Series>| s.is_some_and(|s| s.changes_since(since) >= NOISE_MIN_SAMPLES);
+        let ready = scope.iter().all(|c| {
+            known(l.cpus.get(&c)) && self.on_cpu(c).iter().all(|i| known(l.irqs.get(&i.number)))
+        });
+        (ready || tick >= since + cooldown + NOISE_WINDOW as u64).then(|| Check {
+            scope,
+            since,
+            irqs: due.iter().map(|(n, _)| *n).collect(),
+        })
     }
 
     fn balance_weight(&mut self) {
@@ -1492,6 +1539,10 @@ impl<'a> Work<'a> {
         } else {
             self.placement_check()
         };
+        if let Some(c) = &check {
+            self.noise_since = c.since;
+            self.checked = c.irqs.clone();
+        }
         // A saturated CPU hides its IRQs' real demand (they get a share of 100%): move just
         // enough to bring it under threshold and measure again, rather than balance the whole
         // machine on figures that are too small.
@@ -1502,7 +1553,7 @@ impl<'a> Work<'a> {
             .map(|(c, _)| *c)
             .collect();
         let bound = self.bound_estimate(None);
-        let check_bound = check.as_ref().map(|c| self.bound_estimate(Some(c)));
+        let check_bound = check.as_ref().map(|c| self.bound_estimate(Some(&c.scope)));
         // The busiest CPU a move can relieve: one busy with tasks and no movable IRQ (the
         // bench's receiver at 57% beside IRQ CPUs at 53% and 25%) is not what balancing
         // lowers, and judging the stop on it ended the episode before its first move.
@@ -1522,7 +1573,7 @@ impl<'a> Work<'a> {
                     .copied()
                     .filter(|c| self.load_of(*c) >= t)
                     .collect()
-            } else if let (Some(scope), Some(bound)) = (&check, &check_bound) {
+            } else if let (Some(Check { scope, .. }), Some(bound)) = (&check, &check_bound) {
                 let busiest = busiest_holder(self, bound);
                 if busiest <= bound.value * (1.0 + NEAR_BOUND) + 1e-9 {
                     let cpu = self.by_load().into_iter().find(|c| scope.contains(*c));
@@ -1600,8 +1651,9 @@ impl<'a> Work<'a> {
             if best.is_none() {
                 // No single move gains: two IRQs exchanged may (pairs made wrongly).
                 let b = check_bound.as_ref().unwrap_or(&bound);
-                let swap = busiest_source
-                    .and_then(|src| self.best_swap(src, check.as_ref(), b, &mut weighed));
+                let swap = busiest_source.and_then(|src| {
+                    self.best_swap(src, check.as_ref().map(|c| &c.scope), b, &mut weighed)
+                });
                 let Some(sw) = swap else { break };
                 episode = true;
                 self.balancing |= check.is_none();
@@ -1647,9 +1699,10 @@ impl<'a> Work<'a> {
             self.revisit(irq, to, &revisits, &mut reason);
             self.push_move(irq, companions, cands, w, reason);
         }
-        if let (Some(scope), false) = (&check, check_moved) {
-            self.held(scope, near, weighed);
+        if let (Some(c), false) = (&check, check_moved) {
+            self.held(&c.scope, near, weighed);
         }
+        self.noise_since = 0;
     }
 
     /// The finding of a placement check that moved nothing: the CPUs it checked are near
@@ -1855,9 +1908,20 @@ impl<'a> Work<'a> {
             sw.src,
             pct(sw.new_max)
         );
+        // The second half names the first rather than repeating its reason (the daemon
+        // logged the same line twice).
+        let back = format!(
+            "swap (the other half, with IRQ {}): IRQ {} ({}, {} of a CPU) from CPU {} to CPU {}",
+            a.number,
+            b.number,
+            b.name,
+            pct(sw.b.2),
+            sw.to,
+            sw.src
+        );
         self.swaps.push(self.actions.len());
-        self.push_move(a, sw.a.1, vec![sw.to], sw.a.2, reason.clone());
-        self.push_move(b, sw.b.1, vec![sw.src], sw.b.2, reason);
+        self.push_move(a, sw.a.1, vec![sw.to], sw.a.2, reason);
+        self.push_move(b, sw.b.1, vec![sw.src], sw.b.2, back);
     }
 
     /// What a move off a CPU at `load` must gain. Off an overloaded CPU any real gain counts:
@@ -1900,11 +1964,20 @@ impl<'a> Work<'a> {
     /// taken as independent, until the pair has enough intervals in common).
     fn noise_floor(&self, src_load: f64, cpus: [u32; 2], irqs: &[u32]) -> f64 {
         let l = &self.hist.loads;
-        let pair = l.pair_noise(cpus[0], cpus[1]).map_or_else(
-            || cpus.iter().map(|c| l.cpu_noise(*c).powi(2)).sum::<f64>(),
+        let since = self.noise_since;
+        let pair = l.pair_noise_since(cpus[0], cpus[1], since).map_or_else(
+            || {
+                cpus.iter()
+                    .map(|c| l.cpu_noise_since(*c, since).powi(2))
+                    .sum::<f64>()
+            },
             |n| n.powi(2),
         );
-        let var = pair + irqs.iter().map(|n| l.irq_noise(*n).powi(2)).sum::<f64>();
+        let var = pair
+            + irqs
+                .iter()
+                .map(|n| l.irq_noise_since(*n, since).powi(2))
+                .sum::<f64>();
         self.required_gain(src_load).max(NOISE_K * var.sqrt())
     }
 
