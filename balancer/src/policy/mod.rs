@@ -60,8 +60,8 @@
 //! [`NOISE_WINDOW`] readings; the changes between consecutive readings that our own actions
 //! did not cause give a robust standard deviation of one reading ([`Series::noise`]). A move
 //! must gain [`NOISE_K`] of the combined deviations of its IRQ and of the difference of its
-//! source and target (`Loads::pair_noise_since`, from the intervals both changed in: swings all
-//! CPUs share, as under emulation, do not change which is busier; each CPU's deviation
+//! source and target (`Loads::pair_noise_since`, from the intervals both changed in: swings
+//! all CPUs share, as under emulation, do not change which is busier; each CPU's deviation
 //! taken as independent until there are enough), and at least `min-gain` (the floor, and
 //! all there is until a load has [`NOISE_MIN_SAMPLES`] changes).
 //!

@@ -59,10 +59,11 @@ pub struct IrqbalanceArgs {
     /// measures continuously, without the windows' attach and detach.
     #[arg(long)]
     pub measure_share: Option<f64>,
-    /// Skip the replays: each tool's final placement, and the best assignment of the alone
-    /// costs, measured again with no tool running (one report window each, about 25 s).
-    #[arg(long)]
-    pub no_replay: bool,
+    /// Rounds of replays after each scenario: each tool's final placement, and the best
+    /// assignment of the alone costs, measured again with no tool running, in turn (one
+    /// report window of about 20 s per distinct placement and round); 0 skips them.
+    #[arg(long, default_value_t = 2)]
+    pub replay_rounds: u32,
     /// Extra kernel command-line parameters for the guest (e.g.
     /// `sysctl.net.core.skb_defer_max=0`); the table's heading names them.
     #[arg(long, value_name = "PARAMS", default_value = "")]
@@ -291,9 +292,7 @@ pub fn run_bench(args: &IrqbalanceArgs) -> Result<ExitCode> {
     if !args.scenario.is_empty() {
         command.push_str(&format!(" --scenario {}", args.scenario.join(",")));
     }
-    if args.no_replay {
-        command.push_str(" --no-replay");
-    }
+    command.push_str(&format!(" --replay-rounds {}", args.replay_rounds));
     if let Some(share) = args.measure_share {
         if !(share > 0.0 && share <= 1.0) {
             bail!("--measure-share {share}: a share of each interval, 0 < share <= 1");
