@@ -1346,6 +1346,19 @@ fn check_after_placement(first: &Snapshot, cost: impl Fn(&[(u32, u32)], u32) -> 
     plan(&s, &cfg, &h)
 }
 
+/// [`four_on_cpu0`] read at 15, 14, 8 and 8%: locality places them two and two, {40, 46}
+/// and {42, 44}.
+fn four_read_as_two_pairs() -> Snapshot {
+    let mut s = four_on_cpu0();
+    for (n, w) in [(40, 0.15), (42, 0.14), (44, 0.08), (46, 0.08)] {
+        let i = s.irqs.get_mut(&n).unwrap();
+        let c = i.per_cpu.get_mut(&0).unwrap();
+        c.ns = ns(w);
+        c.poll_ns = ns(w);
+    }
+    s
+}
+
 fn held(p: &Plan) -> Vec<&Finding> {
     p.findings
         .iter()
@@ -1384,13 +1397,7 @@ fn a_placement_check_names_the_exchange_that_fell_short() {
     // Read at 15, 14, 8 and 8%, the queues go two and two; where they landed the pair with
     // IRQ 40 costs 12 + 8%, the other 13 + 11%. The exchange of 11% for 8% evens them to
     // 21 / 23%: a gain of one point, under `min-gain` (2).
-    let mut first = four_on_cpu0();
-    for (n, w) in [(40, 0.15), (42, 0.14), (44, 0.08), (46, 0.08)] {
-        let i = first.irqs.get_mut(&n).unwrap();
-        let c = i.per_cpu.get_mut(&0).unwrap();
-        c.ns = ns(w);
-        c.poll_ns = ns(w);
-    }
+    let first = four_read_as_two_pairs();
     let p = check_after_placement(&first, |m, n| {
         let cpu_of = |x: u32| m.iter().find(|(i, _)| *i == x).unwrap().1;
         let mates: Vec<u32> = m
@@ -1500,13 +1507,7 @@ fn a_placement_check_waits_for_the_noise_of_what_it_compares() {
     // readings asked 21.5 points. Here the placement goes two and two, and where they landed
     // the pair without IRQ 40 reads 37% and 27% in turn (its bulk queue swings) against 20%.
     let cfg = Config::default();
-    let mut first = four_on_cpu0();
-    for (n, w) in [(40, 0.15), (42, 0.14), (44, 0.08), (46, 0.08)] {
-        let i = first.irqs.get_mut(&n).unwrap();
-        let c = i.per_cpu.get_mut(&0).unwrap();
-        c.ns = ns(w);
-        c.poll_ns = ns(w);
-    }
+    let first = four_read_as_two_pairs();
     let p = plan(&first, &cfg, &History::default());
     let m = moves(&p);
     let cpu_of = |x: u32| m.iter().find(|(i, _)| *i == x).unwrap().1;
