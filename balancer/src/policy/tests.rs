@@ -277,6 +277,68 @@ fn a_stuck_irq_is_reported_booked_at_home_and_not_chased() {
     assert_eq!(h2.stuck[&10].since, 0);
 }
 
+/// A stuck queue whose packets each cost much polls slowly (here 50 polls in the interval):
+/// one stray interrupt is more than 1% of its polls, yet its polls all stay on the old CPU.
+/// It stays stuck, and the light IRQ beside it stays put; a few interrupts a second unstick
+/// it.
+#[test]
+fn a_slow_stuck_queue_is_not_unstuck_by_one_stray_interrupt() {
+    let mut s = machine(&[(0, 0, 0.96), (1, 0, 0.10), (2, 0, 0.05), (3, 0, 0.10)]);
+    rx(&mut s, 10, "eth0", 0, 2, 0.0, 0, &all4());
+    let stuck_irq = |s: &mut Snapshot, ints: u64| {
+        let irq = s.irqs.get_mut(&10).expect("IRQ 10");
+        irq.interrupts = ints;
+        irq.per_cpu = BTreeMap::from([
+            (
+                0,
+                IrqCpuSnap {
+                    interrupts: 0,
+                    ns: ns(0.82),
+                    poll_ns: ns(0.82),
+                },
+            ),
+            (
+                2,
+                IrqCpuSnap {
+                    interrupts: ints,
+                    ns: 0,
+                    poll_ns: 0,
+                },
+            ),
+        ]);
+        irq.napi = vec![NapiKey::new(7, 0)];
+    };
+    stuck_irq(&mut s, 1);
+    s.napi.push(NapiSnap {
+        id: NapiKey::new(7, 0),
+        napi_id: Some(8197),
+        device: "eth0".into(),
+        irq: Some(10),
+        threaded: false,
+        per_cpu: BTreeMap::from([(
+            0,
+            PollSnap {
+                polls: 50,
+                ns: ns(0.82),
+                budget_exhausted: 50,
+            },
+        )]),
+    });
+    // The light queue beside it on CPU 0.
+    rx(&mut s, 11, "eth0", 1, 0, 0.13, 30, &all4());
+    let p = plan(&s, &Config::default(), &History::default());
+    let stuck = |p: &Plan| {
+        p.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Stuck && f.irq == Some(10) && f.cpu == Some(0))
+    };
+    assert!(stuck(&p), "one stray interrupt: {p:#?}");
+    assert!(moves(&p).is_empty(), "nothing chased off CPU 0: {p:#?}");
+    // Interrupts at a few a second: the queue drains and its IRQ fires where it is sent.
+    stuck_irq(&mut s, 5);
+    assert!(!stuck(&plan(&s, &Config::default(), &History::default())));
+}
+
 #[test]
 fn rps_for_one_queue_bigger_than_a_cpu_never_for_many_small() {
     let mut s = machine(&[(0, 0, 1.0), (1, 0, 0.05), (2, 0, 0.05), (3, 0, 0.8)]);
