@@ -374,7 +374,10 @@ pub const ERR_IRQ_RANGE: u32 = 2;
 pub const ERR_PAIRS_FULL: u32 = 3;
 /// NET_RX softirqs raised by more than two IRQs: their polls pair with none of them.
 pub const ERR_AMBIGUOUS_RAISE: u32 = 4;
-pub const NR_ERRORS: u32 = 5;
+/// Handler events that did not pair: an entry while another handler's was open on the CPU,
+/// or an exit without its entry. Each loses one handler run from the coverage.
+pub const ERR_UNPAIRED_HANDLER: u32 = 5;
+pub const NR_ERRORS: u32 = 6;
 
 #[cfg(feature = "user")]
 mod pod {

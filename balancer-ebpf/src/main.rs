@@ -41,9 +41,9 @@ use aya_ebpf::{
 };
 use balancer_common::{
     COUNTED_SLOTS, CpuState, DEV_NAME_LEN, ERR_AMBIGUOUS_RAISE, ERR_IRQ_RANGE, ERR_NAPI_FULL,
-    ERR_PAIRS_FULL, ERR_READ, IrqStat, MAX_NAPI_THREADS, NET_RX_SOFTIRQ, NO_OFFSET, NR_ERRORS,
-    NR_SOFTIRQS, NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey, RECORD_FIELDS, SoftirqStat,
-    TASK_BUSY, TASK_THREADED, field,
+    ERR_PAIRS_FULL, ERR_READ, ERR_UNPAIRED_HANDLER, IrqStat, MAX_NAPI_THREADS, NET_RX_SOFTIRQ,
+    NO_OFFSET, NR_ERRORS, NR_SOFTIRQS, NR_SYSVECS, NapiKey, NapiStat, Offsets, PairKey,
+    RECORD_FIELDS, SoftirqStat, TASK_BUSY, TASK_THREADED, field,
 };
 
 /// Overridden by the loader with offsets read from tracefs and BTF.
@@ -137,6 +137,9 @@ fn state() -> Option<&'static mut CpuState> {
 #[inline(always)]
 fn on_handler_entry(irq: u32) {
     if let Some(st) = state() {
+        if st.irq_start != 0 {
+            count_error(ERR_UNPAIRED_HANDLER);
+        }
         st.irq = irq;
         st.irq_start = now();
     }
@@ -148,6 +151,7 @@ fn on_handler_exit(irq: u32) {
     // An exit without its entry (programs attached mid-handler) is skipped.
     if st.irq_start == 0 || st.irq != irq {
         st.irq_start = 0;
+        count_error(ERR_UNPAIRED_HANDLER);
         return;
     }
     let ns = now().wrapping_sub(st.irq_start);

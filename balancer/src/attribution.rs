@@ -391,6 +391,9 @@ pub(crate) struct IrqCpu {
     pub(crate) busy_poll_ns: u64,
 }
 
+/// An IRQ's handler runs and interrupts on one CPU: (CPU, runs, interrupts).
+pub type Coverage = (u32, u64, u64);
+
 /// One IRQ over the interval.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IrqLoad {
@@ -703,6 +706,21 @@ impl Attribution {
         (total > 0).then(|| seen as f64 / total as f64)
     }
 
+    /// The IRQs whose handler runs fell short of their interrupts on some CPU, each with
+    /// its (CPU, handler runs, interrupts) on every CPU: where [`Self::coverage`] lost what
+    /// it lost, and whether the runs were seen on another CPU.
+    pub fn uncovered(&self) -> Vec<(u32, Vec<Coverage>)> {
+        self.irqs
+            .values()
+            .filter(|l| l.per_cpu.values().any(|c| c.handler_runs < c.interrupts))
+            .map(|l| {
+                let cells = l.per_cpu.iter();
+                let cells = cells.map(|(cpu, c)| (*cpu, c.handler_runs, c.interrupts));
+                (l.irq, cells.collect())
+            })
+            .collect()
+    }
+
     /// Real time of all IRQs.
     pub(crate) fn total_weight_ns(&self) -> u64 {
         self.irqs.values().map(IrqLoad::weight_ns).sum()
@@ -804,7 +822,12 @@ fn events(iv: &Interval) -> Vec<String> {
     if !iv.came_online.is_empty() {
         ev.push(format!("CPUs came online: {}", list(&iv.came_online)));
     }
-    let [napi_full, read, irq_range, pairs_full, _ambiguous] = iv.probe_errors;
+    let [napi_full, read, irq_range, pairs_full, _ambiguous, unpaired] = iv.probe_errors;
+    if unpaired > 0 {
+        ev.push(format!(
+            "{unpaired} handler entries or exits did not pair: their runs are not counted"
+        ));
+    }
     if napi_full > 0 {
         ev.push(format!(
             "{napi_full} polls not counted: the NAPI map was full (more NAPI instances than \
@@ -1375,7 +1398,7 @@ mod tests {
             napi_identity: BTreeMap::from([(V, ident("veth0", None))]),
             irqs_vanished: vec![31],
             went_offline: vec![3],
-            probe_errors: [2, 0, 0, 0, 0],
+            probe_errors: [2, 0, 0, 0, 0, 3],
             ..Interval::default()
         };
         let links = Linker::default().links(&iv.napi_identity, &model);
@@ -1386,6 +1409,11 @@ mod tests {
         assert!(a.events.iter().any(|e| e.contains("IRQs vanished: 31")));
         assert!(a.events.iter().any(|e| e.contains("CPUs went offline: 3")));
         assert!(a.events.iter().any(|e| e.contains("map was full")));
+        assert!(
+            a.events
+                .iter()
+                .any(|e| e.contains("3 handler entries or exits"))
+        );
     }
 }
 

@@ -337,8 +337,15 @@ fn coverage_holds_with_bpftrace_beside() {
     let coverage = a.coverage().expect("interrupts fired");
     assert!(
         coverage >= 0.99,
-        "measured {:.2}% of interrupts",
-        coverage * 100.0
+        "measured {:.2}% of {total} interrupts; short, per IRQ (CPU, handler runs, interrupts): \
+         {:?}; unpaired handler events {}; handler programs: {:?}",
+        coverage * 100.0,
+        a.uncovered(),
+        iv.probe_errors[balancer_common::ERR_UNPAIRED_HANDLER as usize],
+        stats
+            .iter()
+            .filter(|p| p.event.starts_with("irq:irq_handler"))
+            .collect::<Vec<_>>()
     );
     for p in stats
         .iter()
