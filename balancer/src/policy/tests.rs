@@ -196,6 +196,25 @@ fn managed_banned_and_cooling_irqs_stay() {
     assert_eq!(moves(&p), vec![(10, 1)]);
 }
 
+/// eth0's softirq NAPI instance 8193 (key 7) of IRQ `irq`, polling on CPU 0 only.
+fn softirq_napi_on_cpu0(irq: u32, polls: u64, share: f64, budget_exhausted: u64) -> NapiSnap {
+    NapiSnap {
+        id: NapiKey::new(7, 0),
+        napi_id: Some(8193),
+        device: "eth0".into(),
+        irq: Some(irq),
+        threaded: false,
+        per_cpu: BTreeMap::from([(
+            0,
+            PollSnap {
+                polls,
+                ns: ns(share),
+                budget_exhausted,
+            },
+        )]),
+    }
+}
+
 #[test]
 fn a_stuck_irq_is_reported_booked_at_home_and_not_chased() {
     // IRQ 10 was moved to CPU 2 but its NAPI keeps polling on CPU 0 with no interrupts.
@@ -211,21 +230,7 @@ fn a_stuck_irq_is_reported_booked_at_home_and_not_chased() {
         },
     )]);
     irq.napi = vec![NapiKey::new(7, 0)];
-    s.napi.push(NapiSnap {
-        id: NapiKey::new(7, 0),
-        napi_id: Some(8193),
-        device: "eth0".into(),
-        irq: Some(10),
-        threaded: false,
-        per_cpu: BTreeMap::from([(
-            0,
-            PollSnap {
-                polls: 50_000,
-                ns: ns(0.85),
-                budget_exhausted: 40_000,
-            },
-        )]),
-    });
+    s.napi.push(softirq_napi_on_cpu0(10, 50_000, 0.85, 40_000));
     // Another IRQ on CPU 0 that a fooled balancer would move.
     rx(&mut s, 11, "eth0", 1, 0, 0.10, 500, &all4());
     let p = plan(&s, &Config::default(), &History::default());
@@ -309,21 +314,7 @@ fn a_slow_stuck_queue_is_not_unstuck_by_one_stray_interrupt() {
         irq.napi = vec![NapiKey::new(7, 0)];
     };
     stuck_irq(&mut s, 1);
-    s.napi.push(NapiSnap {
-        id: NapiKey::new(7, 0),
-        napi_id: Some(8197),
-        device: "eth0".into(),
-        irq: Some(10),
-        threaded: false,
-        per_cpu: BTreeMap::from([(
-            0,
-            PollSnap {
-                polls: 50,
-                ns: ns(0.82),
-                budget_exhausted: 50,
-            },
-        )]),
-    });
+    s.napi.push(softirq_napi_on_cpu0(10, 50, 0.82, 50));
     // The light queue beside it on CPU 0.
     rx(&mut s, 11, "eth0", 1, 0, 0.13, 30, &all4());
     let p = plan(&s, &Config::default(), &History::default());
