@@ -74,6 +74,7 @@ pub(crate) fn coverage(
             .map(|p| (p.event.clone(), p.recursion_misses))
             .collect(),
         ambiguous_netrx_raises: iv.probe_errors[balancer_common::ERR_AMBIGUOUS_RAISE as usize],
+        unpaired_handler_events: iv.probe_errors[balancer_common::ERR_UNPAIRED_HANDLER as usize],
         napi_pruned: 0,
         probe_cost,
     }
@@ -208,6 +209,9 @@ pub(crate) struct Coverage {
     pub(crate) recursion_misses: BTreeMap<String, u64>,
     /// NET_RX softirqs raised by more than two IRQs: their polls paired with none.
     pub(crate) ambiguous_netrx_raises: u64,
+    /// Handler entries or exits that did not pair (an entry while another's was open, an
+    /// exit without its entry): each is a handler run not counted.
+    pub(crate) unpaired_handler_events: u64,
     /// NAPI instances deleted from the probe's map after they stopped polling.
     pub(crate) napi_pruned: u64,
     pub(crate) probe_cost: ProbeCost,
