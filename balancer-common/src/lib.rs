@@ -375,7 +375,8 @@ pub const ERR_PAIRS_FULL: u32 = 3;
 /// NET_RX softirqs raised by more than two IRQs: their polls pair with none of them.
 pub const ERR_AMBIGUOUS_RAISE: u32 = 4;
 /// Handler events that did not pair: an entry while another handler's was open on the CPU,
-/// or an exit without its entry. Each loses one handler run from the coverage.
+/// or an exit without its entry. Each loses one handler run from the coverage; attaching or
+/// detaching the programs while a handler runs makes one too.
 pub const ERR_UNPAIRED_HANDLER: u32 = 5;
 pub const NR_ERRORS: u32 = 6;
 
