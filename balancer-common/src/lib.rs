@@ -178,6 +178,12 @@ pub struct NapiStat {
     pub budget_exhausted: u64,
     /// Nanoseconds in measured polls, hardirq time inside them excluded.
     pub ns: u64,
+    /// The part of `work` and `ns` from polls that were the first of their NET_RX softirq:
+    /// a round frees the skbs other CPUs handed back before its first poll (7.x
+    /// `skb_defer_free_flush`), and no event splits that from the poll, so userspace
+    /// estimates it from these (`attribution`).
+    pub first_work: u64,
+    pub first_ns: u64,
     /// Polls outside NET_RX softirq (threaded NAPI, busy polling), timed or not; those timed
     /// are also counted in `threaded_*` or `busy_*`.
     pub untimed_polls: u64,
@@ -212,6 +218,8 @@ impl NapiStat {
         work: 0,
         budget_exhausted: 0,
         ns: 0,
+        first_work: 0,
+        first_ns: 0,
         untimed_polls: 0,
         untimed_work: 0,
         irq: -1,

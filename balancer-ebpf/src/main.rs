@@ -290,6 +290,9 @@ fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
     // poll event (or the softirq's entry) to its own event.
     let timed = st.softirq_start != 0 && st.softirq_vec == NET_RX_SOFTIRQ;
     let mut ns = 0;
+    // The round's first poll: its time since the softirq's entry also holds the round's
+    // preamble (the deferred skb frees), which userspace spreads over the CPU's instances.
+    let first = timed && st.poll_mark == st.softirq_start;
     if timed {
         let t = now();
         let hard = st.hardirq_ns.wrapping_sub(st.poll_hardirq_base);
@@ -312,7 +315,7 @@ fn on_napi_poll(napi: u64, napi_id: u32, work: i32, budget: i32, dev: DevName) {
 
     match napi_stat(st, &nkey, dev) {
         Some((s, slot)) => {
-            add_poll(s, timed, task, work, exhausted, ns);
+            add_poll(s, timed, first, task, work, exhausted, ns);
             if task == TASK_THREADED {
                 st.task_napi_slot = slot + 1;
             }
@@ -411,11 +414,23 @@ fn first_in_softirq(st: &mut CpuState, napi: u64) -> bool {
 }
 
 #[inline(always)]
-fn add_poll(s: &mut NapiStat, timed: bool, task: u32, work: u64, exhausted: u64, ns: u64) {
+fn add_poll(
+    s: &mut NapiStat,
+    timed: bool,
+    first: bool,
+    task: u32,
+    work: u64,
+    exhausted: u64,
+    ns: u64,
+) {
     if timed {
         s.polls += 1;
         s.work += work;
         s.ns += ns;
+        if first {
+            s.first_work += work;
+            s.first_ns += ns;
+        }
     } else {
         s.untimed_polls += 1;
         s.untimed_work += work;

@@ -84,6 +84,9 @@ pub(crate) struct NapiDelta {
     pub(crate) work: u64,
     pub(crate) budget_exhausted: u64,
     pub(crate) ns: u64,
+    /// The part of `work` and `ns` in polls that were the first of their NET_RX softirq.
+    pub(crate) first_work: u64,
+    pub(crate) first_ns: u64,
     /// Polls outside NET_RX softirq, timed or not; the timed ones are also counted below.
     pub(crate) untimed_polls: u64,
     pub(crate) untimed_work: u64,
@@ -291,6 +294,8 @@ fn napi_delta(p: &NapiStat, c: &NapiStat) -> NapiDelta {
         work: delta64(p.work, c.work),
         budget_exhausted: delta64(p.budget_exhausted, c.budget_exhausted),
         ns: delta64(p.ns, c.ns),
+        first_work: delta64(p.first_work, c.first_work),
+        first_ns: delta64(p.first_ns, c.first_ns),
         untimed_polls: delta64(p.untimed_polls, c.untimed_polls),
         untimed_work: delta64(p.untimed_work, c.untimed_work),
         threaded_polls: delta64(p.threaded_polls, c.threaded_polls),

@@ -284,6 +284,8 @@ fn napi_sum(a: &NapiStat, b: &NapiStat) -> NapiStat {
         work: a.work + b.work,
         budget_exhausted: a.budget_exhausted + b.budget_exhausted,
         ns: a.ns + b.ns,
+        first_work: a.first_work + b.first_work,
+        first_ns: a.first_ns + b.first_ns,
         untimed_polls: a.untimed_polls + b.untimed_polls,
         untimed_work: a.untimed_work + b.untimed_work,
         irq: id.irq,
@@ -693,7 +695,13 @@ impl Probe {
                 Part::SoftirqRaise,
                 "raises, NET_RX raised by IRQ handlers",
             ),
-            napi: part_feature(&events, &absent, Part::Napi, "poll time per NAPI instance"),
+            napi: part_feature(
+                &events,
+                &absent,
+                Part::Napi,
+                "poll time per NAPI instance, a NET_RX round's preamble (before its first \
+                 poll) shared by packets",
+            ),
             napi_irq_exact,
             system_vectors: sysvec_feature(&events, &absent),
             threaded_napi,
