@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -1209,6 +1209,16 @@ struct Traffic {
     stop: Arc<AtomicBool>,
     sender: JoinHandle<Result<u64>>,
     receiver: JoinHandle<Result<u64>>,
+    sends: Arc<Sends>,
+}
+
+/// The sender's counts so far, for a check's message when the traffic is not what it
+/// expected (a send error is not fatal: load is what is wanted).
+#[derive(Default)]
+struct Sends {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    last_errno: AtomicI32,
 }
 
 impl Traffic {
@@ -1251,8 +1261,10 @@ impl Traffic {
                 Ok(got)
             })
         };
+        let sends = Arc::new(Sends::default());
         let sender = {
             let stop = Arc::clone(&stop);
+            let sends = Arc::clone(&sends);
             thread::spawn(move || -> Result<u64> {
                 balancer_tests::enter_netns(PEER_NS)?;
                 let socks = (0..FLOWS)
@@ -1269,8 +1281,17 @@ impl Traffic {
                     let round = Instant::now();
                     for s in &socks {
                         // Drops (full queues) are fine: load is what is wanted.
-                        if s.send(&payload).is_ok() {
-                            sent += 1;
+                        match s.send(&payload) {
+                            Ok(_) => {
+                                sent += 1;
+                                sends.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                sends.failed.fetch_add(1, Ordering::Relaxed);
+                                sends
+                                    .last_errno
+                                    .store(e.raw_os_error().unwrap_or(-1), Ordering::Relaxed);
+                            }
                         }
                     }
                     // Rest as long as the round took: the rate follows the guest's speed, so
@@ -1284,7 +1305,22 @@ impl Traffic {
             stop,
             sender,
             receiver,
+            sends,
         })
+    }
+
+    /// The sender's progress so far: datagrams sent, sends refused and the last error.
+    fn progress(&self) -> String {
+        let failed = self.sends.failed.load(Ordering::Relaxed);
+        let last = match self.sends.last_errno.load(Ordering::Relaxed) {
+            _ if failed == 0 => String::new(),
+            -1 => " (last: not an OS error)".to_string(),
+            e => format!(" (last: {})", std::io::Error::from_raw_os_error(e)),
+        };
+        format!(
+            "sender: {} sent, {failed} refused{last}",
+            self.sends.ok.load(Ordering::Relaxed)
+        )
     }
 
     /// Stops the traffic; returns (datagrams sent, datagrams received).
@@ -1614,9 +1650,11 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             |m| m.intervals > idle.intervals,
             Duration::from_secs(60),
         )?;
+        let rx_start = rx_packets(&dev)?;
         let cost_start = (Instant::now(), read_metrics(metrics)?);
         let (before, before_cpu) = busiest_over(metrics, settled.intervals, 7)?;
         let cost_end = (Instant::now(), read_metrics(metrics)?);
+        let rx_before = rx_packets(&dev)?.saturating_sub(rx_start);
         // Each dut IRQ's cost (share of one CPU) while all sat on CPU 0: the placement is
         // judged by these, not by the shares measured after it. Under single-threaded TCG two
         // busy vCPUs each read about as busy as one carrying both, so measured shares say
@@ -1632,9 +1670,11 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
         unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
         // Moves, then the placement settles; after: three more intervals.
         thread::sleep(Duration::from_secs(8));
+        let rx_start = rx_packets(&dev)?;
         let start = (Instant::now(), read_metrics(metrics)?);
         let (after, after_cpu) = busiest_over(metrics, start.1.intervals, 7)?;
         let after_m = read_metrics(metrics)?;
+        let rx_after = rx_packets(&dev)?.saturating_sub(rx_start);
         // Each IRQ's cost where the placement put it, apart from most of the others.
         let secs = start.0.elapsed().as_secs_f64().max(1e-3);
         let cost_apart = irq_costs(&irqs, &start.1, &after_m, secs);
@@ -1649,8 +1689,21 @@ fn daemon_balances(g: &mut Guest) -> Result<Outcome> {
             }
         }
         if !off_node.is_empty() {
+            // What the traffic did, so that a stalled path is told from a wrong decision.
+            let sender = traffic.as_ref().map(Traffic::progress).unwrap_or_default();
+            let neigh = Command::new(IP)
+                .args(["-n", PEER_NS, "neigh", "show"])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .replace('\n', "; ")
+                })
+                .unwrap_or_else(|e| format!("ip neigh: {e}"));
             bail!(
-                "rx IRQs not on node 1 ({node1}): {off_node:?}; placement {}; moves {}",
+                "rx IRQs not on node 1 ({node1}): {off_node:?}; placement {}; moves {}; {dev} \
+                 took {rx_before} packets while measured before the ban was lifted, \
+                 {rx_after} in the window after; {sender}; peer's neighbours: {neigh}",
                 placed.join(" "),
                 after_m.moves
             );
