@@ -424,8 +424,13 @@ pub struct NapiCpu {
     pub polls: u64,
     pub packets: u64,
     pub(crate) budget_exhausted: u64,
-    /// Poll time in NET_RX softirqs.
+    /// Poll time in NET_RX softirqs, with the rounds' preambles shared (`preamble_ns`).
     pub ns: u64,
+    /// Packets and measured time of the polls that were the first of their round.
+    pub(crate) first_poll_packets: u64,
+    pub(crate) first_poll_ns: u64,
+    /// What sharing the rounds' preambles changed `ns` by (see [`first_poll_spread`]).
+    pub(crate) preamble_ns: i64,
     /// Polls outside NET_RX softirq that got no time (no start mark: a kthread before it was
     /// listed, a busy loop that rescheduled, a kernel without the programs).
     pub untimed_polls: u64,
@@ -472,6 +477,9 @@ impl NapiLoad {
                 packets: a.packets + c.packets,
                 budget_exhausted: a.budget_exhausted + c.budget_exhausted,
                 ns: a.ns + c.ns,
+                first_poll_packets: a.first_poll_packets + c.first_poll_packets,
+                first_poll_ns: a.first_poll_ns + c.first_poll_ns,
+                preamble_ns: a.preamble_ns + c.preamble_ns,
                 untimed_polls: a.untimed_polls + c.untimed_polls,
                 threaded_polls: a.threaded_polls + c.threaded_polls,
                 threaded_ns: a.threaded_ns + c.threaded_ns,
@@ -586,10 +594,10 @@ impl Attribution {
         let mut task_ns: Vec<(u32, u64, u64)> = Vec::new();
         let mut napi: BTreeMap<NapiKey, NapiLoad> = BTreeMap::new();
         let spread = first_poll_spread(iv);
-        for ((id, cpu), d) in &iv.napi {
+        for ((id, cpu), measured) in &iv.napi {
             let d = &NapiDelta {
-                ns: spread.get(&(*id, *cpu)).copied().unwrap_or(d.ns),
-                ..*d
+                ns: spread.get(&(*id, *cpu)).copied().unwrap_or(measured.ns),
+                ..*measured
             };
             let ident = iv.napi_identity.get(id).cloned().unwrap_or_default();
             let link = links
@@ -609,6 +617,9 @@ impl Attribution {
             c.packets += d.work + d.untimed_work;
             c.budget_exhausted += d.budget_exhausted;
             c.ns += d.ns;
+            c.first_poll_packets += d.first_work;
+            c.first_poll_ns += d.first_ns;
+            c.preamble_ns += d.ns as i64 - measured.ns as i64;
             // The kernel counts every poll outside NET_RX as untimed and the timed ones again
             // as threaded or busy; here each poll is in one count.
             c.untimed_polls += d
@@ -1585,6 +1596,8 @@ mod first_poll_tests {
         assert_eq!(a.irqs[&38].softirq_ns, 15_000_000);
         let x = a.napi.iter().find(|n| n.id == X).unwrap();
         assert_eq!(x.per_cpu[&2].ns, 15_000_000);
+        assert_eq!(x.per_cpu[&2].preamble_ns, -5_000_000);
+        assert_eq!(x.per_cpu[&2].first_poll_ns, 20_000_000);
 
         // Y has three times X's packets: three quarters of the excess.
         let a = build(BTreeMap::from([

@@ -231,6 +231,11 @@ struct NapiCpuRow {
     cpu: u32,
     polls: u64,
     ns: u64,
+    /// Of the polls that were the first of their NET_RX round: packets and time as measured;
+    /// and what sharing the rounds' preambles by packets changed `ns` by.
+    first_poll_packets: u64,
+    first_poll_ns: u64,
+    preamble_ns: i64,
     threaded_ns: u64,
     busy_poll_ns: u64,
     /// Share of the instance's poll time (of its polls when no time was measured).
@@ -544,6 +549,9 @@ fn napi_rows(a: &Attribution) -> Vec<NapiRow> {
                         cpu: *cpu,
                         polls: c.all_polls(),
                         ns: c.ns,
+                        first_poll_packets: c.first_poll_packets,
+                        first_poll_ns: c.first_poll_ns,
+                        preamble_ns: c.preamble_ns,
                         threaded_ns: c.threaded_ns,
                         busy_poll_ns: c.busy_poll_ns,
                         share: if t.all_ns() > 0 {

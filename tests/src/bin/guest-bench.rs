@@ -782,6 +782,10 @@ struct Costs {
     delivered_pps: f64,
     /// Per rx queue that shared a CPU in one placement: (its reading there, its cost alone).
     shared: BTreeMap<usize, (f64, f64)>,
+    /// Per IRQ, of its instances' NET_RX polls in the first placement (where the queues of
+    /// `shared` shared): the share of packets polled first in a round, and what sharing the
+    /// rounds' preambles moved (share of one CPU, + or -).
+    first_polls: BTreeMap<u32, (f64, f64)>,
     /// Each CPU's hardirq + softirq time per second of traffic, as the report's probes
     /// clocked it: what the placement costs each CPU, queues that share one measured together.
     cpu_irq: BTreeMap<u32, f64>,
@@ -884,6 +888,7 @@ fn measure_placed(g: &Bench, sc: &Scenario, cpu_of_queue: &[u32]) -> Result<Cost
                     .collect(),
                 delivered_pps: r1.saturating_sub(r0) as f64 / secs,
                 shared: BTreeMap::new(),
+                first_polls: BTreeMap::new(),
                 cpu_irq: BTreeMap::new(),
             })
         })();
@@ -930,6 +935,27 @@ fn measure_placed(g: &Bench, sc: &Scenario, cpu_of_queue: &[u32]) -> Result<Cost
             ))
         })
         .collect();
+    for n in v["napi"].as_array().into_iter().flatten() {
+        let (Some(irq), Some(packets)) = (n["irq"].as_u64(), n["packets"].as_u64()) else {
+            continue;
+        };
+        let cpus = n["cpus"].as_array().into_iter().flatten();
+        let (first, preamble) = cpus.fold((0u64, 0i64), |(f, p), c| {
+            (
+                f + c["first_poll_packets"].as_u64().unwrap_or(0),
+                p + c["preamble_ns"].as_i64().unwrap_or(0),
+            )
+        });
+        if let Ok(irq) = u32::try_from(irq) {
+            costs.first_polls.insert(
+                irq,
+                (
+                    first as f64 / packets.max(1) as f64,
+                    preamble as f64 / 1e9 / traffic_secs,
+                ),
+            );
+        }
+    }
     costs.cost = g
         .dut
         .all()
@@ -1303,7 +1329,17 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
             let split: Vec<String> = costs
                 .shared
                 .iter()
-                .map(|(q, (shared, own))| format!("q{q} {} (alone {})", pct(*shared), pct(*own)))
+                .map(|(q, (shared, own))| {
+                    let first = g.dut.rx.get(*q).and_then(|i| costs.first_polls.get(i));
+                    let first = first.map_or(String::new(), |(f, p)| {
+                        format!(
+                            "; {:.0}% of its packets in a round's first poll, preamble {:+.1}%",
+                            100.0 * f,
+                            100.0 * p
+                        )
+                    });
+                    format!("q{q} {} (alone {}{first})", pct(*shared), pct(*own))
+                })
                 .collect();
             out.line(&format!(
                 "INFO {} sharing a CPU read: {}",
