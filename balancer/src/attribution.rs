@@ -766,20 +766,21 @@ impl Attribution {
 const MIN_SPREAD_WORK: u64 = 64;
 
 /// Each (instance, CPU)'s NET_RX poll time with the rounds' preambles spread by packets,
-/// where a CPU polled more than one instance or repolled one in a round.
+/// where a CPU polled more than one instance that took packets.
 ///
 /// A poll's time runs from the previous poll's event (or the softirq's entry) to its own, and
 /// `net_rx_action` frees the skbs other CPUs handed back (`skb_defer_free_flush`) before each
 /// poll: before a round's first poll, all that built up since the last round, packets of every
-/// instance allocated here. Booked as measured, that lands
-/// on whichever instance the round polled first, and two equal queues on one CPU read 2-3x
-/// apart (docs/benchmarks.md). The other polls' time per packet is the rate without it; the
-/// first polls' time above that rate is the excess, given to the CPU's instances by packets.
-/// A CPU's total is unchanged.
+/// instance allocated here. Booked as measured, that lands on whichever instance the round
+/// polled first, and two equal queues on one CPU read 2-3x apart (docs/benchmarks.md). The
+/// other polls' time per packet is the rate without it; the first polls' time above that rate
+/// is the excess, given to the CPU's instances by packets. A CPU's total is unchanged.
+/// Instances that took no packet (a tx-only NAPI cleaning completions) keep their time and
+/// stay out of the rate: their polls cost without packets to weigh them by.
 fn first_poll_spread(iv: &Interval) -> BTreeMap<(NapiKey, u32), u64> {
     let mut by_cpu: BTreeMap<u32, Vec<(NapiKey, &NapiDelta)>> = BTreeMap::new();
     for ((id, cpu), d) in &iv.napi {
-        if d.polls > 0 {
+        if d.polls > 0 && d.work > 0 {
             by_cpu.entry(*cpu).or_default().push((*id, d));
         }
     }
@@ -1614,6 +1615,17 @@ mod first_poll_tests {
         ]));
         assert_eq!(a.irqs[&36].softirq_ns, 20_000_000);
         assert_eq!(a.irqs[&38].softirq_ns, 10_000_000);
+
+        // A tx-only instance (no packets) polled first keeps its time and is not in the rate.
+        let a = build(BTreeMap::from([
+            ((X, 2), d(10_000, 20_000_000, 10_000, 20_000_000)),
+            ((Y, 2), d(10_000, 10_000_000, 0, 0)),
+            ((V, 2), d(0, 4_000_000, 0, 4_000_000)),
+        ]));
+        assert_eq!(a.irqs[&36].softirq_ns, 15_000_000);
+        assert_eq!(a.irqs[&38].softirq_ns, 15_000_000);
+        let v = a.napi.iter().find(|n| n.id == V).unwrap();
+        assert_eq!(v.per_cpu[&2].ns, 4_000_000);
 
         // Beside 10 packets of other polls: no rate to weigh the first polls by.
         let a = build(BTreeMap::from([
