@@ -18,7 +18,7 @@ use balancer_common::{IrqStat, SoftirqStat};
 use crate::{
     attribution::{self, Attribution, Linker},
     probe::{self, Probe, ProbeOptions, ProbeStatus},
-    sample::{Interval, Snapshot},
+    sample::{Interval, NapiDelta, Snapshot},
     system::{
         ReadOptions, SystemModel,
         netdev::{self, Netdev, NetdevDump, NetdevStatus},
@@ -418,17 +418,34 @@ pub(crate) fn extrapolate(iv: &mut Interval, whole_ns: u64) {
         s(&mut v.ns);
     });
     for v in iv.napi.values_mut() {
+        // Every field by name, so a new count cannot be left unscaled beside scaled ones.
+        let NapiDelta {
+            polls,
+            work,
+            budget_exhausted,
+            ns,
+            first_work,
+            first_ns,
+            untimed_polls,
+            untimed_work,
+            threaded_polls,
+            threaded_ns,
+            busy_polls,
+            busy_ns,
+        } = v;
         for f in [
-            &mut v.polls,
-            &mut v.work,
-            &mut v.budget_exhausted,
-            &mut v.ns,
-            &mut v.untimed_polls,
-            &mut v.untimed_work,
-            &mut v.threaded_polls,
-            &mut v.threaded_ns,
-            &mut v.busy_polls,
-            &mut v.busy_ns,
+            polls,
+            work,
+            budget_exhausted,
+            ns,
+            first_work,
+            first_ns,
+            untimed_polls,
+            untimed_work,
+            threaded_polls,
+            threaded_ns,
+            busy_polls,
+            busy_ns,
         ] {
             s(f);
         }
@@ -692,6 +709,8 @@ mod tests {
         let d = crate::sample::NapiDelta {
             polls: 1,
             ns: 10,
+            first_work: 4,
+            first_ns: 5,
             threaded_polls: 2,
             threaded_ns: 20,
             busy_polls: 3,
@@ -701,6 +720,9 @@ mod tests {
         iv.napi.insert((NapiKey::new(7, 0), 0), d);
         extrapolate(&mut iv, S);
         let got = iv.napi[&(NapiKey::new(7, 0), 0)];
+        // The first polls' part too, or the preamble's sharing would weigh a window's
+        // first polls against a whole interval's others.
+        assert_eq!((got.first_work, got.first_ns), (40, 50));
         assert_eq!(
             (
                 got.ns,
