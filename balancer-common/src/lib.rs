@@ -179,9 +179,9 @@ pub struct NapiStat {
     /// Nanoseconds in measured polls, hardirq time inside them excluded.
     pub ns: u64,
     /// The part of `work` and `ns` from polls that were the first of their NET_RX softirq:
-    /// a round frees the skbs other CPUs handed back before its first poll (7.x
-    /// `skb_defer_free_flush`), and no event splits that from the poll, so userspace
-    /// estimates it from these (`attribution`).
+    /// a round frees the skbs other CPUs handed back before its first poll
+    /// (`skb_defer_free_flush`), and no event splits that from the poll, so userspace
+    /// estimates it from these (`attribution::first_poll_spread`).
     pub first_work: u64,
     pub first_ns: u64,
     /// Polls outside NET_RX softirq (threaded NAPI, busy polling), timed or not; those timed
