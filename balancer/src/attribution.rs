@@ -798,20 +798,23 @@ fn first_poll_spread(iv: &Interval) -> BTreeMap<(NapiKey, u32), u64> {
         if rest_work < MIN_SPREAD_WORK || deltas.len() < 2 {
             continue;
         }
-        let excess = |d: &NapiDelta| {
-            let expected = (d.first_work as u128 * rest_ns as u128 / rest_work as u128) as u64;
-            d.first_ns.min(d.ns).saturating_sub(expected)
-        };
-        let total: u64 = deltas.iter().map(|(_, d)| excess(d)).sum();
+        let excess: Vec<u64> = deltas
+            .iter()
+            .map(|(_, d)| {
+                let expected = (d.first_work as u128 * rest_ns as u128 / rest_work as u128) as u64;
+                d.first_ns.min(d.ns).saturating_sub(expected)
+            })
+            .collect();
+        let total: u64 = excess.iter().sum();
         if total == 0 {
             continue;
         }
         // Shares by cumulative packets, so they add up to `total` exactly.
         let (mut cum, mut given) = (0u64, 0u64);
-        for (id, d) in deltas {
+        for ((id, d), own) in deltas.into_iter().zip(excess) {
             cum += d.work;
             let upto = (total as u128 * cum as u128 / work as u128) as u64;
-            out.insert((id, cpu), d.ns - excess(d) + (upto - given));
+            out.insert((id, cpu), d.ns - own + (upto - given));
             given = upto;
         }
     }

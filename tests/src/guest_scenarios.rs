@@ -1074,7 +1074,10 @@ fn sticking_run(g: &mut Guest, generator: &[u32]) -> Result<Outcome> {
             let (p0, i0) = (q_packets(&dev, q, counted)?, interrupts()?);
             thread::sleep(window);
             let (p1, i1) = (q_packets(&dev, q, counted)?, interrupts()?);
-            let it = i1.get(&q_irq).unwrap_or(&0) - i0.get(&q_irq).unwrap_or(&0);
+            let it = i1
+                .get(&q_irq)
+                .unwrap_or(&0)
+                .saturating_sub(*i0.get(&q_irq).unwrap_or(&0));
             Ok((p1.saturating_sub(p0), it))
         };
         // Where the guest keeps up with the flow (a fast host day), taps that make each
