@@ -60,8 +60,9 @@ pub struct IrqbalanceArgs {
     #[arg(long)]
     pub measure_share: Option<f64>,
     /// Rounds of replays after each scenario: each tool's final placement, and the best
-    /// assignment of the alone costs, measured again with no tool running, in turn (one
-    /// report window of about 20 s per distinct placement and round); 0 skips them.
+    /// assignment of the alone costs, measured again with no tool running, in turn, every
+    /// second round on its mirror image (the local CPUs swapped); one report window of about
+    /// 20 s per distinct placement and round; 0 skips them.
     #[arg(long, default_value_t = 2)]
     pub replay_rounds: u32,
     /// Extra kernel command-line parameters for the guest (e.g.
