@@ -1096,8 +1096,12 @@ fn sticking_run(g: &mut Guest, generator: &[u32]) -> Result<Outcome> {
             (pk, it) = measure()?;
         }
         // A doubling that overshot (the host slowed in between: 832 packets in 2 s with 256
-        // taps on 6.1 once) gives a quarter of the taps back.
-        if pk < least && taps.len() > 1 {
+        // taps on 6.1 once) gives a quarter of the taps back, up to three times (one quarter
+        // was not enough under a host build: 960 packets in 2 s with 192 taps on 6.1).
+        for _ in 0..3 {
+            if pk >= least || taps.len() <= 1 {
+                break;
+            }
             taps.shrink_to(taps.len() * 3 / 4);
             thread::sleep(Duration::from_secs(1));
             (pk, it) = measure()?;

@@ -6,9 +6,10 @@
 //!
 //! 1. costs: the dut's IRQs spread over the CPUs but the bench's (so co-occurrence links
 //!    do not mix the queues up), one `balancer report` window around the traffic: each IRQ's cost
-//!    (hardirq + the NET_RX time it caused, per second of traffic). No balancer acts. Twice,
-//!    in two placements, each rx queue's cost taken from the one where it sat alone on its
-//!    CPU ([`cost_placements`]); the shared readings are printed beside them.
+//!    (hardirq + the NET_RX time it caused, per second of traffic). No balancer acts. Each
+//!    rx queue is measured alone on each of the dut's local CPUs, the others together on a
+//!    CPU off the node, and its cost is the mean ([`cost_placements`]); the off-node shared
+//!    readings are printed beside them.
 //! 2. irqbalance, 3. balancer: from the scenario's start state (every dut IRQ on CPU 0, or
 //!    spread over node 0's CPUs), the tool runs, traffic starts, `--settle` seconds pass,
 //!    then `--measure` seconds are measured.
@@ -789,55 +790,108 @@ struct Costs {
     /// Each CPU's hardirq + softirq time per second of traffic, as the report's probes
     /// clocked it: what the placement costs each CPU, queues that share one measured together.
     cpu_irq: BTreeMap<u32, f64>,
+    /// Per rx queue, its readings where it sat alone: (CPU, cost).
+    alone: BTreeMap<usize, Vec<(u32, f64)>>,
 }
 
-/// Two placements of the rx queues over the CPUs but the bench's: `(first, second)`, CPU per
-/// queue. Queues that share a CPU in the first sit alone in the second, so that every queue
-/// is measured alone once (with 4 queues and CPUs 0, 2, 3: q0 and q3 share CPU 0 first, q1
-/// and q2 second). Two instances polled on one CPU read up to 2-3x apart under equal
-/// traffic on 7.x (docs/benchmarks.md), so a shared CPU's split is no cost to score with.
-fn cost_placements(queues: usize, cpus: &[u32]) -> (Vec<u32>, Vec<u32>) {
-    let first: Vec<u32> = (0..queues).map(|q| cpus[q % cpus.len()]).collect();
-    let shared = |p: &[u32], q: usize| p.iter().filter(|c| **c == p[q]).count() > 1;
-    let (crowded, alone): (Vec<usize>, Vec<usize>) = (0..queues).partition(|q| shared(&first, *q));
-    let mut second = vec![0; queues];
-    let free = cpus.len().saturating_sub(crowded.len()).max(1);
-    for (i, q) in crowded.iter().enumerate() {
-        second[*q] = cpus[i % cpus.len()];
+/// Placements that measure every rx queue alone on each of the dut's local CPUs, where the
+/// tools put them (CPU per queue, per placement): the queues go `local.len()` at a time, one
+/// to each local CPU, the rest together on `spare`, and each group is rotated over the local
+/// CPUs (on two, the second placement is the first's mirror image). Measured alone on CPU 0,
+/// off the dut's node, a light queue read 1.7-2x what the same flow read alone on a local
+/// CPU (7.x, runs 9 and 10), and a placement and its mirror image replay points apart, so
+/// one CPU per queue would score the CPUs. Without a spare CPU the rest share the local
+/// CPUs, and a queue never alone keeps its first reading.
+fn cost_placements(queues: usize, local: &[u32], spare: Option<u32>) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let n = local.len();
+    for first in (0..queues).step_by(n.max(1)) {
+        for turn in 0..n {
+            let p: Vec<u32> = (0..queues)
+                .map(|q| match q.checked_sub(first) {
+                    Some(i) if i < n => local[(i + turn) % n],
+                    _ => spare.unwrap_or(local[q % n]),
+                })
+                .collect();
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
     }
-    for (i, q) in alone.iter().enumerate() {
-        second[*q] = cpus[(crowded.len() + i % free) % cpus.len()];
-    }
-    (first, second)
+    out
 }
 
-/// The costs of both placements of [`cost_placements`], each queue's taken where it sat
-/// alone (the first placement's when it never did).
+/// The costs of every placement of [`cost_placements`]: each rx queue's is the mean of its
+/// readings where it sat alone on a CPU (its first reading when it never did).
 fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
     // None on the bench's CPU: the receiver runs there (the one run with a queue on it
     // delivered 367 packets/s, on a heavily loaded host).
-    let cpus: Vec<u32> = cpulist("/sys/devices/system/cpu/online")?
-        .into_iter()
-        .filter(|c| *c != BENCH_CPU as u32)
+    let online = cpulist("/sys/devices/system/cpu/online")?;
+    let local: Vec<u32> = g
+        .local
+        .iter()
+        .copied()
+        .filter(|c| *c != BENCH_CPU as u32 && online.contains(c))
         .collect();
-    let (first, second) = cost_placements(g.dut.rx.len(), &cpus);
-    let a = measure_placed(g, sc, &first)?;
-    let b = measure_placed(g, sc, &second)?;
+    let spare = online
+        .iter()
+        .copied()
+        .find(|c| *c != BENCH_CPU as u32 && !local.contains(c));
+    let placements = cost_placements(g.dut.rx.len(), &local, spare);
+    if placements.is_empty() {
+        bail!("no local CPU of the dut but the bench's to measure its queues on");
+    }
+    let mut runs = Vec::new();
+    for p in &placements {
+        runs.push(measure_placed(g, sc, p)?);
+    }
     let alone = |p: &[u32], q: usize| p.iter().filter(|c| **c == p[q]).count() == 1;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let pps: Vec<f64> = runs.iter().map(|r| r.delivered_pps).collect();
     let mut costs = Costs {
-        delivered_pps: (a.delivered_pps + b.delivered_pps) / 2.0,
-        ..a
+        delivered_pps: mean(&pps),
+        ..runs.remove(0)
     };
+    let first_placement = &placements[0];
+    // Every IRQ's mean over all runs; the rx queues' replaced below by their alone readings.
+    for (irq, c) in costs.cost.iter_mut() {
+        let all: Vec<f64> = std::iter::once(*c)
+            .chain(runs.iter().filter_map(|r| r.cost.get(irq).copied()))
+            .collect();
+        *c = mean(&all);
+    }
+    let first_costs = costs.cost.clone();
+    let first_ints = costs.ints_per_s.clone();
     for (q, irq) in g.dut.rx.iter().enumerate() {
-        if !alone(&first, q) && alone(&second, q) {
-            let shared = costs.cost.get(irq).copied().unwrap_or(0.0);
-            let own = b.cost.get(irq).copied().unwrap_or(0.0);
-            costs.shared.insert(q, (shared, own));
-            costs.cost.insert(*irq, own);
-            if let Some(r) = b.ints_per_s.get(irq) {
-                costs.ints_per_s.insert(*irq, *r);
-            }
+        let readings: Vec<(u32, f64, f64)> = placements
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| alone(p, q) && local.contains(&p[q]))
+            .filter_map(|(k, p)| {
+                let (cost, ints) = if k == 0 {
+                    (first_costs.get(irq), first_ints.get(irq))
+                } else {
+                    (runs[k - 1].cost.get(irq), runs[k - 1].ints_per_s.get(irq))
+                };
+                Some((p[q], *cost?, ints.copied().unwrap_or(0.0)))
+            })
+            .collect();
+        if readings.is_empty() {
+            continue;
         }
+        let own = mean(&readings.iter().map(|r| r.1).collect::<Vec<_>>());
+        if !alone(first_placement, q) {
+            let shared = first_costs.get(irq).copied().unwrap_or(0.0);
+            costs.shared.insert(q, (shared, own));
+        }
+        costs.cost.insert(*irq, own);
+        costs.ints_per_s.insert(
+            *irq,
+            mean(&readings.iter().map(|r| r.2).collect::<Vec<_>>()),
+        );
+        costs
+            .alone
+            .insert(q, readings.iter().map(|r| (r.0, r.1)).collect());
     }
     Ok(costs)
 }
@@ -890,6 +944,7 @@ fn measure_placed(g: &Bench, sc: &Scenario, cpu_of_queue: &[u32]) -> Result<Cost
                 shared: BTreeMap::new(),
                 first_polls: BTreeMap::new(),
                 cpu_irq: BTreeMap::new(),
+                alone: BTreeMap::new(),
             })
         })();
         traffic.stop()?;
@@ -1327,9 +1382,21 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
             .iter()
             .enumerate()
             .map(|(q, i)| {
+                let each: Vec<String> = costs
+                    .alone
+                    .get(&q)
+                    .into_iter()
+                    .flatten()
+                    .map(|(cpu, c)| format!("{:.1} on {cpu}", 100.0 * c))
+                    .collect();
                 format!(
-                    "q{q} {} ({:.0} int/s)",
+                    "q{q} {} ({}{:.0} int/s)",
                     pct(costs.cost.get(i).copied().unwrap_or(0.0)),
+                    if each.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}; ", each.join(", "))
+                    },
                     costs.ints_per_s.get(i).copied().unwrap_or(0.0)
                 )
             })
@@ -1507,8 +1574,9 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
     }
     out.line("TABLE");
     out.line(
-        "TABLE Per-queue costs (no balancer acting), share of one CPU, each queue measured \
-         alone on a CPU (q1, q2 with q0 and q3 on CPU 0; q0, q3 with q1 and q2 on CPU 3):",
+        "TABLE Per-queue costs (no balancer acting), share of one CPU: each rx queue measured \
+         alone on each of the dut's local CPUs (the other queues together on a CPU off the \
+         node), the mean of its readings, each reading in brackets:",
     );
     out.line("TABLE");
     out.line("TABLE | scenario | rx queues | tx | delivered pkt/s |");
@@ -1518,7 +1586,10 @@ fn bench(args: &Args, out: &mut Out) -> Result<()> {
     }
     if !shared_lines.is_empty() {
         out.line("TABLE");
-        out.line("TABLE The same queues' readings where two shared a CPU (not scored):");
+        out.line(
+            "TABLE The readings of the queues that shared the off-node CPU in the first \
+             placement (not scored):",
+        );
         out.line("TABLE");
         out.line("TABLE | scenario | shared reading (alone) |");
         out.line("TABLE |---|---|");
@@ -1617,21 +1688,41 @@ mod tests {
     }
 
     #[test]
-    fn every_queue_is_measured_alone_once() {
+    fn every_queue_is_measured_alone_on_every_local_cpu() {
         let alone = |p: &[u32], q: usize| p.iter().filter(|c| **c == p[q]).count() == 1;
-        for (queues, cpus) in [(4, vec![0, 2, 3]), (3, vec![0, 2]), (4, vec![0, 1, 2, 3])] {
-            let (a, b) = cost_placements(queues, &cpus);
+        assert_eq!(
+            cost_placements(4, &[2, 3], Some(0)),
+            vec![
+                vec![2, 3, 0, 0],
+                vec![3, 2, 0, 0],
+                vec![0, 0, 2, 3],
+                vec![0, 0, 3, 2]
+            ]
+        );
+        for (queues, local) in [(4, vec![2, 3]), (3, vec![2, 3]), (5, vec![4, 5, 6])] {
+            let ps = cost_placements(queues, &local, Some(0));
             for q in 0..queues {
-                assert!(cpus.contains(&a[q]) && cpus.contains(&b[q]), "{a:?} {b:?}");
-                // Two CPUs for three queues: one must share in both.
-                if queues <= 2 * (cpus.len() - 1) || cpus.len() >= queues {
-                    assert!(alone(&a, q) || alone(&b, q), "q{q}: {a:?} {b:?}");
-                }
+                let on: BTreeSet<u32> = ps
+                    .iter()
+                    .filter(|p| alone(p, q) && local.contains(&p[q]))
+                    .map(|p| p[q])
+                    .collect();
+                // A queue left over for two local CPUs is alone on each in turn, by the
+                // mirror image.
+                assert_eq!(on, local.iter().copied().collect(), "q{q}: {ps:?}");
             }
         }
+        // No spare CPU: the others share the local CPUs; nothing panics, every queue placed.
+        let ps = cost_placements(4, &[2, 3], None);
+        assert!(
+            ps.iter()
+                .all(|p| p.len() == 4 && p.iter().all(|c| [2, 3].contains(c)))
+        );
+        assert!(cost_placements(4, &[], Some(0)).is_empty());
+        // One local CPU: a group of one, its mirror image the same placement.
         assert_eq!(
-            cost_placements(4, &[0, 2, 3]),
-            (vec![0, 2, 3, 0], vec![0, 3, 3, 2])
+            cost_placements(2, &[2], Some(0)),
+            vec![vec![2, 0], vec![0, 2]]
         );
     }
 
