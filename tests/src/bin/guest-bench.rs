@@ -845,44 +845,78 @@ fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
     for p in &placements {
         runs.push(measure_placed(g, sc, p)?);
     }
+    Ok(combine_costs(&placements, runs, &g.dut.rx, &local))
+}
+
+/// One scenario's costs from the runs of `placements` (run k measured placement k): an rx
+/// queue's cost and interrupt rate are the means of its runs alone on a `local` CPU (the
+/// first run's when it never was); other IRQs' the means of all runs. The first run's
+/// readings of the queues that shared a CPU there go to `shared`, its first polls to
+/// `first_polls`, its per-CPU loads to `cpu_irq`.
+fn combine_costs(
+    placements: &[Vec<u32>],
+    mut runs: Vec<Costs>,
+    rx: &[u32],
+    local: &[u32],
+) -> Costs {
     let alone = |p: &[u32], q: usize| p.iter().filter(|c| **c == p[q]).count() == 1;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let pps: Vec<f64> = runs.iter().map(|r| r.delivered_pps).collect();
     let mut costs = Costs {
+        cost: BTreeMap::new(),
+        ints_per_s: BTreeMap::new(),
         delivered_pps: mean(&pps),
-        ..runs.remove(0)
+        shared: BTreeMap::new(),
+        first_polls: runs
+            .first_mut()
+            .map(|r| std::mem::take(&mut r.first_polls))
+            .unwrap_or_default(),
+        cpu_irq: runs
+            .first_mut()
+            .map(|r| std::mem::take(&mut r.cpu_irq))
+            .unwrap_or_default(),
+        alone: BTreeMap::new(),
     };
-    let first_placement = &placements[0];
-    // Every IRQ's mean over all runs; the rx queues' replaced below by their alone readings.
-    for (irq, c) in costs.cost.iter_mut() {
-        let all: Vec<f64> = std::iter::once(*c)
-            .chain(runs.iter().filter_map(|r| r.cost.get(irq).copied()))
+    let irqs: BTreeSet<u32> = runs.iter().flat_map(|r| r.cost.keys().copied()).collect();
+    for irq in irqs {
+        let all: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.cost.get(&irq).copied())
             .collect();
-        *c = mean(&all);
+        let ints: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.ints_per_s.get(&irq).copied())
+            .collect();
+        costs.cost.insert(irq, mean(&all));
+        costs.ints_per_s.insert(irq, mean(&ints));
     }
-    let first_costs = costs.cost.clone();
-    let first_ints = costs.ints_per_s.clone();
-    for (q, irq) in g.dut.rx.iter().enumerate() {
+    for (q, irq) in rx.iter().enumerate() {
         let readings: Vec<(u32, f64, f64)> = placements
             .iter()
-            .enumerate()
-            .filter(|(_, p)| alone(p, q) && local.contains(&p[q]))
-            .filter_map(|(k, p)| {
-                let (cost, ints) = if k == 0 {
-                    (first_costs.get(irq), first_ints.get(irq))
-                } else {
-                    (runs[k - 1].cost.get(irq), runs[k - 1].ints_per_s.get(irq))
-                };
-                Some((p[q], *cost?, ints.copied().unwrap_or(0.0)))
+            .zip(&runs)
+            .filter(|(p, _)| alone(p, q) && local.contains(&p[q]))
+            .filter_map(|(p, r)| {
+                let ints = r.ints_per_s.get(irq).copied().unwrap_or(0.0);
+                Some((p[q], *r.cost.get(irq)?, ints))
             })
             .collect();
+        let first = (placements.first(), runs.first());
+        let (Some(first_placement), Some(first_run)) = first else {
+            continue;
+        };
+        let Some(&first_cost) = first_run.cost.get(irq) else {
+            continue;
+        };
         if readings.is_empty() {
+            costs.cost.insert(*irq, first_cost);
+            if let Some(i) = first_run.ints_per_s.get(irq) {
+                costs.ints_per_s.insert(*irq, *i);
+            }
             continue;
         }
         let own = mean(&readings.iter().map(|r| r.1).collect::<Vec<_>>());
         if !alone(first_placement, q) {
-            let shared = first_costs.get(irq).copied().unwrap_or(0.0);
-            costs.shared.insert(q, (shared, own));
+            costs.shared.insert(q, (first_cost, own));
         }
         costs.cost.insert(*irq, own);
         costs.ints_per_s.insert(
@@ -893,7 +927,7 @@ fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
             .alone
             .insert(q, readings.iter().map(|r| (r.0, r.1)).collect());
     }
-    Ok(costs)
+    costs
 }
 
 /// One placement's costs: each IRQ's, measured with no balancer acting.
@@ -1724,6 +1758,55 @@ mod tests {
             cost_placements(2, &[2], Some(0)),
             vec![vec![2, 0], vec![0, 2]]
         );
+    }
+
+    fn run(cost: &[(u32, f64)], pps: f64) -> Costs {
+        Costs {
+            cost: cost.iter().copied().collect(),
+            ints_per_s: cost.iter().map(|(i, c)| (*i, 1000.0 * c)).collect(),
+            delivered_pps: pps,
+            shared: BTreeMap::new(),
+            first_polls: BTreeMap::new(),
+            cpu_irq: BTreeMap::new(),
+            alone: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_queues_cost_is_the_mean_of_its_own_alone_readings() {
+        // IRQs 40, 42 (rx q0, q1), 41 (tx). q0 alone on 2 then on 3, q1 on 3 then on 2,
+        // then both together on CPU 0.
+        let ps = vec![vec![2, 3], vec![3, 2], vec![0, 0]];
+        let runs = vec![
+            run(&[(40, 0.10), (42, 0.20), (41, 0.01)], 100.0),
+            run(&[(40, 0.14), (42, 0.24), (41, 0.03)], 200.0),
+            // Both on CPU 0: shared readings, which must not enter the alone costs.
+            run(&[(40, 0.50), (42, 0.50), (41, 0.05)], 300.0),
+        ];
+        let c = combine_costs(&ps, runs, &[40, 42], &[2, 3]);
+        assert!((c.cost[&40] - 0.12).abs() < 1e-12, "{:?}", c.cost);
+        assert!((c.cost[&42] - 0.22).abs() < 1e-12, "{:?}", c.cost);
+        assert!(
+            (c.cost[&41] - 0.03).abs() < 1e-12,
+            "tx: the mean of all runs"
+        );
+        assert!((c.ints_per_s[&40] - 120.0).abs() < 1e-9);
+        assert!((c.delivered_pps - 200.0).abs() < 1e-9);
+        assert_eq!(c.alone[&0], vec![(2, 0.10), (3, 0.14)]);
+        assert!(c.shared.is_empty(), "nothing shared in the first placement");
+
+        // The queues that share a CPU in the first placement keep that reading beside.
+        let ps = vec![vec![0, 0], vec![2, 3]];
+        let runs = vec![
+            run(&[(40, 0.05), (42, 0.06)], 1.0),
+            run(&[(40, 0.09), (42, 0.07)], 1.0),
+        ];
+        let c = combine_costs(&ps, runs, &[40, 42], &[2, 3]);
+        assert_eq!(c.shared[&0], (0.05, 0.09));
+        assert!((c.cost[&42] - 0.07).abs() < 1e-12);
+        // Never alone on a local CPU: the first reading.
+        let c = combine_costs(&[vec![0, 0]], vec![run(&[(40, 0.05)], 1.0)], &[40], &[2, 3]);
+        assert!((c.cost[&40] - 0.05).abs() < 1e-12);
     }
 
     #[test]
