@@ -894,7 +894,7 @@ fn combine_costs(
         let readings: Vec<(u32, f64, f64)> = placements
             .iter()
             .zip(&runs)
-            .filter(|(p, _)| alone(p, q) && local.contains(&p[q]))
+            .filter(|(p, _)| q < p.len() && alone(p, q) && local.contains(&p[q]))
             .filter_map(|(p, r)| {
                 let ints = r.ints_per_s.get(irq).copied().unwrap_or(0.0);
                 Some((p[q], *r.cost.get(irq)?, ints))
@@ -915,7 +915,7 @@ fn combine_costs(
             continue;
         }
         let own = mean(&readings.iter().map(|r| r.1).collect::<Vec<_>>());
-        if !alone(first_placement, q) {
+        if q < first_placement.len() && !alone(first_placement, q) {
             costs.shared.insert(q, (first_cost, own));
         }
         costs.cost.insert(*irq, own);
