@@ -821,6 +821,11 @@ fn cost_placements(queues: usize, local: &[u32], spare: Option<u32>) -> Vec<Vec<
     out
 }
 
+/// Whether queue `q` is the only one on its CPU in placement `p` (CPU per queue).
+fn alone_on_its_cpu(p: &[u32], q: usize) -> bool {
+    p.iter().filter(|c| **c == p[q]).count() == 1
+}
+
 /// The costs of every placement of [`cost_placements`]: each rx queue's is the mean of its
 /// readings where it sat alone on a CPU (its first reading when it never did).
 fn measure_costs(g: &Bench, sc: &Scenario) -> Result<Costs> {
@@ -859,7 +864,7 @@ fn combine_costs(
     rx: &[u32],
     local: &[u32],
 ) -> Costs {
-    let alone = |p: &[u32], q: usize| p.iter().filter(|c| **c == p[q]).count() == 1;
+    let alone = alone_on_its_cpu;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let pps: Vec<f64> = runs.iter().map(|r| r.delivered_pps).collect();
     let mut costs = Costs {
@@ -890,6 +895,9 @@ fn combine_costs(
         costs.cost.insert(irq, mean(&all));
         costs.ints_per_s.insert(irq, mean(&ints));
     }
+    let (Some(first_placement), Some(first_run)) = (placements.first(), runs.first()) else {
+        return costs;
+    };
     for (q, irq) in rx.iter().enumerate() {
         let readings: Vec<(u32, f64, f64)> = placements
             .iter()
@@ -900,10 +908,6 @@ fn combine_costs(
                 Some((p[q], *r.cost.get(irq)?, ints))
             })
             .collect();
-        let first = (placements.first(), runs.first());
-        let (Some(first_placement), Some(first_run)) = first else {
-            continue;
-        };
         let Some(&first_cost) = first_run.cost.get(irq) else {
             continue;
         };
@@ -1723,7 +1727,7 @@ mod tests {
 
     #[test]
     fn every_queue_is_measured_alone_on_every_local_cpu() {
-        let alone = |p: &[u32], q: usize| p.iter().filter(|c| **c == p[q]).count() == 1;
+        let alone = alone_on_its_cpu;
         assert_eq!(
             cost_placements(4, &[2, 3], Some(0)),
             vec![
