@@ -619,6 +619,10 @@ fn switch_in_cost(st: &CpuState) -> u64 {
 
 #[inline(always)]
 fn on_busy_loop_entry() {
+    // Attached through the daemon's pauses (see `Probe::pause`): no mark is made then.
+    if PAUSED.get(0).is_some_and(|p| *p != 0) {
+        return;
+    }
     let Some(st) = state() else { return };
     let pid = current_tid();
     // A NAPI kthread's polls are timed from its switch-in.

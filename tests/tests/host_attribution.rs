@@ -270,8 +270,13 @@ fn paused_programs_count_nothing_and_system_vectors_stay_attached() {
     let (v2, s2) = runs(&probe);
     assert_eq!(v2, v1, "system vectors counted while paused");
     assert_eq!(s2, s1, "softirqs counted while paused");
-    let left = probe.attached_events();
-    assert_eq!(left, timers, "attached while paused");
+    // The busy-poll loop's fentry/fexit stay too (5.10 cannot attach them twice).
+    let kept: Vec<String> = probe
+        .attached_events()
+        .into_iter()
+        .filter(|e| !e.starts_with("fentry:") && !e.starts_with("fexit:"))
+        .collect();
+    assert_eq!(kept, timers, "attached while paused");
     probe.attach().expect("attach");
     busy();
     let (v3, s3) = runs(&probe);

@@ -748,11 +748,20 @@ impl Probe {
     /// IPIs to every CPU: 45% of the dry-run daemon's CPU on this machine with all 25
     /// toggled each interval, and under single-threaded TCG each round waits for every vCPU
     /// to be scheduled), while the 18 system-vector tracepoints see a few hundred events a
-    /// second per CPU, each returning at the flag. [`Probe::attach`] resumes.
+    /// second per CPU, each returning at the flag. The busy-poll loop's fentry/fexit stay
+    /// too: a trampoline is kernel text as well, the loop runs only on busy-polling sockets,
+    /// and 5.10 cannot attach a tracing program again once it was detached (`ENOENT`: its
+    /// target is released at the first attach), which stopped every window after the first.
+    /// [`Probe::attach`] resumes.
     pub fn pause(&mut self) -> anyhow::Result<()> {
         self.set_paused(true)?;
         self.detach_where(|a| a.event.part != Part::SystemVector)?;
-        self.detach_extras()
+        for i in 0..self.extras.len() {
+            if matches!(self.extras[i].kind, ExtraKind::Event(_)) {
+                self.detach_extra(i)?;
+            }
+        }
+        Ok(())
     }
 
     fn detach_extras(&mut self) -> anyhow::Result<()> {
@@ -765,17 +774,29 @@ impl Probe {
     /// Attaches again what [`Probe::detach`] or [`Probe::pause`] detached (except events
     /// switched off with [`Probe::set_raise_counting`]), and resumes what was paused. The
     /// per-CPU entry/exit state is cleared first: an entry seen before the detach must not
-    /// pair with an exit after it.
+    /// pair with an exit after it. When one program fails to attach, what this call attached
+    /// is detached again and the system vectors stay paused: half the programs running
+    /// unread would cost on every event and measure nothing.
     pub fn attach(&mut self) -> anyhow::Result<()> {
         self.reset_cpu_state()?;
         let raise = self.raise_counting;
-        self.attach_where(|a| raise || a.event.part != Part::SoftirqRaise)?;
-        for i in 0..self.extras.len() {
-            if self.extras[i].wanted {
-                self.attach_extra(i)?;
-            }
+        let attached = self
+            .attach_where(|a| raise || a.event.part != Part::SoftirqRaise)
+            .and_then(|()| {
+                for i in 0..self.extras.len() {
+                    if self.extras[i].wanted {
+                        self.attach_extra(i)?;
+                    }
+                }
+                Ok(())
+            });
+        match attached {
+            Ok(()) => self.set_paused(false),
+            Err(e) => match self.pause() {
+                Ok(()) => Err(e),
+                Err(undo) => Err(e.context(format!("and detaching again failed: {undo:#}"))),
+            },
         }
-        self.set_paused(false)
     }
 
     /// Pauses the programs [`Probe::pause`] leaves attached (the system vectors').
@@ -837,17 +858,22 @@ impl Probe {
                 .ebpf
                 .program_mut(&a.program)
                 .ok_or_else(|| anyhow!("program {} missing", a.program))?;
-            a.link = Some(match a.kind {
-                ProgramType::BtfTracePoint => {
-                    LinkId::Btf(<&mut BtfTracePoint>::try_from(prog)?.attach()?)
-                }
-                ProgramType::RawTracePoint => {
-                    LinkId::Raw(<&mut RawTracePoint>::try_from(prog)?.attach(&a.event.name)?)
-                }
-                ProgramType::TracePoint => LinkId::Classic(
-                    <&mut TracePoint>::try_from(prog)?.attach(a.event.category, &a.event.name)?,
-                ),
-            });
+            let link = (|| -> anyhow::Result<LinkId> {
+                Ok(match a.kind {
+                    ProgramType::BtfTracePoint => {
+                        LinkId::Btf(<&mut BtfTracePoint>::try_from(prog)?.attach()?)
+                    }
+                    ProgramType::RawTracePoint => {
+                        LinkId::Raw(<&mut RawTracePoint>::try_from(prog)?.attach(&a.event.name)?)
+                    }
+                    ProgramType::TracePoint => LinkId::Classic(
+                        <&mut TracePoint>::try_from(prog)?
+                            .attach(a.event.category, &a.event.name)?,
+                    ),
+                })
+            })()
+            .with_context(|| format!("attaching {} to {}", a.program, a.event.id()))?;
+            a.link = Some(link);
         }
         Ok(())
     }
@@ -869,19 +895,23 @@ impl Probe {
             .ebpf
             .program_mut(&x.program)
             .ok_or_else(|| anyhow!("program {} missing", x.program))?;
-        x.link = Some(match x.kind {
-            ExtraKind::Event(ProgramType::BtfTracePoint) => {
-                LinkId::Btf(<&mut BtfTracePoint>::try_from(prog)?.attach()?)
-            }
-            ExtraKind::Event(ProgramType::RawTracePoint) => {
-                LinkId::Raw(<&mut RawTracePoint>::try_from(prog)?.attach(SCHED_SWITCH)?)
-            }
-            ExtraKind::Event(ProgramType::TracePoint) => {
-                LinkId::Classic(<&mut TracePoint>::try_from(prog)?.attach("sched", SCHED_SWITCH)?)
-            }
-            ExtraKind::FEntry => LinkId::FEntry(<&mut FEntry>::try_from(prog)?.attach()?),
-            ExtraKind::FExit => LinkId::FExit(<&mut FExit>::try_from(prog)?.attach()?),
-        });
+        let link = (|| -> anyhow::Result<LinkId> {
+            Ok(match x.kind {
+                ExtraKind::Event(ProgramType::BtfTracePoint) => {
+                    LinkId::Btf(<&mut BtfTracePoint>::try_from(prog)?.attach()?)
+                }
+                ExtraKind::Event(ProgramType::RawTracePoint) => {
+                    LinkId::Raw(<&mut RawTracePoint>::try_from(prog)?.attach(SCHED_SWITCH)?)
+                }
+                ExtraKind::Event(ProgramType::TracePoint) => LinkId::Classic(
+                    <&mut TracePoint>::try_from(prog)?.attach("sched", SCHED_SWITCH)?,
+                ),
+                ExtraKind::FEntry => LinkId::FEntry(<&mut FEntry>::try_from(prog)?.attach()?),
+                ExtraKind::FExit => LinkId::FExit(<&mut FExit>::try_from(prog)?.attach()?),
+            })
+        })()
+        .with_context(|| format!("attaching {} to {}", x.program, x.event))?;
+        x.link = Some(link);
         Ok(())
     }
 

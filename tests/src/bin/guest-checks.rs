@@ -45,6 +45,7 @@ const CHECKS: &[(&str, CheckFn)] = &[
     ("kill-restore", scenarios::kill_restore),
     ("saturation-sticking", scenarios::saturation_sticking),
     ("cpu-offline", cpu_offline),
+    ("duty-cycle", duty_cycle),
     ("overhead", overhead),
 ];
 
@@ -2084,13 +2085,54 @@ fn idle_ns(cpu: u32) -> Result<u64> {
     Ok(idle * 1_000_000_000 / hz)
 }
 
+/// How many links a duty-cycled daemon holds in its window and between windows: its
+/// system-vector programs stay attached when it pauses (db1f84b), so "detached" is not 0.
+#[derive(Clone, Copy, Debug)]
+struct LinkLevels {
+    paused: usize,
+    window: usize,
+}
+
+/// Watches `pid` through two windows and the pauses after them, and takes the levels of
+/// the second: its least links while paused (a detach in progress passes through the counts
+/// in between) and its most in the window. The first window is not one to go by: it may
+/// hold softirq_raise, which the daemon drops once netlink links every queue exactly.
+fn daemon_link_levels(pid: u32) -> Result<LinkLevels> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut window, mut paused, mut pausing, mut pauses) = (0, usize::MAX, false, 0);
+    let mut last = bpf_links(pid);
+    while Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+        let now = bpf_links(pid);
+        if !pausing && now < last {
+            pausing = true;
+            paused = now;
+        } else if pausing && now > last {
+            pauses += 1;
+            if pauses == 2 {
+                return Ok(LinkLevels { paused, window });
+            }
+            pausing = false;
+            window = now;
+            paused = usize::MAX;
+        } else if pausing {
+            paused = paused.min(now);
+        } else {
+            window = window.max(now);
+        }
+        last = now;
+    }
+    bail!("balancer daemon (pid {pid}) did not pause and resume its probes twice within 90 s")
+}
+
 /// Measures CPU `cpu` and the dut's received packets for `secs`. While it waits it polls
-/// `daemon`'s open bpf links every 50 ms: the share of polls that found programs attached.
+/// `daemon`'s open bpf links every 50 ms: the share of polls that found its window's links
+/// all attached.
 fn measure_load(
     cpu: u32,
     dev: &str,
     secs: f64,
-    daemon: Option<u32>,
+    daemon: Option<(u32, LinkLevels)>,
 ) -> Result<(Load, Option<f64>)> {
     let rx = || rx_packets(dev);
     let idle0 = idle_ns(cpu)?;
@@ -2099,9 +2141,9 @@ fn measure_load(
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let (mut polls, mut attached) = (0u32, 0u32);
     while Instant::now() < deadline {
-        if let Some(pid) = daemon {
+        if let Some((pid, levels)) = daemon {
             polls += 1;
-            if bpf_links(pid) >= 4 {
+            if bpf_links(pid) >= levels.window {
                 attached += 1;
             }
         }
@@ -2132,6 +2174,61 @@ fn bpf_links(pid: u32) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// The daemon at the default measure-share measures in every interval, not only the first:
+/// it detaches its programs between windows and attaches them again each time, without an
+/// error. 5.10 refused the second attach of the busy-poll fentry programs (ENOENT), so every
+/// window after the first measured nothing, and no other check runs a duty-cycled daemon.
+fn duty_cycle(g: &mut Guest) -> Result<Outcome> {
+    const INTERVALS: u64 = 5;
+    let dir = PathBuf::from("/tmp/balancer-duty-check");
+    fs::create_dir_all(&dir)?;
+    let metrics = "127.0.0.1:9719";
+    run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
+    let config = dir.join("duty.toml");
+    fs::write(
+        &config,
+        format!(
+            "short-interval = 1\nlong-interval = 1\nmetrics = \"{metrics}\"\n\
+             log-level = \"debug\"\njournal = \"{}\"\nlock-file = \"{}\"\n",
+            dir.join("journal.json").display(),
+            dir.join("lock").display()
+        ),
+    )?;
+    let bin = g.args.balancer.clone();
+    let all_cpus: Vec<usize> = (0..64).collect();
+    let ran = with_daemon(&bin, &config, |pid| {
+        let levels = daemon_link_levels(pid)?;
+        let m = wait_metrics(
+            metrics,
+            |m| m.intervals >= INTERVALS,
+            Duration::from_secs(90),
+        )?;
+        Ok((levels, m.intervals))
+    });
+    let _ = pin_this_thread(&all_cpus);
+    let ((levels, intervals), log) = ran?;
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error:")).collect();
+    if !errors.is_empty() {
+        bail!(
+            "the duty-cycled daemon logged {} errors, first: {}",
+            errors.len(),
+            errors[0]
+        );
+    }
+    if levels.window <= levels.paused {
+        bail!(
+            "the daemon held {} links in its window and {} between: it never paused",
+            levels.window,
+            levels.paused
+        );
+    }
+    Ok(Outcome::Pass(format!(
+        "{intervals} intervals measured at the default measure-share, no error; {} links in \
+         a window, {} kept between windows (the system vectors' and busy-poll's)",
+        levels.window, levels.paused
+    )))
 }
 
 /// The dry-run daemon at the default duty cycle adds at most 5% to the IRQ+softirq time of
@@ -2201,7 +2298,7 @@ fn overhead(g: &mut Guest) -> Result<Outcome> {
     let continuous = config("continuous.toml", "measure-share = 1\n")?;
     let all_cpus: Vec<usize> = (0..64).collect();
 
-    let result = (|| -> Result<String> {
+    let result = (|| -> Result<Outcome> {
         pin_this_thread(&[1])?;
         // From the host side: a sender inside the guest would share the vCPUs' host thread.
         let flows: Vec<balancer_tests::host_traffic::Flow> = (0..FLOWS as u16)
@@ -2213,34 +2310,41 @@ fn overhead(g: &mut Guest) -> Result<Outcome> {
             })
             .collect();
         let traffic = balancer_tests::host_traffic::HostTraffic::start(DUT_ADDR, &flows)?;
-        let run = || -> Result<(String, Option<&str>)> {
+        let run = || -> Result<(String, Verdict)> {
             // Traffic settles (queues fill, rates steady) before the first phase.
             thread::sleep(Duration::from_secs(2));
-            let (none, with, attached, daemon_cpu) = with_daemon(&bin, &duty, |pid| {
+            let ((none, with, attached, daemon_cpu), _) = with_daemon(&bin, &duty, |pid| {
+                let levels = daemon_link_levels(pid)?;
+                let daemon = Some((pid, levels));
                 let mut none = Vec::new();
                 let mut with = Vec::new();
                 let mut attached = Vec::new();
                 let mut daemon_ns = 0;
                 for round in 0..=ROUNDS {
-                    stop_detached(pid)?;
+                    stop_detached(pid, levels)?;
                     // The stopped daemon's links are polled too, so that the polling costs
                     // every phase the same.
-                    none.push(measure_load(CPU, &dev, PHASE_SECS, Some(pid))?.0);
+                    none.push(measure_load(CPU, &dev, PHASE_SECS, daemon)?.0);
                     // SAFETY: signalling our own child.
                     unsafe { libc::kill(pid as i32, libc::SIGCONT) };
                     if round == ROUNDS {
                         break;
                     }
                     let before = daemon_cpu_ns(pid);
-                    let (load, share) = measure_load(CPU, &dev, PHASE_SECS, Some(pid))?;
+                    let (load, share) = measure_load(CPU, &dev, PHASE_SECS, daemon)?;
                     daemon_ns += daemon_cpu_ns(pid).saturating_sub(before);
                     with.push(load);
                     attached.push(share.unwrap_or(0.0));
                 }
                 Ok((none, with, attached, daemon_ns))
             })?;
-            let (with_cont, _) = with_daemon(&bin, &continuous, |pid| {
-                measure_load(CPU, &dev, PHASE_SECS, Some(pid))
+            // Never pauses: its links are polled as often, the share is not used.
+            let ((with_cont, _), _) = with_daemon(&bin, &continuous, |pid| {
+                let levels = LinkLevels {
+                    paused: 0,
+                    window: bpf_links(pid),
+                };
+                measure_load(CPU, &dev, PHASE_SECS, Some((pid, levels)))
             })?;
             let pooled = |v: &[Load]| {
                 v.iter().map(|l| l.busy_ns).sum::<u64>() as f64
@@ -2275,11 +2379,19 @@ fn overhead(g: &mut Guest) -> Result<Outcome> {
                 describe(&with),
             );
             let verdict = if none.iter().any(|l| l.packets == 0) {
-                Some("no packets received")
+                Verdict::Fail("no packets received")
+            } else if none.iter().all(|l| l.share() < 0.005) {
+                // 7.3 read 0.0% busy at 5,880 packets/s where 6.12 reads 8-9%: its nohz idle
+                // time goes on through the interrupts that wake an idle CPU.
+                Verdict::Skip(
+                    "CPU 0 reads idle while it takes the dut's interrupts (this kernel's \
+                     nohz idle time includes them, and it has no IRQ time accounting): \
+                     nothing here measures that work without probes",
+                )
             } else if added > 0.05 {
-                Some("the duty-cycled daemon adds more than 5% per packet")
+                Verdict::Fail("the duty-cycled daemon adds more than 5% per packet")
             } else {
-                None
+                Verdict::Pass
             };
             Ok((detail, verdict))
         };
@@ -2293,26 +2405,35 @@ fn overhead(g: &mut Guest) -> Result<Outcome> {
             started.elapsed().as_secs_f64()
         );
         match verdict {
-            Some(why) => bail!("{why}: {detail}"),
-            None => Ok(detail),
+            Verdict::Fail(why) => bail!("{why}: {detail}"),
+            Verdict::Skip(why) => Ok(Outcome::Skip(format!("{why}: {detail}"))),
+            Verdict::Pass => Ok(Outcome::Pass(detail)),
         }
     })();
     let _ = pin_this_thread(&all_cpus);
     for (i, mask) in &original {
         let _ = fs::write(format!("/proc/irq/{i}/smp_affinity"), mask);
     }
-    result.map(Outcome::Pass)
+    result
 }
 
-/// Stops `pid` (SIGSTOP) at a moment its programs are detached.
-fn stop_detached(pid: u32) -> Result<()> {
+/// What [`overhead`]'s figures say.
+enum Verdict {
+    Pass,
+    Skip(&'static str),
+    Fail(&'static str),
+}
+
+/// Stops `pid` (SIGSTOP) at a moment it holds only its paused links (its window's
+/// programs detached).
+fn stop_detached(pid: u32, levels: LinkLevels) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if bpf_links(pid) == 0 {
+        if bpf_links(pid) <= levels.paused {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
             thread::sleep(Duration::from_millis(20));
-            if bpf_links(pid) == 0 {
+            if bpf_links(pid) <= levels.paused {
                 return Ok(());
             }
             // It attached in between: let it finish its window.
@@ -2336,8 +2457,12 @@ fn daemon_cpu_ns(pid: u32) -> u64 {
 }
 
 /// Runs `balancer daemon --dry-run` with `config` on CPU 3, waits until its programs are
-/// attached, runs `f` with its pid, stops it.
-fn with_daemon<T>(bin: &Path, config: &Path, f: impl FnOnce(u32) -> Result<T>) -> Result<T> {
+/// attached, runs `f` with its pid, stops it; what `f` gave, and the daemon's log.
+fn with_daemon<T>(
+    bin: &Path,
+    config: &Path,
+    f: impl FnOnce(u32) -> Result<T>,
+) -> Result<(T, String)> {
     pin_this_thread(&[3])?;
     let spawned = Command::new(bin)
         .args(["daemon", "--dry-run", "--foreground", "--force", "--config"])
@@ -2380,5 +2505,5 @@ fn with_daemon<T>(bin: &Path, config: &Path, f: impl FnOnce(u32) -> Result<T>) -
     if !status.success() {
         bail!("balancer daemon exited {status}: {log}");
     }
-    Ok(out)
+    Ok((out, log))
 }
