@@ -753,19 +753,9 @@ fn managed_irq(g: &mut Guest) -> Result<Outcome> {
 
     // The daemon under disk load: reads of the null-backed namespace keep the queues busy.
     let dir = PathBuf::from("/tmp/balancer-managed-check");
-    fs::create_dir_all(&dir)?;
     let metrics = "127.0.0.1:9718";
     run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
-    let config = dir.join("balancer.toml");
-    fs::write(
-        &config,
-        format!(
-            "short-interval = 1\nlong-interval = 1\nmetrics = \"{metrics}\"\n\
-             log-level = \"debug\"\nmeasure-share = 1\njournal = \"{}\"\nlock-file = \"{}\"\n",
-            dir.join("journal.json").display(),
-            dir.join("lock").display()
-        ),
-    )?;
+    let config = one_second_config(&dir, metrics, "measure-share = 1\n")?;
     let stop = Arc::new(AtomicBool::new(false));
     let disk = {
         let stop = Arc::clone(&stop);
@@ -2176,6 +2166,24 @@ fn bpf_links(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Writes `dir`/balancer.toml for a daemon of 1 s intervals, debug log, metrics on `metrics`,
+/// its journal and lock in `dir`, plus `extra` (whole lines); its path.
+fn one_second_config(dir: &Path, metrics: &str, extra: &str) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let config = dir.join("balancer.toml");
+    fs::write(
+        &config,
+        format!(
+            "short-interval = 1\nlong-interval = 1\nmetrics = \"{metrics}\"\n\
+             log-level = \"debug\"\n{extra}journal = \"{}\"\nlock-file = \"{}\"\n",
+            dir.join("journal.json").display(),
+            dir.join("lock").display()
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    Ok(config)
+}
+
 /// The daemon at the default measure-share measures in every interval, not only the first:
 /// it detaches its programs between windows and attaches them again each time, without an
 /// error. 5.10 refused the second attach of the busy-poll fentry programs (ENOENT), so every
@@ -2183,19 +2191,9 @@ fn bpf_links(pid: u32) -> usize {
 fn duty_cycle(g: &mut Guest) -> Result<Outcome> {
     const INTERVALS: u64 = 5;
     let dir = PathBuf::from("/tmp/balancer-duty-check");
-    fs::create_dir_all(&dir)?;
     let metrics = "127.0.0.1:9719";
     run(Command::new(IP).args(["link", "set", "lo", "up"]))?;
-    let config = dir.join("duty.toml");
-    fs::write(
-        &config,
-        format!(
-            "short-interval = 1\nlong-interval = 1\nmetrics = \"{metrics}\"\n\
-             log-level = \"debug\"\njournal = \"{}\"\nlock-file = \"{}\"\n",
-            dir.join("journal.json").display(),
-            dir.join("lock").display()
-        ),
-    )?;
+    let config = one_second_config(&dir, metrics, "")?;
     let bin = g.args.balancer.clone();
     let all_cpus: Vec<usize> = (0..64).collect();
     let ran = with_daemon(&bin, &config, |pid| {
